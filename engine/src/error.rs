@@ -1,0 +1,98 @@
+//! The engine's error type: one `#[non_exhaustive]` enum with structured fields.
+//!
+//! Programmer errors are `assert!`s, not variants here. Every variant's `Display` text is what a
+//! client or an operator reads, so it names the file, offset or shard involved.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Everything the engine can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The value is not an integer or out of range (Redis: "value is not an integer or out of range").
+    NotAnInteger,
+    /// The value is not a valid float (Redis: "value is not a valid float").
+    NotAFloat,
+    /// An increment or decrement would overflow a signed 64-bit integer.
+    Overflow,
+    /// A float increment produced NaN or infinity.
+    NanOrInfinity,
+    /// A value would exceed the maximum string length.
+    ValueTooLarge { len: u64, max: u64 },
+    /// The shard is not serving: its files are corrupt or could not be read.
+    ShardFailed { shard: String, reason: String },
+    /// The shard refuses writes because an earlier write or fsync of its log failed
+    /// (after a failed fsync the page state is unknown, so nothing more is acknowledged).
+    PreviousIo { shard: String, reason: String },
+    /// An I/O operation failed.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// A stored checksum did not match the bytes read.
+    ChecksumMismatch {
+        path: PathBuf,
+        offset: u64,
+        expected: u32,
+        got: u32,
+    },
+    /// A file is structurally invalid (bad magic, impossible length, LSN gap).
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The engine is shutting down or a core stopped answering.
+    Unavailable { reason: String },
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::NotAnInteger => write!(f, "value is not an integer or out of range"),
+            EngineError::NotAFloat => write!(f, "value is not a valid float"),
+            EngineError::Overflow => write!(f, "increment or decrement would overflow"),
+            EngineError::NanOrInfinity => write!(f, "increment would produce NaN or Infinity"),
+            EngineError::ValueTooLarge { .. } => {
+                write!(f, "string exceeds maximum allowed size (proto-max-bulk-len)")
+            }
+            EngineError::ShardFailed { shard, reason } => {
+                write!(f, "shard {shard} is not serving: {reason}")
+            }
+            EngineError::PreviousIo { shard, reason } => write!(
+                f,
+                "shard {shard} refuses writes after a failed log write or fsync: {reason}"
+            ),
+            EngineError::Io { op, path, reason } => {
+                write!(f, "I/O error during {op} of {}: {reason}", path.display())
+            }
+            EngineError::ChecksumMismatch { path, offset, expected, got } => write!(
+                f,
+                "checksum mismatch in {} at offset {offset}: stored {expected:#010x}, computed {got:#010x}",
+                path.display()
+            ),
+            EngineError::Corrupt { path, offset, reason } => {
+                write!(f, "corrupt file {} at offset {offset}: {reason}", path.display())
+            }
+            EngineError::Unavailable { reason } => write!(f, "engine unavailable: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl EngineError {
+    /// Wraps an `std::io::Error` (or anything displayable) from operation `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, err: impl fmt::Display) -> Self {
+        EngineError::Io {
+            op,
+            path: path.into(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

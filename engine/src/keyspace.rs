@@ -1,0 +1,648 @@
+//! A shard's in-memory keyspace: keys -> string values with optional absolute expiry, and the
+//! semantics of every string command. Pure: no I/O, time is passed in. Every mutation is
+//! described to a [`LogSink`] as a [`Record`] *after* it is applied, so the WAL holds exactly
+//! what changed.
+//!
+//! Invariant: `expiries` holds `(at, key)` for exactly the entries with `expire_at_ms != 0`.
+//! Invariant: `used_bytes` is the sum of `entry_cost` over all entries.
+
+use crate::error::{EngineError, Result};
+use crate::record::Record;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+/// Largest string value (Redis's `proto-max-bulk-len` default, 512 MiB).
+pub const VALUE_LEN_MAX: usize = 512 * 1024 * 1024;
+/// Bookkeeping bytes charged per entry on top of key and value (map slot, Rc headers).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+pub type Key = Rc<[u8]>;
+
+/// A stored value.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Rc<Vec<u8>>,
+    /// Absolute expiry, ms since the Unix epoch; 0 = persistent.
+    pub expire_at_ms: u64,
+}
+
+/// Receives the records describing mutations.
+pub trait LogSink {
+    fn log(&mut self, record: &Record<'_>);
+}
+
+/// A sink that drops records (replay, tests).
+pub struct NoLog;
+impl LogSink for NoLog {
+    fn log(&mut self, _: &Record<'_>) {}
+}
+
+/// SET's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetCondition {
+    Always,
+    /// Only if the key does not exist (NX).
+    IfAbsent,
+    /// Only if the key exists (XX).
+    IfPresent,
+}
+
+/// SET's effect on the expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetExpiry {
+    /// Remove any expiry (plain SET).
+    Clear,
+    /// Keep the current expiry (KEEPTTL).
+    Keep,
+    /// Expire at this absolute time in ms.
+    At(u64),
+}
+
+/// EXPIRE's condition (Redis 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireCondition {
+    Always,
+    /// Only if the key has no expiry (NX).
+    IfNone,
+    /// Only if the key has an expiry (XX).
+    IfSome,
+    /// Only if the new expiry is greater (GT); no expiry counts as infinite.
+    IfGreater,
+    /// Only if the new expiry is less (LT); no expiry counts as infinite.
+    IfLess,
+}
+
+/// What a key's time to live is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    Missing,
+    Persistent,
+    /// Remaining milliseconds.
+    Ms(u64),
+}
+
+/// Result of SET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// The value was written (the condition held).
+    pub applied: bool,
+    /// The previous value, when asked for (SET ... GET).
+    pub old: Option<Vec<u8>>,
+}
+
+/// Cost charged to `used_bytes` for one entry.
+pub fn entry_cost(key: &[u8], value: &[u8]) -> u64 {
+    key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD_BYTES
+}
+
+/// The keyspace of one shard.
+#[derive(Default)]
+pub struct Keyspace {
+    map: HashMap<Key, Entry, ahash::RandomState>,
+    expiries: BTreeSet<(u64, Key)>,
+    used_bytes: u64,
+}
+
+fn is_expired(entry: &Entry, now_ms: u64) -> bool {
+    entry.expire_at_ms != 0 && entry.expire_at_ms <= now_ms
+}
+
+/// Parses a Redis integer string strictly (as Redis's `string2ll`): optional '-', no '+', no
+/// leading zeros, no spaces, fits in i64.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    if bytes == b"0" {
+        return Some(0);
+    }
+    let (neg, digits) = match bytes[0] {
+        b'-' => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || !(b'1'..=b'9').contains(&digits[0]) {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (b - b'0') as i128;
+    }
+    if neg {
+        v = -v;
+    }
+    i64::try_from(v).ok()
+}
+
+impl Keyspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Live and not yet collected expired keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes
+    }
+
+    /// Keys that carry an expiry.
+    pub fn expiring_len(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// The live entry of `key`, removing it first if it has expired.
+    fn live(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Entry> {
+        let expired = match self.map.get(key) {
+            None => return None,
+            Some(e) => is_expired(e, now_ms),
+        };
+        if expired {
+            self.remove_entry(key);
+            return None;
+        }
+        self.map.get_mut(key)
+    }
+
+    fn remove_entry(&mut self, key: &[u8]) -> Option<Entry> {
+        let (k, e) = self.map.remove_entry(key)?;
+        self.used_bytes -= entry_cost(&k, &e.value);
+        if e.expire_at_ms != 0 {
+            let removed = self.expiries.remove(&(e.expire_at_ms, k));
+            debug_assert!(removed);
+        }
+        Some(e)
+    }
+
+    /// Inserts or replaces, keeping the expiry index and memory count right.
+    fn put(&mut self, key: &[u8], value: Rc<Vec<u8>>, expire_at_ms: u64) {
+        let k: Key = match self.map.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Rc::from(key),
+        };
+        if let Some(old) = self.map.get(key) {
+            self.used_bytes -= entry_cost(key, &old.value);
+            if old.expire_at_ms != 0 {
+                self.expiries.remove(&(old.expire_at_ms, k.clone()));
+            }
+        }
+        self.used_bytes += entry_cost(key, &value);
+        if expire_at_ms != 0 {
+            self.expiries.insert((expire_at_ms, k.clone()));
+        }
+        self.map.insert(
+            k,
+            Entry {
+                value,
+                expire_at_ms,
+            },
+        );
+    }
+
+    fn set_expiry(&mut self, key: &[u8], at: u64) {
+        let (k, entry) = self
+            .map
+            .get_key_value(key)
+            .expect("set_expiry on a missing key");
+        let (k, old) = (k.clone(), entry.expire_at_ms);
+        if old != 0 {
+            self.expiries.remove(&(old, k.clone()));
+        }
+        if at != 0 {
+            self.expiries.insert((at, k.clone()));
+        }
+        self.map.get_mut(key).unwrap().expire_at_ms = at;
+    }
+
+    pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<Rc<Vec<u8>>> {
+        self.live(key, now_ms).map(|e| e.value.clone())
+    }
+
+    pub fn exists(&mut self, key: &[u8], now_ms: u64) -> bool {
+        self.live(key, now_ms).is_some()
+    }
+
+    pub fn ttl(&mut self, key: &[u8], now_ms: u64) -> Ttl {
+        match self.live(key, now_ms) {
+            None => Ttl::Missing,
+            Some(e) if e.expire_at_ms == 0 => Ttl::Persistent,
+            Some(e) => Ttl::Ms(e.expire_at_ms - now_ms),
+        }
+    }
+
+    pub fn set(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        condition: SetCondition,
+        expiry: SetExpiry,
+        return_old: bool,
+        now_ms: u64,
+        log: &mut impl LogSink,
+    ) -> Result<SetOutcome> {
+        if value.len() > VALUE_LEN_MAX {
+            return Err(EngineError::ValueTooLarge {
+                len: value.len() as u64,
+                max: VALUE_LEN_MAX as u64,
+            });
+        }
+        let current = self
+            .live(key, now_ms)
+            .map(|e| (e.value.clone(), e.expire_at_ms));
+        let old = if return_old {
+            current.as_ref().map(|(v, _)| v.to_vec())
+        } else {
+            None
+        };
+        let holds = match condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => current.is_none(),
+            SetCondition::IfPresent => current.is_some(),
+        };
+        if !holds {
+            return Ok(SetOutcome {
+                applied: false,
+                old,
+            });
+        }
+        let expire_at_ms = match expiry {
+            SetExpiry::Clear => 0,
+            SetExpiry::Keep => current.as_ref().map_or(0, |(_, at)| *at),
+            SetExpiry::At(at) => at.max(1),
+        };
+        if expire_at_ms != 0 && expire_at_ms <= now_ms {
+            // Already expired: the key is gone (Redis deletes it and propagates DEL).
+            if self.remove_entry(key).is_some() {
+                log.log(&Record::Delete { key });
+            }
+            return Ok(SetOutcome { applied: true, old });
+        }
+        log.log(&Record::Put {
+            key,
+            value: &value,
+            expire_at_ms,
+        });
+        self.put(key, Rc::new(value), expire_at_ms);
+        Ok(SetOutcome { applied: true, old })
+    }
+
+    /// Removes the key; true if it existed (and had not expired).
+    pub fn del(&mut self, key: &[u8], now_ms: u64, log: &mut impl LogSink) -> bool {
+        if self.live(key, now_ms).is_none() {
+            return false;
+        }
+        self.remove_entry(key);
+        log.log(&Record::Delete { key });
+        true
+    }
+
+    /// Adds `delta` to the integer value (0 if absent), keeping the expiry.
+    pub fn incr_by(
+        &mut self,
+        key: &[u8],
+        delta: i64,
+        now_ms: u64,
+        log: &mut impl LogSink,
+    ) -> Result<i64> {
+        let (current, expire_at_ms) = match self.live(key, now_ms) {
+            None => (0, 0),
+            Some(e) => (
+                parse_i64(&e.value).ok_or(EngineError::NotAnInteger)?,
+                e.expire_at_ms,
+            ),
+        };
+        let next = current.checked_add(delta).ok_or(EngineError::Overflow)?;
+        let value = next.to_string().into_bytes();
+        log.log(&Record::Put {
+            key,
+            value: &value,
+            expire_at_ms,
+        });
+        self.put(key, Rc::new(value), expire_at_ms);
+        Ok(next)
+    }
+
+    /// Replaces the value with `f(current)` (None if absent), keeping the expiry; for
+    /// read-modify-write commands whose logic lives above the engine (INCRBYFLOAT, SETRANGE).
+    pub fn update(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+        log: &mut impl LogSink,
+        f: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
+    ) -> Result<Option<usize>> {
+        let (current, expire_at_ms) = match self.live(key, now_ms) {
+            None => (None, 0),
+            Some(e) => (Some(e.value.clone()), e.expire_at_ms),
+        };
+        let Some(value) = f(current.as_deref().map(|v| v.as_slice()))? else {
+            return Ok(None);
+        };
+        if value.len() > VALUE_LEN_MAX {
+            return Err(EngineError::ValueTooLarge {
+                len: value.len() as u64,
+                max: VALUE_LEN_MAX as u64,
+            });
+        }
+        let len = value.len();
+        log.log(&Record::Put {
+            key,
+            value: &value,
+            expire_at_ms,
+        });
+        self.put(key, Rc::new(value), expire_at_ms);
+        Ok(Some(len))
+    }
+
+    /// Appends to the value (creating it); returns the new length.
+    pub fn append(
+        &mut self,
+        key: &[u8],
+        suffix: &[u8],
+        now_ms: u64,
+        log: &mut impl LogSink,
+    ) -> Result<usize> {
+        let current_len = self.live(key, now_ms).map_or(0, |e| e.value.len());
+        if current_len + suffix.len() > VALUE_LEN_MAX {
+            return Err(EngineError::ValueTooLarge {
+                len: (current_len + suffix.len()) as u64,
+                max: VALUE_LEN_MAX as u64,
+            });
+        }
+        log.log(&Record::Append { key, suffix });
+        Ok(self.apply_append(key, suffix))
+    }
+
+    fn apply_append(&mut self, key: &[u8], suffix: &[u8]) -> usize {
+        if let Some(entry) = self.map.get_mut(key) {
+            // Copy-on-write: a snapshot in progress may share the old value.
+            Rc::make_mut(&mut entry.value).extend_from_slice(suffix);
+            self.used_bytes += suffix.len() as u64;
+            entry.value.len()
+        } else {
+            self.put(key, Rc::new(suffix.to_vec()), 0);
+            suffix.len()
+        }
+    }
+
+    /// Sets the expiry to `at_ms` if the condition holds; an expiry in the past deletes the key.
+    /// Returns whether the expiry was set (or the key deleted).
+    pub fn expire(
+        &mut self,
+        key: &[u8],
+        at_ms: u64,
+        condition: ExpireCondition,
+        now_ms: u64,
+        log: &mut impl LogSink,
+    ) -> bool {
+        let Some(entry) = self.live(key, now_ms) else {
+            return false;
+        };
+        let current = entry.expire_at_ms;
+        let holds = match condition {
+            ExpireCondition::Always => true,
+            ExpireCondition::IfNone => current == 0,
+            ExpireCondition::IfSome => current != 0,
+            ExpireCondition::IfGreater => current != 0 && at_ms > current,
+            ExpireCondition::IfLess => current == 0 || at_ms < current,
+        };
+        if !holds {
+            return false;
+        }
+        if at_ms <= now_ms {
+            self.remove_entry(key);
+            log.log(&Record::Delete { key });
+            return true;
+        }
+        log.log(&Record::Expire {
+            key,
+            expire_at_ms: at_ms,
+        });
+        self.set_expiry(key, at_ms);
+        true
+    }
+
+    /// Removes the expiry; true if there was one.
+    pub fn persist(&mut self, key: &[u8], now_ms: u64, log: &mut impl LogSink) -> bool {
+        match self.live(key, now_ms) {
+            Some(e) if e.expire_at_ms != 0 => {
+                log.log(&Record::Expire {
+                    key,
+                    expire_at_ms: 0,
+                });
+                self.set_expiry(key, 0);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self, log: &mut impl LogSink) {
+        log.log(&Record::Clear);
+        self.map.clear();
+        self.expiries.clear();
+        self.used_bytes = 0;
+    }
+
+    /// Active expiry: removes up to `budget` keys whose expiry is at or before `now_ms`, the
+    /// earliest first. Returns how many it removed. Not logged: the expiry is in the log already.
+    pub fn remove_expired(&mut self, now_ms: u64, budget: usize) -> usize {
+        let mut removed = 0;
+        while removed < budget {
+            let Some((at, key)) = self.expiries.first().cloned() else {
+                break;
+            };
+            if at > now_ms {
+                break;
+            }
+            self.remove_entry(&key);
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Applies a replayed log record.
+    pub fn apply_record(&mut self, record: &Record<'_>) {
+        match *record {
+            Record::Put {
+                key,
+                value,
+                expire_at_ms,
+            } => self.put(key, Rc::new(value.to_vec()), expire_at_ms),
+            Record::Delete { key } => {
+                self.remove_entry(key);
+            }
+            Record::Expire { key, expire_at_ms } => {
+                if self.map.contains_key(key) {
+                    self.set_expiry(key, expire_at_ms);
+                }
+            }
+            Record::Append { key, suffix } => {
+                self.apply_append(key, suffix);
+            }
+            Record::Clear => self.clear(&mut NoLog),
+        }
+    }
+
+    /// Loads one entry from a snapshot.
+    pub fn load(&mut self, key: &[u8], value: Vec<u8>, expire_at_ms: u64) {
+        self.put(key, Rc::new(value), expire_at_ms);
+    }
+
+    /// Every entry, sharing keys and values (cheap: reference counts), for a snapshot.
+    pub fn share_all(&self) -> Vec<(Key, Entry)> {
+        self.map
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
+    }
+
+    /// Iterates every entry, expired ones included.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
+        self.map.iter()
+    }
+
+    /// A live key chosen by `pick` (an index below `len`), for RANDOMKEY.
+    pub fn key_at(&self, index: usize) -> Option<Key> {
+        self.map.keys().nth(index).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_i64_is_strict() {
+        for ok in [
+            "0",
+            "1",
+            "-1",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "10",
+        ] {
+            assert_eq!(parse_i64(ok.as_bytes()), Some(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "+1",
+            "01",
+            "-0",
+            " 1",
+            "1 ",
+            "1.0",
+            "9223372036854775808",
+            "abc",
+        ] {
+            assert_eq!(parse_i64(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn expiry_index_follows_entries() {
+        let mut ks = Keyspace::new();
+        let now = 1000;
+        ks.set(
+            b"a",
+            b"1".to_vec(),
+            SetCondition::Always,
+            SetExpiry::At(2000),
+            false,
+            now,
+            &mut NoLog,
+        )
+        .unwrap();
+        ks.set(
+            b"b",
+            b"1".to_vec(),
+            SetCondition::Always,
+            SetExpiry::At(3000),
+            false,
+            now,
+            &mut NoLog,
+        )
+        .unwrap();
+        assert_eq!(ks.expiring_len(), 2);
+        ks.set(
+            b"a",
+            b"2".to_vec(),
+            SetCondition::Always,
+            SetExpiry::Keep,
+            false,
+            now,
+            &mut NoLog,
+        )
+        .unwrap();
+        assert_eq!(ks.ttl(b"a", now), Ttl::Ms(1000));
+        ks.set(
+            b"a",
+            b"3".to_vec(),
+            SetCondition::Always,
+            SetExpiry::Clear,
+            false,
+            now,
+            &mut NoLog,
+        )
+        .unwrap();
+        assert_eq!(ks.ttl(b"a", now), Ttl::Persistent);
+        assert_eq!(ks.expiring_len(), 1);
+        assert_eq!(ks.remove_expired(2999, 10), 0);
+        assert_eq!(ks.remove_expired(3000, 10), 1);
+        assert_eq!(ks.len(), 1);
+        assert_eq!(ks.used_bytes(), entry_cost(b"a", b"3"));
+    }
+
+    #[test]
+    fn lazy_expiry_hides_and_removes() {
+        let mut ks = Keyspace::new();
+        ks.set(
+            b"k",
+            b"v".to_vec(),
+            SetCondition::Always,
+            SetExpiry::At(10),
+            false,
+            5,
+            &mut NoLog,
+        )
+        .unwrap();
+        assert!(ks.exists(b"k", 9));
+        assert!(!ks.exists(b"k", 10));
+        assert_eq!(ks.len(), 0);
+        assert_eq!(ks.used_bytes(), 0);
+    }
+
+    #[test]
+    fn incr_errors() {
+        let mut ks = Keyspace::new();
+        assert_eq!(ks.incr_by(b"n", 5, 0, &mut NoLog), Ok(5));
+        assert_eq!(
+            ks.incr_by(b"n", i64::MAX, 0, &mut NoLog),
+            Err(EngineError::Overflow)
+        );
+        ks.set(
+            b"s",
+            b"x".to_vec(),
+            SetCondition::Always,
+            SetExpiry::Clear,
+            false,
+            0,
+            &mut NoLog,
+        )
+        .unwrap();
+        assert_eq!(
+            ks.incr_by(b"s", 1, 0, &mut NoLog),
+            Err(EngineError::NotAnInteger)
+        );
+    }
+}

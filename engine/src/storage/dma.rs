@@ -1,0 +1,150 @@
+//! The production storage: glommio DMA files (O_DIRECT through io_uring).
+
+use super::{Storage, StorageFile, IO_ALIGN};
+use crate::error::{EngineError, Result};
+use glommio::io::{DmaFile, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// Storage on the local filesystem through glommio.
+#[derive(Clone, Debug, Default)]
+pub struct DmaStorage;
+
+/// A glommio DMA file and its path (for error messages).
+pub struct DmaStorageFile {
+    file: DmaFile,
+    path: PathBuf,
+}
+
+impl Storage for DmaStorage {
+    type File = DmaStorageFile;
+
+    async fn open_rw(&self, path: &Path, create: bool) -> Result<DmaStorageFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(|e| EngineError::io("open", path, e))?;
+        assert!(
+            IO_ALIGN as u64 % file.alignment() == 0,
+            "device alignment {} does not divide IO_ALIGN",
+            file.alignment()
+        );
+        Ok(DmaStorageFile {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        glommio::io::rename(from, to)
+            .await
+            .map_err(|e| EngineError::io("rename", from, e))
+    }
+
+    async fn remove(&self, path: &Path) -> Result<()> {
+        glommio::io::remove(path)
+            .await
+            .map_err(|e| EngineError::io("remove", path, e))
+    }
+
+    async fn sync_dir(&self, path: &Path) -> Result<()> {
+        let dir = glommio::io::Directory::open(path)
+            .await
+            .map_err(|e| EngineError::io("open directory", path, e))?;
+        dir.sync()
+            .await
+            .map_err(|e| EngineError::io("fsync directory", path, e))?;
+        dir.close()
+            .await
+            .map_err(|e| EngineError::io("close directory", path, e))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> Result<()> {
+        std::fs::create_dir_all(path).map_err(|e| EngineError::io("create directory", path, e))
+    }
+
+    fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(EngineError::io("list directory", path, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| EngineError::io("list directory", path, e))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+impl StorageFile for DmaStorageFile {
+    async fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
+        let r = self
+            .file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| EngineError::io("read", &self.path, e))?;
+        Ok(r.to_vec())
+    }
+
+    async fn write_at(&self, pos: u64, data: &[u8]) -> Result<()> {
+        assert!(
+            pos % IO_ALIGN as u64 == 0 && data.len() % IO_ALIGN == 0,
+            "unaligned DMA write"
+        );
+        let mut buf = self.file.alloc_dma_buffer(data.len());
+        buf.as_bytes_mut().copy_from_slice(data);
+        let written = self
+            .file
+            .write_at(buf, pos)
+            .await
+            .map_err(|e| EngineError::io("write", &self.path, e))?;
+        if written != data.len() {
+            return Err(EngineError::io(
+                "write",
+                &self.path,
+                format!("short write: {written} of {} bytes", data.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| EngineError::io("fdatasync", &self.path, e))
+    }
+
+    async fn size(&self) -> Result<u64> {
+        self.file
+            .file_size()
+            .await
+            .map_err(|e| EngineError::io("stat", &self.path, e))
+    }
+
+    async fn truncate(&self, len: u64) -> Result<()> {
+        self.file
+            .truncate(len)
+            .await
+            .map_err(|e| EngineError::io("truncate", &self.path, e))
+    }
+
+    async fn preallocate(&self, len: u64) -> Result<()> {
+        self.file
+            .pre_allocate(len, false)
+            .await
+            .map_err(|e| EngineError::io("fallocate", &self.path, e))
+    }
+
+    async fn close(self) -> Result<()> {
+        self.file
+            .close()
+            .await
+            .map_err(|e| EngineError::io("close", &self.path, e))
+    }
+}
