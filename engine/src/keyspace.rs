@@ -370,14 +370,25 @@ impl Keyspace {
         now_ms: u64,
         log: &mut impl LogSink,
     ) -> Result<usize> {
-        let current_len = self.live(key, now_ms).map_or(0, |e| e.value.len());
-        if current_len + suffix.len() > VALUE_LEN_MAX {
+        let current_len = self.live(key, now_ms).map(|e| e.value.len());
+        let new_len = current_len.unwrap_or(0) + suffix.len();
+        if new_len > VALUE_LEN_MAX {
             return Err(EngineError::ValueTooLarge {
-                len: (current_len + suffix.len()) as u64,
+                len: new_len as u64,
                 max: VALUE_LEN_MAX as u64,
             });
         }
-        log.log(&Record::Append { key, suffix });
+        if current_len.is_some() {
+            log.log(&Record::Append { key, suffix });
+        } else {
+            // Logged as a Put: at replay an expired entry may still be in the map (replay never
+            // expires), and an Append would extend it. (Found by the model test.)
+            log.log(&Record::Put {
+                key,
+                value: suffix,
+                expire_at_ms: 0,
+            });
+        }
         Ok(self.apply_append(key, suffix))
     }
 

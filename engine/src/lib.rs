@@ -4,11 +4,20 @@
 
 pub mod clock;
 pub mod error;
+pub mod glob;
 pub mod keyspace;
+pub mod ops;
 pub mod record;
 pub mod routing;
+pub mod runtime;
 pub mod segment;
+pub mod shard;
 pub mod storage;
 pub mod testing;
+pub mod wal;
+pub mod wal_reader;
 
 pub use error::{EngineError, Result};
+
+pub use runtime::{run, Core, CoreResult, CoreWork, EngineConfig};
+pub use wal::FsyncPolicy;

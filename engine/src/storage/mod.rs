@@ -72,7 +72,3 @@ pub async fn read_all<F: StorageFile>(file: &F) -> Result<Vec<u8>> {
 pub(crate) fn align_up(v: u64) -> u64 {
     v.div_ceil(IO_ALIGN as u64) * IO_ALIGN as u64
 }
-
-pub(crate) fn align_down(v: u64) -> u64 {
-    v / IO_ALIGN as u64 * IO_ALIGN as u64
-}

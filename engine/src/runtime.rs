@@ -1,0 +1,782 @@
+//! The thread-per-core runtime: one pinned glommio executor per data core, each owning the
+//! shards of the partitions placed on it, joined by a channel mesh.
+//!
+//! A `Core` is the handle a connection uses on its executor: it routes every op to the core
+//! that owns the op's key, executing local ops directly and batching remote ones into one mesh
+//! message per destination core; replies come back in the order of the ops.
+//!
+//! Invariant: a shard's state is touched only by its owning executor; nothing on the data path
+//! is locked or shared between threads (cross-core work is a message).
+//! Invariant: every executor opens the iopoll probe file before any other DMA file (glommio
+//! #605/#670, see DESIGN.md), or reads on that executor may fail with EOPNOTSUPP.
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{EngineError, Result};
+use crate::glob::glob_match;
+use crate::ops::{Op, OpKind, Reply};
+use crate::routing::{default_core_of, partition_of, scan_position, PARTITION_SEPARATOR_DEFAULT};
+use crate::shard::{Shard, ShardConfig, ShardMeta};
+use crate::storage::dma::DmaStorage;
+use crate::storage::Storage;
+use crate::wal::FsyncPolicy;
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares, TaskQueueHandle};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// Name of the file every executor opens first (the iopoll workaround).
+pub const IOPOLL_PROBE_FILE: &str = ".iopoll-probe";
+const IOPOLL_PROBE_LEN: usize = 8192;
+
+/// Engine settings; every limit has a name and a default.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// Number of data cores (executors).
+    pub cores: usize,
+    /// CPUs to pin the executors to; `None` spreads them over the machine.
+    pub cpu_list: Option<Vec<usize>>,
+    pub fsync: FsyncPolicy,
+    /// Registered I/O buffer memory per executor (without CAP_IPC_LOCK keep <= 640 KiB).
+    pub io_memory_bytes: usize,
+    /// io_uring depth per executor (without CAP_IPC_LOCK keep <= 1024).
+    pub ring_depth: usize,
+    /// Busy-poll before parking; 0 (the default) never spins, which is right when client and
+    /// server share cores.
+    pub spin_before_park_us: u64,
+    /// Messages in flight per ordered pair of cores.
+    pub mesh_channel_capacity: usize,
+    pub partition_separator: u8,
+    pub snapshot_min_wal_bytes: u64,
+    pub wal_prealloc_bytes: u64,
+    /// Period of the `everysec`/`no` log writer.
+    pub flush_interval_ms: u64,
+    /// Unwritten log bytes that trigger a write before the timer.
+    pub wal_write_batch_bytes: usize,
+    pub expire_cycle_interval_ms: u64,
+    /// Expired keys removed per shard per active-expiry cycle.
+    pub expire_cycle_keys_max: usize,
+    /// Scheduler shares of the background queue (snapshots); the foreground has 1000.
+    pub background_shares: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let shard = ShardConfig::default();
+        EngineConfig {
+            data_dir: PathBuf::from("./shardcast-data"),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_list: None,
+            fsync: FsyncPolicy::EverySec,
+            io_memory_bytes: 640 * 1024,
+            ring_depth: 1024,
+            spin_before_park_us: 0,
+            mesh_channel_capacity: 1024,
+            partition_separator: PARTITION_SEPARATOR_DEFAULT,
+            snapshot_min_wal_bytes: shard.snapshot_min_wal_bytes,
+            wal_prealloc_bytes: shard.wal_prealloc_bytes,
+            flush_interval_ms: 1000,
+            wal_write_batch_bytes: 1024 * 1024,
+            expire_cycle_interval_ms: 100,
+            expire_cycle_keys_max: 1000,
+            background_shares: 100,
+        }
+    }
+}
+
+impl EngineConfig {
+    fn shard_config(&self) -> ShardConfig {
+        ShardConfig {
+            fsync: self.fsync,
+            snapshot_min_wal_bytes: self.snapshot_min_wal_bytes,
+            wal_prealloc_bytes: self.wal_prealloc_bytes,
+        }
+    }
+}
+
+/// Work that is not a single-key op, run on every core.
+#[derive(Debug, Clone)]
+pub enum CoreWork {
+    Ops(Vec<Op>),
+    /// Keys on the core (expired ones not yet collected included, as Redis's DBSIZE).
+    DbSize,
+    FlushAll,
+    /// Up to `count` entries at scan position >= `cursor`, filtered by `pattern`.
+    Scan {
+        cursor: u64,
+        count: usize,
+        pattern: Option<Vec<u8>>,
+    },
+}
+
+/// The answer to `CoreWork`.
+#[derive(Debug)]
+pub enum CoreResult {
+    Ops(Vec<Result<Reply>>),
+    Count(u64),
+    Done(Result<()>),
+    Scan(ScanPage),
+}
+
+/// What one core's scan examined.
+#[derive(Debug, Default)]
+pub struct ScanPage {
+    /// Matching keys with their scan positions, ascending.
+    pub keys: Vec<(u64, Vec<u8>)>,
+    /// Position of the first entry not examined; `None` when the core has no more.
+    pub next: Option<u64>,
+}
+
+enum MeshMsg {
+    Request {
+        id: u64,
+        from: usize,
+        work: CoreWork,
+    },
+    Reply {
+        id: u64,
+        result: CoreResult,
+    },
+}
+
+#[derive(Default)]
+struct ReplySlot {
+    value: RefCell<Option<CoreResult>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// The per-executor engine handle.
+pub struct Core {
+    id: usize,
+    config: Arc<EngineConfig>,
+    storage: DmaStorage,
+    clock: Rc<dyn Clock>,
+    /// partition -> its shard on this core.
+    shards: RefCell<HashMap<Vec<u8>, Rc<Shard<DmaStorage>>>>,
+    create_lock: glommio::sync::Semaphore,
+    senders: Senders<MeshMsg>,
+    pending: RefCell<HashMap<u64, Rc<ReplySlot>>>,
+    next_request: Cell<u64>,
+    background: TaskQueueHandle,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Runs the engine: one executor per core, each recovering its shards and then running
+/// `per_core(core)`. Returns when every executor's future has finished and every shard is
+/// flushed and synced.
+pub fn run<G, F, T>(config: EngineConfig, per_core: G) -> Result<Vec<T>>
+where
+    G: FnOnce(Rc<Core>) -> F + Clone + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    assert!(config.cores > 0, "at least one core");
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| EngineError::io("create directory", &config.data_dir, e))?;
+    write_iopoll_probe(&config.data_dir)?;
+    let placement = match &config.cpu_list {
+        Some(cpus) => {
+            let set = glommio::CpuSet::online()
+                .map_err(|e| EngineError::io("read cpus", "/sys", e))?
+                .filter(|l| cpus.contains(&l.cpu));
+            PoolPlacement::MaxSpread(config.cores, Some(set))
+        }
+        None => PoolPlacement::MaxSpread(config.cores, None),
+    };
+    let mut builder = LocalExecutorPoolBuilder::new(placement)
+        .name("shardcast")
+        .io_memory(config.io_memory_bytes)
+        .ring_depth(config.ring_depth);
+    if config.spin_before_park_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+    }
+    let mesh = MeshBuilder::full(config.cores, config.mesh_channel_capacity);
+    let config = Arc::new(config);
+    let finished = Arc::new(AtomicUsize::new(0));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let handles = builder
+        .on_all_shards(move || async move {
+            let core = Core::start(config.clone(), mesh, stopping).await?;
+            let out = per_core(core.clone()).await;
+            // Serve other cores until every core's own work is done, then make all durable.
+            finished.fetch_add(1, Ordering::SeqCst);
+            while finished.load(Ordering::SeqCst) < config.cores {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            core.flush_all(true).await?;
+            Ok::<T, EngineError>(out)
+        })
+        .map_err(|e| EngineError::Unavailable {
+            reason: format!("starting executors: {e}"),
+        })?;
+    let mut out = Vec::new();
+    for r in handles.join_all() {
+        match r {
+            Ok(Ok(v)) => out.push(v),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(EngineError::Unavailable {
+                    reason: format!("executor failed: {e}"),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_iopoll_probe(data_dir: &Path) -> Result<()> {
+    let path = data_dir.join(IOPOLL_PROBE_FILE);
+    let ok = std::fs::metadata(&path)
+        .map(|m| m.len() as usize >= IOPOLL_PROBE_LEN)
+        .unwrap_or(false);
+    if !ok {
+        std::fs::write(&path, vec![0u8; IOPOLL_PROBE_LEN])
+            .map_err(|e| EngineError::io("write", &path, e))?;
+    }
+    Ok(())
+}
+
+/// The iopoll workaround: opens (and closes) a non-empty file with DMA before anything else on
+/// this executor, so glommio's polled-I/O probe sees a real file.
+pub async fn apply_iopoll_workaround(data_dir: &Path) -> Result<()> {
+    let path = data_dir.join(IOPOLL_PROBE_FILE);
+    let f = glommio::io::DmaFile::open(&path)
+        .await
+        .map_err(|e| EngineError::io("open", &path, e))?;
+    f.close()
+        .await
+        .map_err(|e| EngineError::io("close", &path, e))
+}
+
+impl Core {
+    async fn start(
+        config: Arc<EngineConfig>,
+        mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
+        stopping: Arc<AtomicBool>,
+    ) -> Result<Rc<Core>> {
+        apply_iopoll_workaround(&config.data_dir).await?;
+        let (senders, mut receivers) = mesh.join().await.map_err(|_| EngineError::Unavailable {
+            reason: "joining the channel mesh".into(),
+        })?;
+        let id = senders.peer_id();
+        let background = glommio::executor().create_task_queue(
+            Shares::Static(config.background_shares),
+            Latency::NotImportant,
+            "background",
+        );
+        let core = Rc::new(Core {
+            id,
+            config: config.clone(),
+            storage: DmaStorage,
+            clock: Rc::new(SystemClock),
+            shards: RefCell::new(HashMap::new()),
+            create_lock: glommio::sync::Semaphore::new(1),
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_request: Cell::new(1),
+            background,
+            stopping,
+        });
+        core.recover_local_shards().await?;
+        for (_, rx) in receivers.streams() {
+            let core = core.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    core.on_message(msg);
+                }
+            })
+            .detach();
+        }
+        core.clone().spawn_timers();
+        Ok(core)
+    }
+
+    /// Opens every shard on disk whose partition this core owns.
+    async fn recover_local_shards(&self) -> Result<()> {
+        let data_dir = &self.config.data_dir;
+        for partition_dir in self.storage.list_dir(data_dir)? {
+            let pdir = data_dir.join(&partition_dir);
+            if !pdir.is_dir() {
+                continue;
+            }
+            for number in self.storage.list_dir(&pdir)? {
+                let dir = pdir.join(&number);
+                if !dir.join("meta").exists() {
+                    continue;
+                }
+                let meta_bytes = std::fs::read(dir.join("meta"))
+                    .map_err(|e| EngineError::io("read", dir.join("meta"), e))?;
+                let meta = ShardMeta::decode(&meta_bytes, &dir.join("meta"))?;
+                if self.owner_of_partition(&meta.partition) != self.id {
+                    continue;
+                }
+                let shard = Shard::open(
+                    self.storage.clone(),
+                    dir,
+                    self.config.shard_config(),
+                    self.clock.clone(),
+                )
+                .await?;
+                tracing::info!(core = self.id, shard = %meta.name(), keys = shard.key_count(),
+                    serving = shard.is_serving(), "shard recovered");
+                self.shards
+                    .borrow_mut()
+                    .insert(meta.partition.clone(), Rc::new(shard));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_timers(self: Rc<Self>) {
+        if self.config.fsync != FsyncPolicy::Always {
+            let core = self.clone();
+            glommio::spawn_local(async move {
+                let sync = core.config.fsync == FsyncPolicy::EverySec;
+                loop {
+                    glommio::timer::sleep(Duration::from_millis(core.config.flush_interval_ms))
+                        .await;
+                    if let Err(e) = core.flush_all(sync).await {
+                        tracing::error!(core = core.id, error = %e, "log flush failed");
+                    }
+                }
+            })
+            .detach();
+        }
+        let core = self;
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(core.config.expire_cycle_interval_ms))
+                    .await;
+                let shards: Vec<_> = core.shards.borrow().values().cloned().collect();
+                for shard in shards {
+                    shard.remove_expired(core.config.expire_cycle_keys_max);
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// This core's index, `0..cores`.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn cores(&self) -> usize {
+        self.config.cores
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Asks every core to stop (the server's accept loops watch this).
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The core that owns a partition.
+    pub fn owner_of_partition(&self, partition: &[u8]) -> usize {
+        default_core_of(partition, self.config.cores)
+    }
+
+    /// The core that owns a key's shard.
+    pub fn owner_of(&self, key: &[u8]) -> usize {
+        self.owner_of_partition(partition_of(key, self.config.partition_separator))
+    }
+
+    /// The shards this core owns.
+    pub fn local_shards(&self) -> Vec<Rc<Shard<DmaStorage>>> {
+        let mut v: Vec<_> = self.shards.borrow().values().cloned().collect();
+        v.sort_by(|a, b| a.meta().partition.cmp(&b.meta().partition));
+        v
+    }
+
+    /// Executes one op on its owning core.
+    pub async fn execute_one(&self, op: Op) -> Result<Reply> {
+        self.execute(vec![op])
+            .await
+            .pop()
+            .expect("one reply per op")
+    }
+
+    /// Executes ops on their owning cores: one message per remote core, replies in op order.
+    pub async fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        let n = ops.len();
+        let mut per_core: Vec<(Vec<usize>, Vec<Op>)> =
+            (0..self.config.cores).map(|_| Default::default()).collect();
+        for (i, op) in ops.into_iter().enumerate() {
+            let c = self.owner_of(op.key());
+            per_core[c].0.push(i);
+            per_core[c].1.push(op);
+        }
+        let mut waiting = Vec::new();
+        let mut local = None;
+        for (c, (idx, ops)) in per_core.into_iter().enumerate() {
+            if ops.is_empty() {
+                continue;
+            }
+            if c == self.id {
+                local = Some((idx, ops));
+            } else {
+                waiting.push((idx, self.send(c, CoreWork::Ops(ops)).await));
+            }
+        }
+        let mut out: Vec<Option<Result<Reply>>> = (0..n).map(|_| None).collect();
+        if let Some((idx, ops)) = local {
+            for (i, r) in idx.into_iter().zip(self.execute_local(ops).await) {
+                out[i] = Some(r);
+            }
+        }
+        for (idx, pending) in waiting {
+            let replies = match pending {
+                Ok(slot) => match wait_reply(slot).await {
+                    CoreResult::Ops(r) => r,
+                    other => unreachable!("ops answered with {other:?}"),
+                },
+                Err(e) => idx.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for (i, r) in idx.into_iter().zip(replies) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every op answered"))
+            .collect()
+    }
+
+    /// Runs `work` on every core (this one included) and returns the results by core index.
+    pub async fn on_every_core(&self, work: CoreWork) -> Vec<CoreResult> {
+        let mut slots = Vec::new();
+        for c in 0..self.config.cores {
+            if c != self.id {
+                slots.push((c, self.send(c, work.clone()).await));
+            }
+        }
+        let mut out: Vec<Option<CoreResult>> = (0..self.config.cores).map(|_| None).collect();
+        out[self.id] = Some(self.run_work(work).await);
+        for (c, slot) in slots {
+            out[c] = Some(match slot {
+                Ok(slot) => wait_reply(slot).await,
+                Err(e) => CoreResult::Done(Err(e)),
+            });
+        }
+        out.into_iter()
+            .map(|r| r.expect("every core answered"))
+            .collect()
+    }
+
+    async fn send(&self, core: usize, work: CoreWork) -> Result<Rc<ReplySlot>> {
+        let id = self.next_request.get();
+        self.next_request.set(id + 1);
+        let slot = Rc::new(ReplySlot::default());
+        self.pending.borrow_mut().insert(id, slot.clone());
+        if self
+            .senders
+            .send_to(
+                core,
+                MeshMsg::Request {
+                    id,
+                    from: self.id,
+                    work,
+                },
+            )
+            .await
+            .is_err()
+        {
+            self.pending.borrow_mut().remove(&id);
+            return Err(EngineError::Unavailable {
+                reason: format!("core {core} is not answering"),
+            });
+        }
+        Ok(slot)
+    }
+
+    fn on_message(self: &Rc<Self>, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Request { id, from, work } => {
+                let core = self.clone();
+                glommio::spawn_local(async move {
+                    let result = core.run_work(work).await;
+                    // The requester's receive loop always drains, so this cannot deadlock.
+                    let _ = core
+                        .senders
+                        .send_to(from, MeshMsg::Reply { id, result })
+                        .await;
+                })
+                .detach();
+            }
+            MeshMsg::Reply { id, result } => {
+                let slot = self.pending.borrow_mut().remove(&id);
+                if let Some(slot) = slot {
+                    *slot.value.borrow_mut() = Some(result);
+                    if let Some(w) = slot.waker.borrow_mut().take() {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_work(&self, work: CoreWork) -> CoreResult {
+        match work {
+            CoreWork::Ops(ops) => CoreResult::Ops(self.execute_local(ops).await),
+            CoreWork::DbSize => CoreResult::Count(
+                self.shards
+                    .borrow()
+                    .values()
+                    .map(|s| s.key_count() as u64)
+                    .sum(),
+            ),
+            CoreWork::FlushAll => CoreResult::Done(self.flush_all_keys().await),
+            CoreWork::Scan {
+                cursor,
+                count,
+                pattern,
+            } => CoreResult::Scan(self.scan_local(cursor, count, pattern.as_deref())),
+        }
+    }
+
+    /// The shard of `partition` on this core, created if `create`.
+    async fn shard(&self, partition: &[u8], create: bool) -> Result<Option<Rc<Shard<DmaStorage>>>> {
+        if let Some(s) = self.shards.borrow().get(partition) {
+            return Ok(Some(s.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let _permit = self
+            .create_lock
+            .acquire_permit(1)
+            .await
+            .expect("create lock closed");
+        if let Some(s) = self.shards.borrow().get(partition) {
+            return Ok(Some(s.clone()));
+        }
+        let shard = Shard::create(
+            self.storage.clone(),
+            &self.config.data_dir,
+            ShardMeta::whole(partition),
+            self.config.shard_config(),
+            self.clock.clone(),
+        )
+        .await?;
+        let shard = Rc::new(shard);
+        self.shards
+            .borrow_mut()
+            .insert(partition.to_vec(), shard.clone());
+        Ok(Some(shard))
+    }
+
+    /// Executes ops whose keys this core owns, in order; waits for durability per policy.
+    async fn execute_local(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        let sep = self.config.partition_separator;
+        let mut shards = Vec::with_capacity(ops.len());
+        for op in &ops {
+            debug_assert_eq!(self.owner_of(op.key()), self.id);
+            let create = matches!(op.kind(), OpKind::Write);
+            shards.push(self.shard(partition_of(op.key(), sep), create).await);
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
+        for (i, (op, shard)) in ops.into_iter().zip(shards).enumerate() {
+            let shard = match shard {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    out.push(Ok(reply_without_shard(&op)));
+                    continue;
+                }
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            match shard.execute(op) {
+                Ok((reply, wait)) => {
+                    out.push(Ok(reply));
+                    if let Some(lsn) = wait {
+                        match waits.iter_mut().find(|(s, _, _)| Rc::ptr_eq(s, &shard)) {
+                            Some(w) => {
+                                w.1 = w.1.max(lsn);
+                                w.2.push(i);
+                            }
+                            None => waits.push((shard.clone(), lsn, vec![i])),
+                        }
+                    }
+                }
+                Err(e) => out.push(Err(e)),
+            }
+            self.after_write(&shard);
+        }
+        for (shard, lsn, idx) in waits {
+            if let Err(e) = shard.wait_durable(lsn).await {
+                for i in idx {
+                    out[i] = Err(e.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Keeps log buffers bounded and starts snapshots when a log has grown.
+    fn after_write(&self, shard: &Rc<Shard<DmaStorage>>) {
+        if let Some(wal) = shard.wal() {
+            if self.config.fsync != FsyncPolicy::Always
+                && wal.unwritten_bytes() >= self.config.wal_write_batch_bytes
+            {
+                let s = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = s.flush(false).await;
+                })
+                .detach();
+            }
+        }
+        if shard.wants_snapshot() {
+            let s = shard.clone();
+            let _ = glommio::spawn_local_into(
+                async move {
+                    let _ = s.snapshot().await;
+                },
+                self.background,
+            )
+            .map(|t| t.detach());
+        }
+    }
+
+    async fn flush_all_keys(&self) -> Result<()> {
+        let shards: Vec<_> = self.shards.borrow().values().cloned().collect();
+        for shard in shards {
+            if !shard.is_serving() {
+                continue;
+            }
+            if let Some(lsn) = shard.clear()? {
+                shard.wait_durable(lsn).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes (and syncs, if `sync`) every local shard's buffered log.
+    pub async fn flush_all(&self, sync: bool) -> Result<()> {
+        let shards: Vec<_> = self.shards.borrow().values().cloned().collect();
+        let mut first_err = None;
+        for shard in shards {
+            if let Err(e) = shard.flush(sync).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Takes a snapshot of every local shard now (BGSAVE-like; tests and benches).
+    pub async fn snapshot_all(&self) -> Result<()> {
+        let shards: Vec<_> = self.shards.borrow().values().cloned().collect();
+        for shard in shards {
+            if shard.is_serving() {
+                shard.snapshot().await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_local(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> ScanPage {
+        let now = self.clock.now_ms();
+        let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+        for shard in self.shards.borrow().values() {
+            let partition = &shard.meta().partition;
+            shard.with_keyspace(|ks| {
+                for (key, entry) in ks.iter() {
+                    if entry.expire_at_ms != 0 && entry.expire_at_ms <= now {
+                        continue;
+                    }
+                    let pos = scan_position(partition, key);
+                    if pos >= cursor {
+                        all.push((pos, key.to_vec()));
+                    }
+                }
+            });
+        }
+        all.sort_unstable();
+        let mut take = count.max(1).min(all.len());
+        // Never split a group of equal positions across pages.
+        while take < all.len() && take > 0 && all[take].0 == all[take - 1].0 {
+            take += 1;
+        }
+        let next = all.get(take).map(|(p, _)| *p);
+        all.truncate(take);
+        if let Some(p) = pattern {
+            all.retain(|(_, k)| glob_match(p, k));
+        }
+        ScanPage { keys: all, next }
+    }
+
+    /// One SCAN step over the whole engine: keys at positions >= `cursor` (about `count`
+    /// examined), and the next cursor (0 when done). Every key present for the whole
+    /// iteration is returned at least once; no key is returned twice in one iteration.
+    pub async fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        pattern: Option<Vec<u8>>,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        let pages = self
+            .on_every_core(CoreWork::Scan {
+                cursor,
+                count,
+                pattern,
+            })
+            .await;
+        let mut pages: Vec<ScanPage> = pages
+            .into_iter()
+            .map(|r| match r {
+                CoreResult::Scan(p) => Ok(p),
+                CoreResult::Done(Err(e)) => Err(e),
+                other => unreachable!("scan answered with {other:?}"),
+            })
+            .collect::<Result<_>>()?;
+        let next = pages.iter().filter_map(|p| p.next).min();
+        let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
+        for p in pages.iter_mut() {
+            keys.extend(
+                p.keys
+                    .drain(..)
+                    .filter(|(pos, _)| next.is_none_or(|n| *pos < n)),
+            );
+        }
+        keys.sort_unstable();
+        Ok((
+            next.unwrap_or(0),
+            keys.into_iter().map(|(_, k)| k).collect(),
+        ))
+    }
+}
+
+/// The reply to an op on a partition that has no shard yet (so no keys).
+fn reply_without_shard(op: &Op) -> Reply {
+    match op {
+        Op::Get { .. } => Reply::Nil,
+        Op::Ttl { .. } => Reply::Ttl(crate::keyspace::Ttl::Missing),
+        _ => Reply::Bool(false),
+    }
+}
+
+async fn wait_reply(slot: Rc<ReplySlot>) -> CoreResult {
+    std::future::poll_fn(|cx| {
+        if let Some(v) = slot.value.borrow_mut().take() {
+            return Poll::Ready(v);
+        }
+        *slot.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
