@@ -81,6 +81,24 @@ pub enum Ttl {
     Ms(u64),
 }
 
+/// SET's options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetOptions {
+    pub condition: SetCondition,
+    pub expiry: SetExpiry,
+    /// Return the previous value (SET ... GET).
+    pub return_old: bool,
+}
+
+impl SetOptions {
+    /// Plain SET: always, no expiry, no old value.
+    pub const PLAIN: SetOptions = SetOptions {
+        condition: SetCondition::Always,
+        expiry: SetExpiry::Clear,
+        return_old: false,
+    };
+}
+
 /// Result of SET.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetOutcome {
@@ -242,12 +260,15 @@ impl Keyspace {
         &mut self,
         key: &[u8],
         value: Vec<u8>,
-        condition: SetCondition,
-        expiry: SetExpiry,
-        return_old: bool,
+        options: SetOptions,
         now_ms: u64,
         log: &mut impl LogSink,
     ) -> Result<SetOutcome> {
+        let SetOptions {
+            condition,
+            expiry,
+            return_old,
+        } = options;
         if value.len() > VALUE_LEN_MAX {
             return Err(EngineError::ValueTooLarge {
                 len: value.len() as u64,
@@ -567,9 +588,10 @@ mod tests {
         ks.set(
             b"a",
             b"1".to_vec(),
-            SetCondition::Always,
-            SetExpiry::At(2000),
-            false,
+            SetOptions {
+                expiry: SetExpiry::At(2000),
+                ..SetOptions::PLAIN
+            },
             now,
             &mut NoLog,
         )
@@ -577,9 +599,10 @@ mod tests {
         ks.set(
             b"b",
             b"1".to_vec(),
-            SetCondition::Always,
-            SetExpiry::At(3000),
-            false,
+            SetOptions {
+                expiry: SetExpiry::At(3000),
+                ..SetOptions::PLAIN
+            },
             now,
             &mut NoLog,
         )
@@ -588,9 +611,10 @@ mod tests {
         ks.set(
             b"a",
             b"2".to_vec(),
-            SetCondition::Always,
-            SetExpiry::Keep,
-            false,
+            SetOptions {
+                expiry: SetExpiry::Keep,
+                ..SetOptions::PLAIN
+            },
             now,
             &mut NoLog,
         )
@@ -599,9 +623,10 @@ mod tests {
         ks.set(
             b"a",
             b"3".to_vec(),
-            SetCondition::Always,
-            SetExpiry::Clear,
-            false,
+            SetOptions {
+                expiry: SetExpiry::Clear,
+                ..SetOptions::PLAIN
+            },
             now,
             &mut NoLog,
         )
@@ -620,9 +645,10 @@ mod tests {
         ks.set(
             b"k",
             b"v".to_vec(),
-            SetCondition::Always,
-            SetExpiry::At(10),
-            false,
+            SetOptions {
+                expiry: SetExpiry::At(10),
+                ..SetOptions::PLAIN
+            },
             5,
             &mut NoLog,
         )
@@ -644,9 +670,10 @@ mod tests {
         ks.set(
             b"s",
             b"x".to_vec(),
-            SetCondition::Always,
-            SetExpiry::Clear,
-            false,
+            SetOptions {
+                expiry: SetExpiry::Clear,
+                ..SetOptions::PLAIN
+            },
             0,
             &mut NoLog,
         )

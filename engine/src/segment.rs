@@ -25,7 +25,7 @@ pub const CHUNK_ENTRIES_MAX: usize = 8192;
 /// The decoder refuses a chunk larger than this (a single 512 MiB value still fits).
 pub const CHUNK_PAYLOAD_LEN_MAX: usize = 600 * 1024 * 1024;
 
-const _: () = assert!(SEGMENT_HEADER_LEN % 16 == 0 && CHUNK_HEADER_LEN % 16 == 0);
+const _: () = assert!(SEGMENT_HEADER_LEN.is_multiple_of(16) && CHUNK_HEADER_LEN.is_multiple_of(16));
 
 /// One key as stored in a segment.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -221,7 +221,7 @@ pub fn decode_segment(
         chunks += 1;
         entries += count;
         at += CHUNK_HEADER_LEN + len;
-        let pad_end = (at + 15) / 16 * 16;
+        let pad_end = at.div_ceil(16) * 16;
         if pad_end > bytes.len() || bytes[at..pad_end].iter().any(|&b| b != 0) {
             return Err(SegmentError::Malformed {
                 offset: at as u64,

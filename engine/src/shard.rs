@@ -15,7 +15,7 @@
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
-use crate::keyspace::{Keyspace, LogSink};
+use crate::keyspace::{Keyspace, LogSink, SetOptions};
 use crate::ops::{Op, OpKind, Reply};
 use crate::record::Record;
 use crate::routing::stable_hash;
@@ -539,7 +539,12 @@ impl<S: Storage> Shard<S> {
                 expiry,
                 return_old,
             } => {
-                let o = ks.set(&key, value, condition, expiry, return_old, now, &mut sink)?;
+                let options = SetOptions {
+                    condition,
+                    expiry,
+                    return_old,
+                };
+                let o = ks.set(&key, value, options, now, &mut sink)?;
                 Reply::Set {
                     applied: o.applied,
                     old: o.old,

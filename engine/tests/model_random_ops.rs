@@ -224,7 +224,7 @@ async fn run_seed(seed: u64) {
         match choice {
             0..=2 => {
                 // Crash: with fsync=always every acknowledged op is durable; nothing is in flight.
-                storage.crash(rng.next());
+                storage.crash(rng.next_u64());
                 shard = Shard::open(
                     storage.clone(),
                     dir.clone(),
@@ -276,7 +276,7 @@ async fn run_seed(seed: u64) {
             }
         }
     }
-    storage.crash(rng.next());
+    storage.crash(rng.next_u64());
     let shard = Shard::open(storage.clone(), dir, config, clock_rc)
         .await
         .unwrap();

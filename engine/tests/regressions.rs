@@ -1,6 +1,6 @@
 //! Named regressions found by the randomized tests, each with a one-line postmortem.
 
-use shardcast_engine::keyspace::{Keyspace, LogSink, SetCondition, SetExpiry};
+use shardcast_engine::keyspace::{Keyspace, LogSink, SetExpiry, SetOptions};
 use shardcast_engine::record::{decode, Record};
 
 /// Collects encoded records, so a test can replay exactly what was logged.
@@ -34,9 +34,10 @@ fn append_to_expired_key_replays_as_a_new_value() {
     ks.set(
         b"k",
         b"old".to_vec(),
-        SetCondition::Always,
-        SetExpiry::At(100),
-        false,
+        SetOptions {
+            expiry: SetExpiry::At(100),
+            ..SetOptions::PLAIN
+        },
         50,
         &mut log,
     )

@@ -27,7 +27,7 @@ impl Storage for DmaStorage {
             .await
             .map_err(|e| EngineError::io("open", path, e))?;
         assert!(
-            IO_ALIGN as u64 % file.alignment() == 0,
+            (IO_ALIGN as u64).is_multiple_of(file.alignment()),
             "device alignment {} does not divide IO_ALIGN",
             file.alignment()
         );
@@ -93,7 +93,7 @@ impl StorageFile for DmaStorageFile {
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> Result<()> {
         assert!(
-            pos % IO_ALIGN as u64 == 0 && data.len() % IO_ALIGN == 0,
+            pos.is_multiple_of(IO_ALIGN as u64) && data.len().is_multiple_of(IO_ALIGN),
             "unaligned DMA write"
         );
         let mut buf = self.file.alloc_dma_buffer(data.len());

@@ -73,7 +73,7 @@ impl SimStorage {
             let mut image = node.durable.clone();
             for (pos, data) in std::mem::take(&mut node.unsynced) {
                 for (i, block) in data.chunks(IO_ALIGN).enumerate() {
-                    if rng.next() % 2 == 0 {
+                    if rng.next_u64().is_multiple_of(2) {
                         let at = pos as usize + i * IO_ALIGN;
                         if image.len() < at + block.len() {
                             image.resize(at + block.len(), 0);
@@ -229,7 +229,7 @@ impl StorageFile for SimFile {
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> Result<()> {
         assert!(
-            pos % IO_ALIGN as u64 == 0 && data.len() % IO_ALIGN == 0,
+            pos.is_multiple_of(IO_ALIGN as u64) && data.len().is_multiple_of(IO_ALIGN),
             "unaligned write"
         );
         let mut fs = self.fs.borrow_mut();
