@@ -33,8 +33,14 @@ async fn new_shard(name: &str, fsync: FsyncPolicy) -> Shard<DmaStorage> {
     let dir = bench_dir(name);
     apply_iopoll_workaround(&dir).await.unwrap();
     let clock: Rc<dyn Clock> = Rc::new(SystemClock);
-    let config = ShardConfig { fsync, snapshot_min_wal_bytes: u64::MAX, ..ShardConfig::default() };
-    Shard::create(DmaStorage, &dir, ShardMeta::whole(b"bench"), config, clock).await.unwrap()
+    let config = ShardConfig {
+        fsync,
+        snapshot_min_wal_bytes: u64::MAX,
+        ..ShardConfig::default()
+    };
+    Shard::create(DmaStorage, &dir, ShardMeta::whole(b"bench"), config, clock)
+        .await
+        .unwrap()
 }
 
 fn shard_ops(c: &mut Criterion) {
@@ -65,7 +71,9 @@ fn shard_ops(c: &mut Criterion) {
                     shard.execute(set_op(i)).unwrap();
                 }
                 let ops: Vec<Op> = (0..iters)
-                    .map(|i| Op::Get { key: format!("bench:{:08}", (i * 7919) % KEYSPACE).into_bytes() })
+                    .map(|i| Op::Get {
+                        key: format!("bench:{:08}", (i * 7919) % KEYSPACE).into_bytes(),
+                    })
                     .collect();
                 let start = Instant::now();
                 for op in ops {

@@ -18,6 +18,8 @@ pub enum EngineError {
     Overflow,
     /// A float increment produced NaN or infinity.
     NanOrInfinity,
+    /// A key is longer than the engine accepts.
+    KeyTooLarge { len: u64, max: u64 },
     /// A value would exceed the maximum string length.
     ValueTooLarge { len: u64, max: u64 },
     /// The shard is not serving: its files are corrupt or could not be read.
@@ -55,6 +57,9 @@ impl fmt::Display for EngineError {
             EngineError::NotAFloat => write!(f, "value is not a valid float"),
             EngineError::Overflow => write!(f, "increment or decrement would overflow"),
             EngineError::NanOrInfinity => write!(f, "increment would produce NaN or Infinity"),
+            EngineError::KeyTooLarge { len, max } => {
+                write!(f, "key of {len} bytes exceeds the maximum of {max} bytes")
+            }
             EngineError::ValueTooLarge { .. } => {
                 write!(f, "string exceeds maximum allowed size (proto-max-bulk-len)")
             }

@@ -2,23 +2,28 @@
 //!
 //! Layout (little-endian), see `docs/format.md`:
 //! ```text
-//! 0   u32  body_len   bytes after the header: 9 + payload length (0 = end of log / padding)
-//! 4   u32  crc32      over body_len bytes [0..4) and the body [8..8+body_len)
-//! 8   u64  lsn        log sequence number, consecutive from 1
-//! 16  u8   kind       1 Put, 2 Delete, 3 Expire, 4 Append, 5 Clear
-//! 17  ...  payload
+//! 0   u32  body_len     bytes after the header: 17 + payload length (0 = end of log / padding)
+//! 4   u32  crc32        over body_len bytes [0..4) and the body [8..8+body_len)
+//! 8   u64  lsn          log sequence number, consecutive from 1
+//! 16  u64  durable_lsn  the highest LSN known durable when this record was appended
+//! 24  u8   kind         1 Put, 2 Delete, 3 Expire, 4 Append, 5 Clear
+//! 25  ...  payload
 //! ```
+//! `durable_lsn` is what lets recovery tell a torn in-flight write (blocks persisted out of
+//! order: every record after the damage was appended while the damaged one was not yet synced)
+//! from corruption of synced data (some later record was appended after it had been synced).
 //! Records are logical-physical: a `Put` carries the resulting value and absolute expiry, so
 //! replay never depends on the wall clock or on re-running command logic.
 
 /// Size of the fixed record header (body_len + crc32).
 pub const RECORD_HEADER_LEN: usize = 8;
-/// Bytes of the body before the payload (lsn + kind).
-pub const RECORD_BODY_FIXED_LEN: usize = 9;
-/// Largest record body accepted by the decoder (one 512 MiB value plus its key and framing).
-pub const RECORD_BODY_LEN_MAX: usize = 512 * 1024 * 1024 + 64 * 1024;
-/// Largest key in a record.
+/// Bytes of the body before the payload (lsn + durable_lsn + kind).
+pub const RECORD_BODY_FIXED_LEN: usize = 17;
+/// Largest key (the engine refuses longer ones before logging).
 pub const KEY_LEN_MAX: usize = 64 * 1024;
+/// Largest record body: a largest key and a largest value with their framing.
+pub const RECORD_BODY_LEN_MAX: usize =
+    RECORD_BODY_FIXED_LEN + 4 + KEY_LEN_MAX + 8 + 4 + crate::keyspace::VALUE_LEN_MAX;
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
@@ -64,6 +69,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded<'a> {
     pub lsn: u64,
+    pub durable_lsn: u64,
     pub record: Record<'a>,
     pub len: usize,
 }
@@ -84,8 +90,13 @@ impl Record<'_> {
         RECORD_HEADER_LEN + RECORD_BODY_FIXED_LEN + self.payload_len()
     }
 
-    /// Appends the framed record with `lsn` to `out`.
-    pub fn encode(&self, lsn: u64, out: &mut Vec<u8>) {
+    /// Appends the framed record with `lsn` to `out`; `durable_lsn` is the highest LSN known
+    /// durable at this moment (below `lsn`).
+    pub fn encode(&self, lsn: u64, durable_lsn: u64, out: &mut Vec<u8>) {
+        assert!(
+            durable_lsn < lsn,
+            "durable_lsn {durable_lsn} must precede lsn {lsn}"
+        );
         let body_len = RECORD_BODY_FIXED_LEN + self.payload_len();
         assert!(
             body_len <= RECORD_BODY_LEN_MAX,
@@ -96,6 +107,7 @@ impl Record<'_> {
         out.extend_from_slice(&(body_len as u32).to_le_bytes());
         out.extend_from_slice(&[0; 4]); // crc, filled below
         out.extend_from_slice(&lsn.to_le_bytes());
+        out.extend_from_slice(&durable_lsn.to_le_bytes());
         match self {
             Record::Put {
                 key,
@@ -171,8 +183,14 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         return Err(DecodeError::Checksum { expected, got });
     }
     let lsn = u64::from_le_bytes(body[0..8].try_into().unwrap());
-    let mut r = Reader { buf: &body[9..] };
-    let record = match body[8] {
+    let durable_lsn = u64::from_le_bytes(body[8..16].try_into().unwrap());
+    if durable_lsn >= lsn {
+        return Err(DecodeError::Malformed {
+            reason: "durable_lsn not below lsn",
+        });
+    }
+    let mut r = Reader { buf: &body[17..] };
+    let record = match body[16] {
         KIND_PUT => {
             let key = r.bytes()?;
             let expire_at_ms = r.u64()?;
@@ -212,6 +230,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     }
     Ok(Decoded {
         lsn,
+        durable_lsn,
         record,
         len: total,
     })
@@ -284,7 +303,7 @@ mod tests {
     fn roundtrip_every_kind() {
         let mut buf = Vec::new();
         for (i, r) in samples().iter().enumerate() {
-            r.encode(i as u64 + 1, &mut buf);
+            r.encode(i as u64 + 1, i as u64, &mut buf);
         }
         let mut at = 0;
         for (i, r) in samples().iter().enumerate() {
@@ -305,7 +324,7 @@ mod tests {
             value: b"value",
             expire_at_ms: 7,
         }
-        .encode(42, &mut buf);
+        .encode(42, 40, &mut buf);
         for byte in 0..buf.len() {
             for bit in 0..8 {
                 let mut bad = buf.clone();
@@ -321,7 +340,7 @@ mod tests {
     #[test]
     fn truncation_and_padding() {
         let mut buf = Vec::new();
-        Record::Delete { key: b"abc" }.encode(1, &mut buf);
+        Record::Delete { key: b"abc" }.encode(1, 0, &mut buf);
         for cut in 4..buf.len() {
             assert!(matches!(
                 decode(&buf[..cut]),

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::keyspace::{Keyspace, LogSink, SetOptions};
 use crate::ops::{Op, OpKind, Reply};
-use crate::record::Record;
+use crate::record::{Record, KEY_LEN_MAX};
 use crate::routing::stable_hash;
 use crate::segment::{self, SegmentEntry};
 use crate::storage::{read_all, Storage, StorageFile, IO_ALIGN};
@@ -422,7 +422,9 @@ impl<S: Storage> Shard<S> {
             let bytes = read_all(&file).await?;
             file.close().await?;
             let mut records = 0u64;
-            let expected = last_lsn.map(|l| l + 1);
+            // Continuity is required only past the segment: files it covers may survive a
+            // snapshot's removals in any subset (their removal is not atomic).
+            let expected = last_lsn.filter(|&l| l >= segment_lsn).map(|l| l + 1);
             let mut first_in_file = None;
             let end = read_log(&bytes, expected, |lsn, record| {
                 first_in_file.get_or_insert(lsn);
@@ -511,6 +513,12 @@ impl<S: Storage> Shard<S> {
     pub fn execute(&self, op: Op) -> Result<(Reply, Option<u64>)> {
         let wal = self.serving_wal()?;
         let kind = op.kind();
+        if op.key().len() > KEY_LEN_MAX {
+            return Err(EngineError::KeyTooLarge {
+                len: op.key().len() as u64,
+                max: KEY_LEN_MAX as u64,
+            });
+        }
         if kind != OpKind::Read {
             if let Some(reason) = wal.failure() {
                 return Err(EngineError::PreviousIo {

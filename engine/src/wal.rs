@@ -167,7 +167,7 @@ impl<F: StorageFile> Wal<F> {
         let lsn = self.last_lsn.get() + 1;
         let mut tail = self.tail.borrow_mut();
         let before = tail.bytes.len();
-        record.encode(lsn, &mut tail.bytes);
+        record.encode(lsn, self.durable_lsn.get(), &mut tail.bytes);
         self.bytes_since_rotation
             .set(self.bytes_since_rotation.get() + (tail.bytes.len() - before) as u64);
         self.last_lsn.set(lsn);

@@ -26,7 +26,7 @@ fn torn_tail_is_truncated_and_everything_before_it_recovers() {
         value: b"never acknowledged",
         expire_at_ms: 0,
     }
-    .encode(51, &mut partial);
+    .encode(51, 50, &mut partial);
     bytes[end..end + partial.len() / 2].copy_from_slice(&partial[..partial.len() / 2]);
     std::fs::write(&wal, &bytes).unwrap();
 

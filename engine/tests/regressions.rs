@@ -10,7 +10,7 @@ struct Collect(Vec<u8>, u64);
 impl LogSink for Collect {
     fn log(&mut self, r: &Record<'_>) {
         self.1 += 1;
-        r.encode(self.1, &mut self.0);
+        r.encode(self.1, self.1 - 1, &mut self.0);
     }
 }
 
