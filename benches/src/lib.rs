@@ -24,10 +24,7 @@ pub fn bench_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("shardcast-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create bench dir");
-    std::fs::write(
-        dir.join(shardcast_engine::runtime::IOPOLL_PROBE_FILE),
-        vec![0u8; 8192],
-    )
-    .expect("write probe");
+    std::fs::write(dir.join(shardcast_engine::runtime::IOPOLL_PROBE_FILE), vec![0u8; 8192])
+        .expect("write probe");
     dir
 }

@@ -29,9 +29,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start_ms: u64) -> Self {
-        Self {
-            now: Rc::new(Cell::new(start_ms)),
-        }
+        Self { now: Rc::new(Cell::new(start_ms)) }
     }
 
     pub fn advance(&self, ms: u64) {

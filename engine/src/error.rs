@@ -28,24 +28,11 @@ pub enum EngineError {
     /// (after a failed fsync the page state is unknown, so nothing more is acknowledged).
     PreviousIo { shard: String, reason: String },
     /// An I/O operation failed.
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    Io { op: &'static str, path: PathBuf, reason: String },
     /// A stored checksum did not match the bytes read.
-    ChecksumMismatch {
-        path: PathBuf,
-        offset: u64,
-        expected: u32,
-        got: u32,
-    },
+    ChecksumMismatch { path: PathBuf, offset: u64, expected: u32, got: u32 },
     /// A file is structurally invalid (bad magic, impossible length, LSN gap).
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
     /// The engine is shutting down or a core stopped answering.
     Unavailable { reason: String },
 }
@@ -91,11 +78,7 @@ impl std::error::Error for EngineError {}
 impl EngineError {
     /// Wraps an `std::io::Error` (or anything displayable) from operation `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, err: impl fmt::Display) -> Self {
-        EngineError::Io {
-            op,
-            path: path.into(),
-            reason: err.to_string(),
-        }
+        EngineError::Io { op, path: path.into(), reason: err.to_string() }
     }
 }
 

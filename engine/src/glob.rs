@@ -105,16 +105,10 @@ mod tests {
         let pattern = "a*".repeat(60) + "b";
         assert!(!glob_match(pattern.as_bytes(), text.as_bytes()));
         for (p, t) in yes {
-            assert!(
-                glob_match(p.as_bytes(), t.as_bytes()),
-                "{p} should match {t}"
-            );
+            assert!(glob_match(p.as_bytes(), t.as_bytes()), "{p} should match {t}");
         }
         for (p, t) in no {
-            assert!(
-                !glob_match(p.as_bytes(), t.as_bytes()),
-                "{p} should not match {t}"
-            );
+            assert!(!glob_match(p.as_bytes(), t.as_bytes()), "{p} should not match {t}");
         }
     }
 }

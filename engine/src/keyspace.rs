@@ -70,6 +70,8 @@ pub enum ExpireCondition {
     IfGreater,
     /// Only if the new expiry is less (LT); no expiry counts as infinite.
     IfLess,
+    /// XX and LT together: the key has an expiry and the new one is less.
+    IfSomeAndLess,
 }
 
 /// What a key's time to live is.
@@ -92,11 +94,8 @@ pub struct SetOptions {
 
 impl SetOptions {
     /// Plain SET: always, no expiry, no old value.
-    pub const PLAIN: SetOptions = SetOptions {
-        condition: SetCondition::Always,
-        expiry: SetExpiry::Clear,
-        return_old: false,
-    };
+    pub const PLAIN: SetOptions =
+        SetOptions { condition: SetCondition::Always, expiry: SetExpiry::Clear, return_old: false };
 }
 
 /// Result of SET.
@@ -106,6 +105,64 @@ pub struct SetOutcome {
     pub applied: bool,
     /// The previous value, when asked for (SET ... GET).
     pub old: Option<Vec<u8>>,
+}
+
+/// SETRANGE's new value, or `None` when nothing is to be written (absent key, empty value).
+pub fn set_range_value(
+    current: Option<&[u8]>,
+    offset: usize,
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let end = offset.checked_add(bytes.len()).filter(|&e| e <= VALUE_LEN_MAX).ok_or(
+        EngineError::ValueTooLarge {
+            len: offset as u64 + bytes.len() as u64,
+            max: VALUE_LEN_MAX as u64,
+        },
+    )?;
+    let mut value = current.map(<[u8]>::to_vec).unwrap_or_default();
+    if value.len() < end {
+        value.resize(end, 0);
+    }
+    value[offset..end].copy_from_slice(bytes);
+    Ok(Some(value))
+}
+
+/// Parses a float as Redis does for INCRBYFLOAT: no surrounding spaces, not NaN.
+pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty()
+        || s.starts_with(|c: char| c.is_whitespace())
+        || s.ends_with(|c: char| c.is_whitespace())
+    {
+        return None;
+    }
+    let v: f64 = s.parse().ok()?;
+    (!v.is_nan()).then_some(v)
+}
+
+/// Formats a float as Redis's INCRBYFLOAT reply: plain decimal, shortest exact digits.
+pub fn format_f64(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let s = format!("{v}");
+    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
+}
+
+/// INCRBYFLOAT's new value.
+pub fn incr_float_value(current: Option<&[u8]>, delta: f64) -> Result<Vec<u8>> {
+    let base = match current {
+        None => 0.0,
+        Some(v) => parse_f64(v).ok_or(EngineError::NotAFloat)?,
+    };
+    let next = base + delta;
+    if next.is_nan() || next.is_infinite() {
+        return Err(EngineError::NanOrInfinity);
+    }
+    Ok(format_f64(next).into_bytes())
 }
 
 /// Cost charged to `used_bytes` for one entry.
@@ -216,20 +273,11 @@ impl Keyspace {
         if expire_at_ms != 0 {
             self.expiries.insert((expire_at_ms, k.clone()));
         }
-        self.map.insert(
-            k,
-            Entry {
-                value,
-                expire_at_ms,
-            },
-        );
+        self.map.insert(k, Entry { value, expire_at_ms });
     }
 
     fn set_expiry(&mut self, key: &[u8], at: u64) {
-        let (k, entry) = self
-            .map
-            .get_key_value(key)
-            .expect("set_expiry on a missing key");
+        let (k, entry) = self.map.get_key_value(key).expect("set_expiry on a missing key");
         let (k, old) = (k.clone(), entry.expire_at_ms);
         if old != 0 {
             self.expiries.remove(&(old, k.clone()));
@@ -264,35 +312,22 @@ impl Keyspace {
         now_ms: u64,
         log: &mut impl LogSink,
     ) -> Result<SetOutcome> {
-        let SetOptions {
-            condition,
-            expiry,
-            return_old,
-        } = options;
+        let SetOptions { condition, expiry, return_old } = options;
         if value.len() > VALUE_LEN_MAX {
             return Err(EngineError::ValueTooLarge {
                 len: value.len() as u64,
                 max: VALUE_LEN_MAX as u64,
             });
         }
-        let current = self
-            .live(key, now_ms)
-            .map(|e| (e.value.clone(), e.expire_at_ms));
-        let old = if return_old {
-            current.as_ref().map(|(v, _)| v.to_vec())
-        } else {
-            None
-        };
+        let current = self.live(key, now_ms).map(|e| (e.value.clone(), e.expire_at_ms));
+        let old = if return_old { current.as_ref().map(|(v, _)| v.to_vec()) } else { None };
         let holds = match condition {
             SetCondition::Always => true,
             SetCondition::IfAbsent => current.is_none(),
             SetCondition::IfPresent => current.is_some(),
         };
         if !holds {
-            return Ok(SetOutcome {
-                applied: false,
-                old,
-            });
+            return Ok(SetOutcome { applied: false, old });
         }
         let expire_at_ms = match expiry {
             SetExpiry::Clear => 0,
@@ -306,11 +341,7 @@ impl Keyspace {
             }
             return Ok(SetOutcome { applied: true, old });
         }
-        log.log(&Record::Put {
-            key,
-            value: &value,
-            expire_at_ms,
-        });
+        log.log(&Record::Put { key, value: &value, expire_at_ms });
         self.put(key, Rc::new(value), expire_at_ms);
         Ok(SetOutcome { applied: true, old })
     }
@@ -335,18 +366,11 @@ impl Keyspace {
     ) -> Result<i64> {
         let (current, expire_at_ms) = match self.live(key, now_ms) {
             None => (0, 0),
-            Some(e) => (
-                parse_i64(&e.value).ok_or(EngineError::NotAnInteger)?,
-                e.expire_at_ms,
-            ),
+            Some(e) => (parse_i64(&e.value).ok_or(EngineError::NotAnInteger)?, e.expire_at_ms),
         };
         let next = current.checked_add(delta).ok_or(EngineError::Overflow)?;
         let value = next.to_string().into_bytes();
-        log.log(&Record::Put {
-            key,
-            value: &value,
-            expire_at_ms,
-        });
+        log.log(&Record::Put { key, value: &value, expire_at_ms });
         self.put(key, Rc::new(value), expire_at_ms);
         Ok(next)
     }
@@ -374,11 +398,7 @@ impl Keyspace {
             });
         }
         let len = value.len();
-        log.log(&Record::Put {
-            key,
-            value: &value,
-            expire_at_ms,
-        });
+        log.log(&Record::Put { key, value: &value, expire_at_ms });
         self.put(key, Rc::new(value), expire_at_ms);
         Ok(Some(len))
     }
@@ -404,11 +424,7 @@ impl Keyspace {
         } else {
             // Logged as a Put: at replay an expired entry may still be in the map (replay never
             // expires), and an Append would extend it. (Found by the model test.)
-            log.log(&Record::Put {
-                key,
-                value: suffix,
-                expire_at_ms: 0,
-            });
+            log.log(&Record::Put { key, value: suffix, expire_at_ms: 0 });
         }
         Ok(self.apply_append(key, suffix))
     }
@@ -445,6 +461,7 @@ impl Keyspace {
             ExpireCondition::IfSome => current != 0,
             ExpireCondition::IfGreater => current != 0 && at_ms > current,
             ExpireCondition::IfLess => current == 0 || at_ms < current,
+            ExpireCondition::IfSomeAndLess => current != 0 && at_ms < current,
         };
         if !holds {
             return false;
@@ -454,22 +471,78 @@ impl Keyspace {
             log.log(&Record::Delete { key });
             return true;
         }
-        log.log(&Record::Expire {
-            key,
-            expire_at_ms: at_ms,
-        });
+        log.log(&Record::Expire { key, expire_at_ms: at_ms });
         self.set_expiry(key, at_ms);
         true
+    }
+
+    /// Returns the value and deletes the key (GETDEL).
+    pub fn get_del(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+        log: &mut impl LogSink,
+    ) -> Option<Rc<Vec<u8>>> {
+        let value = self.live(key, now_ms)?.value.clone();
+        self.remove_entry(key);
+        log.log(&Record::Delete { key });
+        Some(value)
+    }
+
+    /// Returns the value and changes its expiry (GETEX); `At` in the past deletes the key.
+    pub fn get_ex(
+        &mut self,
+        key: &[u8],
+        expiry: Option<SetExpiry>,
+        now_ms: u64,
+        log: &mut impl LogSink,
+    ) -> Option<Rc<Vec<u8>>> {
+        let entry = self.live(key, now_ms)?;
+        let (value, current) = (entry.value.clone(), entry.expire_at_ms);
+        match expiry {
+            None | Some(SetExpiry::Keep) => {}
+            Some(SetExpiry::Clear) => {
+                if current != 0 {
+                    log.log(&Record::Expire { key, expire_at_ms: 0 });
+                    self.set_expiry(key, 0);
+                }
+            }
+            Some(SetExpiry::At(at)) if at <= now_ms => {
+                self.remove_entry(key);
+                log.log(&Record::Delete { key });
+            }
+            Some(SetExpiry::At(at)) => {
+                log.log(&Record::Expire { key, expire_at_ms: at });
+                self.set_expiry(key, at);
+            }
+        }
+        Some(value)
+    }
+
+    pub fn strlen(&mut self, key: &[u8], now_ms: u64) -> usize {
+        self.live(key, now_ms).map_or(0, |e| e.value.len())
+    }
+
+    /// GETRANGE: inclusive indices, negative from the end, clamped; empty when out of range.
+    pub fn get_range(&mut self, key: &[u8], start: i64, end: i64, now_ms: u64) -> Vec<u8> {
+        let Some(e) = self.live(key, now_ms) else { return Vec::new() };
+        let len = e.value.len() as i64;
+        if (start < 0 && end < 0 && start > end) || len == 0 {
+            return Vec::new();
+        }
+        let start = if start < 0 { (len + start).max(0) } else { start };
+        let end = if end < 0 { (len + end).max(0) } else { end.min(len - 1) };
+        if start > end || start >= len {
+            return Vec::new();
+        }
+        e.value[start as usize..=end as usize].to_vec()
     }
 
     /// Removes the expiry; true if there was one.
     pub fn persist(&mut self, key: &[u8], now_ms: u64, log: &mut impl LogSink) -> bool {
         match self.live(key, now_ms) {
             Some(e) if e.expire_at_ms != 0 => {
-                log.log(&Record::Expire {
-                    key,
-                    expire_at_ms: 0,
-                });
+                log.log(&Record::Expire { key, expire_at_ms: 0 });
                 self.set_expiry(key, 0);
                 true
             }
@@ -505,11 +578,9 @@ impl Keyspace {
     /// Applies a replayed log record.
     pub fn apply_record(&mut self, record: &Record<'_>) {
         match *record {
-            Record::Put {
-                key,
-                value,
-                expire_at_ms,
-            } => self.put(key, Rc::new(value.to_vec()), expire_at_ms),
+            Record::Put { key, value, expire_at_ms } => {
+                self.put(key, Rc::new(value.to_vec()), expire_at_ms)
+            }
             Record::Delete { key } => {
                 self.remove_entry(key);
             }
@@ -532,10 +603,7 @@ impl Keyspace {
 
     /// Every entry, sharing keys and values (cheap: reference counts), for a snapshot.
     pub fn share_all(&self) -> Vec<(Key, Entry)> {
-        self.map
-            .iter()
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect()
+        self.map.iter().map(|(k, e)| (k.clone(), e.clone())).collect()
     }
 
     /// Iterates every entry, expired ones included.
@@ -555,28 +623,10 @@ mod tests {
 
     #[test]
     fn parse_i64_is_strict() {
-        for ok in [
-            "0",
-            "1",
-            "-1",
-            "9223372036854775807",
-            "-9223372036854775808",
-            "10",
-        ] {
+        for ok in ["0", "1", "-1", "9223372036854775807", "-9223372036854775808", "10"] {
             assert_eq!(parse_i64(ok.as_bytes()), Some(ok.parse().unwrap()), "{ok}");
         }
-        for bad in [
-            "",
-            "-",
-            "+1",
-            "01",
-            "-0",
-            " 1",
-            "1 ",
-            "1.0",
-            "9223372036854775808",
-            "abc",
-        ] {
+        for bad in ["", "-", "+1", "01", "-0", " 1", "1 ", "1.0", "9223372036854775808", "abc"] {
             assert_eq!(parse_i64(bad.as_bytes()), None, "{bad}");
         }
     }
@@ -588,10 +638,7 @@ mod tests {
         ks.set(
             b"a",
             b"1".to_vec(),
-            SetOptions {
-                expiry: SetExpiry::At(2000),
-                ..SetOptions::PLAIN
-            },
+            SetOptions { expiry: SetExpiry::At(2000), ..SetOptions::PLAIN },
             now,
             &mut NoLog,
         )
@@ -599,10 +646,7 @@ mod tests {
         ks.set(
             b"b",
             b"1".to_vec(),
-            SetOptions {
-                expiry: SetExpiry::At(3000),
-                ..SetOptions::PLAIN
-            },
+            SetOptions { expiry: SetExpiry::At(3000), ..SetOptions::PLAIN },
             now,
             &mut NoLog,
         )
@@ -611,10 +655,7 @@ mod tests {
         ks.set(
             b"a",
             b"2".to_vec(),
-            SetOptions {
-                expiry: SetExpiry::Keep,
-                ..SetOptions::PLAIN
-            },
+            SetOptions { expiry: SetExpiry::Keep, ..SetOptions::PLAIN },
             now,
             &mut NoLog,
         )
@@ -623,10 +664,7 @@ mod tests {
         ks.set(
             b"a",
             b"3".to_vec(),
-            SetOptions {
-                expiry: SetExpiry::Clear,
-                ..SetOptions::PLAIN
-            },
+            SetOptions { expiry: SetExpiry::Clear, ..SetOptions::PLAIN },
             now,
             &mut NoLog,
         )
@@ -645,10 +683,7 @@ mod tests {
         ks.set(
             b"k",
             b"v".to_vec(),
-            SetOptions {
-                expiry: SetExpiry::At(10),
-                ..SetOptions::PLAIN
-            },
+            SetOptions { expiry: SetExpiry::At(10), ..SetOptions::PLAIN },
             5,
             &mut NoLog,
         )
@@ -663,24 +698,15 @@ mod tests {
     fn incr_errors() {
         let mut ks = Keyspace::new();
         assert_eq!(ks.incr_by(b"n", 5, 0, &mut NoLog), Ok(5));
-        assert_eq!(
-            ks.incr_by(b"n", i64::MAX, 0, &mut NoLog),
-            Err(EngineError::Overflow)
-        );
+        assert_eq!(ks.incr_by(b"n", i64::MAX, 0, &mut NoLog), Err(EngineError::Overflow));
         ks.set(
             b"s",
             b"x".to_vec(),
-            SetOptions {
-                expiry: SetExpiry::Clear,
-                ..SetOptions::PLAIN
-            },
+            SetOptions { expiry: SetExpiry::Clear, ..SetOptions::PLAIN },
             0,
             &mut NoLog,
         )
         .unwrap();
-        assert_eq!(
-            ks.incr_by(b"s", 1, 0, &mut NoLog),
-            Err(EngineError::NotAnInteger)
-        );
+        assert_eq!(ks.incr_by(b"s", 1, 0, &mut NoLog), Err(EngineError::NotAnInteger));
     }
 }

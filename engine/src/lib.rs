@@ -19,5 +19,5 @@ pub mod wal_reader;
 
 pub use error::{EngineError, Result};
 
-pub use runtime::{run, Core, CoreResult, CoreWork, EngineConfig};
+pub use runtime::{run, run_until, Core, CoreResult, CoreWork, EngineConfig, ShardSummary};
 pub use wal::FsyncPolicy;

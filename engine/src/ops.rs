@@ -41,6 +41,34 @@ pub enum Op {
     Ttl {
         key: Vec<u8>,
     },
+    /// Get and delete (GETDEL).
+    GetDel {
+        key: Vec<u8>,
+    },
+    /// Get and change the expiry (GETEX): `None` leaves it, `Clear` persists, `At` sets it.
+    GetEx {
+        key: Vec<u8>,
+        expiry: Option<SetExpiry>,
+    },
+    StrLen {
+        key: Vec<u8>,
+    },
+    /// Substring by inclusive, possibly negative, indices (GETRANGE).
+    GetRange {
+        key: Vec<u8>,
+        start: i64,
+        end: i64,
+    },
+    /// Overwrite from `offset`, zero-padding (SETRANGE).
+    SetRange {
+        key: Vec<u8>,
+        offset: usize,
+        value: Vec<u8>,
+    },
+    IncrByFloat {
+        key: Vec<u8>,
+        delta: f64,
+    },
 }
 
 impl Op {
@@ -54,18 +82,39 @@ impl Op {
             | Op::Append { key, .. }
             | Op::Expire { key, .. }
             | Op::Persist { key }
-            | Op::Ttl { key } => key,
+            | Op::Ttl { key }
+            | Op::GetDel { key }
+            | Op::GetEx { key, .. }
+            | Op::StrLen { key }
+            | Op::GetRange { key, .. }
+            | Op::SetRange { key, .. }
+            | Op::IncrByFloat { key, .. } => key,
         }
     }
 
     /// The kind counted in per-shard statistics.
     pub fn kind(&self) -> OpKind {
         match self {
-            Op::Get { .. } | Op::Exists { .. } | Op::Ttl { .. } => OpKind::Read,
-            Op::Del { .. } => OpKind::Delete,
-            Op::Set { .. } | Op::IncrBy { .. } | Op::Append { .. } => OpKind::Write,
-            Op::Expire { .. } | Op::Persist { .. } => OpKind::Other,
+            Op::Get { .. }
+            | Op::Exists { .. }
+            | Op::Ttl { .. }
+            | Op::StrLen { .. }
+            | Op::GetRange { .. } => OpKind::Read,
+            Op::Del { .. } | Op::GetDel { .. } => OpKind::Delete,
+            Op::Set { .. }
+            | Op::IncrBy { .. }
+            | Op::Append { .. }
+            | Op::SetRange { .. }
+            | Op::IncrByFloat { .. } => OpKind::Write,
+            Op::Expire { .. } | Op::Persist { .. } | Op::GetEx { .. } => OpKind::Other,
         }
+    }
+}
+
+impl Op {
+    /// Whether the op may add data (refused past `maxmemory`).
+    pub fn may_grow(&self) -> bool {
+        matches!(self.kind(), OpKind::Write)
     }
 }
 

@@ -35,11 +35,7 @@ const KIND_CLEAR: u8 = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
     /// The key now has this value and absolute expiry (ms since the Unix epoch; 0 = none).
-    Put {
-        key: &'a [u8],
-        value: &'a [u8],
-        expire_at_ms: u64,
-    },
+    Put { key: &'a [u8], value: &'a [u8], expire_at_ms: u64 },
     /// The key no longer exists.
     Delete { key: &'a [u8] },
     /// The key's expiry is now this absolute time (0 = persistent).
@@ -93,15 +89,9 @@ impl Record<'_> {
     /// Appends the framed record with `lsn` to `out`; `durable_lsn` is the highest LSN known
     /// durable at this moment (below `lsn`).
     pub fn encode(&self, lsn: u64, durable_lsn: u64, out: &mut Vec<u8>) {
-        assert!(
-            durable_lsn < lsn,
-            "durable_lsn {durable_lsn} must precede lsn {lsn}"
-        );
+        assert!(durable_lsn < lsn, "durable_lsn {durable_lsn} must precede lsn {lsn}");
         let body_len = RECORD_BODY_FIXED_LEN + self.payload_len();
-        assert!(
-            body_len <= RECORD_BODY_LEN_MAX,
-            "record body {body_len} over the maximum"
-        );
+        assert!(body_len <= RECORD_BODY_LEN_MAX, "record body {body_len} over the maximum");
         let start = out.len();
         out.reserve(RECORD_HEADER_LEN + body_len);
         out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -109,11 +99,7 @@ impl Record<'_> {
         out.extend_from_slice(&lsn.to_le_bytes());
         out.extend_from_slice(&durable_lsn.to_le_bytes());
         match self {
-            Record::Put {
-                key,
-                value,
-                expire_at_ms,
-            } => {
+            Record::Put { key, value, expire_at_ms } => {
                 out.push(KIND_PUT);
                 put_bytes(out, key);
                 out.extend_from_slice(&expire_at_ms.to_le_bytes());
@@ -159,18 +145,14 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         if buf.iter().all(|&b| b == 0) {
             return Err(DecodeError::End);
         }
-        return Err(DecodeError::Truncated {
-            needed: RECORD_HEADER_LEN,
-        });
+        return Err(DecodeError::Truncated { needed: RECORD_HEADER_LEN });
     }
     let body_len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
     if body_len == 0 {
         return Err(DecodeError::End);
     }
     if !(RECORD_BODY_FIXED_LEN..=RECORD_BODY_LEN_MAX).contains(&body_len) {
-        return Err(DecodeError::BadLength {
-            body_len: body_len as u64,
-        });
+        return Err(DecodeError::BadLength { body_len: body_len as u64 });
     }
     let total = RECORD_HEADER_LEN + body_len;
     if buf.len() < total {
@@ -185,9 +167,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let lsn = u64::from_le_bytes(body[0..8].try_into().unwrap());
     let durable_lsn = u64::from_le_bytes(body[8..16].try_into().unwrap());
     if durable_lsn >= lsn {
-        return Err(DecodeError::Malformed {
-            reason: "durable_lsn not below lsn",
-        });
+        return Err(DecodeError::Malformed { reason: "durable_lsn not below lsn" });
     }
     let mut r = Reader { buf: &body[17..] };
     let record = match body[16] {
@@ -195,45 +175,24 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             let key = r.bytes()?;
             let expire_at_ms = r.u64()?;
             let value = r.bytes()?;
-            Record::Put {
-                key,
-                value,
-                expire_at_ms,
-            }
+            Record::Put { key, value, expire_at_ms }
         }
         KIND_DELETE => Record::Delete { key: r.bytes()? },
         KIND_EXPIRE => {
             let key = r.bytes()?;
-            Record::Expire {
-                key,
-                expire_at_ms: r.u64()?,
-            }
+            Record::Expire { key, expire_at_ms: r.u64()? }
         }
         KIND_APPEND => {
             let key = r.bytes()?;
-            Record::Append {
-                key,
-                suffix: r.bytes()?,
-            }
+            Record::Append { key, suffix: r.bytes()? }
         }
         KIND_CLEAR => Record::Clear,
-        _ => {
-            return Err(DecodeError::Malformed {
-                reason: "unknown record kind",
-            })
-        }
+        _ => return Err(DecodeError::Malformed { reason: "unknown record kind" }),
     };
     if !r.buf.is_empty() {
-        return Err(DecodeError::Malformed {
-            reason: "trailing bytes in record",
-        });
+        return Err(DecodeError::Malformed { reason: "trailing bytes in record" });
     }
-    Ok(Decoded {
-        lsn,
-        durable_lsn,
-        record,
-        len: total,
-    })
+    Ok(Decoded { lsn, durable_lsn, record, len: total })
 }
 
 struct Reader<'a> {
@@ -243,9 +202,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, DecodeError> {
         if self.buf.len() < 8 {
-            return Err(DecodeError::Malformed {
-                reason: "short u64",
-            });
+            return Err(DecodeError::Malformed { reason: "short u64" });
         }
         let (head, rest) = self.buf.split_at(8);
         self.buf = rest;
@@ -254,15 +211,11 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < 4 {
-            return Err(DecodeError::Malformed {
-                reason: "short length",
-            });
+            return Err(DecodeError::Malformed { reason: "short length" });
         }
         let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
         if self.buf.len() - 4 < len {
-            return Err(DecodeError::Malformed {
-                reason: "inner length past record end",
-            });
+            return Err(DecodeError::Malformed { reason: "inner length past record end" });
         }
         let out = &self.buf[4..4 + len];
         self.buf = &self.buf[4 + len..];
@@ -276,25 +229,11 @@ mod tests {
 
     fn samples() -> Vec<Record<'static>> {
         vec![
-            Record::Put {
-                key: b"user:1",
-                value: b"alice",
-                expire_at_ms: 0,
-            },
-            Record::Put {
-                key: b"",
-                value: b"",
-                expire_at_ms: u64::MAX,
-            },
+            Record::Put { key: b"user:1", value: b"alice", expire_at_ms: 0 },
+            Record::Put { key: b"", value: b"", expire_at_ms: u64::MAX },
             Record::Delete { key: b"user:1" },
-            Record::Expire {
-                key: b"k",
-                expire_at_ms: 1_700_000_000_000,
-            },
-            Record::Append {
-                key: b"log",
-                suffix: b"line\n",
-            },
+            Record::Expire { key: b"k", expire_at_ms: 1_700_000_000_000 },
+            Record::Append { key: b"log", suffix: b"line\n" },
             Record::Clear,
         ]
     }
@@ -319,20 +258,12 @@ mod tests {
     #[test]
     fn every_flipped_bit_is_detected() {
         let mut buf = Vec::new();
-        Record::Put {
-            key: b"key",
-            value: b"value",
-            expire_at_ms: 7,
-        }
-        .encode(42, 40, &mut buf);
+        Record::Put { key: b"key", value: b"value", expire_at_ms: 7 }.encode(42, 40, &mut buf);
         for byte in 0..buf.len() {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(
-                    decode(&bad).is_err(),
-                    "flip of byte {byte} bit {bit} went unnoticed"
-                );
+                assert!(decode(&bad).is_err(), "flip of byte {byte} bit {bit} went unnoticed");
             }
         }
     }
@@ -342,10 +273,7 @@ mod tests {
         let mut buf = Vec::new();
         Record::Delete { key: b"abc" }.encode(1, 0, &mut buf);
         for cut in 4..buf.len() {
-            assert!(matches!(
-                decode(&buf[..cut]),
-                Err(DecodeError::Truncated { .. })
-            ));
+            assert!(matches!(decode(&buf[..cut]), Err(DecodeError::Truncated { .. })));
         }
         assert_eq!(decode(&[0u8; 64]), Err(DecodeError::End));
         assert_eq!(decode(&[]), Err(DecodeError::End));

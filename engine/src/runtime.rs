@@ -114,6 +114,34 @@ pub enum CoreWork {
         count: usize,
         pattern: Option<Vec<u8>>,
     },
+    /// A summary of every local shard.
+    ShardInfo,
+    /// Sets every pair only if none of the keys exists, atomically (all keys on this core).
+    /// Answers `Count(1)` if set, `Count(0)` if not.
+    SetIfNoneExist(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A random live key of this core, if it has any.
+    RandomKey {
+        seed: u64,
+    },
+}
+
+/// What INFO and the admin commands show of a shard.
+#[derive(Debug, Clone)]
+pub struct ShardSummary {
+    pub core: usize,
+    pub partition: Vec<u8>,
+    pub number: u64,
+    pub range_lo: u64,
+    pub range_hi: u64,
+    pub keys: u64,
+    pub used_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub deletes: u64,
+    pub others: u64,
+    pub snapshots: u64,
+    /// Why the shard is not serving, if it is not.
+    pub failure: Option<String>,
 }
 
 /// The answer to `CoreWork`.
@@ -123,6 +151,8 @@ pub enum CoreResult {
     Count(u64),
     Done(Result<()>),
     Scan(ScanPage),
+    Shards(Vec<ShardSummary>),
+    Key(Option<Vec<u8>>),
 }
 
 /// What one core's scan examined.
@@ -135,21 +165,34 @@ pub struct ScanPage {
 }
 
 enum MeshMsg {
-    Request {
-        id: u64,
-        from: usize,
-        work: CoreWork,
-    },
-    Reply {
-        id: u64,
-        result: CoreResult,
-    },
+    Request { id: u64, from: usize, work: CoreWork },
+    Reply { id: u64, result: CoreResult },
 }
 
 #[derive(Default)]
 struct ReplySlot {
     value: RefCell<Option<CoreResult>>,
     waker: RefCell<Option<Waker>>,
+}
+
+/// Bytes used per core, each slot written only by its core (for `maxmemory` and INFO).
+pub struct MemoryGauge {
+    per_core: Vec<PaddedU64>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedU64(std::sync::atomic::AtomicU64);
+
+impl MemoryGauge {
+    fn new(cores: usize) -> Self {
+        MemoryGauge { per_core: (0..cores).map(|_| PaddedU64::default()).collect() }
+    }
+
+    /// Bytes used by all cores, as last published (at most one batch old per core).
+    pub fn total(&self) -> u64 {
+        self.per_core.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// The per-executor engine handle.
@@ -166,12 +209,31 @@ pub struct Core {
     next_request: Cell<u64>,
     background: TaskQueueHandle,
     stopping: Arc<AtomicBool>,
+    memory: Arc<MemoryGauge>,
+    /// Set after every core's work ended: ops are refused so nothing changes after the final
+    /// flush.
+    draining: Cell<bool>,
 }
 
 /// Runs the engine: one executor per core, each recovering its shards and then running
 /// `per_core(core)`. Returns when every executor's future has finished and every shard is
 /// flushed and synced.
 pub fn run<G, F, T>(config: EngineConfig, per_core: G) -> Result<Vec<T>>
+where
+    G: FnOnce(Rc<Core>) -> F + Clone + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    run_until(config, Arc::new(AtomicBool::new(false)), per_core)
+}
+
+/// `run`, with a stop flag that the caller (a signal handler, a SHUTDOWN command through
+/// `Core::request_stop`) sets; the per-core futures watch it through `Core::stop_requested`.
+pub fn run_until<G, F, T>(
+    config: EngineConfig,
+    stopping: Arc<AtomicBool>,
+    per_core: G,
+) -> Result<Vec<T>>
 where
     G: FnOnce(Rc<Core>) -> F + Clone + Send + 'static,
     F: Future<Output = T> + 'static,
@@ -200,31 +262,29 @@ where
     let mesh = MeshBuilder::full(config.cores, config.mesh_channel_capacity);
     let config = Arc::new(config);
     let finished = Arc::new(AtomicUsize::new(0));
-    let stopping = Arc::new(AtomicBool::new(false));
+    let memory = Arc::new(MemoryGauge::new(config.cores));
     let handles = builder
         .on_all_shards(move || async move {
-            let core = Core::start(config.clone(), mesh, stopping).await?;
+            let core = Core::start(config.clone(), mesh, stopping, memory).await?;
             let out = per_core(core.clone()).await;
-            // Serve other cores until every core's own work is done, then make all durable.
+            // Serve other cores until every core's own work is done, then refuse new work and
+            // make everything durable.
             finished.fetch_add(1, Ordering::SeqCst);
             while finished.load(Ordering::SeqCst) < config.cores {
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
+            core.draining.set(true);
             core.flush_all(true).await?;
             Ok::<T, EngineError>(out)
         })
-        .map_err(|e| EngineError::Unavailable {
-            reason: format!("starting executors: {e}"),
-        })?;
+        .map_err(|e| EngineError::Unavailable { reason: format!("starting executors: {e}") })?;
     let mut out = Vec::new();
     for r in handles.join_all() {
         match r {
             Ok(Ok(v)) => out.push(v),
             Ok(Err(e)) => return Err(e),
             Err(e) => {
-                return Err(EngineError::Unavailable {
-                    reason: format!("executor failed: {e}"),
-                })
+                return Err(EngineError::Unavailable { reason: format!("executor failed: {e}") })
             }
         }
     }
@@ -233,9 +293,8 @@ where
 
 fn write_iopoll_probe(data_dir: &Path) -> Result<()> {
     let path = data_dir.join(IOPOLL_PROBE_FILE);
-    let ok = std::fs::metadata(&path)
-        .map(|m| m.len() as usize >= IOPOLL_PROBE_LEN)
-        .unwrap_or(false);
+    let ok =
+        std::fs::metadata(&path).map(|m| m.len() as usize >= IOPOLL_PROBE_LEN).unwrap_or(false);
     if !ok {
         std::fs::write(&path, vec![0u8; IOPOLL_PROBE_LEN])
             .map_err(|e| EngineError::io("write", &path, e))?;
@@ -247,12 +306,9 @@ fn write_iopoll_probe(data_dir: &Path) -> Result<()> {
 /// this executor, so glommio's polled-I/O probe sees a real file.
 pub async fn apply_iopoll_workaround(data_dir: &Path) -> Result<()> {
     let path = data_dir.join(IOPOLL_PROBE_FILE);
-    let f = glommio::io::DmaFile::open(&path)
-        .await
-        .map_err(|e| EngineError::io("open", &path, e))?;
-    f.close()
-        .await
-        .map_err(|e| EngineError::io("close", &path, e))
+    let f =
+        glommio::io::DmaFile::open(&path).await.map_err(|e| EngineError::io("open", &path, e))?;
+    f.close().await.map_err(|e| EngineError::io("close", &path, e))
 }
 
 impl Core {
@@ -260,11 +316,13 @@ impl Core {
         config: Arc<EngineConfig>,
         mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
         stopping: Arc<AtomicBool>,
+        memory: Arc<MemoryGauge>,
     ) -> Result<Rc<Core>> {
         apply_iopoll_workaround(&config.data_dir).await?;
-        let (senders, mut receivers) = mesh.join().await.map_err(|_| EngineError::Unavailable {
-            reason: "joining the channel mesh".into(),
-        })?;
+        let (senders, mut receivers) = mesh
+            .join()
+            .await
+            .map_err(|_| EngineError::Unavailable { reason: "joining the channel mesh".into() })?;
         let id = senders.peer_id();
         let background = glommio::executor().create_task_queue(
             Shares::Static(config.background_shares),
@@ -283,8 +341,11 @@ impl Core {
             next_request: Cell::new(1),
             background,
             stopping,
+            memory,
+            draining: Cell::new(false),
         });
         core.recover_local_shards().await?;
+        core.publish_memory();
         for (_, rx) in receivers.streams() {
             let core = core.clone();
             glommio::spawn_local(async move {
@@ -326,9 +387,7 @@ impl Core {
                 .await?;
                 tracing::info!(core = self.id, shard = %meta.name(), keys = shard.key_count(),
                     serving = shard.is_serving(), "shard recovered");
-                self.shards
-                    .borrow_mut()
-                    .insert(meta.partition.clone(), Rc::new(shard));
+                self.shards.borrow_mut().insert(meta.partition.clone(), Rc::new(shard));
             }
         }
         Ok(())
@@ -358,6 +417,7 @@ impl Core {
                 for shard in shards {
                     shard.remove_expired(core.config.expire_cycle_keys_max);
                 }
+                core.publish_memory();
             }
         })
         .detach();
@@ -385,6 +445,16 @@ impl Core {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Bytes of keys and values held by every core (as last published).
+    pub fn used_memory(&self) -> u64 {
+        self.memory.total()
+    }
+
+    fn publish_memory(&self) {
+        let used: u64 = self.shards.borrow().values().map(|s| s.used_bytes()).sum();
+        self.memory.per_core[self.id].0.store(used, Ordering::Relaxed);
+    }
+
     /// The core that owns a partition.
     pub fn owner_of_partition(&self, partition: &[u8]) -> usize {
         default_core_of(partition, self.config.cores)
@@ -404,10 +474,7 @@ impl Core {
 
     /// Executes one op on its owning core.
     pub async fn execute_one(&self, op: Op) -> Result<Reply> {
-        self.execute(vec![op])
-            .await
-            .pop()
-            .expect("one reply per op")
+        self.execute(vec![op]).await.pop().expect("one reply per op")
     }
 
     /// Executes ops on their owning cores: one message per remote core, replies in op order.
@@ -450,9 +517,18 @@ impl Core {
                 out[i] = Some(r);
             }
         }
-        out.into_iter()
-            .map(|r| r.expect("every op answered"))
-            .collect()
+        out.into_iter().map(|r| r.expect("every op answered")).collect()
+    }
+
+    /// Runs `work` on one core (this one included).
+    pub async fn on_core(&self, core: usize, work: CoreWork) -> CoreResult {
+        if core == self.id {
+            return self.run_work(work).await;
+        }
+        match self.send(core, work).await {
+            Ok(slot) => wait_reply(slot).await,
+            Err(e) => CoreResult::Done(Err(e)),
+        }
     }
 
     /// Runs `work` on every core (this one included) and returns the results by core index.
@@ -471,9 +547,7 @@ impl Core {
                 Err(e) => CoreResult::Done(Err(e)),
             });
         }
-        out.into_iter()
-            .map(|r| r.expect("every core answered"))
-            .collect()
+        out.into_iter().map(|r| r.expect("every core answered")).collect()
     }
 
     async fn send(&self, core: usize, work: CoreWork) -> Result<Rc<ReplySlot>> {
@@ -481,19 +555,7 @@ impl Core {
         self.next_request.set(id + 1);
         let slot = Rc::new(ReplySlot::default());
         self.pending.borrow_mut().insert(id, slot.clone());
-        if self
-            .senders
-            .send_to(
-                core,
-                MeshMsg::Request {
-                    id,
-                    from: self.id,
-                    work,
-                },
-            )
-            .await
-            .is_err()
-        {
+        if self.senders.send_to(core, MeshMsg::Request { id, from: self.id, work }).await.is_err() {
             self.pending.borrow_mut().remove(&id);
             return Err(EngineError::Unavailable {
                 reason: format!("core {core} is not answering"),
@@ -509,10 +571,7 @@ impl Core {
                 glommio::spawn_local(async move {
                     let result = core.run_work(work).await;
                     // The requester's receive loop always drains, so this cannot deadlock.
-                    let _ = core
-                        .senders
-                        .send_to(from, MeshMsg::Reply { id, result })
-                        .await;
+                    let _ = core.senders.send_to(from, MeshMsg::Reply { id, result }).await;
                 })
                 .detach();
             }
@@ -531,19 +590,23 @@ impl Core {
     async fn run_work(&self, work: CoreWork) -> CoreResult {
         match work {
             CoreWork::Ops(ops) => CoreResult::Ops(self.execute_local(ops).await),
-            CoreWork::DbSize => CoreResult::Count(
-                self.shards
-                    .borrow()
-                    .values()
-                    .map(|s| s.key_count() as u64)
-                    .sum(),
-            ),
-            CoreWork::FlushAll => CoreResult::Done(self.flush_all_keys().await),
-            CoreWork::Scan {
-                cursor,
-                count,
-                pattern,
-            } => CoreResult::Scan(self.scan_local(cursor, count, pattern.as_deref())),
+            CoreWork::DbSize => {
+                CoreResult::Count(self.shards.borrow().values().map(|s| s.key_count() as u64).sum())
+            }
+            CoreWork::FlushAll => {
+                let r = self.flush_all_keys().await;
+                self.publish_memory();
+                CoreResult::Done(r)
+            }
+            CoreWork::ShardInfo => CoreResult::Shards(self.shard_summaries()),
+            CoreWork::SetIfNoneExist(pairs) => match self.set_if_none_exist(pairs).await {
+                Ok(set) => CoreResult::Count(set as u64),
+                Err(e) => CoreResult::Done(Err(e)),
+            },
+            CoreWork::RandomKey { seed } => CoreResult::Key(self.random_key(seed)),
+            CoreWork::Scan { cursor, count, pattern } => {
+                CoreResult::Scan(self.scan_local(cursor, count, pattern.as_deref()))
+            }
         }
     }
 
@@ -555,11 +618,7 @@ impl Core {
         if !create {
             return Ok(None);
         }
-        let _permit = self
-            .create_lock
-            .acquire_permit(1)
-            .await
-            .expect("create lock closed");
+        let _permit = self.create_lock.acquire_permit(1).await.expect("create lock closed");
         if let Some(s) = self.shards.borrow().get(partition) {
             return Ok(Some(s.clone()));
         }
@@ -572,14 +631,16 @@ impl Core {
         )
         .await?;
         let shard = Rc::new(shard);
-        self.shards
-            .borrow_mut()
-            .insert(partition.to_vec(), shard.clone());
+        self.shards.borrow_mut().insert(partition.to_vec(), shard.clone());
         Ok(Some(shard))
     }
 
     /// Executes ops whose keys this core owns, in order; waits for durability per policy.
     async fn execute_local(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        if self.draining.get() {
+            let e = EngineError::Unavailable { reason: "shutting down".into() };
+            return ops.iter().map(|_| Err(e.clone())).collect();
+        }
         let sep = self.config.partition_separator;
         let mut shards = Vec::with_capacity(ops.len());
         for op in &ops {
@@ -618,6 +679,7 @@ impl Core {
             }
             self.after_write(&shard);
         }
+        self.publish_memory();
         for (shard, lsn, idx) in waits {
             if let Err(e) = shard.wait_durable(lsn).await {
                 for i in idx {
@@ -664,6 +726,93 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    fn shard_summaries(&self) -> Vec<ShardSummary> {
+        self.local_shards()
+            .iter()
+            .map(|s| {
+                let m = s.meta();
+                ShardSummary {
+                    core: self.id,
+                    partition: m.partition.clone(),
+                    number: m.number,
+                    range_lo: m.range_lo,
+                    range_hi: m.range_hi,
+                    keys: s.key_count() as u64,
+                    used_bytes: s.used_bytes(),
+                    reads: s.stats.reads.get(),
+                    writes: s.stats.writes.get(),
+                    deletes: s.stats.deletes.get(),
+                    others: s.stats.others.get(),
+                    snapshots: s.stats.snapshots.get(),
+                    failure: s.failure().map(|e| e.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    /// MSETNX on one core: nothing awaits between the checks and the writes, so no other op
+    /// interleaves. Returns whether the pairs were set.
+    pub async fn set_if_none_exist(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool> {
+        if self.draining.get() {
+            return Err(EngineError::Unavailable { reason: "shutting down".into() });
+        }
+        let sep = self.config.partition_separator;
+        for (key, _) in &pairs {
+            assert_eq!(self.owner_of(key), self.id, "set_if_none_exist with a remote key");
+            // Shard creation is the only await; it happens before any check.
+            self.shard(partition_of(key, sep), true).await?;
+        }
+        let shards: Vec<_> = pairs
+            .iter()
+            .map(|(k, _)| self.shards.borrow().get(partition_of(k, sep)).cloned().expect("created"))
+            .collect();
+        for ((key, _), shard) in pairs.iter().zip(&shards) {
+            if shard.execute(Op::Exists { key: key.clone() })?.0 == Reply::Bool(true) {
+                return Ok(false);
+            }
+        }
+        let mut waits = Vec::new();
+        for ((key, value), shard) in pairs.into_iter().zip(&shards) {
+            let op = Op::Set {
+                key,
+                value,
+                condition: crate::keyspace::SetCondition::Always,
+                expiry: crate::keyspace::SetExpiry::Clear,
+                return_old: false,
+            };
+            if let (_, Some(lsn)) = shard.execute(op)? {
+                waits.push((shard.clone(), lsn));
+            }
+        }
+        self.publish_memory();
+        for (shard, lsn) in waits {
+            shard.wait_durable(lsn).await?;
+        }
+        Ok(true)
+    }
+
+    fn random_key(&self, seed: u64) -> Option<Vec<u8>> {
+        let shards: Vec<_> =
+            self.local_shards().into_iter().filter(|s| s.key_count() > 0).collect();
+        if shards.is_empty() {
+            return None;
+        }
+        let mut rng = crate::testing::SplitMix64::new(seed);
+        let now = self.clock.now_ms();
+        for _ in 0..16 {
+            let shard = &shards[rng.below(shards.len() as u64) as usize];
+            let n = shard.key_count() as u64;
+            let found = shard.with_keyspace(|ks| {
+                let key = ks.key_at(rng.below(n.max(1)) as usize)?;
+                ks.exists(&key, now).then(|| key.to_vec())
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
     }
 
     /// Writes (and syncs, if `sync`) every local shard's buffered log.
@@ -729,13 +878,7 @@ impl Core {
         count: usize,
         pattern: Option<Vec<u8>>,
     ) -> Result<(u64, Vec<Vec<u8>>)> {
-        let pages = self
-            .on_every_core(CoreWork::Scan {
-                cursor,
-                count,
-                pattern,
-            })
-            .await;
+        let pages = self.on_every_core(CoreWork::Scan { cursor, count, pattern }).await;
         let mut pages: Vec<ScanPage> = pages
             .into_iter()
             .map(|r| match r {
@@ -747,25 +890,20 @@ impl Core {
         let next = pages.iter().filter_map(|p| p.next).min();
         let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
         for p in pages.iter_mut() {
-            keys.extend(
-                p.keys
-                    .drain(..)
-                    .filter(|(pos, _)| next.is_none_or(|n| *pos < n)),
-            );
+            keys.extend(p.keys.drain(..).filter(|(pos, _)| next.is_none_or(|n| *pos < n)));
         }
         keys.sort_unstable();
-        Ok((
-            next.unwrap_or(0),
-            keys.into_iter().map(|(_, k)| k).collect(),
-        ))
+        Ok((next.unwrap_or(0), keys.into_iter().map(|(_, k)| k).collect()))
     }
 }
 
 /// The reply to an op on a partition that has no shard yet (so no keys).
 fn reply_without_shard(op: &Op) -> Reply {
     match op {
-        Op::Get { .. } => Reply::Nil,
+        Op::Get { .. } | Op::GetDel { .. } | Op::GetEx { .. } => Reply::Nil,
         Op::Ttl { .. } => Reply::Ttl(crate::keyspace::Ttl::Missing),
+        Op::StrLen { .. } => Reply::Int(0),
+        Op::GetRange { .. } => Reply::Value(Vec::new()),
         _ => Reply::Bool(false),
     }
 }

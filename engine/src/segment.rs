@@ -45,21 +45,10 @@ pub struct Chunk {
 /// Why a segment could not be decoded; `offset` is from the start of the segment bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentError {
-    BadMagic {
-        offset: u64,
-    },
-    Checksum {
-        offset: u64,
-        expected: u32,
-        got: u32,
-    },
-    Truncated {
-        offset: u64,
-    },
-    Malformed {
-        offset: u64,
-        reason: String,
-    },
+    BadMagic { offset: u64 },
+    Checksum { offset: u64, expected: u32, got: u32 },
+    Truncated { offset: u64 },
+    Malformed { offset: u64, reason: String },
 }
 
 impl SegmentError {
@@ -78,10 +67,7 @@ impl std::fmt::Display for SegmentError {
         match self {
             SegmentError::BadMagic { .. } => write!(f, "bad segment magic"),
             SegmentError::Checksum { expected, got, .. } => {
-                write!(
-                    f,
-                    "chunk checksum mismatch: stored {expected:#010x}, computed {got:#010x}"
-                )
+                write!(f, "chunk checksum mismatch: stored {expected:#010x}, computed {got:#010x}")
             }
             SegmentError::Truncated { .. } => write!(f, "segment ends before its footer"),
             SegmentError::Malformed { reason, .. } => write!(f, "{reason}"),
@@ -162,11 +148,7 @@ pub fn decode_segment(
     let expected = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
     let got = header_crc(&bytes[0..SEGMENT_HEADER_LEN]);
     if expected != got {
-        return Err(SegmentError::Checksum {
-            offset: 0,
-            expected,
-            got,
-        });
+        return Err(SegmentError::Checksum { offset: 0, expected, got });
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     if version != SEGMENT_VERSION {
@@ -195,19 +177,12 @@ pub fn decode_segment(
         let payload = &bytes[at + CHUNK_HEADER_LEN..at + CHUNK_HEADER_LEN + len];
         let got = crc32fast::hash(payload);
         if got != expected {
-            return Err(SegmentError::Checksum {
-                offset: at as u64,
-                expected,
-                got,
-            });
+            return Err(SegmentError::Checksum { offset: at as u64, expected, got });
         }
         aligned.clear();
         aligned.extend_from_slice(payload);
         let chunk = rkyv::access::<ArchivedChunk, rancor::Error>(&aligned).map_err(|e| {
-            SegmentError::Malformed {
-                offset: at as u64,
-                reason: format!("invalid chunk: {e}"),
-            }
+            SegmentError::Malformed { offset: at as u64, reason: format!("invalid chunk: {e}") }
         })?;
         if chunk.entries.len() as u64 != count {
             return Err(SegmentError::Malformed {
@@ -243,19 +218,12 @@ fn decode_footer(
         return Err(SegmentError::Truncated { offset });
     }
     if f[36..40] != [0; 4] {
-        return Err(SegmentError::Malformed {
-            offset,
-            reason: "non-zero footer padding".into(),
-        });
+        return Err(SegmentError::Malformed { offset, reason: "non-zero footer padding".into() });
     }
     let expected = u32::from_le_bytes(f[32..36].try_into().unwrap());
     let got = crc32fast::hash(&f[0..32]);
     if expected != got {
-        return Err(SegmentError::Checksum {
-            offset,
-            expected,
-            got,
-        });
+        return Err(SegmentError::Checksum { offset, expected, got });
     }
     let f_lsn = u64::from_le_bytes(f[8..16].try_into().unwrap());
     let f_chunks = u64::from_le_bytes(f[16..24].try_into().unwrap());
@@ -266,11 +234,7 @@ fn decode_footer(
             reason: "footer does not match header and chunks".into(),
         });
     }
-    Ok(SegmentSummary {
-        lsn,
-        chunks,
-        entries,
-    })
+    Ok(SegmentSummary { lsn, chunks, entries })
 }
 
 #[cfg(test)]
@@ -308,14 +272,7 @@ mod tests {
             })
         })
         .unwrap();
-        assert_eq!(
-            s,
-            SegmentSummary {
-                lsn: 99,
-                chunks: 3,
-                entries: 25
-            }
-        );
+        assert_eq!(s, SegmentSummary { lsn: 99, chunks: 3, entries: 25 });
         assert_eq!(seen, (0..25).map(entry).collect::<Vec<_>>());
     }
 
@@ -326,16 +283,10 @@ mod tests {
         for i in (0..body_end).step_by(7) {
             let mut bad = bytes.clone();
             bad[i] ^= 0x5a;
-            assert!(
-                decode_segment(&bad, |_| {}).is_err(),
-                "flip at {i} accepted"
-            );
+            assert!(decode_segment(&bad, |_| {}).is_err(), "flip at {i} accepted");
         }
         for cut in (0..body_end).step_by(13) {
-            assert!(
-                decode_segment(&bytes[..cut], |_| {}).is_err(),
-                "cut at {cut} accepted"
-            );
+            assert!(decode_segment(&bytes[..cut], |_| {}).is_err(), "cut at {cut} accepted");
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
-use crate::keyspace::{Keyspace, LogSink, SetOptions};
+use crate::keyspace::{incr_float_value, set_range_value, Keyspace, LogSink, SetOptions};
 use crate::ops::{Op, OpKind, Reply};
 use crate::record::{Record, KEY_LEN_MAX};
 use crate::routing::stable_hash;
@@ -45,12 +45,7 @@ pub struct ShardMeta {
 impl ShardMeta {
     /// The first shard of a partition, owning the whole hash space.
     pub fn whole(partition: &[u8]) -> Self {
-        ShardMeta {
-            partition: partition.to_vec(),
-            number: 0,
-            range_lo: 0,
-            range_hi: u64::MAX,
-        }
+        ShardMeta { partition: partition.to_vec(), number: 0, range_lo: 0, range_hi: u64::MAX }
     }
 
     pub fn contains(&self, position: u64) -> bool {
@@ -128,27 +123,15 @@ pub fn partition_dir_name(partition: &[u8]) -> String {
     let readable: String = partition
         .iter()
         .take(40)
-        .map(|&b| {
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                b as char
-            } else {
-                '_'
-            }
-        })
+        .map(|&b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { b as char } else { '_' })
         .collect();
-    let readable = if partition.is_empty() {
-        "_default".to_owned()
-    } else {
-        readable
-    };
+    let readable = if partition.is_empty() { "_default".to_owned() } else { readable };
     format!("{readable}-{:016x}", stable_hash(partition))
 }
 
 /// The directory of a shard.
 pub fn shard_dir(data_dir: &Path, meta: &ShardMeta) -> PathBuf {
-    data_dir
-        .join(partition_dir_name(&meta.partition))
-        .join(meta.number.to_string())
+    data_dir.join(partition_dir_name(&meta.partition)).join(meta.number.to_string())
 }
 
 /// Settings of a shard.
@@ -202,10 +185,7 @@ struct WalSink<'a, F: StorageFile> {
 impl<F: StorageFile> LogSink for WalSink<'_, F> {
     fn log(&mut self, record: &Record<'_>) {
         // The shard checked `failure()` before executing, and nothing in between can fail it.
-        let lsn = self
-            .wal
-            .append(record)
-            .expect("append to a log that was healthy a moment ago");
+        let lsn = self.wal.append(record).expect("append to a log that was healthy a moment ago");
         self.last_lsn = Some(lsn);
     }
 }
@@ -219,10 +199,7 @@ fn segment_name(lsn: u64) -> String {
 }
 
 fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?
-        .strip_suffix(suffix)?
-        .parse()
-        .ok()
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
 }
 
 /// One shard.
@@ -301,9 +278,7 @@ impl<S: Storage> Shard<S> {
         storage.sync_dir(&dir).await?;
         let partition_dir = dir.parent().expect("shard dir has a parent");
         storage.sync_dir(partition_dir).await?;
-        storage
-            .sync_dir(partition_dir.parent().expect("partition dir has a parent"))
-            .await?;
+        storage.sync_dir(partition_dir.parent().expect("partition dir has a parent")).await?;
         let wal = Wal::new(wal_file, path, 1, config.wal_prealloc_bytes);
         Ok(Shard {
             meta,
@@ -351,10 +326,8 @@ impl<S: Storage> Shard<S> {
         if let Err(e) = shard.recover().await {
             tracing::error!(shard = %shard.meta.name(), error = %e, "shard is not serving");
             shard.keyspace = RefCell::new(Keyspace::new());
-            shard.failure = Some(EngineError::ShardFailed {
-                shard: shard.meta.name(),
-                reason: e.to_string(),
-            });
+            shard.failure =
+                Some(EngineError::ShardFailed { shard: shard.meta.name(), reason: e.to_string() });
         }
         Ok(shard)
     }
@@ -364,15 +337,11 @@ impl<S: Storage> Shard<S> {
         for name in names.iter().filter(|n| n.ends_with(".tmp")) {
             self.storage.remove(&self.dir.join(name)).await?;
         }
-        let mut segments: Vec<u64> = names
-            .iter()
-            .filter_map(|n| parse_numbered(n, "seg-", ".rkyv"))
-            .collect();
+        let mut segments: Vec<u64> =
+            names.iter().filter_map(|n| parse_numbered(n, "seg-", ".rkyv")).collect();
         segments.sort_unstable();
-        let mut wals: Vec<u64> = names
-            .iter()
-            .filter_map(|n| parse_numbered(n, "wal-", ".log"))
-            .collect();
+        let mut wals: Vec<u64> =
+            names.iter().filter_map(|n| parse_numbered(n, "wal-", ".log")).collect();
         wals.sort_unstable();
 
         let mut keyspace = Keyspace::new();
@@ -386,16 +355,9 @@ impl<S: Storage> Shard<S> {
                 keyspace.load(&e.key, e.value.to_vec(), e.expire_at_ms.to_native())
             })
             .map_err(|e| match e {
-                segment::SegmentError::Checksum {
-                    offset,
-                    expected,
-                    got,
-                } => EngineError::ChecksumMismatch {
-                    path: path.clone(),
-                    offset,
-                    expected,
-                    got,
-                },
+                segment::SegmentError::Checksum { offset, expected, got } => {
+                    EngineError::ChecksumMismatch { path: path.clone(), offset, expected, got }
+                }
                 other => EngineError::Corrupt {
                     path: path.clone(),
                     offset: other.offset(),
@@ -460,11 +422,7 @@ impl<S: Storage> Shard<S> {
                     torn = Some((path.clone(), offset));
                 }
                 LogEnd::Corrupt { offset, reason } => {
-                    return Err(EngineError::Corrupt {
-                        path,
-                        offset,
-                        reason,
-                    });
+                    return Err(EngineError::Corrupt { path, offset, reason });
                 }
             }
             if records == 0 {
@@ -482,20 +440,10 @@ impl<S: Storage> Shard<S> {
         }
         let next_lsn = last_lsn.unwrap_or(0).max(segment_lsn) + 1;
         let seq = wals.last().copied().unwrap_or(0) + 1;
-        let (file, path) = new_wal_file(
-            &self.storage,
-            &self.dir,
-            seq,
-            self.config.wal_prealloc_bytes,
-        )
-        .await?;
+        let (file, path) =
+            new_wal_file(&self.storage, &self.dir, seq, self.config.wal_prealloc_bytes).await?;
         self.storage.sync_dir(&self.dir).await?;
-        self.wal = Some(Wal::new(
-            file,
-            path,
-            next_lsn,
-            self.config.wal_prealloc_bytes,
-        ));
+        self.wal = Some(Wal::new(file, path, next_lsn, self.config.wal_prealloc_bytes));
         self.wal_seq.set(seq);
         *self.keyspace.get_mut() = keyspace;
         Ok(())
@@ -521,54 +469,52 @@ impl<S: Storage> Shard<S> {
         }
         if kind != OpKind::Read {
             if let Some(reason) = wal.failure() {
-                return Err(EngineError::PreviousIo {
-                    shard: self.meta.name(),
-                    reason,
-                });
+                return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
             }
         }
         self.stats.count(kind);
         let now = self.clock.now_ms();
-        let mut sink = WalSink {
-            wal,
-            last_lsn: None,
-        };
+        let mut sink = WalSink { wal, last_lsn: None };
         let mut ks = self.keyspace.borrow_mut();
         let reply = match op {
-            Op::Get { key } => ks
-                .get(&key, now)
-                .map_or(Reply::Nil, |v| Reply::Value(v.to_vec())),
+            Op::Get { key } => ks.get(&key, now).map_or(Reply::Nil, |v| Reply::Value(v.to_vec())),
             Op::Exists { key } => Reply::Bool(ks.exists(&key, now)),
             Op::Ttl { key } => Reply::Ttl(ks.ttl(&key, now)),
-            Op::Set {
-                key,
-                value,
-                condition,
-                expiry,
-                return_old,
-            } => {
-                let options = SetOptions {
-                    condition,
-                    expiry,
-                    return_old,
-                };
+            Op::Set { key, value, condition, expiry, return_old } => {
+                let options = SetOptions { condition, expiry, return_old };
                 let o = ks.set(&key, value, options, now, &mut sink)?;
-                Reply::Set {
-                    applied: o.applied,
-                    old: o.old,
-                }
+                Reply::Set { applied: o.applied, old: o.old }
             }
             Op::Del { key } => Reply::Bool(ks.del(&key, now, &mut sink)),
             Op::IncrBy { key, delta } => Reply::Int(ks.incr_by(&key, delta, now, &mut sink)?),
             Op::Append { key, suffix } => {
                 Reply::Int(ks.append(&key, &suffix, now, &mut sink)? as i64)
             }
-            Op::Expire {
-                key,
-                at_ms,
-                condition,
-            } => Reply::Bool(ks.expire(&key, at_ms, condition, now, &mut sink)),
+            Op::Expire { key, at_ms, condition } => {
+                Reply::Bool(ks.expire(&key, at_ms, condition, now, &mut sink))
+            }
             Op::Persist { key } => Reply::Bool(ks.persist(&key, now, &mut sink)),
+            Op::GetDel { key } => {
+                ks.get_del(&key, now, &mut sink).map_or(Reply::Nil, |v| Reply::Value(v.to_vec()))
+            }
+            Op::GetEx { key, expiry } => ks
+                .get_ex(&key, expiry, now, &mut sink)
+                .map_or(Reply::Nil, |v| Reply::Value(v.to_vec())),
+            Op::StrLen { key } => Reply::Int(ks.strlen(&key, now) as i64),
+            Op::GetRange { key, start, end } => Reply::Value(ks.get_range(&key, start, end, now)),
+            Op::SetRange { key, offset, value } => {
+                let len =
+                    ks.update(&key, now, &mut sink, |cur| set_range_value(cur, offset, &value))?;
+                Reply::Int(len.unwrap_or_else(|| ks.strlen(&key, now)) as i64)
+            }
+            Op::IncrByFloat { key, delta } => {
+                let mut out = Vec::new();
+                ks.update(&key, now, &mut sink, |cur| {
+                    out = incr_float_value(cur, delta)?;
+                    Ok(Some(out.clone()))
+                })?;
+                Reply::Value(out)
+            }
         };
         let wait = match self.config.fsync {
             FsyncPolicy::Always => sink.last_lsn,
@@ -581,15 +527,9 @@ impl<S: Storage> Shard<S> {
     pub fn clear(&self) -> Result<Option<u64>> {
         let wal = self.serving_wal()?;
         if let Some(reason) = wal.failure() {
-            return Err(EngineError::PreviousIo {
-                shard: self.meta.name(),
-                reason,
-            });
+            return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
         }
-        let mut sink = WalSink {
-            wal,
-            last_lsn: None,
-        };
+        let mut sink = WalSink { wal, last_lsn: None };
         self.keyspace.borrow_mut().clear(&mut sink);
         Ok(match self.config.fsync {
             FsyncPolicy::Always => sink.last_lsn,
@@ -600,10 +540,9 @@ impl<S: Storage> Shard<S> {
     /// Waits until the record `lsn` is durable.
     pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
         let wal = self.serving_wal()?;
-        wal.sync_to(lsn).await.map_err(|e| EngineError::PreviousIo {
-            shard: self.meta.name(),
-            reason: e.to_string(),
-        })
+        wal.sync_to(lsn)
+            .await
+            .map_err(|e| EngineError::PreviousIo { shard: self.meta.name(), reason: e.to_string() })
     }
 
     /// Writes buffered records, and syncs them if `sync` (timers, shutdown).
@@ -619,9 +558,7 @@ impl<S: Storage> Shard<S> {
         if self.failure.is_some() {
             return 0;
         }
-        self.keyspace
-            .borrow_mut()
-            .remove_expired(self.clock.now_ms(), budget)
+        self.keyspace.borrow_mut().remove_expired(self.clock.now_ms(), budget)
     }
 
     /// Whether the log has grown enough to be worth a snapshot.
@@ -653,13 +590,8 @@ impl<S: Storage> Shard<S> {
 
     async fn snapshot_inner(&self, wal: &Wal<S::File>) -> Result<()> {
         let seq = self.wal_seq.get() + 1;
-        let (file, path) = new_wal_file(
-            &self.storage,
-            &self.dir,
-            seq,
-            self.config.wal_prealloc_bytes,
-        )
-        .await?;
+        let (file, path) =
+            new_wal_file(&self.storage, &self.dir, seq, self.config.wal_prealloc_bytes).await?;
         self.storage.sync_dir(&self.dir).await?;
         let (entries, lsn) = {
             let _lock = wal.lock().await;

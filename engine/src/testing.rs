@@ -38,9 +38,7 @@ impl SplitMix64 {
 /// from the clock. Print it before using it.
 pub fn seed_from_env() -> u64 {
     match std::env::var("SHARDCAST_SEED") {
-        Ok(s) => s
-            .parse()
-            .expect("SHARDCAST_SEED must be an unsigned integer"),
+        Ok(s) => s.parse().expect("SHARDCAST_SEED must be an unsigned integer"),
         Err(_) => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)

@@ -44,9 +44,7 @@ impl std::str::FromStr for FsyncPolicy {
             "always" => Ok(FsyncPolicy::Always),
             "everysec" => Ok(FsyncPolicy::EverySec),
             "no" => Ok(FsyncPolicy::No),
-            _ => Err(format!(
-                "invalid fsync policy '{s}': expected always, everysec or no"
-            )),
+            _ => Err(format!("invalid fsync policy '{s}': expected always, everysec or no")),
         }
     }
 }
@@ -114,11 +112,7 @@ impl<F: StorageFile> Wal<F> {
                 allocated,
                 prealloc_bytes: allocated,
             }),
-            tail: RefCell::new(Tail {
-                bytes: Vec::new(),
-                offset: 0,
-                written_len: 0,
-            }),
+            tail: RefCell::new(Tail { bytes: Vec::new(), offset: 0, written_len: 0 }),
             last_lsn: Cell::new(first_lsn - 1),
             written_lsn: Cell::new(first_lsn - 1),
             durable_lsn: Cell::new(first_lsn - 1),
@@ -200,11 +194,7 @@ impl<F: StorageFile> Wal<F> {
             if self.durable_lsn.get() >= lsn {
                 return Ok(());
             }
-            let _permit = self
-                .flush_lock
-                .acquire_permit(1)
-                .await
-                .expect("flush lock closed");
+            let _permit = self.flush_lock.acquire_permit(1).await.expect("flush lock closed");
             if self.durable_lsn.get() >= lsn {
                 return Ok(());
             }
@@ -216,11 +206,7 @@ impl<F: StorageFile> Wal<F> {
     /// `everysec` and `no` policies and at shutdown.
     pub async fn flush(&self, sync: bool) -> Result<()> {
         self.check()?;
-        let _permit = self
-            .flush_lock
-            .acquire_permit(1)
-            .await
-            .expect("flush lock closed");
+        let _permit = self.flush_lock.acquire_permit(1).await.expect("flush lock closed");
         self.flush_locked(sync).await
     }
 
@@ -238,8 +224,7 @@ impl<F: StorageFile> Wal<F> {
         };
         let file = self.current.borrow().file.clone();
         if !image.is_empty() {
-            self.ensure_allocated(&file, offset + image.len() as u64)
-                .await?;
+            self.ensure_allocated(&file, offset + image.len() as u64).await?;
             if let Err(e) = file.write_at(offset, &image).await {
                 self.fail(&e);
                 return Err(e);
@@ -286,47 +271,26 @@ impl<F: StorageFile> Wal<F> {
         let first_lsn = self.last_lsn.get() + 1;
         let old = std::mem::replace(
             &mut *self.current.borrow_mut(),
-            Segment {
-                file: Rc::new(file),
-                path,
-                first_lsn,
-                allocated,
-                prealloc_bytes: allocated,
-            },
+            Segment { file: Rc::new(file), path, first_lsn, allocated, prealloc_bytes: allocated },
         );
         let tail = std::mem::replace(
             &mut *self.tail.borrow_mut(),
-            Tail {
-                bytes: Vec::new(),
-                offset: 0,
-                written_len: 0,
-            },
+            Tail { bytes: Vec::new(), offset: 0, written_len: 0 },
         );
         self.bytes_since_rotation.set(0);
-        Rotated {
-            file: old.file,
-            tail,
-            last_lsn: first_lsn - 1,
-        }
+        Rotated { file: old.file, tail, last_lsn: first_lsn - 1 }
     }
 
     /// Holds the flush lock (for a rotation).
     pub async fn lock(&self) -> glommio::sync::Permit<'_> {
-        self.flush_lock
-            .acquire_permit(1)
-            .await
-            .expect("flush lock closed")
+        self.flush_lock.acquire_permit(1).await.expect("flush lock closed")
     }
 
     /// Writes and syncs the old file's tail; afterwards everything up to the rotation point is
     /// durable.
     pub async fn finish_rotation(&self, rotated: Rotated<F>) -> Result<()> {
         self.check()?;
-        let Rotated {
-            file,
-            tail,
-            last_lsn,
-        } = rotated;
+        let Rotated { file, tail, last_lsn } = rotated;
         if tail.written_len < tail.bytes.len() {
             let mut image = tail.bytes;
             image.resize(align_up(image.len() as u64) as usize, 0);

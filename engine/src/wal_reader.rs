@@ -56,10 +56,7 @@ pub fn read_log(
             Err(DecodeError::Malformed { reason }) => {
                 // The checksum matched, so these bytes were written as they are: a bug, not a
                 // torn write.
-                return LogEnd::Corrupt {
-                    offset: at as u64,
-                    reason: reason.to_string(),
-                };
+                return LogEnd::Corrupt { offset: at as u64, reason: reason.to_string() };
             }
             Err(_) => return judge(bytes, at, expected),
         }
@@ -106,11 +103,7 @@ mod tests {
             starts.push(buf.len());
             let key = format!("key{lsn}");
             let durable = if one_write { 0 } else { lsn - 1 };
-            let record = Record::Put {
-                key: key.as_bytes(),
-                value: b"value",
-                expire_at_ms: 0,
-            };
+            let record = Record::Put { key: key.as_bytes(), value: b"value", expire_at_ms: 0 };
             record.encode(lsn, durable, &mut buf);
         }
         (buf, starts)
@@ -129,12 +122,7 @@ mod tests {
         holed[starts[1]..starts[2]].fill(0);
         let mut n = 0;
         let end = read_log(&holed, Some(1), |_, _| n += 1);
-        assert_eq!(
-            end,
-            LogEnd::Torn {
-                offset: starts[1] as u64
-            }
-        );
+        assert_eq!(end, LogEnd::Torn { offset: starts[1] as u64 });
         assert_eq!(n, 1);
     }
 
@@ -144,10 +132,7 @@ mod tests {
         let len = buf.len();
         buf.resize(8192, 0);
         let mut n = 0;
-        assert_eq!(
-            read_log(&buf, Some(1), |_, _| n += 1),
-            LogEnd::Clean { offset: len as u64 }
-        );
+        assert_eq!(read_log(&buf, Some(1), |_, _| n += 1), LogEnd::Clean { offset: len as u64 });
         assert_eq!(n, 5);
     }
 
@@ -160,9 +145,7 @@ mod tests {
             let mut n = 0;
             assert_eq!(
                 read_log(&torn, Some(1), |_, _| n += 1),
-                LogEnd::Torn {
-                    offset: starts[4] as u64
-                }
+                LogEnd::Torn { offset: starts[4] as u64 }
             );
             assert_eq!(n, 4);
         }
@@ -184,9 +167,6 @@ mod tests {
     #[test]
     fn lsn_gap_is_corruption() {
         let (buf, _) = log(3);
-        assert!(matches!(
-            read_log(&buf, Some(2), |_, _| {}),
-            LogEnd::Corrupt { offset: 0, .. }
-        ));
+        assert!(matches!(read_log(&buf, Some(2), |_, _| {}), LogEnd::Corrupt { offset: 0, .. }));
     }
 }

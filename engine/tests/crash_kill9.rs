@@ -19,11 +19,7 @@ fn writer() -> Command {
 
 fn dump(dir: &std::path::Path) -> HashMap<String, String> {
     let out = writer().arg("dump").arg(dir).output().expect("run dump");
-    assert!(
-        out.status.success(),
-        "dump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut kv = HashMap::new();
     let mut end = None;
@@ -31,10 +27,7 @@ fn dump(dir: &std::path::Path) -> HashMap<String, String> {
         let mut parts = line.splitn(3, ' ');
         match parts.next() {
             Some("KV") => {
-                kv.insert(
-                    parts.next().unwrap().to_owned(),
-                    parts.next().unwrap().to_owned(),
-                );
+                kv.insert(parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
             }
             Some("END") => end = Some(parts.next().unwrap().parse::<usize>().unwrap()),
             _ => {}
@@ -71,9 +64,8 @@ fn every_acknowledged_write_survives_kill_9() {
             }
         });
         // Wait for the first acknowledgement, then let it run a random while and kill it.
-        let first = rx
-            .recv_timeout(ACKS_BEFORE_KILL_DEADLINE)
-            .expect("writer acknowledged nothing");
+        let first =
+            rx.recv_timeout(ACKS_BEFORE_KILL_DEADLINE).expect("writer acknowledged nothing");
         let mut lines = vec![first];
         let deadline = Instant::now() + Duration::from_millis(50 + rng.below(700));
         while Instant::now() < deadline {
@@ -106,10 +98,7 @@ fn every_acknowledged_write_survives_kill_9() {
                 }
             }
         }
-        assert_eq!(
-            lost, 0,
-            "seed {seed}: acknowledged writes lost after kill {run}"
-        );
+        assert_eq!(lost, 0, "seed {seed}: acknowledged writes lost after kill {run}");
         eprintln!(
             "kill {run}: {} new acknowledged writes, {} total, all present",
             acked.len() - before,

@@ -51,10 +51,7 @@ fn ops_route_to_owners_and_survive_restart() {
         // Order within one batch is kept per key: SET then INCR then GET.
         let batch = vec![
             set("part3:n", "41"),
-            Op::IncrBy {
-                key: b"part3:n".to_vec(),
-                delta: 1,
-            },
+            Op::IncrBy { key: b"part3:n".to_vec(), delta: 1 },
             get("part3:n"),
         ];
         let r = core.execute(batch).await;
@@ -66,17 +63,10 @@ fn ops_route_to_owners_and_survive_restart() {
         for count in [1, 7, 1000] {
             let keys = all_keys(&core, count).await;
             let unique: BTreeSet<_> = keys.iter().cloned().collect();
-            assert_eq!(
-                unique.len(),
-                keys.len(),
-                "SCAN returned a key twice (count {count})"
-            );
+            assert_eq!(unique.len(), keys.len(), "SCAN returned a key twice (count {count})");
             assert_eq!(unique.len(), 301, "SCAN missed keys (count {count})");
         }
-        let (_, matched) = core
-            .scan(0, 10_000, Some(b"part1:*".to_vec()))
-            .await
-            .unwrap();
+        let (_, matched) = core.scan(0, 10_000, Some(b"part1:*".to_vec())).await.unwrap();
         assert_eq!(matched.len(), 30);
         for r in core.on_every_core(CoreWork::FlushAll).await {
             assert!(matches!(r, CoreResult::Done(Ok(()))));
@@ -84,11 +74,7 @@ fn ops_route_to_owners_and_survive_restart() {
         assert_eq!(dbsize(&core).await, 0);
     });
     on_core0(config(&dir, 2), |core| async move {
-        assert_eq!(
-            dbsize(&core).await,
-            0,
-            "FLUSHALL did not survive the restart"
-        );
+        assert_eq!(dbsize(&core).await, 0, "FLUSHALL did not survive the restart");
     });
     std::fs::remove_dir_all(&dir).ok();
 }

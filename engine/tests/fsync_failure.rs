@@ -51,11 +51,7 @@ fn failed_fsync_refuses_further_writes() {
             let err = shard.execute(set("p:3")).unwrap_err();
             assert!(matches!(err, EngineError::PreviousIo { .. }), "{err:?}");
             assert!(err.to_string().contains("refuses writes"), "{err}");
-            let (reply, _) = shard
-                .execute(Op::Get {
-                    key: b"p:1".to_vec(),
-                })
-                .unwrap();
+            let (reply, _) = shard.execute(Op::Get { key: b"p:1".to_vec() }).unwrap();
             assert_eq!(reply, Reply::Value(b"v".to_vec()));
         })
         .unwrap()

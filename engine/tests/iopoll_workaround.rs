@@ -9,18 +9,13 @@ use glommio::io::{DmaFile, OpenOptions};
 fn reads_work_after_the_workaround_even_if_the_first_user_file_is_empty() {
     let dir = std::env::temp_dir().join(format!("shardcast-iopoll-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join(shardcast_engine::runtime::IOPOLL_PROBE_FILE),
-        vec![0u8; 8192],
-    )
-    .unwrap();
+    std::fs::write(dir.join(shardcast_engine::runtime::IOPOLL_PROBE_FILE), vec![0u8; 8192])
+        .unwrap();
     std::fs::write(dir.join("empty"), b"").unwrap();
     let d = dir.clone();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            shardcast_engine::runtime::apply_iopoll_workaround(&d)
-                .await
-                .unwrap();
+            shardcast_engine::runtime::apply_iopoll_workaround(&d).await.unwrap();
             let empty = DmaFile::open(d.join("empty")).await.unwrap();
             empty.close().await.unwrap();
             let f = OpenOptions::new()

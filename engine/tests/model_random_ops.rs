@@ -36,19 +36,14 @@ fn live(model: &mut Model, key: &[u8], now: u64) -> Option<(Vec<u8>, u64)> {
 
 fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
     let key = format!("k{}", rng.below(KEYS)).into_bytes();
-    let value = format!("v{}", rng.below(1000))
-        .repeat(1 + rng.below(4) as usize)
-        .into_bytes();
+    let value = format!("v{}", rng.below(1000)).repeat(1 + rng.below(4) as usize).into_bytes();
     let at = now + 1 + rng.below(50);
     match rng.below(10) {
         0 | 1 => Op::Set {
             key,
             value,
-            condition: [
-                SetCondition::Always,
-                SetCondition::IfAbsent,
-                SetCondition::IfPresent,
-            ][rng.below(3) as usize],
+            condition: [SetCondition::Always, SetCondition::IfAbsent, SetCondition::IfPresent]
+                [rng.below(3) as usize],
             expiry: match rng.below(4) {
                 0 => SetExpiry::At(at),
                 1 => SetExpiry::Keep,
@@ -57,10 +52,7 @@ fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
             return_old: rng.chance(1, 2),
         },
         2 => Op::Del { key },
-        3 => Op::IncrBy {
-            key,
-            delta: rng.below(21) as i64 - 10,
-        },
+        3 => Op::IncrBy { key, delta: rng.below(21) as i64 - 10 },
         4 => Op::Append { key, suffix: value },
         5 => Op::Expire {
             key,
@@ -71,7 +63,8 @@ fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
                 ExpireCondition::IfSome,
                 ExpireCondition::IfGreater,
                 ExpireCondition::IfLess,
-            ][rng.below(5) as usize],
+                ExpireCondition::IfSomeAndLess,
+            ][rng.below(6) as usize],
         },
         6 => Op::Persist { key },
         7 => Op::Ttl { key },
@@ -90,19 +83,9 @@ fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineErro
             Some((_, 0)) => Ttl::Persistent,
             Some((_, at)) => Ttl::Ms(at - now),
         })),
-        Op::Set {
-            key,
-            value,
-            condition,
-            expiry,
-            return_old,
-        } => {
+        Op::Set { key, value, condition, expiry, return_old } => {
             let cur = live(model, &key, now);
-            let old = if return_old {
-                cur.as_ref().map(|(v, _)| v.clone())
-            } else {
-                None
-            };
+            let old = if return_old { cur.as_ref().map(|(v, _)| v.clone()) } else { None };
             let holds = match condition {
                 SetCondition::Always => true,
                 SetCondition::IfAbsent => cur.is_none(),
@@ -116,14 +99,11 @@ fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineErro
                 };
                 model.insert(key, (value, at));
             }
-            Ok(Reply::Set {
-                applied: holds,
-                old,
-            })
+            Ok(Reply::Set { applied: holds, old })
         }
-        Op::Del { key } => Ok(Reply::Bool(
-            live(model, &key, now).is_some() && model.remove(&key).is_some(),
-        )),
+        Op::Del { key } => {
+            Ok(Reply::Bool(live(model, &key, now).is_some() && model.remove(&key).is_some()))
+        }
         Op::IncrBy { key, delta } => {
             let (cur, at) = match live(model, &key, now) {
                 None => (0, 0),
@@ -143,11 +123,7 @@ fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineErro
             model.insert(key, (v, at));
             Ok(Reply::Int(len as i64))
         }
-        Op::Expire {
-            key,
-            at_ms,
-            condition,
-        } => {
+        Op::Expire { key, at_ms, condition } => {
             let Some((v, cur)) = live(model, &key, now) else {
                 return Ok(Reply::Bool(false));
             };
@@ -157,6 +133,7 @@ fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineErro
                 ExpireCondition::IfSome => cur != 0,
                 ExpireCondition::IfGreater => cur != 0 && at_ms > cur,
                 ExpireCondition::IfLess => cur == 0 || at_ms < cur,
+                ExpireCondition::IfSomeAndLess => cur != 0 && at_ms < cur,
             };
             if holds {
                 if at_ms <= now {
@@ -238,15 +215,10 @@ async fn run_seed(seed: u64) {
     };
     let meta = ShardMeta::whole(b"model");
     let clock_rc: Rc<dyn Clock> = Rc::new(clock.clone());
-    let mut shard = Shard::create(
-        storage.clone(),
-        data_dir,
-        meta,
-        config.clone(),
-        clock_rc.clone(),
-    )
-    .await
-    .unwrap();
+    let mut shard =
+        Shard::create(storage.clone(), data_dir, meta, config.clone(), clock_rc.clone())
+            .await
+            .unwrap();
     let dir = shard.dir().to_owned();
     let mut model = Model::new();
     // States after each op since the last crash; `acked`: index of the last one acknowledged.
@@ -257,41 +229,24 @@ async fn run_seed(seed: u64) {
         let now = clock.now_ms();
         let choice = rng.below(100);
         if trace {
-            eprintln!(
-                "step {step} choice {choice} now {now} files {:?}",
-                storage.paths()
-            );
+            eprintln!("step {step} choice {choice} now {now} files {:?}", storage.paths());
         }
         match choice {
             0..=3 => {
                 storage.crash(rng.next_u64());
-                shard = Shard::open(
-                    storage.clone(),
-                    dir.clone(),
-                    config.clone(),
-                    clock_rc.clone(),
-                )
-                .await
-                .unwrap();
-                assert!(
-                    shard.is_serving(),
-                    "seed {seed}, step {step}: {:?}",
-                    shard.failure()
-                );
+                shard = Shard::open(storage.clone(), dir.clone(), config.clone(), clock_rc.clone())
+                    .await
+                    .unwrap();
+                assert!(shard.is_serving(), "seed {seed}, step {step}: {:?}", shard.failure());
                 model = check_crash_state(&shard, &history, acked, now, seed, step);
                 history = vec![model.clone()];
                 acked = 0;
             }
             4..=5 => {
                 shard.flush(true).await.unwrap();
-                shard = Shard::open(
-                    storage.clone(),
-                    dir.clone(),
-                    config.clone(),
-                    clock_rc.clone(),
-                )
-                .await
-                .unwrap();
+                shard = Shard::open(storage.clone(), dir.clone(), config.clone(), clock_rc.clone())
+                    .await
+                    .unwrap();
                 check_state(&shard, &mut model, now, seed, step);
                 history = vec![model.clone()];
                 acked = 0;
@@ -336,9 +291,7 @@ async fn run_seed(seed: u64) {
         }
     }
     storage.crash(rng.next_u64());
-    let shard = Shard::open(storage.clone(), dir, config, clock_rc)
-        .await
-        .unwrap();
+    let shard = Shard::open(storage.clone(), dir, config, clock_rc).await.unwrap();
     assert!(shard.is_serving(), "seed {seed}: {:?}", shard.failure());
     check_crash_state(&shard, &history, acked, clock.now_ms(), seed, OPS_PER_SEED);
 }

@@ -11,12 +11,8 @@ fn flipped_byte_mid_log_fails_only_that_shard() {
     let dir = tempdir("corrupt-middle");
     on_core0(config(&dir, 1), |core| async move {
         for i in 0..20 {
-            core.execute_one(set(&format!("a:{i}"), &format!("va{i}")))
-                .await
-                .unwrap();
-            core.execute_one(set(&format!("b:{i}"), &format!("vb{i}")))
-                .await
-                .unwrap();
+            core.execute_one(set(&format!("a:{i}"), &format!("va{i}"))).await.unwrap();
+            core.execute_one(set(&format!("b:{i}"), &format!("vb{i}"))).await.unwrap();
         }
     });
     let wal = wal_file(&dir, "a");
@@ -31,10 +27,7 @@ fn flipped_byte_mid_log_fails_only_that_shard() {
         let err = core.execute_one(get("a:1")).await.unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, EngineError::ShardFailed { .. }), "{err:?}");
-        assert!(
-            text.contains(&wal_name),
-            "error does not name the file: {text}"
-        );
+        assert!(text.contains(&wal_name), "error does not name the file: {text}");
         assert!(
             text.contains(&format!("offset {damaged}")),
             "error does not name the offset: {text}"
@@ -50,10 +43,6 @@ fn flipped_byte_mid_log_fails_only_that_shard() {
         }
         core.execute_one(set("b:new", "y")).await.unwrap();
     });
-    assert_eq!(
-        std::fs::read(&wal).unwrap(),
-        bytes,
-        "a corrupt log must be left as it is"
-    );
+    assert_eq!(std::fs::read(&wal).unwrap(), bytes, "a corrupt log must be left as it is");
     std::fs::remove_dir_all(&dir).ok();
 }

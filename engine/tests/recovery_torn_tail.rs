@@ -10,9 +10,7 @@ fn torn_tail_is_truncated_and_everything_before_it_recovers() {
     let dir = tempdir("torn-tail");
     on_core0(config(&dir, 1), |core| async move {
         for i in 0..50 {
-            core.execute_one(set(&format!("t:{i}"), &format!("v{i}")))
-                .await
-                .unwrap();
+            core.execute_one(set(&format!("t:{i}"), &format!("v{i}"))).await.unwrap();
         }
     });
     let wal = wal_file(&dir, "t");
@@ -21,12 +19,11 @@ fn torn_tail_is_truncated_and_everything_before_it_recovers() {
     assert_eq!(starts.len(), 50);
     // Half of a 51st record, as if the crash cut the write.
     let mut partial = Vec::new();
-    Record::Put {
-        key: b"t:torn",
-        value: b"never acknowledged",
-        expire_at_ms: 0,
-    }
-    .encode(51, 50, &mut partial);
+    Record::Put { key: b"t:torn", value: b"never acknowledged", expire_at_ms: 0 }.encode(
+        51,
+        50,
+        &mut partial,
+    );
     bytes[end..end + partial.len() / 2].copy_from_slice(&partial[..partial.len() / 2]);
     std::fs::write(&wal, &bytes).unwrap();
 
@@ -42,16 +39,10 @@ fn torn_tail_is_truncated_and_everything_before_it_recovers() {
             shardcast_engine::ops::Reply::Nil
         );
         for i in 50..60 {
-            core.execute_one(set(&format!("t:{i}"), &format!("v{i}")))
-                .await
-                .unwrap();
+            core.execute_one(set(&format!("t:{i}"), &format!("v{i}"))).await.unwrap();
         }
     });
-    assert_eq!(
-        std::fs::metadata(&wal).unwrap().len(),
-        end as u64,
-        "torn tail not truncated"
-    );
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), end as u64, "torn tail not truncated");
 
     on_core0(config(&dir, 1), |core| async move {
         for i in 0..60 {

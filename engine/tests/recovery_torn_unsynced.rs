@@ -56,29 +56,18 @@ fn holes_in_an_unsynced_write_are_a_torn_tail_not_corruption() {
                 }
                 shard.flush(false).await.unwrap(); // ~5 blocks written, none synced
                 storage.crash(seed);
-                let shard = Shard::open(storage.clone(), dir, config, clock)
-                    .await
-                    .unwrap();
-                assert!(
-                    shard.is_serving(),
-                    "crash seed {seed}: {:?}",
-                    shard.failure()
-                );
+                let shard = Shard::open(storage.clone(), dir, config, clock).await.unwrap();
+                assert!(shard.is_serving(), "crash seed {seed}: {:?}", shard.failure());
                 let present: Vec<bool> = (0..ACKED + IN_FLIGHT)
                     .map(|i| {
                         let (r, _) = shard
-                            .execute(Op::Get {
-                                key: format!("k:{i:05}").into_bytes(),
-                            })
+                            .execute(Op::Get { key: format!("k:{i:05}").into_bytes() })
                             .unwrap();
                         r == Reply::Value(format!("value-{i}").into_bytes())
                     })
                     .collect();
                 let recovered = present.iter().take_while(|&&p| p).count();
-                assert!(
-                    recovered as u64 >= ACKED,
-                    "crash seed {seed}: acknowledged writes lost"
-                );
+                assert!(recovered as u64 >= ACKED, "crash seed {seed}: acknowledged writes lost");
                 assert!(
                     present[recovered..].iter().all(|&p| !p),
                     "crash seed {seed}: not a prefix"
@@ -87,10 +76,7 @@ fn holes_in_an_unsynced_write_are_a_torn_tail_not_corruption() {
                     holes_seen += 1;
                 }
             }
-            assert!(
-                holes_seen > 0,
-                "no crash cut the in-flight write: the test exercised nothing"
-            );
+            assert!(holes_seen > 0, "no crash cut the in-flight write: the test exercised nothing");
         })
         .unwrap()
         .join()

@@ -34,19 +34,13 @@ fn append_to_expired_key_replays_as_a_new_value() {
     ks.set(
         b"k",
         b"old".to_vec(),
-        SetOptions {
-            expiry: SetExpiry::At(100),
-            ..SetOptions::PLAIN
-        },
+        SetOptions { expiry: SetExpiry::At(100), ..SetOptions::PLAIN },
         50,
         &mut log,
     )
     .unwrap();
     assert_eq!(ks.append(b"k", b"new", 200, &mut log).unwrap(), 3);
     let mut recovered = replay(&log.0);
-    assert_eq!(
-        recovered.get(b"k", 300).as_deref().map(|v| v.as_slice()),
-        Some(&b"new"[..])
-    );
+    assert_eq!(recovered.get(b"k", 300).as_deref().map(|v| v.as_slice()), Some(&b"new"[..]));
     assert_eq!(ks.get(b"k", 300), recovered.get(b"k", 300));
 }

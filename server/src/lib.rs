@@ -1,1 +1,92 @@
+//! Shardcast's RESP server: accepts connections on every core, parses RESP, plans commands
+//! into engine ops and renders the replies. The engine does the storage; this crate knows the
+//! protocol, the sessions and the Redis semantics of each command.
 
+pub mod admin;
+pub mod commands;
+pub mod config;
+pub mod connection;
+pub mod listener;
+pub mod resp;
+pub mod shared;
+pub mod table;
+
+use shardcast_engine::Core;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often accept loops look at the stop flag.
+const STOP_POLL_MS: u64 = 50;
+
+/// Runs the server until SIGINT, SIGTERM or SHUTDOWN; returns after every shard is durable.
+pub fn run(config: config::ServerConfig) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let engine_config = config.engine.clone();
+    let addr = format!("{}:{}", config.bind, config.port);
+    // Fail fast with a clear message if another process holds the port (SO_REUSEPORT would
+    // otherwise let us share it with that process, owned by the same user).
+    std::net::TcpListener::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let shared = Arc::new(shared::Shared::new(config));
+    tracing::info!(%addr, cores = engine_config.cores, fsync = %engine_config.fsync,
+        data_dir = %engine_config.data_dir.display(), "starting");
+    shardcast_engine::run_until(engine_config, stop, move |core| async move {
+        serve_core(core, shared, addr).await
+    })
+    .map_err(|e| e.to_string())?
+    .into_iter()
+    .collect::<Result<Vec<()>, String>>()?;
+    tracing::info!("stopped; all shards flushed");
+    Ok(())
+}
+
+async fn serve_core(
+    core: Rc<Core>,
+    shared: Arc<shared::Shared>,
+    addr: String,
+) -> Result<(), String> {
+    let listener = listener::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    if core.id() == 0 {
+        tracing::info!("Ready to accept connections tcp on {addr}");
+        println!("Ready to accept connections tcp on {addr}");
+    }
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !core.stop_requested() {
+                glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+            }
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return Ok(()),
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let (core, shared) = (core.clone(), shared.clone());
+        glommio::spawn_local(async move {
+            let Some(client) = shared.register(peer, local, core.id()) else {
+                use futures_lite::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                return;
+            };
+            let id = client.id;
+            connection::serve(&core, &shared, stream, client).await;
+            shared.unregister(id);
+        })
+        .detach();
+    }
+}

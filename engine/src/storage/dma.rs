@@ -31,34 +31,23 @@ impl Storage for DmaStorage {
             "device alignment {} does not divide IO_ALIGN",
             file.alignment()
         );
-        Ok(DmaStorageFile {
-            file,
-            path: path.to_owned(),
-        })
+        Ok(DmaStorageFile { file, path: path.to_owned() })
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        glommio::io::rename(from, to)
-            .await
-            .map_err(|e| EngineError::io("rename", from, e))
+        glommio::io::rename(from, to).await.map_err(|e| EngineError::io("rename", from, e))
     }
 
     async fn remove(&self, path: &Path) -> Result<()> {
-        glommio::io::remove(path)
-            .await
-            .map_err(|e| EngineError::io("remove", path, e))
+        glommio::io::remove(path).await.map_err(|e| EngineError::io("remove", path, e))
     }
 
     async fn sync_dir(&self, path: &Path) -> Result<()> {
         let dir = glommio::io::Directory::open(path)
             .await
             .map_err(|e| EngineError::io("open directory", path, e))?;
-        dir.sync()
-            .await
-            .map_err(|e| EngineError::io("fsync directory", path, e))?;
-        dir.close()
-            .await
-            .map_err(|e| EngineError::io("close directory", path, e))
+        dir.sync().await.map_err(|e| EngineError::io("fsync directory", path, e))?;
+        dir.close().await.map_err(|e| EngineError::io("close directory", path, e))
     }
 
     fn create_dir_all(&self, path: &Path) -> Result<()> {
@@ -114,24 +103,15 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn sync(&self) -> Result<()> {
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| EngineError::io("fdatasync", &self.path, e))
+        self.file.fdatasync().await.map_err(|e| EngineError::io("fdatasync", &self.path, e))
     }
 
     async fn size(&self) -> Result<u64> {
-        self.file
-            .file_size()
-            .await
-            .map_err(|e| EngineError::io("stat", &self.path, e))
+        self.file.file_size().await.map_err(|e| EngineError::io("stat", &self.path, e))
     }
 
     async fn truncate(&self, len: u64) -> Result<()> {
-        self.file
-            .truncate(len)
-            .await
-            .map_err(|e| EngineError::io("truncate", &self.path, e))
+        self.file.truncate(len).await.map_err(|e| EngineError::io("truncate", &self.path, e))
     }
 
     async fn preallocate(&self, len: u64) -> Result<()> {
@@ -142,9 +122,6 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn close(self) -> Result<()> {
-        self.file
-            .close()
-            .await
-            .map_err(|e| EngineError::io("close", &self.path, e))
+        self.file.close().await.map_err(|e| EngineError::io("close", &self.path, e))
     }
 }

@@ -14,10 +14,7 @@ use std::path::Path;
 pub const IO_ALIGN: usize = 4096;
 
 /// A filesystem.
-#[allow(
-    async_fn_in_trait,
-    reason = "single-threaded executors: futures need not be Send"
-)]
+#[allow(async_fn_in_trait, reason = "single-threaded executors: futures need not be Send")]
 pub trait Storage: Clone + 'static {
     type File: StorageFile;
     /// Opens for reading and writing, creating the file if `create`.
@@ -35,10 +32,7 @@ pub trait Storage: Clone + 'static {
 }
 
 /// An open file. Writes must be at `IO_ALIGN`-aligned offsets with aligned lengths.
-#[allow(
-    async_fn_in_trait,
-    reason = "single-threaded executors: futures need not be Send"
-)]
+#[allow(async_fn_in_trait, reason = "single-threaded executors: futures need not be Send")]
 pub trait StorageFile: 'static {
     /// Reads up to `len` bytes at `pos`; shorter at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>>;

@@ -141,28 +141,20 @@ impl Storage for SimStorage {
             }
             None => return Err(EngineError::io("open", path, "No such file or directory")),
         };
-        Ok(SimFile {
-            fs: self.fs.clone(),
-            inode,
-            path: path.to_owned(),
-        })
+        Ok(SimFile { fs: self.fs.clone(), inode, path: path.to_owned() })
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         let mut fs = self.fs.borrow_mut();
-        let inode = fs
-            .names
-            .remove(from)
-            .ok_or_else(|| EngineError::io("rename", from, "not found"))?;
+        let inode =
+            fs.names.remove(from).ok_or_else(|| EngineError::io("rename", from, "not found"))?;
         fs.names.insert(to.to_owned(), inode);
         Ok(())
     }
 
     async fn remove(&self, path: &Path) -> Result<()> {
         let mut fs = self.fs.borrow_mut();
-        fs.names
-            .remove(path)
-            .ok_or_else(|| EngineError::io("remove", path, "not found"))?;
+        fs.names.remove(path).ok_or_else(|| EngineError::io("remove", path, "not found"))?;
         Ok(())
     }
 
@@ -170,21 +162,12 @@ impl Storage for SimStorage {
         let mut fs = self.fs.borrow_mut();
         take_sync(&mut fs, path)?;
         let in_dir = |p: &Path| p.parent() == Some(path);
-        let durable: Vec<_> = fs
-            .durable_names
-            .keys()
-            .filter(|p| in_dir(p))
-            .cloned()
-            .collect();
+        let durable: Vec<_> = fs.durable_names.keys().filter(|p| in_dir(p)).cloned().collect();
         for p in durable {
             fs.durable_names.remove(&p);
         }
-        let current: Vec<_> = fs
-            .names
-            .iter()
-            .filter(|(p, _)| in_dir(p))
-            .map(|(p, i)| (p.clone(), *i))
-            .collect();
+        let current: Vec<_> =
+            fs.names.iter().filter(|(p, _)| in_dir(p)).map(|(p, i)| (p.clone(), *i)).collect();
         fs.durable_names.extend(current);
         Ok(())
     }

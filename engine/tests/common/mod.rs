@@ -41,9 +41,7 @@ where
         }
     })
     .expect("engine run");
-    out.iter_mut()
-        .find_map(Option::take)
-        .expect("core 0 result")
+    out.iter_mut().find_map(Option::take).expect("core 0 result")
 }
 
 pub fn set(key: &str, value: &str) -> Op {
@@ -57,9 +55,7 @@ pub fn set(key: &str, value: &str) -> Op {
 }
 
 pub fn get(key: &str) -> Op {
-    Op::Get {
-        key: key.as_bytes().to_vec(),
-    }
+    Op::Get { key: key.as_bytes().to_vec() }
 }
 
 pub fn value(s: &str) -> Reply {
@@ -68,23 +64,15 @@ pub fn value(s: &str) -> Reply {
 
 /// The only log file of the partition's shard 0.
 pub fn wal_file(dir: &Path, partition: &str) -> PathBuf {
-    let shard = dir
-        .join(shardcast_engine::shard::partition_dir_name(
-            partition.as_bytes(),
-        ))
-        .join("0");
+    let shard =
+        dir.join(shardcast_engine::shard::partition_dir_name(partition.as_bytes())).join("0");
     let mut wals: Vec<_> = std::fs::read_dir(&shard)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     wals.sort();
-    assert_eq!(
-        wals.len(),
-        1,
-        "expected one log file in {}: {wals:?}",
-        shard.display()
-    );
+    assert_eq!(wals.len(), 1, "expected one log file in {}: {wals:?}", shard.display());
     wals.pop().unwrap()
 }
 

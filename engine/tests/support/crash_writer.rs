@@ -45,11 +45,7 @@ fn main() {
             let mut out = std::io::stdout().lock();
             let n = keys.len();
             for key in keys {
-                match core
-                    .execute_one(Op::Get { key: key.clone() })
-                    .await
-                    .unwrap()
-                {
+                match core.execute_one(Op::Get { key: key.clone() }).await.unwrap() {
                     Reply::Value(v) => writeln!(
                         out,
                         "KV {} {}",
@@ -68,11 +64,8 @@ fn main() {
             let core = core.clone();
             tasks.push(glommio::spawn_local(async move {
                 for n in 0u64.. {
-                    let key = format!(
-                        "p{}:r{run}-c{}-t{t}-{n}",
-                        n as usize % PARTITIONS,
-                        core.id()
-                    );
+                    let key =
+                        format!("p{}:r{run}-c{}-t{t}-{n}", n as usize % PARTITIONS, core.id());
                     let value = format!("v{n}-{}", "x".repeat(n as usize % 300));
                     let op = Op::Set {
                         key: key.clone().into_bytes(),

@@ -1,0 +1,759 @@
+//! Commands that are not a slice of an engine batch: they change the session (AUTH, HELLO,
+//! SELECT, CLIENT), need every core (DBSIZE, FLUSHALL, SCAN, KEYS, RANDOMKEY, INFO, MSETNX,
+//! SHARDCAST), or describe the server (COMMAND, CONFIG, TIME, SHUTDOWN).
+
+use crate::commands::{error_text, int_arg, now_ms, ERR_NOT_INTEGER, ERR_SYNTAX};
+use crate::connection::Session;
+use crate::resp::Writer;
+use crate::shared::Shared;
+use crate::table::{Spec, COMMANDS};
+use shardcast_engine::glob::glob_match;
+use shardcast_engine::shard::partition_display;
+use shardcast_engine::{Core, CoreResult, CoreWork, ShardSummary};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// The version clients see (Redis commands and replies of this version).
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+/// Most keys KEYS returns before it refuses (it would otherwise build an unbounded reply).
+pub const KEYS_REPLY_MAX: usize = 10_000_000;
+/// COUNT above this is clamped (a single SCAN step stays bounded).
+pub const SCAN_COUNT_MAX: usize = 100_000;
+
+fn lower(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).to_ascii_lowercase()
+}
+
+fn unknown_subcommand(w: &mut Writer, sub: &[u8], cmd: &str) {
+    w.error(&format!(
+        "ERR unknown subcommand '{}'. Try {} HELP.",
+        String::from_utf8_lossy(sub),
+        cmd.to_ascii_uppercase()
+    ));
+}
+
+/// Runs one non-plannable command, writing its reply into `s.w`.
+pub async fn run(
+    core: &Core,
+    shared: &Shared,
+    s: &mut Session,
+    spec: &'static Spec,
+    args: Vec<Vec<u8>>,
+) {
+    match spec.name {
+        "ping" => match args.get(1) {
+            Some(msg) if args.len() == 2 => s.w.bulk(msg),
+            None => s.w.simple("PONG"),
+            _ => s.w.error("ERR wrong number of arguments for 'ping' command"),
+        },
+        "echo" => s.w.bulk(&args[1]),
+        "quit" => {
+            s.w.ok();
+            s.close = true;
+        }
+        "time" => {
+            let us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            s.w.array(2);
+            s.w.bulk((us / 1_000_000).to_string().as_bytes());
+            s.w.bulk((us % 1_000_000).to_string().as_bytes());
+        }
+        "select" => match int_arg(&args[1]) {
+            Ok(0) => s.w.ok(),
+            Ok(_) => s.w.error("ERR DB index is out of range"),
+            Err(e) => s.w.error(&e),
+        },
+        "auth" => auth(shared, s, &args),
+        "hello" => hello(shared, s, &args),
+        "client" => client(shared, s, &args),
+        "command" => command(s, &args),
+        "config" => config(shared, s, &args),
+        "info" => info(core, shared, s, &args).await,
+        "dbsize" => {
+            let n = dbsize(core).await;
+            s.w.int(n as i64)
+        }
+        "flushall" | "flushdb" => {
+            if args.len() > 2
+                || args.get(1).is_some_and(|a| !matches!(lower(a).as_str(), "async" | "sync"))
+            {
+                return s.w.error(ERR_SYNTAX);
+            }
+            let mut err = None;
+            for r in core.on_every_core(CoreWork::FlushAll).await {
+                if let CoreResult::Done(Err(e)) = r {
+                    err.get_or_insert(e);
+                }
+            }
+            match err {
+                Some(e) => s.w.error(&error_text(&e)),
+                None => s.w.ok(),
+            }
+        }
+        "scan" => scan(core, s, &args).await,
+        "keys" => keys(core, s, &args[1]).await,
+        "randomkey" => randomkey(core, s).await,
+        "msetnx" => msetnx(core, s, args).await,
+        "shutdown" => {
+            for a in &args[1..] {
+                if !matches!(lower(a).as_str(), "nosave" | "save" | "now" | "force") {
+                    return s.w.error(ERR_SYNTAX);
+                }
+            }
+            tracing::info!("SHUTDOWN requested by client {}", s.client.id);
+            core.request_stop();
+            s.close = true;
+        }
+        "shardcast" => shardcast(core, s, &args).await,
+        other => unreachable!("{other} is plannable"),
+    }
+}
+
+fn auth(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
+    let Some(password) = shared.password() else {
+        return s.w.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    };
+    let (user, given) = match args.len() {
+        2 => (&b"default"[..], &args[1]),
+        3 => (&args[1][..], &args[2]),
+        _ => return s.w.error(ERR_SYNTAX),
+    };
+    if user == b"default" && given.as_slice() == password.as_bytes() {
+        s.authenticated = true;
+        s.w.ok();
+    } else {
+        s.w.error("WRONGPASS invalid username-password pair or user is disabled.");
+    }
+}
+
+fn hello(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
+    let mut proto = if s.w.resp3 { 3 } else { 2 };
+    let mut i = 1;
+    if let Some(v) = args.get(1) {
+        match int_arg(v) {
+            Ok(p @ (2 | 3)) => proto = p,
+            Ok(_) => return s.w.error("NOPROTO unsupported protocol version"),
+            Err(_) => return s.w.error("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    let mut new_name = None;
+    while i < args.len() {
+        match lower(&args[i]).as_str() {
+            "auth" if i + 2 < args.len() => {
+                let Some(password) = shared.password() else {
+                    return s.w.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+                };
+                if args[i + 1] != b"default" || args[i + 2] != password.as_bytes() {
+                    return s
+                        .w
+                        .error("WRONGPASS invalid username-password pair or user is disabled.");
+                }
+                s.authenticated = true;
+                i += 3;
+            }
+            "setname" if i + 1 < args.len() => {
+                if !valid_client_name(&args[i + 1]) {
+                    return s.w.error(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                new_name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => {
+                return s.w.error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&args[i])
+                ))
+            }
+        }
+    }
+    if !s.authenticated {
+        return s.w.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(name) = new_name {
+        *s.client.name.lock().expect("client name poisoned") = name;
+    }
+    s.w.resp3 = proto == 3;
+    s.client.resp3.store(s.w.resp3, Ordering::Relaxed);
+    s.w.map(7);
+    s.w.bulk(b"server");
+    s.w.bulk(b"redis");
+    s.w.bulk(b"version");
+    s.w.bulk(REDIS_COMPAT_VERSION.as_bytes());
+    s.w.bulk(b"proto");
+    s.w.int(proto);
+    s.w.bulk(b"id");
+    s.w.int(s.client.id as i64);
+    s.w.bulk(b"mode");
+    s.w.bulk(b"standalone");
+    s.w.bulk(b"role");
+    s.w.bulk(b"master");
+    s.w.bulk(b"modules");
+    s.w.array(0);
+}
+
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+fn client_line(shared: &Shared, c: &crate::shared::ClientInfo) -> String {
+    let age = c.created.elapsed();
+    let idle_ms =
+        (age.as_millis() as u64).saturating_sub(c.last_command_ms.load(Ordering::Relaxed));
+    let cmd_idx = c.last_command.load(Ordering::Relaxed) as usize;
+    let cmd = COMMANDS.get(cmd_idx).map_or("NULL", |s| s.name);
+    let _ = shared;
+    format!(
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} core={}\n",
+        c.id,
+        c.addr,
+        c.laddr,
+        String::from_utf8_lossy(&c.name.lock().expect("client name poisoned")),
+        age.as_secs(),
+        idle_ms / 1000,
+        cmd,
+        if c.resp3.load(Ordering::Relaxed) { 3 } else { 2 },
+        c.lib_name.lock().expect("lib name poisoned"),
+        c.lib_ver.lock().expect("lib ver poisoned"),
+        c.core,
+    )
+}
+
+fn client(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
+    let sub = lower(&args[1]);
+    match (sub.as_str(), args.len()) {
+        ("id", 2) => s.w.int(s.client.id as i64),
+        ("setname", 3) => {
+            if !valid_client_name(&args[2]) {
+                return s.w.error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            *s.client.name.lock().expect("client name poisoned") = args[2].clone();
+            s.w.ok();
+        }
+        ("getname", 2) => {
+            let name = s.client.name.lock().expect("client name poisoned").clone();
+            if name.is_empty() {
+                s.w.null()
+            } else {
+                s.w.bulk(&name)
+            }
+        }
+        ("setinfo", 4) => {
+            let value = String::from_utf8_lossy(&args[3]).into_owned();
+            if value.contains(|c: char| c == ' ' || c.is_control()) {
+                return s.w.error("ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.");
+            }
+            match lower(&args[2]).as_str() {
+                "lib-name" => *s.client.lib_name.lock().expect("lib name poisoned") = value,
+                "lib-ver" => *s.client.lib_ver.lock().expect("lib ver poisoned") = value,
+                _ => {
+                    return s.w.error(&format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(&args[2])
+                    ))
+                }
+            }
+            s.w.ok();
+        }
+        ("info", 2) => s.w.bulk(client_line(shared, &s.client).as_bytes()),
+        ("list", _) => {
+            let mut ids: Option<Vec<u64>> = None;
+            let mut i = 2;
+            while i < args.len() {
+                match lower(&args[i]).as_str() {
+                    "type" if i + 1 < args.len() => i += 2,
+                    "id" => {
+                        let mut v = Vec::new();
+                        for a in &args[i + 1..] {
+                            match int_arg(a) {
+                                Ok(n) if n > 0 => v.push(n as u64),
+                                _ => return s.w.error("ERR Invalid client ID"),
+                            }
+                        }
+                        ids = Some(v);
+                        i = args.len();
+                    }
+                    _ => return s.w.error(ERR_SYNTAX),
+                }
+            }
+            let clients: Vec<_> = shared
+                .clients
+                .lock()
+                .expect("client registry poisoned")
+                .values()
+                .cloned()
+                .collect();
+            let mut out = String::new();
+            for c in clients.iter().filter(|c| ids.as_ref().is_none_or(|ids| ids.contains(&c.id))) {
+                out.push_str(&client_line(shared, c));
+            }
+            s.w.bulk(out.as_bytes());
+        }
+        ("help", _) => {
+            let lines = [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GETNAME",
+                "    Return the name of the current connection.",
+                "ID",
+                "    Return the ID of the current connection.",
+                "INFO",
+                "    Return information about the current client connection.",
+                "LIST [TYPE normal] [ID <id> [<id> ...]]",
+                "    Return information about client connections.",
+                "SETINFO <option> <value>",
+                "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+                "SETNAME <name>",
+                "    Assign the name <name> to the current connection.",
+            ];
+            s.w.array(lines.len());
+            for l in lines {
+                s.w.simple(l);
+            }
+        }
+        _ => unknown_subcommand(&mut s.w, &args[1], "client"),
+    }
+}
+
+fn command_info(w: &mut Writer, spec: &Spec) {
+    w.array(10);
+    w.bulk(spec.name.as_bytes());
+    w.int(spec.arity as i64);
+    w.set(spec.flags.len());
+    for f in spec.flags {
+        w.simple(f);
+    }
+    w.int(spec.first_key as i64);
+    w.int(spec.last_key as i64);
+    w.int(spec.step as i64);
+    w.set(0);
+    w.set(0);
+    w.array(0);
+    w.array(0);
+}
+
+fn command_docs(w: &mut Writer, spec: &Spec) {
+    w.bulk(spec.name.as_bytes());
+    w.map(3);
+    w.bulk(b"summary");
+    w.bulk(spec.summary.as_bytes());
+    w.bulk(b"since");
+    w.bulk(spec.since.as_bytes());
+    w.bulk(b"group");
+    w.bulk(spec.group.as_bytes());
+}
+
+fn command(s: &mut Session, args: &[Vec<u8>]) {
+    let Some(sub) = args.get(1).map(|a| lower(a)) else {
+        s.w.array(COMMANDS.len());
+        for spec in COMMANDS {
+            command_info(&mut s.w, spec);
+        }
+        return;
+    };
+    let named = |args: &[Vec<u8>]| -> Vec<Option<&'static Spec>> {
+        args.iter().map(|a| crate::table::lookup(a).map(|(_, s)| s)).collect()
+    };
+    match sub.as_str() {
+        "count" if args.len() == 2 => s.w.int(COMMANDS.len() as i64),
+        "info" => {
+            let specs: Vec<_> = if args.len() == 2 {
+                COMMANDS.iter().map(Some).collect()
+            } else {
+                named(&args[2..])
+            };
+            s.w.array(specs.len());
+            for spec in specs {
+                match spec {
+                    Some(spec) => command_info(&mut s.w, spec),
+                    None => s.w.null_array(),
+                }
+            }
+        }
+        "docs" => {
+            let specs: Vec<_> = if args.len() == 2 {
+                COMMANDS.iter().collect()
+            } else {
+                named(&args[2..]).into_iter().flatten().collect()
+            };
+            s.w.map(specs.len());
+            for spec in specs {
+                command_docs(&mut s.w, spec);
+            }
+        }
+        "list" => {
+            s.w.array(COMMANDS.len());
+            for spec in COMMANDS {
+                s.w.bulk(spec.name.as_bytes());
+            }
+        }
+        _ => unknown_subcommand(&mut s.w, &args[1], "command"),
+    }
+}
+
+/// The parameters CONFIG GET knows, with their current values.
+fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
+    let c = &shared.config;
+    vec![
+        ("maxmemory", shared.maxmemory_bytes.load(Ordering::Relaxed).to_string()),
+        ("maxclients", shared.maxclients.load(Ordering::Relaxed).to_string()),
+        ("proto-max-bulk-len", shared.proto_max_bulk_len.load(Ordering::Relaxed).to_string()),
+        ("client-query-buffer-limit", c.query_buffer_max_bytes.to_string()),
+        ("requirepass", shared.password().unwrap_or_default()),
+        ("port", c.port.to_string()),
+        ("bind", c.bind.clone()),
+        ("dir", c.engine.data_dir.display().to_string()),
+        ("appendonly", "yes".into()),
+        ("appendfsync", c.engine.fsync.to_string()),
+        ("save", String::new()),
+        ("databases", "1".into()),
+        ("timeout", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+    ]
+}
+
+fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
+    match lower(&args[1]).as_str() {
+        "get" if args.len() >= 3 => {
+            let params = config_params(shared);
+            let mut out: Vec<&(&str, String)> = Vec::new();
+            for pattern in &args[2..] {
+                let pattern = pattern.to_ascii_lowercase();
+                for p in &params {
+                    if glob_match(&pattern, p.0.as_bytes()) && !out.iter().any(|o| o.0 == p.0) {
+                        out.push(p);
+                    }
+                }
+            }
+            s.w.map(out.len());
+            for (k, v) in out {
+                s.w.bulk(k.as_bytes());
+                s.w.bulk(v.as_bytes());
+            }
+        }
+        "set" if args.len() >= 4 && args.len().is_multiple_of(2) => {
+            let mut updates = Vec::new();
+            for pair in args[2..].chunks(2) {
+                let name = lower(&pair[0]);
+                let value = String::from_utf8_lossy(&pair[1]).into_owned();
+                let parsed = match name.as_str() {
+                    "maxmemory" | "proto-max-bulk-len" | "maxclients" => {
+                        crate::config::parse_memory(&value).and_then(|v| match name.as_str() {
+                            "proto-max-bulk-len"
+                                if !(1024..=crate::config::PROTO_MAX_BULK_LEN_DEFAULT)
+                                    .contains(&v) =>
+                            {
+                                Err("argument must be between 1kb and 512mb".into())
+                            }
+                            "maxclients" if v == 0 => Err("argument must be at least 1".into()),
+                            _ => Ok(v),
+                        })
+                    }
+                    "requirepass" => Ok(0),
+                    _ => {
+                        return s.w.error(&format!(
+                            "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                        ))
+                    }
+                };
+                match parsed {
+                    Ok(v) => updates.push((name, value, v)),
+                    Err(e) => {
+                        return s.w.error(&format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
+                        ))
+                    }
+                }
+            }
+            for (name, value, v) in updates {
+                match name.as_str() {
+                    "maxmemory" => shared.maxmemory_bytes.store(v, Ordering::Relaxed),
+                    "maxclients" => shared.maxclients.store(v, Ordering::Relaxed),
+                    "proto-max-bulk-len" => shared.proto_max_bulk_len.store(v, Ordering::Relaxed),
+                    _ => {
+                        *shared.requirepass.write().expect("requirepass poisoned") =
+                            Some(value).filter(|p| !p.is_empty())
+                    }
+                }
+            }
+            s.w.ok();
+        }
+        "resetstat" if args.len() == 2 => {
+            shared.stats.commands.reset();
+            shared.stats.keyspace_hits.reset();
+            shared.stats.keyspace_misses.reset();
+            s.w.ok();
+        }
+        "get" | "set" | "resetstat" => s.w.error(&format!(
+            "ERR wrong number of arguments for 'config|{}' command",
+            lower(&args[1])
+        )),
+        _ => unknown_subcommand(&mut s.w, &args[1], "config"),
+    }
+}
+
+async fn dbsize(core: &Core) -> u64 {
+    core.on_every_core(CoreWork::DbSize)
+        .await
+        .into_iter()
+        .map(|r| match r {
+            CoreResult::Count(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
+
+async fn shard_summaries(core: &Core) -> Vec<ShardSummary> {
+    let mut all = Vec::new();
+    for r in core.on_every_core(CoreWork::ShardInfo).await {
+        if let CoreResult::Shards(v) = r {
+            all.extend(v);
+        }
+    }
+    all.sort_by(|a, b| (&a.partition, a.range_lo).cmp(&(&b.partition, b.range_lo)));
+    all
+}
+
+async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
+    let wanted: Vec<String> = args[1..].iter().map(|a| lower(a)).collect();
+    let all = wanted.is_empty()
+        || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
+    let want = |name: &str| all || wanted.iter().any(|w| w == name);
+    let mut out = String::new();
+    let c = &shared.config;
+    if want("server") {
+        let uptime = shared.started.elapsed().as_secs();
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nshardcast_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\ncores:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            shared.run_id,
+            c.port,
+            now_ms() * 1000,
+            uptime / 86400,
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            c.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            core.cores(),
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            shared.connected_clients(),
+            shared.maxclients.load(Ordering::Relaxed)
+        );
+    }
+    if want("memory") {
+        let used = core.used_memory();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            used as f64 / 1048576.0,
+            rss_bytes(),
+            shared.maxmemory_bytes.load(Ordering::Relaxed),
+        );
+    }
+    if want("persistence") {
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\nrdb_bgsave_in_progress:0\r\ndata_dir:{}\r\n\r\n",
+            c.engine.fsync,
+            c.engine.data_dir.display()
+        );
+    }
+    if want("stats") {
+        let st = &shared.stats;
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            st.connections_received.load(Ordering::Relaxed),
+            st.commands.total(),
+            st.rejected_connections.load(Ordering::Relaxed),
+            st.keyspace_hits.total(),
+            st.keyspace_misses.total(),
+        );
+    }
+    let shards =
+        if want("keyspace") || want("shards") { shard_summaries(core).await } else { Vec::new() };
+    if want("keyspace") {
+        let keys: u64 = shards.iter().map(|s| s.keys).sum();
+        out.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+        }
+        out.push_str("\r\n");
+    }
+    if want("shards") {
+        let _ = write!(out, "# Shards\r\nshards:{}\r\n", shards.len());
+        for (i, sh) in shards.iter().enumerate() {
+            let _ = write!(
+                out,
+                "shard{i}:partition={},number={},core={},range={:016x}-{:016x},keys={},bytes={},reads={},writes={},deletes={},others={},snapshots={},state={}\r\n",
+                partition_display(&sh.partition),
+                sh.number,
+                sh.core,
+                sh.range_lo,
+                sh.range_hi,
+                sh.keys,
+                sh.used_bytes,
+                sh.reads,
+                sh.writes,
+                sh.deletes,
+                sh.others,
+                sh.snapshots,
+                if sh.failure.is_some() { "failed" } else { "serving" },
+            );
+        }
+        out.push_str("\r\n");
+    }
+    s.w.bulk(out.as_bytes());
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+async fn scan(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
+    let Some(cursor) = std::str::from_utf8(&args[1]).ok().and_then(|c| c.parse::<u64>().ok())
+    else {
+        return s.w.error("ERR invalid cursor");
+    };
+    let (mut pattern, mut count, mut type_ok) = (None, 10usize, true);
+    let mut i = 2;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            return s.w.error(ERR_SYNTAX);
+        }
+        match lower(&args[i]).as_str() {
+            "match" => pattern = Some(args[i + 1].clone()).filter(|p| p != b"*"),
+            "count" => match int_arg(&args[i + 1]) {
+                Ok(n) if n >= 1 => count = (n as usize).min(SCAN_COUNT_MAX),
+                Ok(_) => return s.w.error(ERR_SYNTAX),
+                Err(_) => return s.w.error(ERR_NOT_INTEGER),
+            },
+            "type" => type_ok = args[i + 1].eq_ignore_ascii_case(b"string"),
+            _ => return s.w.error(ERR_SYNTAX),
+        }
+        i += 2;
+    }
+    match core.scan(cursor, count, pattern).await {
+        Ok((next, keys)) => {
+            s.w.array(2);
+            s.w.bulk(next.to_string().as_bytes());
+            let keys = if type_ok { keys } else { Vec::new() };
+            s.w.array(keys.len());
+            for k in keys {
+                s.w.bulk(&k);
+            }
+        }
+        Err(e) => s.w.error(&error_text(&e)),
+    }
+}
+
+async fn keys(core: &Core, s: &mut Session, pattern: &[u8]) {
+    let pattern = if pattern == b"*" { None } else { Some(pattern.to_vec()) };
+    let (mut cursor, mut all) = (0, Vec::new());
+    loop {
+        match core.scan(cursor, SCAN_COUNT_MAX, pattern.clone()).await {
+            Ok((next, keys)) => {
+                all.extend(keys);
+                if all.len() > KEYS_REPLY_MAX {
+                    return s.w.error("ERR KEYS would return too many keys; use SCAN");
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Err(e) => return s.w.error(&error_text(&e)),
+        }
+    }
+    s.w.array(all.len());
+    for k in all {
+        s.w.bulk(&k);
+    }
+}
+
+async fn randomkey(core: &Core, s: &mut Session) {
+    let seed = now_ms() ^ s.client.id.rotate_left(32);
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for r in core.on_every_core(CoreWork::RandomKey { seed }).await {
+        if let CoreResult::Key(Some(k)) = r {
+            keys.push(k);
+        }
+    }
+    // One candidate per core that has keys; pick among them.
+    match keys.len() {
+        0 => s.w.null(),
+        n => s.w.bulk(&keys[(seed % n as u64) as usize]),
+    }
+}
+
+async fn msetnx(core: &Core, s: &mut Session, mut args: Vec<Vec<u8>>) {
+    if args.len().is_multiple_of(2) {
+        return s.w.error("ERR wrong number of arguments for 'msetnx' command");
+    }
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (1..args.len())
+        .step_by(2)
+        .map(|i| (std::mem::take(&mut args[i]), std::mem::take(&mut args[i + 1])))
+        .collect();
+    let owner = core.owner_of(&pairs[0].0);
+    if pairs.iter().any(|(k, _)| core.owner_of(k) != owner) {
+        // Redis Cluster refuses this too (CROSSSLOT); atomicity across cores would need a
+        // cross-core transaction.
+        return s.w.error("CROSSSLOT Keys in request don't hash to the same core; MSETNX is atomic only within one core (use a {hash tag})");
+    }
+    let result = if owner == core.id() {
+        core.set_if_none_exist(pairs).await.map(|b| b as i64)
+    } else {
+        match core.on_core(owner, CoreWork::SetIfNoneExist(pairs)).await {
+            CoreResult::Count(n) => Ok(n as i64),
+            CoreResult::Done(Err(e)) => Err(e),
+            other => unreachable!("{other:?}"),
+        }
+    };
+    match result {
+        Ok(n) => s.w.int(n),
+        Err(e) => s.w.error(&error_text(&e)),
+    }
+}
+
+async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
+    match lower(&args[1]).as_str() {
+        "shards" if args.len() == 2 => {
+            let shards = shard_summaries(core).await;
+            s.w.array(shards.len());
+            for sh in shards {
+                s.w.map(8);
+                s.w.bulk(b"partition");
+                s.w.bulk(partition_display(&sh.partition).as_bytes());
+                s.w.bulk(b"shard");
+                s.w.int(sh.number as i64);
+                s.w.bulk(b"range");
+                s.w.bulk(format!("{:016x}-{:016x}", sh.range_lo, sh.range_hi).as_bytes());
+                s.w.bulk(b"core");
+                s.w.int(sh.core as i64);
+                s.w.bulk(b"keys");
+                s.w.int(sh.keys as i64);
+                s.w.bulk(b"reads");
+                s.w.int(sh.reads as i64);
+                s.w.bulk(b"writes");
+                s.w.int((sh.writes + sh.deletes + sh.others) as i64);
+                s.w.bulk(b"state");
+                s.w.bulk(sh.failure.as_deref().unwrap_or("serving").as_bytes());
+            }
+        }
+        _ => unknown_subcommand(&mut s.w, &args[1], "shardcast"),
+    }
+}

@@ -1,0 +1,461 @@
+//! Turning commands into engine ops and engine replies into RESP.
+//!
+//! A pipeline is cut into runs of *plannable* commands (single- and multi-key string commands,
+//! and commands answered on the spot); a run's ops go to the engine as one batch, which sends
+//! one message per owning core, and the replies are rendered in command order. Anything that
+//! changes the session or needs every core (AUTH, HELLO, INFO, SCAN...) ends the run and is
+//! run on its own (`admin.rs`).
+
+use crate::resp::Writer;
+use crate::table::Spec;
+use shardcast_engine::keyspace::{
+    parse_f64, parse_i64, ExpireCondition, SetCondition, SetExpiry, Ttl,
+};
+use shardcast_engine::ops::{Op, Reply};
+use shardcast_engine::EngineError;
+
+/// How to turn a command's engine replies into its RESP reply.
+#[derive(Debug, Clone, Copy)]
+pub enum Render {
+    /// A value or nil (GET, GETDEL, GETEX).
+    Value,
+    /// SET: OK / nil, or the old value with GET.
+    Set {
+        get: bool,
+    },
+    /// SETNX, MSETNX-like: 1 if applied, 0 if not.
+    SetFlag,
+    /// SET with GET semantics for GETSET: old value or nil.
+    OldValue,
+    /// An integer reply (INCR, APPEND, STRLEN, SETRANGE).
+    Int,
+    /// 1/0 per op, summed (DEL, EXISTS, UNLINK, EXPIRE, PERSIST).
+    Count,
+    Ttl {
+        ms: bool,
+    },
+    /// An array of values or nils (MGET).
+    Values,
+    /// OK after every op (MSET, SETEX).
+    Ok,
+    /// A bulk string always (GETRANGE, INCRBYFLOAT).
+    Bulk,
+    Type,
+}
+
+/// A planned command: either a finished reply or a slice of the batch's ops.
+pub enum Plan {
+    Reply(Vec<u8>),
+    Ops { count: usize, render: Render },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub const ERR_NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const ERR_SYNTAX: &str = "ERR syntax error";
+
+pub fn int_arg(arg: &[u8]) -> Result<i64, String> {
+    parse_i64(arg).ok_or_else(|| ERR_NOT_INTEGER.to_owned())
+}
+
+fn expire_error(cmd: &str) -> String {
+    format!("ERR invalid expire time in '{cmd}' command")
+}
+
+/// `base_ms + amount * unit_ms`, or the command's invalid-expire error on overflow.
+fn deadline(amount: i64, unit_ms: i64, base_ms: u64, cmd: &str) -> Result<i64, String> {
+    amount
+        .checked_mul(unit_ms)
+        .and_then(|ms| ms.checked_add(base_ms as i64))
+        .ok_or_else(|| expire_error(cmd))
+}
+
+/// The text of an engine error as a RESP error line.
+pub fn error_text(e: &EngineError) -> String {
+    match e {
+        EngineError::NotAnInteger => ERR_NOT_INTEGER.into(),
+        EngineError::ValueTooLarge { .. } => {
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len)".into()
+        }
+        other => format!("ERR {other}"),
+    }
+}
+
+/// Plans a command whose spec is `spec`; `None` if it is not plannable (see `admin.rs`).
+pub fn plan(spec: &Spec, args: &mut [Vec<u8>], resp3: bool, ops: &mut Vec<Op>) -> Option<Plan> {
+    let before = ops.len();
+    let result = plan_inner(spec.name, args, ops);
+    Some(match result? {
+        Ok(render) => Plan::Ops { count: ops.len() - before, render },
+        Err(PlanReply::Error(text)) => {
+            ops.truncate(before);
+            let mut w = Writer { buf: Vec::new(), resp3 };
+            w.error(&text);
+            Plan::Reply(w.buf)
+        }
+        Err(PlanReply::Ready(bytes)) => Plan::Reply(bytes),
+    })
+}
+
+enum PlanReply {
+    Error(String),
+    Ready(Vec<u8>),
+}
+
+impl From<String> for PlanReply {
+    fn from(s: String) -> Self {
+        PlanReply::Error(s)
+    }
+}
+
+fn take(args: &mut [Vec<u8>], i: usize) -> Vec<u8> {
+    std::mem::take(&mut args[i])
+}
+
+fn set_op(
+    key: Vec<u8>,
+    value: Vec<u8>,
+    condition: SetCondition,
+    expiry: SetExpiry,
+    return_old: bool,
+) -> Op {
+    Op::Set { key, value, condition, expiry, return_old }
+}
+
+fn plan_inner(
+    name: &str,
+    args: &mut [Vec<u8>],
+    ops: &mut Vec<Op>,
+) -> Option<Result<Render, PlanReply>> {
+    let r = (|| -> Result<Render, PlanReply> {
+        match name {
+            "get" => {
+                ops.push(Op::Get { key: take(args, 1) });
+                Ok(Render::Value)
+            }
+            "set" => plan_set(args, ops),
+            "setnx" => {
+                let (k, v) = (take(args, 1), take(args, 2));
+                ops.push(set_op(k, v, SetCondition::IfAbsent, SetExpiry::Clear, false));
+                Ok(Render::SetFlag)
+            }
+            "setex" | "psetex" => {
+                let amount = int_arg(&args[2])?;
+                if amount <= 0 {
+                    return Err(expire_error(name).into());
+                }
+                let unit = if name == "setex" { 1000 } else { 1 };
+                let at = deadline(amount, unit, now_ms(), name)?;
+                let (k, v) = (take(args, 1), take(args, 3));
+                ops.push(set_op(k, v, SetCondition::Always, SetExpiry::At(at as u64), false));
+                Ok(Render::Ok)
+            }
+            "getset" => {
+                let (k, v) = (take(args, 1), take(args, 2));
+                ops.push(set_op(k, v, SetCondition::Always, SetExpiry::Clear, true));
+                Ok(Render::OldValue)
+            }
+            "getdel" => {
+                ops.push(Op::GetDel { key: take(args, 1) });
+                Ok(Render::Value)
+            }
+            "getex" => plan_getex(args, ops),
+            "mget" => {
+                for i in 1..args.len() {
+                    ops.push(Op::Get { key: take(args, i) });
+                }
+                Ok(Render::Values)
+            }
+            "mset" => {
+                if args.len().is_multiple_of(2) {
+                    return Err(
+                        format!("ERR wrong number of arguments for '{name}' command").into()
+                    );
+                }
+                for i in (1..args.len()).step_by(2) {
+                    let (k, v) = (take(args, i), take(args, i + 1));
+                    ops.push(set_op(k, v, SetCondition::Always, SetExpiry::Clear, false));
+                }
+                Ok(Render::Ok)
+            }
+            "del" | "unlink" => {
+                for i in 1..args.len() {
+                    ops.push(Op::Del { key: take(args, i) });
+                }
+                Ok(Render::Count)
+            }
+            "exists" => {
+                for i in 1..args.len() {
+                    ops.push(Op::Exists { key: take(args, i) });
+                }
+                Ok(Render::Count)
+            }
+            "incr" | "decr" => {
+                let delta = if name == "incr" { 1 } else { -1 };
+                ops.push(Op::IncrBy { key: take(args, 1), delta });
+                Ok(Render::Int)
+            }
+            "incrby" | "decrby" => {
+                let n = int_arg(&args[2])?;
+                let delta = if name == "incrby" {
+                    n
+                } else {
+                    n.checked_neg().ok_or_else(|| "ERR decrement would overflow".to_owned())?
+                };
+                ops.push(Op::IncrBy { key: take(args, 1), delta });
+                Ok(Render::Int)
+            }
+            "incrbyfloat" => {
+                let delta = parse_f64(&args[2])
+                    .ok_or_else(|| "ERR value is not a valid float".to_owned())?;
+                ops.push(Op::IncrByFloat { key: take(args, 1), delta });
+                Ok(Render::Bulk)
+            }
+            "append" => {
+                let (k, v) = (take(args, 1), take(args, 2));
+                ops.push(Op::Append { key: k, suffix: v });
+                Ok(Render::Int)
+            }
+            "strlen" => {
+                ops.push(Op::StrLen { key: take(args, 1) });
+                Ok(Render::Int)
+            }
+            "getrange" => {
+                let (start, end) = (int_arg(&args[2])?, int_arg(&args[3])?);
+                ops.push(Op::GetRange { key: take(args, 1), start, end });
+                Ok(Render::Bulk)
+            }
+            "setrange" => {
+                let offset = int_arg(&args[2])?;
+                if offset < 0 {
+                    return Err("ERR offset is out of range".to_owned().into());
+                }
+                if offset as u64 + args[3].len() as u64
+                    > shardcast_engine::keyspace::VALUE_LEN_MAX as u64
+                {
+                    return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+                        .to_owned()
+                        .into());
+                }
+                let (k, v) = (take(args, 1), take(args, 3));
+                ops.push(Op::SetRange { key: k, offset: offset as usize, value: v });
+                Ok(Render::Int)
+            }
+            "expire" | "pexpire" | "expireat" | "pexpireat" => plan_expire(name, args, ops),
+            "ttl" | "pttl" => {
+                ops.push(Op::Ttl { key: take(args, 1) });
+                Ok(Render::Ttl { ms: name == "pttl" })
+            }
+            "persist" => {
+                ops.push(Op::Persist { key: take(args, 1) });
+                Ok(Render::Count)
+            }
+            "type" => {
+                ops.push(Op::Exists { key: take(args, 1) });
+                Ok(Render::Type)
+            }
+            _ => Err(PlanReply::Ready(Vec::new())),
+        }
+    })();
+    match r {
+        Err(PlanReply::Ready(b)) if b.is_empty() => None,
+        other => Some(other),
+    }
+}
+
+fn plan_set(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply> {
+    let mut condition = SetCondition::Always;
+    let mut expiry = SetExpiry::Clear;
+    let mut get = false;
+    let mut expiry_given = false;
+    let mut i = 3;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        match opt.as_slice() {
+            b"NX" if condition == SetCondition::Always => condition = SetCondition::IfAbsent,
+            b"XX" if condition == SetCondition::Always => condition = SetCondition::IfPresent,
+            b"GET" => get = true,
+            b"KEEPTTL" if !expiry_given => {
+                expiry = SetExpiry::Keep;
+                expiry_given = true;
+            }
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !expiry_given && i + 1 < args.len() => {
+                let n = int_arg(&args[i + 1])?;
+                if n <= 0 {
+                    return Err(expire_error("set").into());
+                }
+                let at = match opt.as_slice() {
+                    b"EX" => deadline(n, 1000, now_ms(), "set")?,
+                    b"PX" => deadline(n, 1, now_ms(), "set")?,
+                    b"EXAT" => deadline(n, 1000, 0, "set")?,
+                    _ => n,
+                };
+                expiry = SetExpiry::At(at as u64);
+                expiry_given = true;
+                i += 1;
+            }
+            _ => return Err(ERR_SYNTAX.to_owned().into()),
+        }
+        i += 1;
+    }
+    let (k, v) = (take(args, 1), take(args, 2));
+    ops.push(set_op(k, v, condition, expiry, get));
+    Ok(Render::Set { get })
+}
+
+fn plan_getex(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply> {
+    let mut expiry = None;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        match opt.as_slice() {
+            b"PERSIST" if expiry.is_none() => expiry = Some(SetExpiry::Clear),
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry.is_none() && i + 1 < args.len() => {
+                let n = int_arg(&args[i + 1])?;
+                if n <= 0 {
+                    return Err(expire_error("getex").into());
+                }
+                let at = match opt.as_slice() {
+                    b"EX" => deadline(n, 1000, now_ms(), "getex")?,
+                    b"PX" => deadline(n, 1, now_ms(), "getex")?,
+                    b"EXAT" => deadline(n, 1000, 0, "getex")?,
+                    _ => n,
+                };
+                expiry = Some(SetExpiry::At(at as u64));
+                i += 1;
+            }
+            _ => return Err(ERR_SYNTAX.to_owned().into()),
+        }
+        i += 1;
+    }
+    ops.push(Op::GetEx { key: take(args, 1), expiry });
+    Ok(Render::Value)
+}
+
+fn plan_expire(name: &str, args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply> {
+    let n = int_arg(&args[2])?;
+    let at = match name {
+        "expire" => deadline(n, 1000, now_ms(), name)?,
+        "pexpire" => deadline(n, 1, now_ms(), name)?,
+        "expireat" => deadline(n, 1000, 0, name)?,
+        _ => n,
+    };
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &args[3..] {
+        match opt.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
+            _ => {
+                return Err(
+                    format!("ERR Unsupported option {}", String::from_utf8_lossy(opt)).into()
+                )
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err("ERR NX and XX, GT or LT options at the same time are not compatible"
+            .to_owned()
+            .into());
+    }
+    if gt && lt {
+        return Err("ERR GT and LT options at the same time are not compatible".to_owned().into());
+    }
+    let condition = match (nx, xx, gt, lt) {
+        (true, ..) => ExpireCondition::IfNone,
+        (_, _, true, _) => ExpireCondition::IfGreater,
+        (_, _, _, true) => ExpireCondition::IfLess,
+        (_, true, ..) => ExpireCondition::IfSome,
+        _ => ExpireCondition::Always,
+    };
+    // GT already requires an expiry (none counts as infinite); XX with LT needs both.
+    let condition = if xx && lt { ExpireCondition::IfSomeAndLess } else { condition };
+    ops.push(Op::Expire { key: take(args, 1), at_ms: at.max(0) as u64, condition });
+    Ok(Render::Count)
+}
+
+/// Renders the replies of one planned command. Returns (hits, misses) for INFO stats.
+pub fn render(
+    w: &mut Writer,
+    render: Render,
+    results: &mut dyn Iterator<Item = Result<Reply, EngineError>>,
+    count: usize,
+) -> (u64, u64) {
+    let (mut hits, mut misses) = (0, 0);
+    let mut value = |w: &mut Writer, r: Reply| match r {
+        Reply::Value(v) => {
+            hits += 1;
+            w.bulk(&v)
+        }
+        _ => {
+            misses += 1;
+            w.null()
+        }
+    };
+    match render {
+        Render::Values => {
+            w.array(count);
+            for r in results.take(count) {
+                match r {
+                    Ok(r) => value(w, r),
+                    Err(_) => w.null(),
+                }
+            }
+            return (hits, misses);
+        }
+        Render::Count | Render::Ok => {
+            let mut n = 0;
+            let mut first_err = None;
+            for r in results.take(count) {
+                match r {
+                    Ok(Reply::Bool(true)) => n += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            match (first_err, render) {
+                (Some(e), _) => w.error(&error_text(&e)),
+                (None, Render::Ok) => w.ok(),
+                (None, _) => w.int(n),
+            }
+            return (hits, misses);
+        }
+        _ => {}
+    }
+    let r = results.next().expect("one result per op");
+    match (render, r) {
+        (_, Err(e)) => w.error(&error_text(&e)),
+        (Render::Value, Ok(r)) => value(w, r),
+        (Render::Set { get: false }, Ok(Reply::Set { applied, .. })) => {
+            if applied {
+                w.ok()
+            } else {
+                w.null()
+            }
+        }
+        (Render::Set { get: true } | Render::OldValue, Ok(Reply::Set { old, .. })) => match old {
+            Some(v) => w.bulk(&v),
+            None => w.null(),
+        },
+        (Render::SetFlag, Ok(Reply::Set { applied, .. })) => w.int(applied as i64),
+        (Render::Int, Ok(Reply::Int(n))) => w.int(n),
+        (Render::Bulk, Ok(Reply::Value(v))) => w.bulk(&v),
+        (Render::Ttl { ms }, Ok(Reply::Ttl(t))) => w.int(match t {
+            Ttl::Missing => -2,
+            Ttl::Persistent => -1,
+            Ttl::Ms(left) if ms => left as i64,
+            Ttl::Ms(left) => ((left + 500) / 1000) as i64,
+        }),
+        (Render::Type, Ok(Reply::Bool(exists))) => w.simple(if exists { "string" } else { "none" }),
+        (render, Ok(reply)) => unreachable!("{render:?} cannot render {reply:?}"),
+    }
+    (hits, misses)
+}

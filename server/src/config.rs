@@ -1,0 +1,282 @@
+//! Server settings: embedded defaults, overridden by a TOML file (`--config`), overridden by
+//! flags. Names follow Redis's (`maxmemory`, `proto-max-bulk-len`) where Redis has one.
+
+use clap::Parser;
+use serde::Deserialize;
+use shardcast_engine::{EngineConfig, FsyncPolicy};
+use std::path::{Path, PathBuf};
+
+/// Redis's default `proto-max-bulk-len`.
+pub const PROTO_MAX_BULK_LEN_DEFAULT: u64 = 512 * 1024 * 1024;
+/// Redis's default `maxclients`.
+pub const MAXCLIENTS_DEFAULT: u64 = 10_000;
+/// Redis's default `client-query-buffer-limit`.
+pub const QUERY_BUFFER_MAX_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// Command-line flags (every one optional: unset flags keep the file's or default value).
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "shardcast-server",
+    version,
+    about = "Shardcast: a thread-per-core, Redis-compatible key-value server"
+)]
+pub struct Flags {
+    /// TCP port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Where shards keep their files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Data cores (one pinned executor each); default: all CPUs.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Log durability: always | everysec | no.
+    #[arg(long)]
+    pub fsync: Option<String>,
+    /// Password clients must AUTH with.
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Memory limit for keys and values (e.g. 100mb, 2gb); 0 = none.
+    #[arg(long)]
+    pub maxmemory: Option<String>,
+    /// Most simultaneous client connections.
+    #[arg(long)]
+    pub maxclients: Option<u64>,
+    /// TOML file with any of these settings (flags win over it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file: same names as the flags, kebab-case.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub port: Option<u16>,
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cores: Option<usize>,
+    pub cpu_list: Option<Vec<usize>>,
+    pub fsync: Option<String>,
+    pub requirepass: Option<String>,
+    pub maxmemory: Option<String>,
+    pub maxclients: Option<u64>,
+    pub proto_max_bulk_len: Option<String>,
+    pub client_query_buffer_limit: Option<String>,
+    pub io_memory: Option<String>,
+    pub ring_depth: Option<usize>,
+    pub spin_before_park_us: Option<u64>,
+    pub partition_separator: Option<String>,
+}
+
+/// Everything the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub port: u16,
+    pub bind: String,
+    pub requirepass: Option<String>,
+    pub maxmemory_bytes: u64,
+    pub maxclients: u64,
+    pub proto_max_bulk_len: u64,
+    pub query_buffer_max_bytes: u64,
+    pub config_file: Option<PathBuf>,
+    pub engine: EngineConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            port: 6379,
+            bind: "127.0.0.1".into(),
+            requirepass: None,
+            maxmemory_bytes: 0,
+            maxclients: MAXCLIENTS_DEFAULT,
+            proto_max_bulk_len: PROTO_MAX_BULK_LEN_DEFAULT,
+            query_buffer_max_bytes: QUERY_BUFFER_MAX_BYTES_DEFAULT,
+            config_file: None,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Parses a Redis memory size: `1024`, `100kb`, `100k`, `1mb`, `1gb` (case-insensitive; `k` is
+/// 1000 and `kb` 1024, as in Redis).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let units: [(&str, u64); 6] = [
+        ("kb", 1024),
+        ("mb", 1 << 20),
+        ("gb", 1 << 30),
+        ("k", 1000),
+        ("m", 1_000_000),
+        ("g", 1_000_000_000),
+    ];
+    for (suffix, mult) in units {
+        if let Some(num) = lower.strip_suffix(suffix) {
+            let n: u64 = num.parse().map_err(|_| format!("invalid memory size '{s}'"))?;
+            return n.checked_mul(mult).ok_or_else(|| format!("memory size '{s}' is too large"));
+        }
+    }
+    lower.parse().map_err(|_| format!("invalid memory size '{s}'"))
+}
+
+fn fsync(s: &str) -> Result<FsyncPolicy, String> {
+    s.parse()
+}
+
+impl ServerConfig {
+    /// Defaults, then the file, then the flags.
+    pub fn load(flags: Flags) -> Result<Self, String> {
+        let mut c = ServerConfig::default();
+        if let Some(path) = &flags.config {
+            let file = read_file(path)?;
+            c.apply_file(file)?;
+            c.config_file = Some(path.clone());
+        }
+        if let Some(v) = flags.port {
+            c.port = v;
+        }
+        if let Some(v) = flags.bind {
+            c.bind = v;
+        }
+        if let Some(v) = flags.data_dir {
+            c.engine.data_dir = v;
+        }
+        if let Some(v) = flags.cores {
+            c.engine.cores = v;
+        }
+        if let Some(v) = flags.fsync {
+            c.engine.fsync = fsync(&v)?;
+        }
+        if let Some(v) = flags.requirepass {
+            c.requirepass = Some(v).filter(|p| !p.is_empty());
+        }
+        if let Some(v) = flags.maxmemory {
+            c.maxmemory_bytes = parse_memory(&v)?;
+        }
+        if let Some(v) = flags.maxclients {
+            c.maxclients = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) -> Result<(), String> {
+        let field = |name: &str, r: Result<u64, String>| r.map_err(|e| format!("{name}: {e}"));
+        if let Some(v) = f.port {
+            self.port = v;
+        }
+        if let Some(v) = f.bind {
+            self.bind = v;
+        }
+        if let Some(v) = f.data_dir {
+            self.engine.data_dir = v;
+        }
+        if let Some(v) = f.cores {
+            self.engine.cores = v;
+        }
+        if let Some(v) = f.cpu_list {
+            self.engine.cpu_list = Some(v);
+        }
+        if let Some(v) = f.fsync {
+            self.engine.fsync = fsync(&v).map_err(|e| format!("fsync: {e}"))?;
+        }
+        if let Some(v) = f.requirepass {
+            self.requirepass = Some(v).filter(|p| !p.is_empty());
+        }
+        if let Some(v) = f.maxmemory {
+            self.maxmemory_bytes = field("maxmemory", parse_memory(&v))?;
+        }
+        if let Some(v) = f.maxclients {
+            self.maxclients = v;
+        }
+        if let Some(v) = f.proto_max_bulk_len {
+            self.proto_max_bulk_len = field("proto-max-bulk-len", parse_memory(&v))?;
+        }
+        if let Some(v) = f.client_query_buffer_limit {
+            self.query_buffer_max_bytes = field("client-query-buffer-limit", parse_memory(&v))?;
+        }
+        if let Some(v) = f.io_memory {
+            self.engine.io_memory_bytes = field("io-memory", parse_memory(&v))? as usize;
+        }
+        if let Some(v) = f.ring_depth {
+            self.engine.ring_depth = v;
+        }
+        if let Some(v) = f.spin_before_park_us {
+            self.engine.spin_before_park_us = v;
+        }
+        if let Some(v) = f.partition_separator {
+            let [b] = v.as_bytes() else {
+                return Err("partition-separator: must be exactly one byte".into());
+            };
+            self.engine.partition_separator = *b;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.engine.cores == 0 {
+            return Err("cores: must be at least 1".into());
+        }
+        if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > PROTO_MAX_BULK_LEN_DEFAULT {
+            return Err(format!(
+                "proto-max-bulk-len: must be between 1kb and {PROTO_MAX_BULK_LEN_DEFAULT}"
+            ));
+        }
+        if self.query_buffer_max_bytes < self.proto_max_bulk_len {
+            return Err("client-query-buffer-limit: must be at least proto-max-bulk-len".into());
+        }
+        if self.maxclients == 0 {
+            return Err("maxclients: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("0"), Ok(0));
+        assert_eq!(parse_memory("100mb"), Ok(100 << 20));
+        assert_eq!(parse_memory("1GB"), Ok(1 << 30));
+        assert_eq!(parse_memory("5k"), Ok(5000));
+        assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_fields_are_named() {
+        let dir = std::env::temp_dir().join(format!("shardcast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "port = 7000\nfsync = \"always\"\nmaxmemory = \"1mb\"\n").unwrap();
+        let c = ServerConfig::load(Flags {
+            config: Some(file.clone()),
+            port: Some(7001),
+            ..Flags::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (c.port, c.engine.fsync, c.maxmemory_bytes),
+            (7001, FsyncPolicy::Always, 1 << 20)
+        );
+        std::fs::write(&file, "prot = 7000\n").unwrap();
+        let err = ServerConfig::load(Flags { config: Some(file.clone()), ..Flags::default() })
+            .unwrap_err();
+        assert!(err.contains("unknown field `prot`"), "{err}");
+        std::fs::write(&file, "fsync = \"sometimes\"\n").unwrap();
+        let err = ServerConfig::load(Flags { config: Some(file), ..Flags::default() }).unwrap_err();
+        assert!(err.contains("fsync") && err.contains("sometimes"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

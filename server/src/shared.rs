@@ -1,0 +1,150 @@
+//! State shared by all cores of the server: live settings (CONFIG SET), the client registry
+//! (CLIENT LIST), counters for INFO. Nothing here is touched per key: the registry changes on
+//! connect, disconnect and CLIENT SETNAME; counters are per-core atomics on their own cache
+//! lines.
+
+use crate::config::ServerConfig;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A counter per core, each on its own cache line.
+pub struct PerCore {
+    slots: Vec<Padded>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+impl PerCore {
+    pub fn new(cores: usize) -> Self {
+        PerCore { slots: (0..cores).map(|_| Padded::default()).collect() }
+    }
+
+    pub fn add(&self, core: usize, n: u64) {
+        self.slots[core].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn reset(&self) {
+        for s in &self.slots {
+            s.0.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counters shown by INFO stats.
+pub struct Stats {
+    pub commands: PerCore,
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub keyspace_hits: PerCore,
+    pub keyspace_misses: PerCore,
+}
+
+/// One connected client, as CLIENT LIST shows it.
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub core: usize,
+    pub created: Instant,
+    pub name: Mutex<Vec<u8>>,
+    pub lib_name: Mutex<String>,
+    pub lib_ver: Mutex<String>,
+    /// ms since `created` of the last command.
+    pub last_command_ms: AtomicU64,
+    /// Index of the last command in the command table.
+    pub last_command: AtomicU64,
+    pub resp3: AtomicBool,
+}
+
+/// The server's shared state.
+pub struct Shared {
+    pub config: ServerConfig,
+    pub maxmemory_bytes: AtomicU64,
+    pub maxclients: AtomicU64,
+    pub proto_max_bulk_len: AtomicU64,
+    pub requirepass: RwLock<Option<String>>,
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    next_client_id: AtomicU64,
+    pub stats: Stats,
+    pub started: Instant,
+    pub started_unix_s: u64,
+    pub run_id: String,
+}
+
+impl Shared {
+    pub fn new(config: ServerConfig) -> Self {
+        let cores = config.engine.cores;
+        let started_unix_s =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let run_id = format!(
+            "{:040x}",
+            shardcast_engine::routing::stable_hash(&started_unix_s.to_le_bytes()) as u128
+                ^ (std::process::id() as u128) << 64
+        );
+        Shared {
+            maxmemory_bytes: AtomicU64::new(config.maxmemory_bytes),
+            maxclients: AtomicU64::new(config.maxclients),
+            proto_max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
+            requirepass: RwLock::new(config.requirepass.clone()),
+            clients: Mutex::new(BTreeMap::new()),
+            next_client_id: AtomicU64::new(1),
+            stats: Stats {
+                commands: PerCore::new(cores),
+                connections_received: AtomicU64::new(0),
+                rejected_connections: AtomicU64::new(0),
+                keyspace_hits: PerCore::new(cores),
+                keyspace_misses: PerCore::new(cores),
+            },
+            started: Instant::now(),
+            started_unix_s,
+            run_id: run_id[..40].to_owned(),
+            config,
+        }
+    }
+
+    /// Registers a client, or `None` past `maxclients`.
+    pub fn register(&self, addr: String, laddr: String, core: usize) -> Option<Arc<ClientInfo>> {
+        let mut clients = self.clients.lock().expect("client registry poisoned");
+        if clients.len() as u64 >= self.maxclients.load(Ordering::Relaxed) {
+            self.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            laddr,
+            core,
+            created: Instant::now(),
+            name: Mutex::new(Vec::new()),
+            lib_name: Mutex::new(String::new()),
+            lib_ver: Mutex::new(String::new()),
+            last_command_ms: AtomicU64::new(0),
+            last_command: AtomicU64::new(u64::MAX),
+            resp3: AtomicBool::new(false),
+        });
+        clients.insert(id, info.clone());
+        self.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+        Some(info)
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.clients.lock().expect("client registry poisoned").remove(&id);
+    }
+
+    pub fn connected_clients(&self) -> usize {
+        self.clients.lock().expect("client registry poisoned").len()
+    }
+
+    pub fn password(&self) -> Option<String> {
+        self.requirepass.read().expect("requirepass lock poisoned").clone()
+    }
+}
