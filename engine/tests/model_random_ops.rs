@@ -38,7 +38,7 @@ fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
     let key = format!("k{}", rng.below(KEYS)).into_bytes();
     let value = format!("v{}", rng.below(1000)).repeat(1 + rng.below(4) as usize).into_bytes();
     let at = now + 1 + rng.below(50);
-    match rng.below(10) {
+    match rng.below(11) {
         0 | 1 => Op::Set {
             key,
             value,
@@ -69,6 +69,29 @@ fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
         6 => Op::Persist { key },
         7 => Op::Ttl { key },
         8 => Op::Exists { key },
+        9 => match rng.below(7) {
+            0 => Op::GetDel { key },
+            1 => Op::GetEx {
+                key,
+                expiry: [
+                    None,
+                    Some(SetExpiry::Clear),
+                    Some(SetExpiry::At(at)),
+                    Some(SetExpiry::At(now)),
+                ][rng.below(4) as usize],
+            },
+            2 => Op::StrLen { key },
+            3 => {
+                Op::GetRange { key, start: rng.below(10) as i64 - 5, end: rng.below(10) as i64 - 5 }
+            }
+            4 => Op::SetRange {
+                key,
+                offset: rng.below(8) as usize,
+                value: value[..value.len().min(6)].to_vec(),
+            },
+            5 => Op::IncrByFloat { key, delta: (rng.below(100) as f64 - 50.0) / 4.0 },
+            _ => Op::Get { key },
+        },
         _ => Op::Get { key },
     }
 }
@@ -143,6 +166,81 @@ fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineErro
                 }
             }
             Ok(Reply::Bool(holds))
+        }
+        Op::GetDel { key } => Ok(match live(model, &key, now) {
+            Some((v, _)) => {
+                model.remove(&key);
+                Reply::Value(v)
+            }
+            None => Reply::Nil,
+        }),
+        Op::GetEx { key, expiry } => Ok(match live(model, &key, now) {
+            Some((v, at)) => {
+                match expiry {
+                    None | Some(SetExpiry::Keep) => {}
+                    Some(SetExpiry::Clear) => {
+                        model.insert(key, (v.clone(), 0));
+                    }
+                    Some(SetExpiry::At(new_at)) if new_at <= now => {
+                        model.remove(&key);
+                    }
+                    Some(SetExpiry::At(new_at)) => {
+                        model.insert(key, (v.clone(), new_at));
+                    }
+                }
+                let _ = at;
+                Reply::Value(v)
+            }
+            None => Reply::Nil,
+        }),
+        Op::StrLen { key } => {
+            Ok(Reply::Int(live(model, &key, now).map_or(0, |(v, _)| v.len() as i64)))
+        }
+        Op::GetRange { key, start, end } => {
+            let v = live(model, &key, now).map(|(v, _)| v).unwrap_or_default();
+            let len = v.len() as i64;
+            // Redis getrangeCommand, written out independently of the engine's code.
+            let out = if len == 0 || (start < 0 && end < 0 && start > end) {
+                Vec::new()
+            } else {
+                let s = if start < 0 { (len + start).max(0) } else { start };
+                let e = if end < 0 { (len + end).max(0) } else { end.min(len - 1) };
+                if s > e || s >= len {
+                    Vec::new()
+                } else {
+                    v[s as usize..=e as usize].to_vec()
+                }
+            };
+            Ok(Reply::Value(out))
+        }
+        Op::SetRange { key, offset, value } => {
+            let cur = live(model, &key, now);
+            if value.is_empty() {
+                return Ok(Reply::Int(cur.map_or(0, |(v, _)| v.len() as i64)));
+            }
+            let (mut v, at) = cur.unwrap_or_default();
+            if v.len() < offset + value.len() {
+                v.resize(offset + value.len(), 0);
+            }
+            v[offset..offset + value.len()].copy_from_slice(&value);
+            let len = v.len() as i64;
+            model.insert(key, (v, at));
+            Ok(Reply::Int(len))
+        }
+        Op::IncrByFloat { key, delta } => {
+            let (cur, at) = match live(model, &key, now) {
+                None => (0.0, 0),
+                Some((v, at)) => {
+                    match std::str::from_utf8(&v).ok().and_then(|s| s.parse::<f64>().ok()) {
+                        Some(f) if !f.is_nan() => (f, at),
+                        _ => return Err(EngineError::NotAFloat),
+                    }
+                }
+            };
+            let next = cur + delta;
+            let text = shardcast_engine::keyspace::format_f64(next).into_bytes();
+            model.insert(key, (text.clone(), at));
+            Ok(Reply::Value(text))
         }
         Op::Persist { key } => match live(model, &key, now) {
             Some((v, at)) if at != 0 => {

@@ -370,7 +370,7 @@ mod tests {
     fn inline_commands() {
         assert_eq!(parse(b"PING\r\n", L), Parsed::Command { args: cmd(&["PING"]), consumed: 6 });
         assert_eq!(
-            parse(b"set k \"a b\\n\" 'c'\n", L).clone(),
+            parse(b"set k \"a b\\n\" 'c'\n", L),
             Parsed::Command {
                 args: vec![b"set".to_vec(), b"k".to_vec(), b"a b\n".to_vec(), b"c".to_vec()],
                 consumed: 18
