@@ -566,6 +566,23 @@ impl Core {
 
     fn on_message(self: &Rc<Self>, msg: MeshMsg) {
         match msg {
+            MeshMsg::Request { id, from, work: CoreWork::Ops(ops) }
+                if self.can_run_inline(&ops) =>
+            {
+                // Fast path: nothing here can await (shards exist, no durability wait), so run
+                // it in the receive loop instead of spawning a task per message.
+                let reply = MeshMsg::Reply { id, result: CoreResult::Ops(self.execute_now(ops)) };
+                if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(
+                    reply,
+                ))) = self.senders.try_send_to(from, reply)
+                {
+                    let core = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = core.senders.send_to(from, reply).await;
+                    })
+                    .detach();
+                }
+            }
             MeshMsg::Request { id, from, work } => {
                 let core = self.clone();
                 glommio::spawn_local(async move {
@@ -633,6 +650,34 @@ impl Core {
         let shard = Rc::new(shard);
         self.shards.borrow_mut().insert(partition.to_vec(), shard.clone());
         Ok(Some(shard))
+    }
+
+    /// Whether `ops` can run without awaiting: every shard they touch exists, and replies need
+    /// not wait for an fsync.
+    fn can_run_inline(&self, ops: &[Op]) -> bool {
+        if self.draining.get() || self.config.fsync == FsyncPolicy::Always {
+            return false;
+        }
+        let sep = self.config.partition_separator;
+        let shards = self.shards.borrow();
+        ops.iter().all(|op| shards.contains_key(partition_of(op.key(), sep)))
+    }
+
+    /// `execute_local` for ops that `can_run_inline`: synchronous.
+    fn execute_now(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        let sep = self.config.partition_separator;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let shard =
+                self.shards.borrow().get(partition_of(op.key(), sep)).cloned().expect("checked");
+            out.push(shard.execute(op).map(|(reply, wait)| {
+                debug_assert!(wait.is_none(), "no durability wait outside fsync=always");
+                reply
+            }));
+            self.after_write(&shard);
+        }
+        self.publish_memory();
+        out
     }
 
     /// Executes ops whose keys this core owns, in order; waits for durability per policy.

@@ -38,15 +38,17 @@ pub async fn serve(core: &Core, shared: &Shared, mut stream: TcpStream, client: 
         w: Writer::default(),
         close: false,
     };
-    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
-    let mut start = 0;
+    // input[start..end] holds unparsed bytes; input[end..] is spare room to read into. The
+    // buffer is zeroed once when it grows, never per read.
+    let mut input: Vec<u8> = vec![0; READ_CHUNK_BYTES];
+    let (mut start, mut end) = (0, 0);
     loop {
         let limits =
             Limits { bulk_len_max: shared.proto_max_bulk_len.load(Ordering::Relaxed) as usize };
         let mut commands = Vec::new();
         let mut protocol_error = None;
         while commands.len() < PIPELINE_BATCH_MAX {
-            match parse(&input[start..], limits) {
+            match parse(&input[start..end], limits) {
                 Parsed::Command { args, consumed } => {
                     start += consumed;
                     commands.push(args);
@@ -77,23 +79,30 @@ pub async fn serve(core: &Core, shared: &Shared, mut stream: TcpStream, client: 
             let _ = stream.flush().await;
             return;
         }
-        input.drain(..start);
-        start = 0;
+        if start == end {
+            (start, end) = (0, 0);
+        }
         if more_ready {
             continue;
         }
-        if input.len() as u64 >= shared.config.query_buffer_max_bytes {
+        if (end - start) as u64 >= shared.config.query_buffer_max_bytes {
             tracing::warn!(
                 client = s.client.id,
                 "closing client that reached max query buffer length"
             );
             return;
         }
-        let len = input.len();
-        input.resize(len + READ_CHUNK_BYTES, 0);
-        match stream.read(&mut input[len..]).await {
+        if input.len() - end < READ_CHUNK_BYTES / 4 {
+            // Make room: move the unparsed tail to the front, and grow if it fills half.
+            input.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+            if end > input.len() / 2 {
+                input.resize(input.len() * 2, 0);
+            }
+        }
+        match stream.read(&mut input[end..]).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => input.truncate(len + n),
+            Ok(n) => end += n,
         }
     }
 }

@@ -101,7 +101,8 @@ fn inline_commands_and_resp3() {
     let _ = s.read(&mut rest);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(roundtrip(&mut s, b"GET nokey\r\n", 3), "_\r\n");
-    assert_eq!(roundtrip(&mut s, b"HELLO 4\r\n", 40), "-NOPROTO unsupported protocol version\r\n");
+    let noproto = "-NOPROTO unsupported protocol version\r\n";
+    assert_eq!(roundtrip(&mut s, b"HELLO 4\r\n", noproto.len()), noproto);
 }
 
 #[test]
