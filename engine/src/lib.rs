@@ -19,5 +19,7 @@ pub mod wal_reader;
 
 pub use error::{EngineError, Result};
 
-pub use runtime::{run, run_until, Core, CoreResult, CoreWork, EngineConfig, ShardSummary};
+pub use runtime::{
+    run, run_until, Core, CoreJob, CoreResult, CoreWork, EngineConfig, ShardSummary,
+};
 pub use wal::FsyncPolicy;

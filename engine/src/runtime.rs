@@ -164,9 +164,14 @@ pub struct ScanPage {
     pub next: Option<u64>,
 }
 
+/// A job for another core, run there with its `Core` (the server hands connections over this
+/// way).
+pub type CoreJob = Box<dyn FnOnce(Rc<Core>) + Send>;
+
 enum MeshMsg {
     Request { id: u64, from: usize, work: CoreWork },
     Reply { id: u64, result: CoreResult },
+    Run(CoreJob),
 }
 
 #[derive(Default)]
@@ -520,6 +525,17 @@ impl Core {
         out.into_iter().map(|r| r.expect("every op answered")).collect()
     }
 
+    /// Runs `job` on core `target` (fire and forget); on this core it runs right away.
+    pub async fn run_on(self: &Rc<Self>, target: usize, job: CoreJob) -> Result<()> {
+        if target == self.id {
+            job(self.clone());
+            return Ok(());
+        }
+        self.senders.send_to(target, MeshMsg::Run(job)).await.map_err(|_| {
+            EngineError::Unavailable { reason: format!("core {target} is not answering") }
+        })
+    }
+
     /// Runs `work` on one core (this one included).
     pub async fn on_core(&self, core: usize, work: CoreWork) -> CoreResult {
         if core == self.id {
@@ -592,6 +608,7 @@ impl Core {
                 })
                 .detach();
             }
+            MeshMsg::Run(job) => job(self.clone()),
             MeshMsg::Reply { id, result } => {
                 let slot = self.pending.borrow_mut().remove(&id);
                 if let Some(slot) = slot {

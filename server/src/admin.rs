@@ -218,7 +218,7 @@ fn client_line(shared: &Shared, c: &crate::shared::ClientInfo) -> String {
         if c.resp3.load(Ordering::Relaxed) { 3 } else { 2 },
         c.lib_name.lock().expect("lib name poisoned"),
         c.lib_ver.lock().expect("lib ver poisoned"),
-        c.core,
+        c.core.load(Ordering::Relaxed),
     )
 }
 

@@ -69,6 +69,7 @@ pub struct FileConfig {
     pub ring_depth: Option<usize>,
     pub spin_before_park_us: Option<u64>,
     pub partition_separator: Option<String>,
+    pub migrate_connections: Option<bool>,
 }
 
 /// Everything the server runs with.
@@ -82,6 +83,8 @@ pub struct ServerConfig {
     pub proto_max_bulk_len: u64,
     pub query_buffer_max_bytes: u64,
     pub config_file: Option<PathBuf>,
+    /// Move a connection to the core that owns (nearly) all the keys it uses.
+    pub migrate_connections: bool,
     pub engine: EngineConfig,
 }
 
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             proto_max_bulk_len: PROTO_MAX_BULK_LEN_DEFAULT,
             query_buffer_max_bytes: QUERY_BUFFER_MAX_BYTES_DEFAULT,
             config_file: None,
+            migrate_connections: true,
             engine: EngineConfig::default(),
         }
     }
@@ -206,6 +210,9 @@ impl ServerConfig {
         }
         if let Some(v) = f.spin_before_park_us {
             self.engine.spin_before_park_us = v;
+        }
+        if let Some(v) = f.migrate_connections {
+            self.migrate_connections = v;
         }
         if let Some(v) = f.partition_separator {
             let [b] = v.as_bytes() else {

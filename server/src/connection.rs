@@ -1,5 +1,9 @@
 //! One client connection: read, parse a pipeline, execute it in order, write the replies.
 //!
+//! A connection whose keys (nearly) all belong to another core moves there, between commands,
+//! so its ops stop crossing cores (Dragonfly's connection migration): its socket, session and
+//! unparsed input travel in one mesh message.
+//!
 //! Invariant: replies leave in the order the commands arrived, whatever cores executed them.
 //! Invariant: the input buffer never exceeds `client-query-buffer-limit`; a protocol error gets
 //! `-ERR Protocol error: ...` and closes this connection only.
@@ -13,6 +17,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shardcast_engine::ops::Op;
 use shardcast_engine::Core;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -21,6 +26,62 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Most commands executed as one batch before replies are written.
 pub const PIPELINE_BATCH_MAX: usize = 1024;
 
+/// Ops observed before a connection may move, and the share of them one core must own.
+const AFFINITY_OPS_MIN: u32 = 32;
+const AFFINITY_SHARE_PERCENT: u32 = 90;
+/// Counts are halved past this many ops, so the affinity follows recent traffic.
+const AFFINITY_WINDOW_OPS: u32 = 256;
+
+/// Which cores own the keys this connection used recently.
+pub struct Affinity {
+    ops_per_core: Vec<u32>,
+    total: u32,
+}
+
+impl Affinity {
+    fn new(cores: usize) -> Self {
+        Affinity { ops_per_core: vec![0; cores], total: 0 }
+    }
+
+    fn note(&mut self, core: usize) {
+        self.ops_per_core[core] += 1;
+        self.total += 1;
+        if self.total >= AFFINITY_WINDOW_OPS {
+            self.ops_per_core.iter_mut().for_each(|c| *c /= 2);
+            self.total = self.ops_per_core.iter().sum();
+        }
+    }
+
+    /// The core this connection should move to, if any.
+    fn target(&self, here: usize) -> Option<usize> {
+        if self.total < AFFINITY_OPS_MIN {
+            return None;
+        }
+        let (best, &count) = self.ops_per_core.iter().enumerate().max_by_key(|(_, c)| **c)?;
+        (best != here && count * 100 >= self.total * AFFINITY_SHARE_PERCENT).then_some(best)
+    }
+}
+
+/// What a connection takes along when it moves to another core.
+pub struct Carry {
+    pub client: Arc<ClientInfo>,
+    pub authenticated: bool,
+    pub resp3: bool,
+    /// Bytes read but not yet parsed.
+    pub pending: Vec<u8>,
+}
+
+impl Carry {
+    pub fn new(shared: &Shared, client: Arc<ClientInfo>) -> Self {
+        Carry {
+            client,
+            authenticated: shared.password().is_none(),
+            resp3: false,
+            pending: Vec::new(),
+        }
+    }
+}
+
 /// What a connection knows about itself.
 pub struct Session {
     pub client: Arc<ClientInfo>,
@@ -28,20 +89,44 @@ pub struct Session {
     pub w: Writer,
     /// Close after writing the pending replies.
     pub close: bool,
+    pub affinity: Affinity,
 }
 
-/// Serves one connection until it closes, errs, or the server stops.
-pub async fn serve(core: &Core, shared: &Shared, mut stream: TcpStream, client: Arc<ClientInfo>) {
+/// How `serve` ended.
+enum Ended {
+    Closed,
+    /// Handed to another core, which serves it from now on.
+    Moved,
+}
+
+/// Serves a client on this core (and, if it moves, on others) and unregisters it at the end.
+pub async fn run_client(core: Rc<Core>, shared: Arc<Shared>, stream: TcpStream, carry: Carry) {
+    let id = carry.client.id;
+    if let Ended::Closed = serve(&core, &shared, stream, carry).await {
+        shared.unregister(id);
+    }
+}
+
+/// Serves one connection until it closes, errs, moves, or the server stops.
+async fn serve(
+    core: &Rc<Core>,
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    carry: Carry,
+) -> Ended {
+    carry.client.core.store(core.id(), Ordering::Relaxed);
     let mut s = Session {
-        authenticated: shared.password().is_none(),
-        client,
-        w: Writer::default(),
+        authenticated: carry.authenticated,
+        client: carry.client,
+        w: Writer { buf: Vec::new(), resp3: carry.resp3 },
         close: false,
+        affinity: Affinity::new(core.cores()),
     };
     // input[start..end] holds unparsed bytes; input[end..] is spare room to read into. The
     // buffer is zeroed once when it grows, never per read.
-    let mut input: Vec<u8> = vec![0; READ_CHUNK_BYTES];
-    let (mut start, mut end) = (0, 0);
+    let mut input: Vec<u8> = vec![0; READ_CHUNK_BYTES.max(carry.pending.len() * 2)];
+    let (mut start, mut end) = (0, carry.pending.len());
+    input[..end].copy_from_slice(&carry.pending);
     loop {
         let limits =
             Limits { bulk_len_max: shared.proto_max_bulk_len.load(Ordering::Relaxed) as usize };
@@ -71,13 +156,30 @@ pub async fn serve(core: &Core, shared: &Shared, mut stream: TcpStream, client: 
         }
         if !s.w.buf.is_empty() {
             if stream.write_all(&s.w.buf).await.is_err() {
-                return;
+                return Ended::Closed;
             }
             s.w.buf.clear();
         }
         if s.close || core.stop_requested() {
             let _ = stream.flush().await;
-            return;
+            return Ended::Closed;
+        }
+        if shared.config.migrate_connections {
+            if let Some(target) = s.affinity.target(core.id()) {
+                let carry = Carry {
+                    client: s.client.clone(),
+                    authenticated: s.authenticated,
+                    resp3: s.w.resp3,
+                    pending: input[start..end].to_vec(),
+                };
+                match move_to(core, shared, stream, carry, target).await {
+                    Ok(()) => return Ended::Moved,
+                    Err(e) => {
+                        tracing::warn!(client = s.client.id, error = %e, "could not move connection");
+                        return Ended::Closed;
+                    }
+                }
+            }
         }
         if start == end {
             (start, end) = (0, 0);
@@ -90,7 +192,7 @@ pub async fn serve(core: &Core, shared: &Shared, mut stream: TcpStream, client: 
                 client = s.client.id,
                 "closing client that reached max query buffer length"
             );
-            return;
+            return Ended::Closed;
         }
         if input.len() - end < READ_CHUNK_BYTES / 4 {
             // Make room: move the unparsed tail to the front, and grow if it fills half.
@@ -101,10 +203,28 @@ pub async fn serve(core: &Core, shared: &Shared, mut stream: TcpStream, client: 
             }
         }
         match stream.read(&mut input[end..]).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return Ended::Closed,
             Ok(n) => end += n,
         }
     }
+}
+
+/// Hands the connection to core `target`: nothing is in flight on the socket (replies are
+/// written, no read is pending), so its fd can change executors.
+async fn move_to(
+    core: &Rc<Core>,
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    carry: Carry,
+    target: usize,
+) -> std::io::Result<()> {
+    let fd = crate::sockets::detach(stream)?;
+    let shared = shared.clone();
+    let job: shardcast_engine::CoreJob = Box::new(move |core| {
+        let stream = crate::sockets::attach(fd);
+        glommio::spawn_local(run_client(core, shared, stream, carry)).detach();
+    });
+    core.run_on(target, job).await.map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Executes a pipeline in order: runs of plannable commands go to the engine as one batch.
@@ -160,6 +280,9 @@ async fn flush_batch(
     ops: &mut Vec<Op>,
     plans: &mut Vec<Plan>,
 ) {
+    for op in ops.iter() {
+        s.affinity.note(core.owner_of(op.key()));
+    }
     let results = if ops.is_empty() { Vec::new() } else { core.execute(std::mem::take(ops)).await };
     let mut results = results.into_iter();
     let (mut hits, mut misses) = (0, 0);

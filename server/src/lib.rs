@@ -6,9 +6,9 @@ pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod connection;
-pub mod listener;
 pub mod resp;
 pub mod shared;
+pub mod sockets;
 pub mod table;
 
 use shardcast_engine::Core;
@@ -50,7 +50,7 @@ async fn serve_core(
     shared: Arc<shared::Shared>,
     addr: String,
 ) -> Result<(), String> {
-    let listener = listener::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = sockets::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     if core.id() == 0 {
         tracing::info!("Ready to accept connections tcp on {addr}");
         println!("Ready to accept connections tcp on {addr}");
@@ -83,9 +83,8 @@ async fn serve_core(
                 let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
                 return;
             };
-            let id = client.id;
-            connection::serve(&core, &shared, stream, client).await;
-            shared.unregister(id);
+            let carry = connection::Carry::new(&shared, client);
+            connection::run_client(core, shared, stream, carry).await;
         })
         .detach();
     }

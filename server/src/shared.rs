@@ -52,7 +52,8 @@ pub struct ClientInfo {
     pub id: u64,
     pub addr: String,
     pub laddr: String,
-    pub core: usize,
+    /// The core serving it now (connections move to the core that owns their keys).
+    pub core: std::sync::atomic::AtomicUsize,
     pub created: Instant,
     pub name: Mutex<Vec<u8>>,
     pub lib_name: Mutex<String>,
@@ -122,7 +123,7 @@ impl Shared {
             id,
             addr,
             laddr,
-            core,
+            core: std::sync::atomic::AtomicUsize::new(core),
             created: Instant::now(),
             name: Mutex::new(Vec::new()),
             lib_name: Mutex::new(String::new()),
