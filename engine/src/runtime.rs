@@ -484,6 +484,9 @@ impl Core {
 
     /// Executes ops on their owning cores: one message per remote core, replies in op order.
     pub async fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        if ops.iter().all(|op| self.owner_of(op.key()) == self.id) {
+            return self.execute_local(ops).await;
+        }
         let n = ops.len();
         let mut per_core: Vec<(Vec<usize>, Vec<Op>)> =
             (0..self.config.cores).map(|_| Default::default()).collect();
@@ -703,6 +706,9 @@ impl Core {
             let e = EngineError::Unavailable { reason: "shutting down".into() };
             return ops.iter().map(|_| Err(e.clone())).collect();
         }
+        if self.can_run_inline(&ops) {
+            return self.execute_now(ops);
+        }
         let sep = self.config.partition_separator;
         let mut shards = Vec::with_capacity(ops.len());
         for op in &ops {
@@ -754,16 +760,14 @@ impl Core {
 
     /// Keeps log buffers bounded and starts snapshots when a log has grown.
     fn after_write(&self, shard: &Rc<Shard<DmaStorage>>) {
-        if let Some(wal) = shard.wal() {
-            if self.config.fsync != FsyncPolicy::Always
-                && wal.unwritten_bytes() >= self.config.wal_write_batch_bytes
-            {
-                let s = shard.clone();
-                glommio::spawn_local(async move {
-                    let _ = s.flush(false).await;
-                })
-                .detach();
-            }
+        if self.config.fsync != FsyncPolicy::Always
+            && shard.schedule_background_write(self.config.wal_write_batch_bytes)
+        {
+            let s = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = s.background_write().await;
+            })
+            .detach();
         }
         if shard.wants_snapshot() {
             let s = shard.clone();

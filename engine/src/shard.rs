@@ -216,6 +216,8 @@ pub struct Shard<S: Storage> {
     wal_seq: Cell<u64>,
     segment_len: Cell<u64>,
     snapshot_running: Cell<bool>,
+    /// A background log write is scheduled (at most one at a time).
+    write_scheduled: Cell<bool>,
     pub stats: ShardStats,
 }
 
@@ -292,6 +294,7 @@ impl<S: Storage> Shard<S> {
             wal_seq: Cell::new(1),
             segment_len: Cell::new(0),
             snapshot_running: Cell::new(false),
+            write_scheduled: Cell::new(false),
             stats: ShardStats::default(),
         })
     }
@@ -321,6 +324,7 @@ impl<S: Storage> Shard<S> {
             wal_seq: Cell::new(0),
             segment_len: Cell::new(0),
             snapshot_running: Cell::new(false),
+            write_scheduled: Cell::new(false),
             stats: ShardStats::default(),
         };
         if let Err(e) = shard.recover().await {
@@ -551,6 +555,27 @@ impl<S: Storage> Shard<S> {
             Some(wal) if self.failure.is_none() => wal.flush(sync).await,
             _ => Ok(()),
         }
+    }
+
+    /// Whether a background log write should be started now: at least `batch_bytes` are
+    /// unwritten and none is scheduled. A `true` marks one scheduled; the writer calls
+    /// `background_write`.
+    pub fn schedule_background_write(&self, batch_bytes: usize) -> bool {
+        match &self.wal {
+            Some(wal) if self.failure.is_none() && !self.write_scheduled.get() => {
+                let due = wal.unwritten_bytes() >= batch_bytes;
+                self.write_scheduled.set(due);
+                due
+            }
+            _ => false,
+        }
+    }
+
+    /// The write `schedule_background_write` asked for (no sync).
+    pub async fn background_write(&self) -> Result<()> {
+        let r = self.flush(false).await;
+        self.write_scheduled.set(false);
+        r
     }
 
     /// Active expiry: removes up to `budget` expired keys.
