@@ -269,3 +269,24 @@ fn client_config_command_and_info() {
     let shards: Value = q(c, &["SHARDCAST", "SHARDS"]);
     assert!(format!("{shards:?}").contains("user"));
 }
+
+/// Keys that expire are removed by the active cycle even if nobody reads them again
+/// (DBSIZE, like Redis's, counts expired keys not yet collected).
+#[test]
+fn active_expiry_removes_untouched_keys() {
+    let server = Server::start("active-expiry", &["--cores", "2"]);
+    let c = &mut server.client();
+    for i in 0..200 {
+        q::<String>(c, &["SET", &format!("sess{}:{i}", i % 4), "v", "PX", "100"]);
+    }
+    q::<String>(c, &["SET", "keep:1", "v"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: i64 = q(c, &["DBSIZE"]);
+        if n == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "active expiry left {n} keys");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
