@@ -268,6 +268,21 @@ fn plan_inner(
     }
 }
 
+/// The absolute expiry (ms) of an EX / PX / EXAT / PXAT option with argument `arg`.
+fn expiry_option(opt: &[u8], arg: &[u8], cmd: &str) -> Result<u64, String> {
+    let n = int_arg(arg)?;
+    if n <= 0 {
+        return Err(expire_error(cmd));
+    }
+    let at = match opt {
+        b"EX" => deadline(n, 1000, now_ms(), cmd)?,
+        b"PX" => deadline(n, 1, now_ms(), cmd)?,
+        b"EXAT" => deadline(n, 1000, 0, cmd)?,
+        _ => n,
+    };
+    Ok(at as u64)
+}
+
 fn plan_set(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply> {
     let mut condition = SetCondition::Always;
     let mut expiry = SetExpiry::Clear;
@@ -285,17 +300,7 @@ fn plan_set(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply
                 expiry_given = true;
             }
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if !expiry_given && i + 1 < args.len() => {
-                let n = int_arg(&args[i + 1])?;
-                if n <= 0 {
-                    return Err(expire_error("set").into());
-                }
-                let at = match opt.as_slice() {
-                    b"EX" => deadline(n, 1000, now_ms(), "set")?,
-                    b"PX" => deadline(n, 1, now_ms(), "set")?,
-                    b"EXAT" => deadline(n, 1000, 0, "set")?,
-                    _ => n,
-                };
-                expiry = SetExpiry::At(at as u64);
+                expiry = SetExpiry::At(expiry_option(&opt, &args[i + 1], "set")?);
                 expiry_given = true;
                 i += 1;
             }
@@ -316,17 +321,7 @@ fn plan_getex(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanRep
         match opt.as_slice() {
             b"PERSIST" if expiry.is_none() => expiry = Some(SetExpiry::Clear),
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry.is_none() && i + 1 < args.len() => {
-                let n = int_arg(&args[i + 1])?;
-                if n <= 0 {
-                    return Err(expire_error("getex").into());
-                }
-                let at = match opt.as_slice() {
-                    b"EX" => deadline(n, 1000, now_ms(), "getex")?,
-                    b"PX" => deadline(n, 1, now_ms(), "getex")?,
-                    b"EXAT" => deadline(n, 1000, 0, "getex")?,
-                    _ => n,
-                };
-                expiry = Some(SetExpiry::At(at as u64));
+                expiry = Some(SetExpiry::At(expiry_option(&opt, &args[i + 1], "getex")?));
                 i += 1;
             }
             _ => return Err(ERR_SYNTAX.to_owned().into()),
