@@ -33,6 +33,8 @@ pub enum EngineError {
     ChecksumMismatch { path: PathBuf, offset: u64, expected: u32, got: u32 },
     /// A file is structurally invalid (bad magic, impossible length, LSN gap).
     Corrupt { path: PathBuf, offset: u64, reason: String },
+    /// A new partition would exceed the shards one core may hold.
+    TooManyShards { core: usize, max: usize },
     /// The engine is shutting down or a core stopped answering.
     Unavailable { reason: String },
 }
@@ -68,6 +70,10 @@ impl fmt::Display for EngineError {
             EngineError::Corrupt { path, offset, reason } => {
                 write!(f, "corrupt file {} at offset {offset}: {reason}", path.display())
             }
+            EngineError::TooManyShards { core, max } => write!(
+                f,
+                "core {core} already holds {max} shards (shards-per-core-max); every partition (key prefix or hash tag) is a shard with its own files"
+            ),
             EngineError::Unavailable { reason } => write!(f, "engine unavailable: {reason}"),
         }
     }

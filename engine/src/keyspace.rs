@@ -143,12 +143,18 @@ pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
     (!v.is_nan()).then_some(v)
 }
 
-/// Formats a float as Redis's INCRBYFLOAT reply: plain decimal, shortest exact digits.
+/// Significant digits INCRBYFLOAT keeps: what an f64 represents exactly (DBL_DIG).
+pub const FLOAT_DIGITS: usize = 15;
+
+/// Formats a float as Redis's INCRBYFLOAT reply: plain decimal, no trailing zeros. Redis sums
+/// in `long double` and prints 17 decimals, so `0.1 + 0.2` shows as `0.3`; rounding the `f64`
+/// sum to 15 significant digits gives the same for decimal inputs.
 pub fn format_f64(v: f64) -> String {
-    if v == 0.0 {
+    let rounded: f64 = format!("{v:.*e}", FLOAT_DIGITS - 1).parse().unwrap_or(v);
+    if rounded == 0.0 {
         return "0".into();
     }
-    let s = format!("{v}");
+    let s = format!("{rounded}");
     s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
 }
 

@@ -65,6 +65,8 @@ pub struct EngineConfig {
     pub expire_cycle_keys_max: usize,
     /// Scheduler shares of the background queue (snapshots); the foreground has 1000.
     pub background_shares: usize,
+    /// Most shards (so partitions) one core holds; each has its own files and log.
+    pub shards_per_core_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +89,7 @@ impl Default for EngineConfig {
             expire_cycle_interval_ms: 100,
             expire_cycle_keys_max: 1000,
             background_shares: 100,
+            shards_per_core_max: 4096,
         }
     }
 }
@@ -123,6 +126,11 @@ pub enum CoreWork {
     RandomKey {
         seed: u64,
     },
+    /// Every live key matching `pattern` (all if `None`), up to `max`: one pass (KEYS).
+    Keys {
+        pattern: Option<Vec<u8>>,
+        max: usize,
+    },
 }
 
 /// What INFO and the admin commands show of a shard.
@@ -153,6 +161,11 @@ pub enum CoreResult {
     Scan(ScanPage),
     Shards(Vec<ShardSummary>),
     Key(Option<Vec<u8>>),
+    /// KEYS: the matching keys, and whether `max` cut them short.
+    Keys {
+        keys: Vec<Vec<u8>>,
+        truncated: bool,
+    },
 }
 
 /// What one core's scan examined.
@@ -630,6 +643,9 @@ impl Core {
             CoreWork::DbSize => {
                 CoreResult::Count(self.shards.borrow().values().map(|s| s.key_count() as u64).sum())
             }
+            CoreWork::FlushAll if self.draining.get() => {
+                CoreResult::Done(Err(EngineError::Unavailable { reason: "shutting down".into() }))
+            }
             CoreWork::FlushAll => {
                 let r = self.flush_all_keys().await;
                 self.publish_memory();
@@ -641,6 +657,10 @@ impl Core {
                 Err(e) => CoreResult::Done(Err(e)),
             },
             CoreWork::RandomKey { seed } => CoreResult::Key(self.random_key(seed)),
+            CoreWork::Keys { pattern, max } => {
+                let (keys, truncated) = self.keys_local(pattern.as_deref(), max);
+                CoreResult::Keys { keys, truncated }
+            }
             CoreWork::Scan { cursor, count, pattern } => {
                 CoreResult::Scan(self.scan_local(cursor, count, pattern.as_deref()))
             }
@@ -658,6 +678,12 @@ impl Core {
         let _permit = self.create_lock.acquire_permit(1).await.expect("create lock closed");
         if let Some(s) = self.shards.borrow().get(partition) {
             return Ok(Some(s.clone()));
+        }
+        if self.shards.borrow().len() >= self.config.shards_per_core_max {
+            return Err(EngineError::TooManyShards {
+                core: self.id,
+                max: self.config.shards_per_core_max,
+            });
         }
         let shard = Shard::create(
             self.storage.clone(),
@@ -715,6 +741,11 @@ impl Core {
             debug_assert_eq!(self.owner_of(op.key()), self.id);
             let create = matches!(op.kind(), OpKind::Write);
             shards.push(self.shard(partition_of(op.key(), sep), create).await);
+        }
+        if self.draining.get() {
+            // The shutdown began while shards were being created: refuse, unexecuted.
+            let e = EngineError::Unavailable { reason: "shutting down".into() };
+            return ops.iter().map(|_| Err(e.clone())).collect();
         }
         let mut out = Vec::with_capacity(ops.len());
         let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
@@ -830,10 +861,16 @@ impl Core {
             // Shard creation is the only await; it happens before any check.
             self.shard(partition_of(key, sep), true).await?;
         }
+        if self.draining.get() {
+            return Err(EngineError::Unavailable { reason: "shutting down".into() });
+        }
         let shards: Vec<_> = pairs
             .iter()
             .map(|(k, _)| self.shards.borrow().get(partition_of(k, sep)).cloned().expect("created"))
             .collect();
+        for shard in &shards {
+            shard.check_writable()?;
+        }
         for ((key, _), shard) in pairs.iter().zip(&shards) {
             if shard.execute(Op::Exists { key: key.clone() })?.0 == Reply::Bool(true) {
                 return Ok(false);
@@ -857,6 +894,29 @@ impl Core {
             shard.wait_durable(lsn).await?;
         }
         Ok(true)
+    }
+
+    fn keys_local(&self, pattern: Option<&[u8]>, max: usize) -> (Vec<Vec<u8>>, bool) {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        for shard in self.shards.borrow().values() {
+            let full = shard.with_keyspace(|ks| {
+                for (key, entry) in ks.iter() {
+                    let live = entry.expire_at_ms == 0 || entry.expire_at_ms > now;
+                    if live && pattern.is_none_or(|p| glob_match(p, key)) {
+                        if out.len() >= max {
+                            return true;
+                        }
+                        out.push(key.to_vec());
+                    }
+                }
+                false
+            });
+            if full {
+                return (out, true);
+            }
+        }
+        (out, false)
     }
 
     fn random_key(&self, seed: u64) -> Option<Vec<u8>> {

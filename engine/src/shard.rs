@@ -520,11 +520,27 @@ impl<S: Storage> Shard<S> {
                 Reply::Value(out)
             }
         };
+        // Under `always` no reply may reveal state that is not durable yet: a write waits for
+        // its own record, and a read (or a write that changed nothing, such as SET NX on an
+        // existing key) waits for the records it observed. Redis likewise replies only after
+        // the fsync of the event-loop turn. After a failed log write, reads still answer.
         let wait = match self.config.fsync {
-            FsyncPolicy::Always => sink.last_lsn,
+            FsyncPolicy::Always if wal.failure().is_none() => {
+                let last = wal.last_lsn();
+                (last > wal.durable_lsn()).then_some(last)
+            }
             _ => None,
         };
         Ok((reply, wait))
+    }
+
+    /// Ok if the shard accepts writes now (serving, and its log has not failed).
+    pub fn check_writable(&self) -> Result<()> {
+        let wal = self.serving_wal()?;
+        match wal.failure() {
+            Some(reason) => Err(EngineError::PreviousIo { shard: self.meta.name(), reason }),
+            None => Ok(()),
+        }
     }
 
     /// Removes every key of the shard (FLUSHALL); returns the LSN to wait for.

@@ -22,9 +22,11 @@ use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-/// Default space reserved ahead in a log file, so appends within it do not change the file size
-/// and fdatasync need not write metadata.
-pub const WAL_PREALLOC_BYTES: u64 = 64 * 1024 * 1024;
+/// Default space reserved when a log file is created, so appends within it do not change the
+/// file size (fdatasync then has no size to write). Small, because every partition has a log.
+pub const WAL_PREALLOC_BYTES: u64 = 1024 * 1024;
+/// Largest growth step of a log file's reservation (steps double up to this).
+pub const WAL_PREALLOC_STEP_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// When to make the log durable (Redis's `appendfsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +76,6 @@ struct Segment<F> {
     path: PathBuf,
     first_lsn: u64,
     allocated: u64,
-    /// Growth step when appends pass `allocated`.
-    prealloc_bytes: u64,
 }
 
 /// The write-ahead log of one shard.
@@ -105,13 +105,7 @@ impl<F: StorageFile> Wal<F> {
     pub fn new(file: F, path: PathBuf, first_lsn: u64, allocated: u64) -> Self {
         assert!(first_lsn >= 1 && allocated > 0);
         Wal {
-            current: RefCell::new(Segment {
-                file: Rc::new(file),
-                path,
-                first_lsn,
-                allocated,
-                prealloc_bytes: allocated,
-            }),
+            current: RefCell::new(Segment { file: Rc::new(file), path, first_lsn, allocated }),
             tail: RefCell::new(Tail { bytes: Vec::new(), offset: 0, written_len: 0 }),
             last_lsn: Cell::new(first_lsn - 1),
             written_lsn: Cell::new(first_lsn - 1),
@@ -248,14 +242,11 @@ impl<F: StorageFile> Wal<F> {
     }
 
     async fn ensure_allocated(&self, file: &F, end: u64) -> Result<()> {
-        let (allocated, step) = {
-            let c = self.current.borrow();
-            (c.allocated, c.prealloc_bytes)
-        };
+        let allocated = self.current.borrow().allocated;
         if end <= allocated {
             return Ok(());
         }
-        let target = align_up(end.max(allocated + step));
+        let target = align_up(end.max(allocated + allocated.min(WAL_PREALLOC_STEP_MAX_BYTES)));
         if let Err(e) = file.preallocate(target).await {
             self.fail(&e);
             return Err(e);
@@ -271,7 +262,7 @@ impl<F: StorageFile> Wal<F> {
         let first_lsn = self.last_lsn.get() + 1;
         let old = std::mem::replace(
             &mut *self.current.borrow_mut(),
-            Segment { file: Rc::new(file), path, first_lsn, allocated, prealloc_bytes: allocated },
+            Segment { file: Rc::new(file), path, first_lsn, allocated },
         );
         let tail = std::mem::replace(
             &mut *self.tail.borrow_mut(),

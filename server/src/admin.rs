@@ -110,16 +110,22 @@ pub async fn run(
     }
 }
 
+/// Whether `user`/`given` authenticate: the default user with the password, or with any
+/// password when none is set (Redis 7's `nopass` default user).
+fn credentials_ok(shared: &Shared, user: &[u8], given: &[u8]) -> bool {
+    user == b"default" && shared.password().is_none_or(|p| given == p.as_bytes())
+}
+
 fn auth(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
-    let Some(password) = shared.password() else {
-        return s.w.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-    };
     let (user, given) = match args.len() {
+        2 if shared.password().is_none() => {
+            return s.w.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
         2 => (&b"default"[..], &args[1]),
         3 => (&args[1][..], &args[2]),
         _ => return s.w.error(ERR_SYNTAX),
     };
-    if user == b"default" && given.as_slice() == password.as_bytes() {
+    if credentials_ok(shared, user, given) {
         s.authenticated = true;
         s.w.ok();
     } else {
@@ -139,18 +145,11 @@ fn hello(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         i = 2;
     }
     let mut new_name = None;
+    let mut credentials = None;
     while i < args.len() {
         match lower(&args[i]).as_str() {
             "auth" if i + 2 < args.len() => {
-                let Some(password) = shared.password() else {
-                    return s.w.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-                };
-                if args[i + 1] != b"default" || args[i + 2] != password.as_bytes() {
-                    return s
-                        .w
-                        .error("WRONGPASS invalid username-password pair or user is disabled.");
-                }
-                s.authenticated = true;
+                credentials = Some((&args[i + 1], &args[i + 2]));
                 i += 3;
             }
             "setname" if i + 1 < args.len() => {
@@ -170,7 +169,13 @@ fn hello(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             }
         }
     }
-    if !s.authenticated {
+    if let Some((user, given)) = credentials {
+        if !credentials_ok(shared, user, given) {
+            return s.w.error("WRONGPASS invalid username-password pair or user is disabled.");
+        }
+        s.authenticated = true;
+    }
+    if shared.auth_required() && !s.authenticated {
         return s.w.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if let Some(name) = new_name {
@@ -441,8 +446,13 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                 let name = lower(&pair[0]);
                 let value = String::from_utf8_lossy(&pair[1]).into_owned();
                 let parsed = match name.as_str() {
-                    "maxmemory" | "proto-max-bulk-len" | "maxclients" => {
-                        crate::config::parse_memory(&value).and_then(|v| match name.as_str() {
+                    "maxclients" => match value.parse::<u64>() {
+                        Ok(0) => Err("argument must be at least 1".into()),
+                        Ok(v) => Ok(v),
+                        Err(_) => Err("argument couldn't be parsed into an integer".into()),
+                    },
+                    "maxmemory" | "proto-max-bulk-len" => crate::config::parse_memory(&value)
+                        .and_then(|v| match name.as_str() {
                             "proto-max-bulk-len"
                                 if !(1024..=crate::config::PROTO_MAX_BULK_LEN_DEFAULT)
                                     .contains(&v) =>
@@ -451,8 +461,7 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                             }
                             "maxclients" if v == 0 => Err("argument must be at least 1".into()),
                             _ => Ok(v),
-                        })
-                    }
+                        }),
                     "requirepass" => Ok(0),
                     _ => {
                         return s.w.error(&format!(
@@ -474,10 +483,7 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                     "maxmemory" => shared.maxmemory_bytes.store(v, Ordering::Relaxed),
                     "maxclients" => shared.maxclients.store(v, Ordering::Relaxed),
                     "proto-max-bulk-len" => shared.proto_max_bulk_len.store(v, Ordering::Relaxed),
-                    _ => {
-                        *shared.requirepass.write().expect("requirepass poisoned") =
-                            Some(value).filter(|p| !p.is_empty())
-                    }
+                    _ => shared.set_password(Some(value).filter(|p| !p.is_empty())),
                 }
             }
             s.w.ok();
@@ -663,21 +669,19 @@ async fn scan(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
 
 async fn keys(core: &Core, s: &mut Session, pattern: &[u8]) {
     let pattern = if pattern == b"*" { None } else { Some(pattern.to_vec()) };
-    let (mut cursor, mut all) = (0, Vec::new());
-    loop {
-        match core.scan(cursor, SCAN_COUNT_MAX, pattern.clone()).await {
-            Ok((next, keys)) => {
-                all.extend(keys);
-                if all.len() > KEYS_REPLY_MAX {
-                    return s.w.error("ERR KEYS would return too many keys; use SCAN");
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+    let mut all = Vec::new();
+    for r in core.on_every_core(CoreWork::Keys { pattern, max: KEYS_REPLY_MAX }).await {
+        match r {
+            CoreResult::Keys { truncated: true, .. } => {
+                return s.w.error("ERR KEYS would return too many keys; use SCAN");
             }
-            Err(e) => return s.w.error(&error_text(&e)),
+            CoreResult::Keys { keys, .. } => all.extend(keys),
+            CoreResult::Done(Err(e)) => return s.w.error(&error_text(&e)),
+            other => unreachable!("{other:?}"),
         }
+    }
+    if all.len() > KEYS_REPLY_MAX {
+        return s.w.error("ERR KEYS would return too many keys; use SCAN");
     }
     s.w.array(all.len());
     for k in all {

@@ -235,8 +235,9 @@ fn plan_inner(
                 if offset < 0 {
                     return Err("ERR offset is out of range".to_owned().into());
                 }
-                if offset as u64 + args[3].len() as u64
-                    > shardcast_engine::keyspace::VALUE_LEN_MAX as u64
+                if !args[3].is_empty()
+                    && offset as u64 + args[3].len() as u64
+                        > shardcast_engine::keyspace::VALUE_LEN_MAX as u64
                 {
                     return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)"
                         .to_owned()
@@ -287,21 +288,23 @@ fn plan_set(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply
     let mut condition = SetCondition::Always;
     let mut expiry = SetExpiry::Clear;
     let mut get = false;
-    let mut expiry_given = false;
+    // As Redis 7: an option may repeat (the last value wins); only conflicting ones are errors.
+    let mut expiry_kind: Option<Vec<u8>> = None;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
+        let expiry_free = expiry_kind.as_ref().is_none_or(|k| *k == opt);
         match opt.as_slice() {
-            b"NX" if condition == SetCondition::Always => condition = SetCondition::IfAbsent,
-            b"XX" if condition == SetCondition::Always => condition = SetCondition::IfPresent,
+            b"NX" if condition != SetCondition::IfPresent => condition = SetCondition::IfAbsent,
+            b"XX" if condition != SetCondition::IfAbsent => condition = SetCondition::IfPresent,
             b"GET" => get = true,
-            b"KEEPTTL" if !expiry_given => {
+            b"KEEPTTL" if expiry_free => {
                 expiry = SetExpiry::Keep;
-                expiry_given = true;
+                expiry_kind = Some(opt);
             }
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !expiry_given && i + 1 < args.len() => {
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry_free && i + 1 < args.len() => {
                 expiry = SetExpiry::At(expiry_option(&opt, &args[i + 1], "set")?);
-                expiry_given = true;
+                expiry_kind = Some(opt);
                 i += 1;
             }
             _ => return Err(ERR_SYNTAX.to_owned().into()),

@@ -70,6 +70,7 @@ pub struct FileConfig {
     pub spin_before_park_us: Option<u64>,
     pub partition_separator: Option<String>,
     pub migrate_connections: Option<bool>,
+    pub shards_per_core_max: Option<usize>,
 }
 
 /// Everything the server runs with.
@@ -210,6 +211,9 @@ impl ServerConfig {
         }
         if let Some(v) = f.spin_before_park_us {
             self.engine.spin_before_park_us = v;
+        }
+        if let Some(v) = f.shards_per_core_max {
+            self.engine.shards_per_core_max = v;
         }
         if let Some(v) = f.migrate_connections {
             self.migrate_connections = v;

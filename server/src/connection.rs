@@ -44,7 +44,8 @@ impl Affinity {
     }
 
     fn note(&mut self, core: usize) {
-        self.ops_per_core[core] += 1;
+        let Some(count) = self.ops_per_core.get_mut(core) else { return };
+        *count += 1;
         self.total += 1;
         if self.total >= AFFINITY_WINDOW_OPS {
             self.ops_per_core.iter_mut().for_each(|c| *c /= 2);
@@ -54,7 +55,7 @@ impl Affinity {
 
     /// The core this connection should move to, if any.
     fn target(&self, here: usize) -> Option<usize> {
-        if self.total < AFFINITY_OPS_MIN {
+        if self.total < AFFINITY_OPS_MIN || self.ops_per_core.is_empty() {
             return None;
         }
         let (best, &count) = self.ops_per_core.iter().enumerate().max_by_key(|(_, c)| **c)?;
@@ -72,13 +73,8 @@ pub struct Carry {
 }
 
 impl Carry {
-    pub fn new(shared: &Shared, client: Arc<ClientInfo>) -> Self {
-        Carry {
-            client,
-            authenticated: shared.password().is_none(),
-            resp3: false,
-            pending: Vec::new(),
-        }
+    pub fn new(client: Arc<ClientInfo>) -> Self {
+        Carry { client, authenticated: false, resp3: false, pending: Vec::new() }
     }
 }
 
@@ -172,12 +168,17 @@ async fn serve(
                     resp3: s.w.resp3,
                     pending: input[start..end].to_vec(),
                 };
-                match move_to(core, shared, stream, carry, target).await {
-                    Ok(()) => return Ended::Moved,
-                    Err(e) => {
-                        tracing::warn!(client = s.client.id, error = %e, "could not move connection");
-                        return Ended::Closed;
+                match crate::sockets::duplicate(&stream) {
+                    Ok(fd) => {
+                        drop(stream);
+                        if let Err(e) = move_to(core, shared, fd, carry, target).await {
+                            tracing::warn!(client = s.client.id, error = %e, "could not move connection");
+                            return Ended::Closed;
+                        }
+                        return Ended::Moved;
                     }
+                    // No fd to spare (EMFILE): stay here, and stop trying.
+                    Err(_) => s.affinity = Affinity::new(0),
                 }
             }
         }
@@ -214,23 +215,24 @@ async fn serve(
 async fn move_to(
     core: &Rc<Core>,
     shared: &Arc<Shared>,
-    stream: TcpStream,
+    fd: std::os::fd::OwnedFd,
     carry: Carry,
     target: usize,
-) -> std::io::Result<()> {
-    let fd = crate::sockets::detach(stream)?;
+) -> Result<(), shardcast_engine::EngineError> {
     let shared = shared.clone();
     let job: shardcast_engine::CoreJob = Box::new(move |core| {
         let stream = crate::sockets::attach(fd);
         glommio::spawn_local(run_client(core, shared, stream, carry)).detach();
     });
-    core.run_on(target, job).await.map_err(|e| std::io::Error::other(e.to_string()))
+    core.run_on(target, job).await
 }
 
 /// Executes a pipeline in order: runs of plannable commands go to the engine as one batch.
 async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Vec<Vec<u8>>>) {
     let mut ops: Vec<Op> = Vec::new();
     let mut plans: Vec<Plan> = Vec::new();
+    // The core every op of the current batch belongs to.
+    let mut batch_core: Option<usize> = None;
     let n = commands.len() as u64;
     for mut args in commands {
         let Some((index, spec)) = lookup(&args[0]) else {
@@ -243,7 +245,7 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
             plans.push(Plan::Reply(error_reply(s, &e)));
             continue;
         }
-        if !s.authenticated && !spec.has("noauth") {
+        if !s.authenticated && !spec.has("noauth") && shared.auth_required() {
             plans.push(Plan::Reply(error_reply(s, "NOAUTH Authentication required.")));
             continue;
         }
@@ -255,8 +257,29 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
                 continue;
             }
         }
+        let before = ops.len();
         match plan(spec, &mut args, s.w.resp3, &mut ops) {
-            Some(p) => plans.push(p),
+            Some(p) => {
+                // Effects must happen in command order. The cores of one batch run in
+                // parallel, so a batch holds commands for one core only; a command whose own
+                // keys span cores (MSET over partitions) runs as a batch of its own.
+                let new_ops = ops.split_off(before);
+                let target = single_core(core, &new_ops);
+                let fits = new_ops.is_empty()
+                    || ops.is_empty()
+                    || (target.is_some() && target == batch_core);
+                if !fits {
+                    flush_batch(core, shared, s, &mut ops, &mut plans).await;
+                }
+                if !new_ops.is_empty() {
+                    batch_core = target;
+                }
+                ops.extend(new_ops);
+                plans.push(p);
+                if target.is_none() && !ops.is_empty() {
+                    flush_batch(core, shared, s, &mut ops, &mut plans).await;
+                }
+            }
             None => {
                 flush_batch(core, shared, s, &mut ops, &mut plans).await;
                 admin::run(core, shared, s, spec, args).await;
@@ -308,6 +331,12 @@ fn error_reply(s: &Session, text: &str) -> Vec<u8> {
     let mut w = Writer { buf: Vec::new(), resp3: s.w.resp3 };
     w.error(text);
     w.buf
+}
+
+/// The core owning all of `ops`, if they share one.
+fn single_core(core: &Core, ops: &[Op]) -> Option<usize> {
+    let first = core.owner_of(ops.first()?.key());
+    ops[1..].iter().all(|op| core.owner_of(op.key()) == first).then_some(first)
 }
 
 /// Redis's text: `ERR unknown command 'x', with args beginning with: 'a' 'b' `.

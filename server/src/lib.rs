@@ -83,7 +83,7 @@ async fn serve_core(
                 let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
                 return;
             };
-            let carry = connection::Carry::new(&shared, client);
+            let carry = connection::Carry::new(client);
             connection::run_client(core, shared, stream, carry).await;
         })
         .detach();

@@ -41,10 +41,12 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
     }
 }
 
-/// Finds `\r\n` from `from`, looking at most `max` bytes; Ok(None) if not there yet.
+/// Finds `\r\n` from `from` in a line of at most `max` bytes; Ok(None) if not there yet,
+/// Err if the line is longer than `max`.
 fn line_end(buf: &[u8], from: usize, max: usize) -> Result<Option<usize>, ()> {
     let window = &buf[from..buf.len().min(from + max + 2)];
     match window.iter().position(|&b| b == b'\r') {
+        Some(i) if i > max => Err(()),
         Some(i) if i + 1 < window.len() => Ok(Some(from + i)),
         Some(_) => Ok(None),
         None if window.len() >= max + 2 => Err(()),
@@ -60,6 +62,49 @@ fn parse_int(bytes: &[u8]) -> Option<i64> {
     s.parse().ok()
 }
 
+/// Walks the `count` bulk strings starting at `at`, calling `each` with each one's bytes.
+/// Returns where the command ends, or what to answer instead (incomplete or error). It reads
+/// only headers until the whole command is present, so a command arriving in many pieces is
+/// not copied again on every attempt.
+fn walk_bulks(
+    buf: &[u8],
+    mut at: usize,
+    count: i64,
+    limits: Limits,
+    mut each: impl FnMut(&[u8]),
+) -> Result<usize, Parsed> {
+    for _ in 0..count {
+        if at >= buf.len() {
+            return Err(Parsed::Incomplete);
+        }
+        if buf[at] != b'$' {
+            return Err(Parsed::Error(format!("expected '$', got '{}'", buf[at] as char)));
+        }
+        let end = match line_end(buf, at + 1, HEADER_LINE_LEN_MAX) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(Parsed::Incomplete),
+            Err(()) => return Err(Parsed::Error("invalid bulk length".into())),
+        };
+        if buf[end + 1] != b'\n' {
+            return Err(Parsed::Error("invalid bulk length".into()));
+        }
+        let len = match parse_int(&buf[at + 1..end]) {
+            Some(n) if n >= 0 && n as u64 <= limits.bulk_len_max as u64 => n as usize,
+            _ => return Err(Parsed::Error("invalid bulk length".into())),
+        };
+        let data = end + 2;
+        if buf.len() < data + len + 2 {
+            return Err(Parsed::Incomplete);
+        }
+        if &buf[data + len..data + len + 2] != b"\r\n" {
+            return Err(Parsed::Error("invalid bulk format".into()));
+        }
+        each(&buf[data..data + len]);
+        at = data + len + 2;
+    }
+    Ok(at)
+}
+
 fn parse_multibulk(buf: &[u8], limits: Limits) -> Parsed {
     let end = match line_end(buf, 1, HEADER_LINE_LEN_MAX) {
         Ok(Some(e)) => e,
@@ -73,41 +118,19 @@ fn parse_multibulk(buf: &[u8], limits: Limits) -> Parsed {
         Some(n) if n <= ARGS_MAX as i64 => n,
         _ => return Parsed::Error("invalid multibulk length".into()),
     };
-    let mut at = end + 2;
+    let start = end + 2;
     if count <= 0 {
-        return Parsed::Skip { consumed: at };
+        return Parsed::Skip { consumed: start };
     }
-    let mut args = Vec::with_capacity((count as usize).min(1024));
-    for _ in 0..count {
-        if at >= buf.len() {
-            return Parsed::Incomplete;
-        }
-        if buf[at] != b'$' {
-            return Parsed::Error(format!("expected '$', got '{}'", buf[at] as char));
-        }
-        let end = match line_end(buf, at + 1, HEADER_LINE_LEN_MAX) {
-            Ok(Some(e)) => e,
-            Ok(None) => return Parsed::Incomplete,
-            Err(()) => return Parsed::Error("invalid bulk length".into()),
-        };
-        if buf[end + 1] != b'\n' {
-            return Parsed::Error("invalid bulk length".into());
-        }
-        let len = match parse_int(&buf[at + 1..end]) {
-            Some(n) if n >= 0 && n as u64 <= limits.bulk_len_max as u64 => n as usize,
-            _ => return Parsed::Error("invalid bulk length".into()),
-        };
-        let data = end + 2;
-        if buf.len() < data + len + 2 {
-            return Parsed::Incomplete;
-        }
-        if &buf[data + len..data + len + 2] != b"\r\n" {
-            return Parsed::Error("invalid bulk format".into());
-        }
-        args.push(buf[data..data + len].to_vec());
-        at = data + len + 2;
+    // First check that the whole command is here, then copy its arguments once.
+    if let Err(p) = walk_bulks(buf, start, count, limits, |_| {}) {
+        return p;
     }
-    Parsed::Command { args, consumed: at }
+    let mut args = Vec::with_capacity(count as usize);
+    match walk_bulks(buf, start, count, limits, |a| args.push(a.to_vec())) {
+        Ok(consumed) => Parsed::Command { args, consumed },
+        Err(p) => p,
+    }
 }
 
 fn parse_inline(buf: &[u8]) -> Parsed {
@@ -364,6 +387,11 @@ mod tests {
             Parsed::Error("too big inline request".into())
         );
         assert_eq!(parse(&[b'*'; 64], L), Parsed::Error("invalid multibulk length".into()));
+        // A header whose CR is the last byte of the longest allowed line: an error, not a wait.
+        let long = format!("*{}\r\n", "1".repeat(33));
+        assert_eq!(parse(long.as_bytes(), L), Parsed::Error("invalid multibulk length".into()));
+        let long = format!("*1\r\n${}\r\n", "1".repeat(33));
+        assert_eq!(parse(long.as_bytes(), L), Parsed::Error("invalid bulk length".into()));
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub struct Shared {
     pub maxmemory_bytes: AtomicU64,
     pub maxclients: AtomicU64,
     pub proto_max_bulk_len: AtomicU64,
-    pub requirepass: RwLock<Option<String>>,
+    requirepass: RwLock<Option<String>>,
+    /// Whether a password is set (read on every command, so an atomic, not the lock).
+    auth_required: AtomicBool,
     pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     next_client_id: AtomicU64,
     pub stats: Stats,
@@ -94,6 +96,7 @@ impl Shared {
             maxmemory_bytes: AtomicU64::new(config.maxmemory_bytes),
             maxclients: AtomicU64::new(config.maxclients),
             proto_max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
+            auth_required: AtomicBool::new(config.requirepass.is_some()),
             requirepass: RwLock::new(config.requirepass.clone()),
             clients: Mutex::new(BTreeMap::new()),
             next_client_id: AtomicU64::new(1),
@@ -147,5 +150,16 @@ impl Shared {
 
     pub fn password(&self) -> Option<String> {
         self.requirepass.read().expect("requirepass lock poisoned").clone()
+    }
+
+    /// Sets or clears (`None`) the password; takes effect for every connection at once.
+    pub fn set_password(&self, password: Option<String>) {
+        let mut p = self.requirepass.write().expect("requirepass lock poisoned");
+        self.auth_required.store(password.is_some(), Ordering::Relaxed);
+        *p = password;
+    }
+
+    pub fn auth_required(&self) -> bool {
+        self.auth_required.load(Ordering::Relaxed)
     }
 }

@@ -5,8 +5,9 @@
 //! SO_REUSEPORT (every core binds the same port; the kernel spreads connections). glommio's own
 //! `bind` sets only the latter, so the socket is built here and handed to glommio.
 //!
-//! Handing over: glommio streams cannot give up their fd, so `detach` duplicates it and drops
-//! the stream (which only closes its own fd), and `attach` wraps the duplicate on the new core.
+//! Handing over: glommio streams cannot give up their fd, so `duplicate` copies it (the caller
+//! then drops the stream, which only closes its own fd), and `attach` wraps the copy on the
+//! new core.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -38,23 +39,22 @@ pub fn bind(addr: &str) -> std::io::Result<glommio::net::TcpListener> {
     Ok(listener)
 }
 
-/// Takes the socket out of a stream that has no read or write in flight, as an owned fd that
-/// can cross to another thread.
-pub fn detach(stream: glommio::net::TcpStream) -> std::io::Result<OwnedFd> {
+/// A duplicate of a stream's socket, as an owned fd that can cross to another thread. The
+/// caller drops the stream afterwards (which closes only its own fd) if the move goes ahead;
+/// if this fails (EMFILE), the stream is untouched and can keep serving.
+pub fn duplicate(stream: &glommio::net::TcpStream) -> std::io::Result<OwnedFd> {
     #[expect(unsafe_code, reason = "glommio streams expose only a raw fd")]
-    // SAFETY: `stream` is alive for the whole borrow (it is dropped only after the duplicate is
-    // made), so the fd is open and valid while `borrow_raw`'s BorrowedFd exists.
+    // SAFETY: `stream` is borrowed for the whole lifetime of the BorrowedFd, so the fd is open
+    // and valid while it exists.
     let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let owned = borrowed.try_clone_to_owned()?;
-    drop(stream); // closes the original fd only; the duplicate keeps the connection open
-    Ok(owned)
+    borrowed.try_clone_to_owned()
 }
 
 /// Wraps a detached socket in a stream on this core's executor.
 pub fn attach(fd: OwnedFd) -> glommio::net::TcpStream {
     #[expect(unsafe_code, reason = "glommio builds a stream only from a raw fd")]
     // SAFETY: `into_raw_fd` gives up ownership of an open connected TCP socket (made by
-    // `detach`), so the new stream is its sole owner; this runs on a glommio executor thread.
+    // `duplicate`), so the new stream is its sole owner; this runs on a glommio executor thread.
     unsafe {
         glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd())
     }

@@ -290,3 +290,59 @@ fn active_expiry_removes_untouched_keys() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Findings of a review, pinned: Redis 7 behaviours the first version got wrong.
+#[test]
+fn review_regressions() {
+    let server = Server::start("review", &["--cores", "2"]);
+    let c = &mut server.client();
+    // INCRBYFLOAT sums like Redis's long double for decimal inputs.
+    q::<String>(c, &["SET", "f", "0.1"]);
+    assert_eq!(q::<String>(c, &["INCRBYFLOAT", "f", "0.2"]), "0.3");
+    q::<String>(c, &["SET", "g", "0"]);
+    for _ in 0..10 {
+        q::<String>(c, &["INCRBYFLOAT", "g", "0.1"]);
+    }
+    assert_eq!(q::<String>(c, &["GET", "g"]), "1");
+    // Repeated SET options are accepted; conflicting ones are not.
+    assert_eq!(q::<String>(c, &["SET", "k", "v", "NX", "NX"]), "OK");
+    assert_eq!(q::<String>(c, &["SET", "k", "v", "EX", "10", "EX", "20"]), "OK");
+    assert!(q::<i64>(c, &["TTL", "k"]) > 10);
+    assert_eq!(err(c, &["SET", "k", "v", "EX", "10", "KEEPTTL"]), "ERR syntax error");
+    // SETRANGE with an empty value never checks the size limit.
+    assert_eq!(q::<i64>(c, &["SETRANGE", "missing", "536870912", ""]), 0);
+    // Without a password, AUTH default <anything> succeeds (Redis 7's nopass default user).
+    assert_eq!(q::<String>(c, &["AUTH", "default", "whatever"]), "OK");
+    // Clearing requirepass takes effect for connections that never authenticated.
+    assert_eq!(q::<String>(c, &["CONFIG", "SET", "requirepass", "pw"]), "OK");
+    let mut other = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection_with_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(err(&mut other, &["GET", "k"]), "NOAUTH Authentication required.");
+    assert_eq!(q::<String>(c, &["CONFIG", "SET", "requirepass", ""]), "OK");
+    assert_eq!(q::<String>(&mut other, &["GET", "k"]), "v");
+    assert_eq!(err(c, &["CONFIG", "SET", "maxclients", "10k"]), "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument couldn't be parsed into an integer");
+}
+
+/// Every partition is a shard with its own files: their number per core is bounded.
+#[test]
+fn partitions_per_core_are_bounded() {
+    let dir = std::env::temp_dir().join(format!("shardcast-shardmax-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "shards-per-core-max = 3\n").unwrap();
+    let server = Server::start("shardmax", &["--cores", "1", "--config", cfg.to_str().unwrap()]);
+    let c = &mut server.client();
+    for p in 0..3 {
+        q::<String>(c, &["SET", &format!("p{p}:k"), "v"]);
+    }
+    let e = err(c, &["SET", "p3:k", "v"]);
+    assert!(e.starts_with("ERR core 0 already holds 3 shards (shards-per-core-max)"), "{e}");
+    assert_eq!(
+        q::<String>(c, &["SET", "p0:other", "v"]),
+        "OK",
+        "existing partitions still take writes"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
