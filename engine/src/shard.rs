@@ -282,21 +282,34 @@ impl<S: Storage> Shard<S> {
         storage.sync_dir(partition_dir).await?;
         storage.sync_dir(partition_dir.parent().expect("partition dir has a parent")).await?;
         let wal = Wal::new(wal_file, path, 1, config.wal_prealloc_bytes);
-        Ok(Shard {
+        let shard = Shard::empty(meta, dir, storage, config, clock);
+        shard.wal_seq.set(1);
+        Ok(Shard { wal: Some(wal), ..shard })
+    }
+
+    /// A shard with an empty keyspace and no log yet (the common part of create and open).
+    fn empty(
+        meta: ShardMeta,
+        dir: PathBuf,
+        storage: S,
+        config: ShardConfig,
+        clock: Rc<dyn Clock>,
+    ) -> Self {
+        Shard {
             meta,
             dir,
             storage,
             config,
             clock,
             keyspace: RefCell::new(Keyspace::new()),
-            wal: Some(wal),
+            wal: None,
             failure: None,
-            wal_seq: Cell::new(1),
+            wal_seq: Cell::new(0),
             segment_len: Cell::new(0),
             snapshot_running: Cell::new(false),
             write_scheduled: Cell::new(false),
             stats: ShardStats::default(),
-        })
+        }
     }
 
     /// Opens a shard from its directory, recovering its keyspace. Damage does not make this
@@ -312,21 +325,7 @@ impl<S: Storage> Shard<S> {
         let meta_file = storage.open_rw(&meta_path, false).await?;
         let meta = ShardMeta::decode(&read_all(&meta_file).await?, &meta_path)?;
         meta_file.close().await?;
-        let mut shard = Shard {
-            meta,
-            dir,
-            storage,
-            config,
-            clock,
-            keyspace: RefCell::new(Keyspace::new()),
-            wal: None,
-            failure: None,
-            wal_seq: Cell::new(0),
-            segment_len: Cell::new(0),
-            snapshot_running: Cell::new(false),
-            write_scheduled: Cell::new(false),
-            stats: ShardStats::default(),
-        };
+        let mut shard = Shard::empty(meta, dir, storage, config, clock);
         if let Err(e) = shard.recover().await {
             tracing::error!(shard = %shard.meta.name(), error = %e, "shard is not serving");
             shard.keyspace = RefCell::new(Keyspace::new());
