@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 /// Bytes read per read call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Reply buffer capacity kept between batches (a larger one is shrunk back to this).
+const REPLY_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
 /// Most commands executed as one batch before replies are written.
 pub const PIPELINE_BATCH_MAX: usize = 1024;
 
@@ -155,6 +157,9 @@ async fn serve(
                 return Ended::Closed;
             }
             s.w.buf.clear();
+            if s.w.buf.capacity() > REPLY_BUFFER_KEEP_BYTES {
+                s.w.buf.shrink_to(REPLY_BUFFER_KEEP_BYTES);
+            }
         }
         if s.close || core.stop_requested() {
             let _ = stream.flush().await;
@@ -184,6 +189,11 @@ async fn serve(
         }
         if start == end {
             (start, end) = (0, 0);
+            if input.len() > READ_CHUNK_BYTES * 4 {
+                // A large command has passed: give the memory back.
+                input.truncate(READ_CHUNK_BYTES);
+                input.shrink_to_fit();
+            }
         }
         if more_ready {
             continue;

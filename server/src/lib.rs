@@ -50,7 +50,14 @@ async fn serve_core(
     shared: Arc<shared::Shared>,
     addr: String,
 ) -> Result<(), String> {
-    let listener = sockets::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = match sockets::bind(&addr) {
+        Ok(l) => l,
+        Err(e) => {
+            // Serving on some cores only would hide the failure: stop them all.
+            core.request_stop();
+            return Err(format!("core {}: cannot listen on {addr}: {e}", core.id()));
+        }
+    };
     if core.id() == 0 {
         tracing::info!("Ready to accept connections tcp on {addr}");
         println!("Ready to accept connections tcp on {addr}");
