@@ -36,29 +36,45 @@ impl Server {
         s
     }
 
+    /// Starts the process and waits until it listens. Tests run in parallel, so while a
+    /// server is down (restarts) another test may be handed its free port: if the process
+    /// exits before it is ready, start it again on a new port.
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast-server"))
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(&self.args)
-            .env("SHARDCAST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shardcast-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
-                    let _ = tx.send(());
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast-server"))
+                .arg("--port")
+                .arg(self.port.to_string())
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .args(&self.args)
+                .env("SHARDCAST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start shardcast-server");
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.contains("Ready to accept connections") {
+                        let _ = tx.send(());
+                    }
                 }
+            });
+            match rx.recv_timeout(START_DEADLINE) {
+                Ok(()) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if attempt < ATTEMPTS => {
+                    // Exited before listening (its stderr says why): try another port.
+                    let _ = child.wait();
+                    self.port = free_port();
+                }
+                Err(e) => panic!("server did not become ready: {e}"),
             }
-        });
-        rx.recv_timeout(START_DEADLINE).expect("server did not become ready");
-        self.child = Some(child);
+        }
     }
 
     pub fn url(&self) -> String {
