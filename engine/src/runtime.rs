@@ -142,6 +142,8 @@ pub struct ShardSummary {
     pub range_lo: u64,
     pub range_hi: u64,
     pub keys: u64,
+    /// Keys with an expiry.
+    pub expiring_keys: u64,
     pub used_bytes: u64,
     pub reads: u64,
     pub writes: u64,
@@ -837,6 +839,7 @@ impl Core {
                     range_lo: m.range_lo,
                     range_hi: m.range_hi,
                     keys: s.key_count() as u64,
+                    expiring_keys: s.with_keyspace(|ks| ks.expiring_len() as u64),
                     used_bytes: s.used_bytes(),
                     reads: s.stats.reads.get(),
                     writes: s.stats.writes.get(),

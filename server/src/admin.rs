@@ -320,6 +320,9 @@ fn client(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                 s.w.simple(l);
             }
         }
+        ("id" | "setname" | "getname" | "setinfo" | "info", _) => {
+            s.w.error(&format!("ERR wrong number of arguments for 'client|{sub}' command"))
+        }
         _ => unknown_subcommand(&mut s.w, &args[1], "client"),
     }
 }
@@ -591,9 +594,10 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         if want("keyspace") || want("shards") { shard_summaries(core).await } else { Vec::new() };
     if want("keyspace") {
         let keys: u64 = shards.iter().map(|s| s.keys).sum();
+        let expires: u64 = shards.iter().map(|s| s.expiring_keys).sum();
         out.push_str("# Keyspace\r\n");
         if keys > 0 {
-            let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
         out.push_str("\r\n");
     }

@@ -322,6 +322,13 @@ fn review_regressions() {
     assert_eq!(err(&mut other, &["GET", "k"]), "NOAUTH Authentication required.");
     assert_eq!(q::<String>(c, &["CONFIG", "SET", "requirepass", ""]), "OK");
     assert_eq!(q::<String>(&mut other, &["GET", "k"]), "v");
+    assert_eq!(
+        err(c, &["CLIENT", "SETNAME"]),
+        "ERR wrong number of arguments for 'client|setname' command"
+    );
+    q::<String>(c, &["SET", "ttl:1", "v", "EX", "100"]);
+    let info: String = q(c, &["INFO", "keyspace"]);
+    assert!(info.contains(",expires=2,"), "k (EX 20 above) and ttl:1 expire: {info}");
     assert_eq!(err(c, &["CONFIG", "SET", "maxclients", "10k"]), "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument couldn't be parsed into an integer");
 }
 
