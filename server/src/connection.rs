@@ -274,7 +274,7 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
                 // parallel, so a batch holds commands for one core only; a command whose own
                 // keys span cores (MSET over partitions) runs as a batch of its own.
                 let new_ops = ops.split_off(before);
-                let target = single_core(core, &new_ops);
+                let target = single_core(core, &mut s.affinity, &new_ops);
                 let fits = new_ops.is_empty()
                     || ops.is_empty()
                     || (target.is_some() && target == batch_core);
@@ -313,9 +313,6 @@ async fn flush_batch(
     ops: &mut Vec<Op>,
     plans: &mut Vec<Plan>,
 ) {
-    for op in ops.iter() {
-        s.affinity.note(core.owner_of(op.key()));
-    }
     let results = if ops.is_empty() { Vec::new() } else { core.execute(std::mem::take(ops)).await };
     let mut results = results.into_iter();
     let (mut hits, mut misses) = (0, 0);
@@ -343,10 +340,17 @@ fn error_reply(s: &Session, text: &str) -> Vec<u8> {
     w.buf
 }
 
-/// The core owning all of `ops`, if they share one.
-fn single_core(core: &Core, ops: &[Op]) -> Option<usize> {
-    let first = core.owner_of(ops.first()?.key());
-    ops[1..].iter().all(|op| core.owner_of(op.key()) == first).then_some(first)
+/// The core owning all of `ops`, if they share one; notes each op's core in `affinity` on the
+/// way (one owner lookup per op serves both).
+fn single_core(core: &Core, affinity: &mut Affinity, ops: &[Op]) -> Option<usize> {
+    let mut shared = None;
+    let mut same = true;
+    for op in ops {
+        let owner = core.owner_of(op.key());
+        affinity.note(owner);
+        same &= *shared.get_or_insert(owner) == owner;
+    }
+    shared.filter(|_| same)
 }
 
 /// Redis's text: `ERR unknown command 'x', with args beginning with: 'a' 'b' `.
