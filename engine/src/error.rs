@@ -37,6 +37,13 @@ pub enum EngineError {
     TooManyShards { core: usize, max: usize },
     /// The engine is shutting down or a core stopped answering.
     Unavailable { reason: String },
+    /// An admin command named a partition that has no shard.
+    UnknownPartition { partition: String },
+    /// A split or merge was refused or failed (the reason says which and why).
+    Rebalance { reason: String },
+    /// A multi-key request met a range that is moving; retrying succeeds (Redis Cluster's
+    /// TRYAGAIN during resharding).
+    TryAgain,
 }
 
 impl fmt::Display for EngineError {
@@ -75,6 +82,11 @@ impl fmt::Display for EngineError {
                 "core {core} already holds {max} shards (shards-per-core-max); every partition (key prefix or hash tag) is a shard with its own files"
             ),
             EngineError::Unavailable { reason } => write!(f, "engine unavailable: {reason}"),
+            EngineError::UnknownPartition { partition } => {
+                write!(f, "unknown partition '{partition}'")
+            }
+            EngineError::Rebalance { reason } => write!(f, "{reason}"),
+            EngineError::TryAgain => write!(f, "Multiple keys request during rehashing of slot"),
         }
     }
 }

@@ -602,6 +602,32 @@ impl Keyspace {
         }
     }
 
+    /// Puts an entry received from a migration, logged as one record.
+    pub fn restore(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        expire_at_ms: u64,
+        log: &mut impl LogSink,
+    ) {
+        log.log(&Record::Put { key, value: &value, expire_at_ms });
+        self.put(key, Rc::new(value), expire_at_ms);
+    }
+
+    /// Removes a key whether or not it has expired, logged; true if it was present.
+    pub fn remove_logged(&mut self, key: &[u8], log: &mut impl LogSink) -> bool {
+        if self.remove_entry(key).is_none() {
+            return false;
+        }
+        log.log(&Record::Delete { key });
+        true
+    }
+
+    /// The live entry of a key without removing it if expired (`None` then), for migration.
+    pub fn peek_live(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.map.get(key).filter(|e| !is_expired(e, now_ms))
+    }
+
     /// Loads one entry from a snapshot.
     pub fn load(&mut self, key: &[u8], value: Vec<u8>, expire_at_ms: u64) {
         self.put(key, Rc::new(value), expire_at_ms);

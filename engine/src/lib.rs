@@ -3,15 +3,20 @@
 //! network or the predictor.
 
 pub mod clock;
+pub mod coordinator;
 pub mod error;
+pub mod fault;
 pub mod glob;
 pub mod keyspace;
+pub mod manifest;
+pub mod migration;
 pub mod ops;
 pub mod record;
 pub mod routing;
 pub mod runtime;
 pub mod segment;
 pub mod shard;
+pub mod shard_map;
 pub mod storage;
 pub mod testing;
 pub mod wal;

@@ -13,9 +13,12 @@
 use crate::clock::{Clock, SystemClock};
 use crate::error::{EngineError, Result};
 use crate::glob::glob_match;
+use crate::migration::Gate;
 use crate::ops::{Op, OpKind, Reply};
-use crate::routing::{default_core_of, partition_of, scan_position, PARTITION_SEPARATOR_DEFAULT};
+use crate::routing::PARTITION_SEPARATOR_DEFAULT;
+use crate::routing::{default_core_of, key_position, partition_of, scan_position};
 use crate::shard::{Shard, ShardConfig, ShardMeta};
+use crate::shard_map::ShardMap;
 use crate::storage::dma::DmaStorage;
 use crate::storage::Storage;
 use crate::wal::FsyncPolicy;
@@ -30,6 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
+
+/// Period over which per-shard ops/s are measured.
+const OPS_RATE_PERIOD_MS: u64 = 1000;
 
 /// Name of the file every executor opens first (the iopoll workaround).
 pub const IOPOLL_PROBE_FILE: &str = ".iopoll-probe";
@@ -67,6 +73,8 @@ pub struct EngineConfig {
     pub background_shares: usize,
     /// Most shards (so partitions) one core holds; each has its own files and log.
     pub shards_per_core_max: usize,
+    /// Most shards one partition may be split into.
+    pub shards_per_partition_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -90,12 +98,13 @@ impl Default for EngineConfig {
             expire_cycle_keys_max: 1000,
             background_shares: 100,
             shards_per_core_max: 4096,
+            shards_per_partition_max: 64,
         }
     }
 }
 
 impl EngineConfig {
-    fn shard_config(&self) -> ShardConfig {
+    pub(crate) fn shard_config(&self) -> ShardConfig {
         ShardConfig {
             fsync: self.fsync,
             snapshot_min_wal_bytes: self.snapshot_min_wal_bytes,
@@ -107,7 +116,11 @@ impl EngineConfig {
 /// Work that is not a single-key op, run on every core.
 #[derive(Debug, Clone)]
 pub enum CoreWork {
-    Ops(Vec<Op>),
+    /// Ops whose keys the receiving core owned when they were sent; `hops` counts forwards.
+    Ops {
+        ops: Vec<Op>,
+        hops: u32,
+    },
     /// Keys on the core (expired ones not yet collected included, as Redis's DBSIZE).
     DbSize,
     FlushAll,
@@ -131,6 +144,8 @@ pub enum CoreWork {
         pattern: Option<Vec<u8>>,
         max: usize,
     },
+    /// Migration steps (see `coordinator`).
+    Migration(crate::coordinator::MigrationWork),
 }
 
 /// What INFO and the admin commands show of a shard.
@@ -150,6 +165,12 @@ pub struct ShardSummary {
     pub deletes: u64,
     pub others: u64,
     pub snapshots: u64,
+    /// Operations per second over the last second.
+    pub ops_per_sec: f64,
+    /// Accesses counted by the split histogram since the range last changed.
+    pub accesses: u64,
+    /// A migration is moving part of this shard away.
+    pub migrating: bool,
     /// Why the shard is not serving, if it is not.
     pub failure: Option<String>,
 }
@@ -168,6 +189,8 @@ pub enum CoreResult {
         keys: Vec<Vec<u8>>,
         truncated: bool,
     },
+    /// What a migration moved.
+    Migrated(crate::coordinator::MigrationReport),
 }
 
 /// What one core's scan examined.
@@ -217,23 +240,50 @@ impl MemoryGauge {
 
 /// The per-executor engine handle.
 pub struct Core {
-    id: usize,
-    config: Arc<EngineConfig>,
-    storage: DmaStorage,
-    clock: Rc<dyn Clock>,
-    /// partition -> its shard on this core.
-    shards: RefCell<HashMap<Vec<u8>, Rc<Shard<DmaStorage>>>>,
+    /// This core's own `Rc` (tasks spawned from `&self` need one).
+    pub(crate) me: std::rc::Weak<Core>,
+    pub(crate) id: usize,
+    pub(crate) config: Arc<EngineConfig>,
+    pub(crate) storage: DmaStorage,
+    pub(crate) clock: Rc<dyn Clock>,
+    /// This core's copy of the shard map (replaced whole by `install_map`).
+    pub(crate) map: RefCell<Arc<ShardMap>>,
+    /// partition -> its shards on this core that serve, sorted by range.
+    pub(crate) shards: RefCell<HashMap<Vec<u8>, ShardList>>,
+    /// The shard a migration is filling here, before the map gives it its range.
+    pub(crate) incoming: RefCell<Option<crate::coordinator::Incoming>>,
     create_lock: glommio::sync::Semaphore,
+    /// Held by the coordinator (core 0) for the whole of a split or merge.
+    pub(crate) migration_lock: glommio::sync::Semaphore,
+    pub(crate) migrations: Arc<crate::coordinator::MigrationCounters>,
     senders: Senders<MeshMsg>,
     pending: RefCell<HashMap<u64, Rc<ReplySlot>>>,
     next_request: Cell<u64>,
-    background: TaskQueueHandle,
+    pub(crate) background: TaskQueueHandle,
     stopping: Arc<AtomicBool>,
     memory: Arc<MemoryGauge>,
     /// Set after every core's work ended: ops are refused so nothing changes after the final
     /// flush.
-    draining: Cell<bool>,
+    pub(crate) draining: Cell<bool>,
 }
+
+/// One partition's serving shards on a core, sorted by range.
+pub(crate) type ShardList = Vec<Rc<Shard<DmaStorage>>>;
+
+/// Where an op goes, as this core sees it now.
+enum Route {
+    /// A shard here serves it.
+    Local(Rc<Shard<DmaStorage>>, u64),
+    /// The partition has its default placement here but no shard yet.
+    Unplaced,
+    /// Another core owns it.
+    Remote,
+    /// Its range is in a cutover; wait, then route again.
+    Paused(Rc<Gate>),
+}
+
+/// Forwards after which an op is refused rather than sent on (routes settle in one or two).
+pub const ROUTE_HOPS_MAX: u32 = 8;
 
 /// Runs the engine: one executor per core, each recovering its shards and then running
 /// `per_core(core)`. Returns when every executor's future has finished and every shard is
@@ -283,9 +333,12 @@ where
     let config = Arc::new(config);
     let finished = Arc::new(AtomicUsize::new(0));
     let memory = Arc::new(MemoryGauge::new(config.cores));
+    let layout: Arc<std::sync::OnceLock<Result<Arc<ShardMap>>>> = Arc::default();
+    let migrations = Arc::new(crate::coordinator::MigrationCounters::default());
     let handles = builder
         .on_all_shards(move || async move {
-            let core = Core::start(config.clone(), mesh, stopping, memory).await?;
+            let shared = Shared { stopping, memory, layout, migrations };
+            let core = Core::start(config.clone(), mesh, shared).await?;
             let out = per_core(core.clone()).await;
             // Serve other cores until every core's own work is done, then refuse new work and
             // make everything durable.
@@ -331,31 +384,57 @@ pub async fn apply_iopoll_workaround(data_dir: &Path) -> Result<()> {
     f.close().await.map_err(|e| EngineError::io("close", &path, e))
 }
 
+/// What every executor shares at startup.
+struct Shared {
+    stopping: Arc<AtomicBool>,
+    memory: Arc<MemoryGauge>,
+    /// The recovered shard map, set by core 0 once the data directory is in order.
+    layout: Arc<std::sync::OnceLock<Result<Arc<ShardMap>>>>,
+    migrations: Arc<crate::coordinator::MigrationCounters>,
+}
+
 impl Core {
     async fn start(
         config: Arc<EngineConfig>,
         mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
-        stopping: Arc<AtomicBool>,
-        memory: Arc<MemoryGauge>,
+        shared: Shared,
     ) -> Result<Rc<Core>> {
+        let Shared { stopping, memory, layout, migrations } = shared;
         apply_iopoll_workaround(&config.data_dir).await?;
         let (senders, mut receivers) = mesh
             .join()
             .await
             .map_err(|_| EngineError::Unavailable { reason: "joining the channel mesh".into() })?;
         let id = senders.peer_id();
+        // Core 0 puts the data directory in the state the manifest describes before any core
+        // opens a shard.
+        if id == 0 {
+            let r = crate::manifest::recover_layout(&DmaStorage, &config.data_dir).await;
+            let _ = layout.set(r.map(Arc::new));
+        }
+        let map = loop {
+            if let Some(r) = layout.get() {
+                break r.clone()?;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        };
         let background = glommio::executor().create_task_queue(
             Shares::Static(config.background_shares),
             Latency::NotImportant,
             "background",
         );
-        let core = Rc::new(Core {
+        let core = Rc::new_cyclic(|me| Core {
+            me: me.clone(),
             id,
             config: config.clone(),
             storage: DmaStorage,
             clock: Rc::new(SystemClock),
+            map: RefCell::new(map),
             shards: RefCell::new(HashMap::new()),
+            incoming: RefCell::new(None),
             create_lock: glommio::sync::Semaphore::new(1),
+            migration_lock: glommio::sync::Semaphore::new(1),
+            migrations,
             senders,
             pending: RefCell::new(HashMap::new()),
             next_request: Cell::new(1),
@@ -395,7 +474,13 @@ impl Core {
                 let meta_bytes = std::fs::read(dir.join("meta"))
                     .map_err(|e| EngineError::io("read", dir.join("meta"), e))?;
                 let meta = ShardMeta::decode(&meta_bytes, &dir.join("meta"))?;
-                if self.owner_of_partition(&meta.partition) != self.id {
+                let placement = self.map.borrow().placement(&meta.partition, self.config.cores);
+                let Some(place) = placement.by_number(meta.number).copied() else {
+                    // recover_layout removed unlisted shards; this one appeared since.
+                    tracing::warn!(shard = %meta.name(), "shard not in the shard map: ignored");
+                    continue;
+                };
+                if place.core(self.config.cores) != self.id {
                     continue;
                 }
                 let shard = Shard::open(
@@ -405,9 +490,58 @@ impl Core {
                     self.clock.clone(),
                 )
                 .await?;
+                shard.set_range(place.lo, place.hi);
+                if (place.lo, place.hi) != (0, u64::MAX) {
+                    // It may hold keys of an interrupted or finished migration.
+                    shard.assume_foreign();
+                }
+                let dropped = if shard.is_serving() { shard.drop_foreign().await? } else { 0 };
                 tracing::info!(core = self.id, shard = %meta.name(), keys = shard.key_count(),
-                    serving = shard.is_serving(), "shard recovered");
-                self.shards.borrow_mut().insert(meta.partition.clone(), Rc::new(shard));
+                    dropped_foreign = dropped, serving = shard.is_serving(), "shard recovered");
+                self.insert_local(Rc::new(shard));
+            }
+        }
+        self.create_missing_mapped_shards().await
+    }
+
+    /// Adds a serving shard to the routing table, keeping each partition's list sorted.
+    pub(crate) fn insert_local(&self, shard: Rc<Shard<DmaStorage>>) {
+        let mut shards = self.shards.borrow_mut();
+        let list = shards.entry(shard.meta().partition.clone()).or_default();
+        list.push(shard);
+        list.sort_by_key(|s| s.range().0);
+    }
+
+    /// Creates, empty, every shard the map places here that has no directory (its files were
+    /// removed by hand, or it was never written).
+    pub(crate) async fn create_missing_mapped_shards(&self) -> Result<()> {
+        let map = self.map.borrow().clone();
+        for (partition, pmap) in map.partitions() {
+            for place in pmap.shards.iter().filter(|p| p.core(self.config.cores) == self.id) {
+                let exists = self
+                    .shards
+                    .borrow()
+                    .get(partition)
+                    .is_some_and(|l| l.iter().any(|s| s.meta().number == place.number));
+                if exists {
+                    continue;
+                }
+                let meta = ShardMeta {
+                    partition: partition.to_vec(),
+                    number: place.number,
+                    range_lo: place.lo,
+                    range_hi: place.hi,
+                };
+                tracing::warn!(shard = %meta.name(), "mapped shard has no files: created empty");
+                let shard = Shard::create(
+                    self.storage.clone(),
+                    &self.config.data_dir,
+                    meta,
+                    self.config.shard_config(),
+                    self.clock.clone(),
+                )
+                .await?;
+                self.insert_local(Rc::new(shard));
             }
         }
         Ok(())
@@ -433,9 +567,10 @@ impl Core {
             loop {
                 glommio::timer::sleep(Duration::from_millis(core.config.expire_cycle_interval_ms))
                     .await;
-                let shards: Vec<_> = core.shards.borrow().values().cloned().collect();
-                for shard in shards {
+                let now = core.clock.now_ms();
+                for shard in core.all_local_shards() {
                     shard.remove_expired(core.config.expire_cycle_keys_max);
+                    shard.stats.update_rate(now, OPS_RATE_PERIOD_MS);
                 }
                 core.publish_memory();
             }
@@ -470,26 +605,74 @@ impl Core {
         self.memory.total()
     }
 
-    fn publish_memory(&self) {
-        let used: u64 = self.shards.borrow().values().map(|s| s.used_bytes()).sum();
+    pub(crate) fn publish_memory(&self) {
+        let used: u64 = self.shards.borrow().values().flatten().map(|s| s.used_bytes()).sum();
         self.memory.per_core[self.id].0.store(used, Ordering::Relaxed);
     }
 
-    /// The core that owns a partition.
-    pub fn owner_of_partition(&self, partition: &[u8]) -> usize {
-        default_core_of(partition, self.config.cores)
+    /// The epoch of this core's copy of the shard map.
+    pub fn map_epoch(&self) -> u64 {
+        self.map.borrow().epoch
     }
 
-    /// The core that owns a key's shard.
+    /// This core's copy of the shard map.
+    pub fn shard_map(&self) -> Arc<ShardMap> {
+        self.map.borrow().clone()
+    }
+
+    /// The core that owns a key's shard, as this core's map says.
+    #[inline]
     pub fn owner_of(&self, key: &[u8]) -> usize {
-        self.owner_of_partition(partition_of(key, self.config.partition_separator))
+        let partition = partition_of(key, self.config.partition_separator);
+        self.map.borrow().core_of(partition, key, self.config.cores)
     }
 
-    /// The shards this core owns.
+    /// The serving shards of this core, sorted by partition and range.
     pub fn local_shards(&self) -> Vec<Rc<Shard<DmaStorage>>> {
-        let mut v: Vec<_> = self.shards.borrow().values().cloned().collect();
-        v.sort_by(|a, b| a.meta().partition.cmp(&b.meta().partition));
+        let mut v: Vec<_> = self.shards.borrow().values().flatten().cloned().collect();
+        v.sort_by(|a, b| {
+            (&a.meta().partition, a.range().0).cmp(&(&b.meta().partition, b.range().0))
+        });
         v
+    }
+
+    /// Serving shards plus a shard being filled by a migration (log flushes, expiry).
+    fn all_local_shards(&self) -> Vec<Rc<Shard<DmaStorage>>> {
+        let mut v: Vec<_> = self.shards.borrow().values().flatten().cloned().collect();
+        if let Some(inc) = self.incoming.borrow().as_ref() {
+            if !v.iter().any(|s| Rc::ptr_eq(s, &inc.shard)) {
+                v.push(inc.shard.clone());
+            }
+        }
+        v
+    }
+
+    /// Where `key` goes, as this core sees it now.
+    #[inline]
+    fn route(&self, key: &[u8]) -> Route {
+        let partition = partition_of(key, self.config.partition_separator);
+        let position = key_position(key);
+        let map = self.map.borrow();
+        let mapped = map.get(partition);
+        let owner = match mapped {
+            None => default_core_of(partition, self.config.cores),
+            Some(p) => p.find(position).core(self.config.cores),
+        };
+        if owner != self.id {
+            return Route::Remote;
+        }
+        let shards = self.shards.borrow();
+        let shard = shards.get(partition).and_then(|l| l.iter().find(|s| s.owns(position)));
+        match shard {
+            Some(s) => match s.paused_gate(position) {
+                Some(gate) => Route::Paused(gate),
+                None => Route::Local(s.clone(), position),
+            },
+            None if mapped.is_none() => Route::Unplaced,
+            // The map places it here but no shard serves it: impossible while install_map
+            // keeps both in step; refuse rather than guess.
+            None => Route::Remote,
+        }
     }
 
     /// Executes one op on its owning core.
@@ -499,8 +682,18 @@ impl Core {
 
     /// Executes ops on their owning cores: one message per remote core, replies in op order.
     pub async fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        self.execute_routed(ops, 0).await
+    }
+
+    async fn execute_routed(&self, ops: Vec<Op>, hops: u32) -> Vec<Result<Reply>> {
+        if hops > ROUTE_HOPS_MAX {
+            let e = EngineError::Unavailable {
+                reason: format!("routing did not settle after {ROUTE_HOPS_MAX} forwards"),
+            };
+            return ops.iter().map(|_| Err(e.clone())).collect();
+        }
         if ops.iter().all(|op| self.owner_of(op.key()) == self.id) {
-            return self.execute_local(ops).await;
+            return self.execute_local(ops, hops).await;
         }
         let n = ops.len();
         let mut per_core: Vec<(Vec<usize>, Vec<Op>)> =
@@ -519,12 +712,12 @@ impl Core {
             if c == self.id {
                 local = Some((idx, ops));
             } else {
-                waiting.push((idx, self.send(c, CoreWork::Ops(ops)).await));
+                waiting.push((idx, self.send(c, CoreWork::Ops { ops, hops }).await));
             }
         }
         let mut out: Vec<Option<Result<Reply>>> = (0..n).map(|_| None).collect();
         if let Some((idx, ops)) = local {
-            for (i, r) in idx.into_iter().zip(self.execute_local(ops).await) {
+            for (i, r) in idx.into_iter().zip(self.execute_local(ops, hops).await) {
                 out[i] = Some(r);
             }
         }
@@ -600,21 +793,22 @@ impl Core {
 
     fn on_message(self: &Rc<Self>, msg: MeshMsg) {
         match msg {
-            MeshMsg::Request { id, from, work: CoreWork::Ops(ops) }
-                if self.can_run_inline(&ops) =>
-            {
-                // Fast path: nothing here can await (shards exist, no durability wait), so run
-                // it in the receive loop instead of spawning a task per message.
-                let reply = MeshMsg::Reply { id, result: CoreResult::Ops(self.execute_now(ops)) };
-                if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(
-                    reply,
-                ))) = self.senders.try_send_to(from, reply)
-                {
-                    let core = self.clone();
-                    glommio::spawn_local(async move {
-                        let _ = core.senders.send_to(from, reply).await;
-                    })
-                    .detach();
+            MeshMsg::Request { id, from, work: CoreWork::Ops { ops, hops } } => {
+                match self.resolve_inline(&ops) {
+                    Some(targets) => {
+                        // Fast path: nothing here can await (shards exist, no durability
+                        // wait), so run it in the receive loop instead of spawning a task.
+                        let result = CoreResult::Ops(self.execute_now(ops, targets));
+                        self.reply_to(from, id, result);
+                    }
+                    None => {
+                        let core = self.clone();
+                        glommio::spawn_local(async move {
+                            let result = CoreResult::Ops(core.execute_local(ops, hops).await);
+                            let _ = core.senders.send_to(from, MeshMsg::Reply { id, result }).await;
+                        })
+                        .detach();
+                    }
                 }
             }
             MeshMsg::Request { id, from, work } => {
@@ -639,12 +833,33 @@ impl Core {
         }
     }
 
+    /// Sends a reply from the receive loop without awaiting when the channel has room.
+    fn reply_to(self: &Rc<Self>, from: usize, id: u64, result: CoreResult) {
+        {
+            {
+                let reply = MeshMsg::Reply { id, result };
+                if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(
+                    reply,
+                ))) = self.senders.try_send_to(from, reply)
+                {
+                    let core = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = core.senders.send_to(from, reply).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
     async fn run_work(&self, work: CoreWork) -> CoreResult {
         match work {
-            CoreWork::Ops(ops) => CoreResult::Ops(self.execute_local(ops).await),
-            CoreWork::DbSize => {
-                CoreResult::Count(self.shards.borrow().values().map(|s| s.key_count() as u64).sum())
-            }
+            CoreWork::Ops { ops, hops } => CoreResult::Ops(self.execute_local(ops, hops).await),
+            CoreWork::DbSize => CoreResult::Count(
+                self.shards.borrow().values().flatten().map(|s| s.owned_key_count() as u64).sum(),
+            ),
+            // Boxed: a migration step may await other steps through `on_core`.
+            CoreWork::Migration(work) => Box::pin(self.run_migration_work(work)).await,
             CoreWork::FlushAll if self.draining.get() => {
                 CoreResult::Done(Err(EngineError::Unavailable { reason: "shutting down".into() }))
             }
@@ -669,19 +884,15 @@ impl Core {
         }
     }
 
-    /// The shard of `partition` on this core, created if `create`.
-    async fn shard(&self, partition: &[u8], create: bool) -> Result<Option<Rc<Shard<DmaStorage>>>> {
-        if let Some(s) = self.shards.borrow().get(partition) {
-            return Ok(Some(s.clone()));
-        }
-        if !create {
-            return Ok(None);
-        }
+    /// Creates the default-placed shard of `partition` on this core (first write to it).
+    async fn create_default_shard(&self, partition: &[u8]) -> Result<()> {
         let _permit = self.create_lock.acquire_permit(1).await.expect("create lock closed");
-        if let Some(s) = self.shards.borrow().get(partition) {
-            return Ok(Some(s.clone()));
+        if self.shards.borrow().contains_key(partition)
+            || self.map.borrow().get(partition).is_some()
+        {
+            return Ok(());
         }
-        if self.shards.borrow().len() >= self.config.shards_per_core_max {
+        if self.local_shard_count() >= self.config.shards_per_core_max {
             return Err(EngineError::TooManyShards {
                 core: self.id,
                 max: self.config.shards_per_core_max,
@@ -695,30 +906,40 @@ impl Core {
             self.clock.clone(),
         )
         .await?;
-        let shard = Rc::new(shard);
-        self.shards.borrow_mut().insert(partition.to_vec(), shard.clone());
-        Ok(Some(shard))
-    }
-
-    /// Whether `ops` can run without awaiting: every shard they touch exists, and replies need
-    /// not wait for an fsync.
-    fn can_run_inline(&self, ops: &[Op]) -> bool {
-        if self.draining.get() || self.config.fsync == FsyncPolicy::Always {
-            return false;
+        if self.map.borrow().get(partition).is_none() {
+            self.insert_local(Rc::new(shard));
         }
-        let sep = self.config.partition_separator;
-        let shards = self.shards.borrow();
-        ops.iter().all(|op| shards.contains_key(partition_of(op.key(), sep)))
+        Ok(())
     }
 
-    /// `execute_local` for ops that `can_run_inline`: synchronous.
-    fn execute_now(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
-        let sep = self.config.partition_separator;
+    pub(crate) fn local_shard_count(&self) -> usize {
+        self.shards.borrow().values().map(Vec::len).sum::<usize>()
+            + self.incoming.borrow().is_some() as usize
+    }
+
+    /// The shards that serve `ops` if every op can run right now without awaiting: all are
+    /// local and not paused, and replies need not wait for an fsync.
+    fn resolve_inline(&self, ops: &[Op]) -> Option<Vec<(Rc<Shard<DmaStorage>>, u64)>> {
+        if self.draining.get() || self.config.fsync == FsyncPolicy::Always {
+            return None;
+        }
+        ops.iter()
+            .map(|op| match self.route(op.key()) {
+                Route::Local(shard, position) => Some((shard, position)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `execute_local` for ops that `resolve_inline` placed: synchronous.
+    fn execute_now(
+        &self,
+        ops: Vec<Op>,
+        targets: Vec<(Rc<Shard<DmaStorage>>, u64)>,
+    ) -> Vec<Result<Reply>> {
         let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            let shard =
-                self.shards.borrow().get(partition_of(op.key(), sep)).cloned().expect("checked");
-            out.push(shard.execute(op).map(|(reply, wait)| {
+        for (op, (shard, position)) in ops.into_iter().zip(targets) {
+            out.push(shard.execute_at(op, position).map(|(reply, wait)| {
                 debug_assert!(wait.is_none(), "no durability wait outside fsync=always");
                 reply
             }));
@@ -728,42 +949,56 @@ impl Core {
         out
     }
 
-    /// Executes ops whose keys this core owns, in order; waits for durability per policy.
-    async fn execute_local(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
-        if self.draining.get() {
-            let e = EngineError::Unavailable { reason: "shutting down".into() };
-            return ops.iter().map(|_| Err(e.clone())).collect();
-        }
-        if self.can_run_inline(&ops) {
-            return self.execute_now(ops);
-        }
-        let sep = self.config.partition_separator;
-        let mut shards = Vec::with_capacity(ops.len());
-        for op in &ops {
-            debug_assert_eq!(self.owner_of(op.key()), self.id);
-            let create = matches!(op.kind(), OpKind::Write);
-            shards.push(self.shard(partition_of(op.key(), sep), create).await);
-        }
-        if self.draining.get() {
-            // The shutdown began while shards were being created: refuse, unexecuted.
-            let e = EngineError::Unavailable { reason: "shutting down".into() };
-            return ops.iter().map(|_| Err(e.clone())).collect();
-        }
+    /// Executes ops sent here, in order; waits for durability per policy. Ops this core no
+    /// longer owns (the map changed while they travelled) are forwarded; ops on a range in
+    /// cutover wait for it to end, then route again.
+    async fn execute_local(&self, ops: Vec<Op>, hops: u32) -> Vec<Result<Reply>> {
+        let targets = loop {
+            if self.draining.get() {
+                let e = EngineError::Unavailable { reason: "shutting down".into() };
+                return ops.iter().map(|_| Err(e.clone())).collect();
+            }
+            let mut targets = Vec::with_capacity(ops.len());
+            let mut blocked = None;
+            for op in &ops {
+                match self.route(op.key()) {
+                    Route::Local(shard, position) => targets.push(Some((shard, position))),
+                    Route::Unplaced if op.kind() == OpKind::Write => {
+                        blocked =
+                            Some(Err(
+                                partition_of(op.key(), self.config.partition_separator).to_vec()
+                            ));
+                        break;
+                    }
+                    Route::Unplaced => targets.push(None),
+                    Route::Paused(gate) => {
+                        blocked = Some(Ok(gate));
+                        break;
+                    }
+                    Route::Remote => {
+                        return Box::pin(self.execute_routed(ops, hops + 1)).await;
+                    }
+                }
+            }
+            match blocked {
+                None => break targets,
+                Some(Ok(gate)) => gate.wait().await,
+                Some(Err(partition)) => {
+                    if let Err(e) = self.create_default_shard(&partition).await {
+                        return ops.iter().map(|_| Err(e.clone())).collect();
+                    }
+                }
+            }
+            // Something awaited: route every op again, so none runs on a stale route.
+        };
         let mut out = Vec::with_capacity(ops.len());
         let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
-        for (i, (op, shard)) in ops.into_iter().zip(shards).enumerate() {
-            let shard = match shard {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    out.push(Ok(reply_without_shard(&op)));
-                    continue;
-                }
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
+        for (i, (op, target)) in ops.into_iter().zip(targets).enumerate() {
+            let Some((shard, position)) = target else {
+                out.push(Ok(reply_without_shard(&op)));
+                continue;
             };
-            match shard.execute(op) {
+            match shard.execute_at(op, position) {
                 Ok((reply, wait)) => {
                     out.push(Ok(reply));
                     if let Some(lsn) = wait {
@@ -792,7 +1027,7 @@ impl Core {
     }
 
     /// Keeps log buffers bounded and starts snapshots when a log has grown.
-    fn after_write(&self, shard: &Rc<Shard<DmaStorage>>) {
+    pub(crate) fn after_write(&self, shard: &Rc<Shard<DmaStorage>>) {
         if self.config.fsync != FsyncPolicy::Always
             && shard.schedule_background_write(self.config.wal_write_batch_bytes)
         {
@@ -815,7 +1050,7 @@ impl Core {
     }
 
     async fn flush_all_keys(&self) -> Result<()> {
-        let shards: Vec<_> = self.shards.borrow().values().cloned().collect();
+        let shards = self.local_shards();
         for shard in shards {
             if !shard.is_serving() {
                 continue;
@@ -832,13 +1067,14 @@ impl Core {
             .iter()
             .map(|s| {
                 let m = s.meta();
+                let (range_lo, range_hi) = s.range();
                 ShardSummary {
                     core: self.id,
                     partition: m.partition.clone(),
                     number: m.number,
-                    range_lo: m.range_lo,
-                    range_hi: m.range_hi,
-                    keys: s.key_count() as u64,
+                    range_lo,
+                    range_hi,
+                    keys: s.owned_key_count() as u64,
                     expiring_keys: s.with_keyspace(|ks| ks.expiring_len() as u64),
                     used_bytes: s.used_bytes(),
                     reads: s.stats.reads.get(),
@@ -846,6 +1082,9 @@ impl Core {
                     deletes: s.stats.deletes.get(),
                     others: s.stats.others.get(),
                     snapshots: s.stats.snapshots.get(),
+                    ops_per_sec: s.stats.ops_per_sec.get(),
+                    accesses: s.access_total(),
+                    migrating: s.is_migrating(),
                     failure: s.failure().map(|e| e.to_string()),
                 }
             })
@@ -860,17 +1099,22 @@ impl Core {
         }
         let sep = self.config.partition_separator;
         for (key, _) in &pairs {
-            assert_eq!(self.owner_of(key), self.id, "set_if_none_exist with a remote key");
             // Shard creation is the only await; it happens before any check.
-            self.shard(partition_of(key, sep), true).await?;
+            if let Route::Unplaced = self.route(key) {
+                self.create_default_shard(partition_of(key, sep)).await?;
+            }
         }
         if self.draining.get() {
             return Err(EngineError::Unavailable { reason: "shutting down".into() });
         }
-        let shards: Vec<_> = pairs
-            .iter()
-            .map(|(k, _)| self.shards.borrow().get(partition_of(k, sep)).cloned().expect("created"))
-            .collect();
+        let mut shards = Vec::with_capacity(pairs.len());
+        for (key, _) in &pairs {
+            match self.route(key) {
+                Route::Local(shard, _) => shards.push(shard),
+                // The keys moved (or are moving) since the caller routed them here.
+                _ => return Err(EngineError::TryAgain),
+            }
+        }
         for shard in &shards {
             shard.check_writable()?;
         }
@@ -902,11 +1146,11 @@ impl Core {
     fn keys_local(&self, pattern: Option<&[u8]>, max: usize) -> (Vec<Vec<u8>>, bool) {
         let now = self.clock.now_ms();
         let mut out = Vec::new();
-        for shard in self.shards.borrow().values() {
+        for shard in self.local_shards() {
             let full = shard.with_keyspace(|ks| {
                 for (key, entry) in ks.iter() {
                     let live = entry.expire_at_ms == 0 || entry.expire_at_ms > now;
-                    if live && pattern.is_none_or(|p| glob_match(p, key)) {
+                    if live && pattern.is_none_or(|p| glob_match(p, key)) && shard.owns_key(key) {
                         if out.len() >= max {
                             return true;
                         }
@@ -935,7 +1179,7 @@ impl Core {
             let n = shard.key_count() as u64;
             let found = shard.with_keyspace(|ks| {
                 let key = ks.key_at(rng.below(n.max(1)) as usize)?;
-                ks.exists(&key, now).then(|| key.to_vec())
+                (ks.exists(&key, now) && shard.owns_key(&key)).then(|| key.to_vec())
             });
             if found.is_some() {
                 return found;
@@ -946,7 +1190,7 @@ impl Core {
 
     /// Writes (and syncs, if `sync`) every local shard's buffered log.
     pub async fn flush_all(&self, sync: bool) -> Result<()> {
-        let shards: Vec<_> = self.shards.borrow().values().cloned().collect();
+        let shards = self.all_local_shards();
         let mut first_err = None;
         for shard in shards {
             if let Err(e) = shard.flush(sync).await {
@@ -958,7 +1202,7 @@ impl Core {
 
     /// Takes a snapshot of every local shard now (BGSAVE-like; tests and benches).
     pub async fn snapshot_all(&self) -> Result<()> {
-        let shards: Vec<_> = self.shards.borrow().values().cloned().collect();
+        let shards = self.local_shards();
         for shard in shards {
             if shard.is_serving() {
                 shard.snapshot().await?;
@@ -970,11 +1214,14 @@ impl Core {
     fn scan_local(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> ScanPage {
         let now = self.clock.now_ms();
         let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
-        for shard in self.shards.borrow().values() {
+        for shard in self.local_shards() {
             let partition = &shard.meta().partition;
             shard.with_keyspace(|ks| {
                 for (key, entry) in ks.iter() {
                     if entry.expire_at_ms != 0 && entry.expire_at_ms <= now {
+                        continue;
+                    }
+                    if !shard.owns_key(key) {
                         continue;
                     }
                     let pos = scan_position(partition, key);

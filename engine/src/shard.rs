@@ -16,9 +16,10 @@
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::keyspace::{incr_float_value, set_range_value, Keyspace, LogSink, SetOptions};
+use crate::migration::{AccessHistogram, Gate, MigrationBatch, Outgoing};
 use crate::ops::{Op, OpKind, Reply};
 use crate::record::{Record, KEY_LEN_MAX};
-use crate::routing::stable_hash;
+use crate::routing::{key_position, stable_hash};
 use crate::segment::{self, SegmentEntry};
 use crate::storage::{read_all, Storage, StorageFile, IO_ALIGN};
 use crate::wal::{FsyncPolicy, Wal, WAL_PREALLOC_BYTES};
@@ -33,7 +34,8 @@ const META_VERSION: u32 = 1;
 const SEGMENT_WRITE_BYTES: usize = 1024 * 1024;
 
 /// Who a shard is: a partition, a number within it, and the inclusive range of key positions
-/// it owns.
+/// it owned when it was created. The shard map, not this file, says what it owns now (a
+/// merge widens a range without rewriting `meta`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ShardMeta {
     pub partition: Vec<u8>,
@@ -163,6 +165,10 @@ pub struct ShardStats {
     pub deletes: Cell<u64>,
     pub others: Cell<u64>,
     pub snapshots: Cell<u64>,
+    /// Operations per second over the last rate period (`update_rate`).
+    pub ops_per_sec: Cell<f64>,
+    rate_ops: Cell<u64>,
+    rate_at_ms: Cell<u64>,
 }
 
 impl ShardStats {
@@ -174,6 +180,25 @@ impl ShardStats {
             OpKind::Other => &self.others,
         };
         c.set(c.get() + 1);
+    }
+
+    pub fn total_ops(&self) -> u64 {
+        self.reads.get() + self.writes.get() + self.deletes.get() + self.others.get()
+    }
+
+    /// Recomputes `ops_per_sec` if at least `period_ms` passed since the last time.
+    pub fn update_rate(&self, now_ms: u64, period_ms: u64) {
+        let since = now_ms.saturating_sub(self.rate_at_ms.get());
+        if since < period_ms {
+            return;
+        }
+        let total = self.total_ops();
+        if self.rate_at_ms.get() != 0 {
+            let ops = total - self.rate_ops.get();
+            self.ops_per_sec.set(ops as f64 * 1000.0 / since as f64);
+        }
+        self.rate_ops.set(total);
+        self.rate_at_ms.set(now_ms);
     }
 }
 
@@ -218,6 +243,14 @@ pub struct Shard<S: Storage> {
     snapshot_running: Cell<bool>,
     /// A background log write is scheduled (at most one at a time).
     write_scheduled: Cell<bool>,
+    /// The inclusive range of key positions this shard owns now.
+    range: Cell<(u64, u64)>,
+    /// The keyspace may hold keys outside `range`: a range moving in (merge) or moved out and
+    /// not yet removed. Counting and iteration then filter by position.
+    foreign: Cell<bool>,
+    /// The range being given away, while a migration runs.
+    outgoing: RefCell<Option<Outgoing>>,
+    access: RefCell<AccessHistogram>,
     pub stats: ShardStats,
 }
 
@@ -238,8 +271,69 @@ impl<S: Storage> Shard<S> {
         self.failure.as_ref()
     }
 
+    /// Keys held, those outside the owned range included (see `owned_key_count`).
     pub fn key_count(&self) -> usize {
         self.keyspace.borrow().len()
+    }
+
+    /// Keys in the owned range.
+    pub fn owned_key_count(&self) -> usize {
+        if !self.foreign.get() {
+            return self.key_count();
+        }
+        self.keyspace.borrow().iter().filter(|(k, _)| self.owns_key(k)).count()
+    }
+
+    /// The inclusive range of key positions owned now.
+    pub fn range(&self) -> (u64, u64) {
+        self.range.get()
+    }
+
+    pub fn owns(&self, position: u64) -> bool {
+        let (lo, hi) = self.range.get();
+        (lo..=hi).contains(&position)
+    }
+
+    /// Whether `key` is in the owned range (always true unless the shard holds foreign keys).
+    pub fn owns_key(&self, key: &[u8]) -> bool {
+        !self.foreign.get() || self.owns(key_position(key))
+    }
+
+    /// Marks the keyspace as possibly holding keys outside the range (after recovery of a
+    /// shard whose range is not the whole space); `drop_foreign` then checks every key.
+    pub fn assume_foreign(&self) {
+        self.foreign.set(true);
+    }
+
+    pub fn holds_foreign_keys(&self) -> bool {
+        self.foreign.get()
+    }
+
+    /// Sets the owned range (from the shard map); keys outside it become foreign, to be
+    /// removed by `drop_foreign`.
+    pub fn set_range(&self, lo: u64, hi: u64) {
+        assert!(lo <= hi);
+        let (old_lo, old_hi) = self.range.get();
+        if (old_lo, old_hi) == (lo, hi) {
+            return;
+        }
+        if lo > old_lo || hi < old_hi {
+            self.foreign.set(true);
+        }
+        self.range.set((lo, hi));
+        *self.access.borrow_mut() = AccessHistogram::new(lo, hi);
+    }
+
+    /// Accesses counted since the range last changed.
+    pub fn access_total(&self) -> u64 {
+        self.access.borrow().total()
+    }
+
+    /// Where a split of this shard should cut its range (load median); `None` if it cannot
+    /// be split (a single position).
+    pub fn split_point(&self) -> Option<u64> {
+        let (lo, hi) = self.range.get();
+        self.access.borrow().split_point(lo, hi)
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -295,7 +389,10 @@ impl<S: Storage> Shard<S> {
         config: ShardConfig,
         clock: Rc<dyn Clock>,
     ) -> Self {
+        let (lo, hi) = (meta.range_lo, meta.range_hi);
         Shard {
+            range: Cell::new((lo, hi)),
+            access: RefCell::new(AccessHistogram::new(lo, hi)),
             meta,
             dir,
             storage,
@@ -308,6 +405,8 @@ impl<S: Storage> Shard<S> {
             segment_len: Cell::new(0),
             snapshot_running: Cell::new(false),
             write_scheduled: Cell::new(false),
+            foreign: Cell::new(false),
+            outgoing: RefCell::new(None),
             stats: ShardStats::default(),
         }
     }
@@ -462,8 +561,15 @@ impl<S: Storage> Shard<S> {
     /// Executes `op` against memory and the log; returns the reply and the LSN to wait for
     /// (before replying) when the fsync policy is `always`.
     pub fn execute(&self, op: Op) -> Result<(Reply, Option<u64>)> {
+        let position = key_position(op.key());
+        self.execute_at(op, position)
+    }
+
+    /// `execute`, with the key's position already computed by the router.
+    pub fn execute_at(&self, op: Op, position: u64) -> Result<(Reply, Option<u64>)> {
         let wal = self.serving_wal()?;
         let kind = op.kind();
+        debug_assert!(self.owns(position), "{} got a key outside its range", self.meta.name());
         if op.key().len() > KEY_LEN_MAX {
             return Err(EngineError::KeyTooLarge {
                 len: op.key().len() as u64,
@@ -476,6 +582,14 @@ impl<S: Storage> Shard<S> {
             }
         }
         self.stats.count(kind);
+        self.access.borrow_mut().record(position);
+        if kind != OpKind::Read {
+            if let Some(out) = self.outgoing.borrow_mut().as_mut() {
+                if out.contains(position) {
+                    out.dirty.insert(Rc::from(op.key()));
+                }
+            }
+        }
         let now = self.clock.now_ms();
         let mut sink = WalSink { wal, last_lsn: None };
         let mut ks = self.keyspace.borrow_mut();
@@ -550,6 +664,10 @@ impl<S: Storage> Shard<S> {
         }
         let mut sink = WalSink { wal, last_lsn: None };
         self.keyspace.borrow_mut().clear(&mut sink);
+        if let Some(out) = self.outgoing.borrow_mut().as_mut() {
+            out.cleared = true;
+            out.dirty.clear();
+        }
         Ok(match self.config.fsync {
             FsyncPolicy::Always => sink.last_lsn,
             _ => None,
@@ -599,6 +717,143 @@ impl<S: Storage> Shard<S> {
             return 0;
         }
         self.keyspace.borrow_mut().remove_expired(self.clock.now_ms(), budget)
+    }
+
+    /// Starts giving away `lo..=hi`: records writes to it from now on and returns its entries
+    /// as of now (shared, cheap). Nothing awaits in between, so the two form one cut.
+    pub fn begin_outgoing(
+        &self,
+        lo: u64,
+        hi: u64,
+    ) -> Vec<(crate::keyspace::Key, crate::keyspace::Entry)> {
+        let mut out = self.outgoing.borrow_mut();
+        assert!(out.is_none(), "{}: one outgoing migration at a time", self.meta.name());
+        *out = Some(Outgoing::new(lo, hi));
+        let ks = self.keyspace.borrow();
+        ks.iter()
+            .filter(|(k, _)| (lo..=hi).contains(&key_position(k)))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
+    }
+
+    /// The range being given away, if a migration runs.
+    pub fn outgoing_range(&self) -> Option<(u64, u64)> {
+        self.outgoing.borrow().as_ref().map(|o| (o.lo, o.hi))
+    }
+
+    pub fn is_migrating(&self) -> bool {
+        self.outgoing.borrow().is_some()
+    }
+
+    /// Keys of the outgoing range written since the last delta.
+    pub fn dirty_len(&self) -> usize {
+        self.outgoing.borrow().as_ref().map_or(0, |o| o.dirty.len() + o.cleared as usize)
+    }
+
+    /// The next delta: the current state of every key dirtied since the last one.
+    pub fn take_delta(&self) -> MigrationBatch {
+        let mut guard = self.outgoing.borrow_mut();
+        let out = guard.as_mut().expect("take_delta without an outgoing migration");
+        let mut batch = MigrationBatch { clear_range: out.cleared, ..Default::default() };
+        out.cleared = false;
+        let now = self.clock.now_ms();
+        let ks = self.keyspace.borrow();
+        for key in out.dirty.drain() {
+            match ks.peek_live(&key, now) {
+                Some(e) => batch.puts.push(crate::segment::SegmentEntry {
+                    key: key.to_vec(),
+                    value: e.value.to_vec(),
+                    expire_at_ms: e.expire_at_ms,
+                }),
+                None => batch.deletes.push(key.to_vec()),
+            }
+        }
+        batch
+    }
+
+    /// Holds every request for the outgoing range until the cutover ends.
+    pub fn pause_outgoing(&self) -> Rc<Gate> {
+        let mut guard = self.outgoing.borrow_mut();
+        let out = guard.as_mut().expect("pause without an outgoing migration");
+        out.paused.get_or_insert_with(|| Rc::new(Gate::default())).clone()
+    }
+
+    /// The gate to wait on if `position` is in a paused outgoing range.
+    #[inline]
+    pub fn paused_gate(&self, position: u64) -> Option<Rc<Gate>> {
+        let guard = self.outgoing.borrow();
+        let out = guard.as_ref()?;
+        out.paused.as_ref().filter(|_| out.contains(position)).cloned()
+    }
+
+    /// Ends the outgoing migration (committed or abandoned) and releases paused requests,
+    /// which then route by the current map.
+    pub fn end_outgoing(&self) {
+        if let Some(out) = self.outgoing.borrow_mut().take() {
+            if let Some(gate) = out.paused {
+                gate.open();
+            }
+        }
+    }
+
+    /// Applies a migration batch for `lo..=hi` through the log. The keys stay foreign until
+    /// the map gives this shard the range.
+    pub fn apply_batch(&self, batch: MigrationBatch, lo: u64, hi: u64) -> Result<()> {
+        self.check_writable()?;
+        let wal = self.serving_wal()?;
+        let (own_lo, own_hi) = self.range.get();
+        if lo < own_lo || hi > own_hi {
+            self.foreign.set(true);
+        }
+        let mut sink = WalSink { wal, last_lsn: None };
+        let mut ks = self.keyspace.borrow_mut();
+        if batch.clear_range {
+            let doomed: Vec<_> = ks
+                .iter()
+                .filter(|(k, _)| (lo..=hi).contains(&key_position(k)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in doomed {
+                ks.remove_logged(&key, &mut sink);
+            }
+        }
+        for e in batch.puts {
+            assert!((lo..=hi).contains(&key_position(&e.key)), "batch entry outside its range");
+            ks.restore(&e.key, e.value, e.expire_at_ms, &mut sink);
+        }
+        for key in batch.deletes {
+            ks.remove_logged(&key, &mut sink);
+        }
+        Ok(())
+    }
+
+    /// Removes (logged) every key outside the owned range, yielding between batches; after
+    /// it the shard holds no foreign keys.
+    pub async fn drop_foreign(&self) -> Result<usize> {
+        const DROP_BATCH_KEYS: usize = 1024;
+        if !self.foreign.get() {
+            return Ok(0);
+        }
+        let doomed: Vec<_> = self
+            .keyspace
+            .borrow()
+            .iter()
+            .filter(|(k, _)| !self.owns(key_position(k)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for batch in doomed.chunks(DROP_BATCH_KEYS) {
+            {
+                let wal = self.serving_wal()?;
+                let mut sink = WalSink { wal, last_lsn: None };
+                let mut ks = self.keyspace.borrow_mut();
+                for key in batch {
+                    ks.remove_logged(key, &mut sink);
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+        self.foreign.set(false);
+        Ok(doomed.len())
     }
 
     /// Whether the log has grown enough to be worth a snapshot.
@@ -699,6 +954,19 @@ impl<S: Storage> Shard<S> {
         tracing::debug!(shard = %self.meta.name(), lsn, entries = total, bytes = written, "snapshot written");
         Ok(())
     }
+}
+
+/// Removes a shard directory and everything in it (the caller syncs the parent).
+pub async fn remove_shard_dir<S: Storage>(storage: &S, dir: &Path) -> Result<()> {
+    // The log and segments first, `meta` last: a directory that still has `meta` is
+    // recognisable as a shard's, and recovery removes unlisted ones whatever they hold.
+    let mut names = storage.list_dir(dir)?;
+    names.sort_by_key(|n| n == "meta");
+    for name in names {
+        storage.remove(&dir.join(name)).await?;
+    }
+    storage.sync_dir(dir).await?;
+    storage.remove_dir(dir)
 }
 
 async fn new_wal_file<S: Storage>(

@@ -602,11 +602,26 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         out.push_str("\r\n");
     }
     if want("shards") {
-        let _ = write!(out, "# Shards\r\nshards:{}\r\n", shards.len());
+        let m = core.migration_counters();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (last_bytes, last_us) = (load(&m.last_bytes), load(&m.last_micros));
+        let _ = write!(
+            out,
+            "# Shards\r\nshard_map_epoch:{}\r\nmigrations_completed:{}\r\nmigrations_aborted:{}\r\nmigration_bytes_total:{}\r\nmigration_keys_total:{}\r\nmigration_last_bytes:{last_bytes}\r\nmigration_last_keys:{}\r\nmigration_last_ms:{:.3}\r\nmigration_last_mb_per_sec:{:.1}\r\nshards:{}\r\n",
+            core.map_epoch(),
+            load(&m.completed),
+            load(&m.aborted),
+            load(&m.bytes_total),
+            load(&m.keys_total),
+            load(&m.last_keys),
+            last_us as f64 / 1000.0,
+            if last_us > 0 { last_bytes as f64 / last_us as f64 } else { 0.0 },
+            shards.len()
+        );
         for (i, sh) in shards.iter().enumerate() {
             let _ = write!(
                 out,
-                "shard{i}:partition={},number={},core={},range={:016x}-{:016x},keys={},bytes={},reads={},writes={},deletes={},others={},snapshots={},state={}\r\n",
+                "shard{i}:partition={},number={},core={},range={:016x}-{:016x},keys={},bytes={},reads={},writes={},deletes={},others={},snapshots={},ops_per_sec={:.0},state={}\r\n",
                 partition_display(&sh.partition),
                 sh.number,
                 sh.core,
@@ -619,6 +634,7 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                 sh.deletes,
                 sh.others,
                 sh.snapshots,
+                sh.ops_per_sec,
                 if sh.failure.is_some() { "failed" } else { "serving" },
             );
         }
@@ -741,9 +757,10 @@ async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
     match lower(&args[1]).as_str() {
         "shards" if args.len() == 2 => {
             let shards = shard_summaries(core).await;
+            let epoch = core.map_epoch();
             s.w.array(shards.len());
             for sh in shards {
-                s.w.map(8);
+                s.w.map(11);
                 s.w.bulk(b"partition");
                 s.w.bulk(partition_display(&sh.partition).as_bytes());
                 s.w.bulk(b"shard");
@@ -758,10 +775,42 @@ async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
                 s.w.int(sh.reads as i64);
                 s.w.bulk(b"writes");
                 s.w.int((sh.writes + sh.deletes + sh.others) as i64);
+                s.w.bulk(b"ops_per_sec");
+                s.w.int(sh.ops_per_sec.round() as i64);
+                s.w.bulk(b"epoch");
+                s.w.int(epoch as i64);
+                s.w.bulk(b"migrating");
+                s.w.int(sh.migrating as i64);
                 s.w.bulk(b"state");
                 s.w.bulk(sh.failure.as_deref().unwrap_or("serving").as_bytes());
             }
         }
+        sub @ ("split" | "merge") if args.len() == 3 => {
+            let partition = partition_arg(&args[2]);
+            let result = if sub == "split" {
+                core.split(&partition).await
+            } else {
+                core.merge(&partition).await
+            };
+            match result {
+                Ok(_) => s.w.simple("OK"),
+                Err(e) => s.w.error(&error_text(&e)),
+            }
+        }
+        "shards" | "split" | "merge" => {
+            let name = format!("shardcast|{}", lower(&args[1]));
+            s.w.error(&format!("ERR wrong number of arguments for '{name}' command"))
+        }
         _ => unknown_subcommand(&mut s.w, &args[1], "shardcast"),
+    }
+}
+
+/// A partition named in an admin command: `(default)` (as SHARDCAST SHARDS shows it) or an
+/// empty string name the default partition.
+fn partition_arg(arg: &[u8]) -> Vec<u8> {
+    if arg == b"(default)" {
+        Vec::new()
+    } else {
+        arg.to_vec()
     }
 }

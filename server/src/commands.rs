@@ -82,6 +82,7 @@ pub fn error_text(e: &EngineError) -> String {
         EngineError::ValueTooLarge { .. } => {
             "ERR string exceeds maximum allowed size (proto-max-bulk-len)".into()
         }
+        EngineError::TryAgain => format!("TRYAGAIN {e}"),
         other => format!("ERR {other}"),
     }
 }

@@ -71,6 +71,7 @@ pub struct FileConfig {
     pub partition_separator: Option<String>,
     pub migrate_connections: Option<bool>,
     pub shards_per_core_max: Option<usize>,
+    pub shards_per_partition_max: Option<usize>,
 }
 
 /// Everything the server runs with.
@@ -214,6 +215,15 @@ impl ServerConfig {
         }
         if let Some(v) = f.shards_per_core_max {
             self.engine.shards_per_core_max = v;
+        }
+        if let Some(v) = f.shards_per_partition_max {
+            if !(1..=shardcast_engine::shard_map::SHARDS_PER_PARTITION_LIMIT).contains(&v) {
+                return Err(format!(
+                    "shards-per-partition-max: must be 1 to {}",
+                    shardcast_engine::shard_map::SHARDS_PER_PARTITION_LIMIT
+                ));
+            }
+            self.engine.shards_per_partition_max = v;
         }
         if let Some(v) = f.migrate_connections {
             self.migrate_connections = v;

@@ -54,6 +54,10 @@ impl Storage for DmaStorage {
         std::fs::create_dir_all(path).map_err(|e| EngineError::io("create directory", path, e))
     }
 
+    fn remove_dir(&self, path: &Path) -> Result<()> {
+        std::fs::remove_dir(path).map_err(|e| EngineError::io("remove directory", path, e))
+    }
+
     fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
         let entries = match std::fs::read_dir(path) {
             Ok(e) => e,

@@ -27,6 +27,8 @@ pub trait Storage: Clone + 'static {
     async fn sync_dir(&self, path: &Path) -> Result<()>;
     /// Creates a directory and its parents (parents' entries are synced by the caller).
     fn create_dir_all(&self, path: &Path) -> Result<()>;
+    /// Removes an empty directory; durable once its parent is synced.
+    fn remove_dir(&self, path: &Path) -> Result<()>;
     /// Names of the entries of a directory (empty if it does not exist).
     fn list_dir(&self, path: &Path) -> Result<Vec<String>>;
 }

@@ -182,6 +182,15 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn remove_dir(&self, path: &Path) -> Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        if fs.names.keys().any(|p| p.starts_with(path)) {
+            return Err(EngineError::io("remove directory", path, "Directory not empty"));
+        }
+        fs.dirs.remove(path);
+        Ok(())
+    }
+
     fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
         let fs = self.fs.borrow();
         let mut names: Vec<String> = fs

@@ -15,6 +15,7 @@ pub struct Server {
     pub dir: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -31,6 +32,7 @@ impl Server {
             dir,
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
         };
         s.spawn();
         s
@@ -49,6 +51,7 @@ impl Server {
                 .arg(&self.dir)
                 .args(&self.args)
                 .env("SHARDCAST_LOG", "warn")
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -105,6 +108,30 @@ impl Server {
         wait_exit(self.child.take().expect("running"));
     }
 
+    /// Sets (or with `None` removes) an environment variable for the next (re)start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// Waits for the process to die by itself (a fault point aborted it); true if it did
+    /// before `deadline`, false if it is still running.
+    pub fn wait_died(&mut self, deadline: Duration) -> bool {
+        let child = self.child.as_mut().expect("running");
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(!status.success(), "expected a crash, got {status}");
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop it first");
         self.spawn();
@@ -142,4 +169,72 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One row of `SHARDCAST SHARDS`.
+#[derive(Debug, Clone)]
+pub struct ShardRow {
+    pub partition: String,
+    pub shard: i64,
+    pub lo: u64,
+    pub hi: u64,
+    pub core: i64,
+    pub keys: i64,
+    pub epoch: i64,
+}
+
+/// `SHARDCAST SHARDS`, parsed.
+pub fn shards(c: &mut redis::Connection) -> Vec<ShardRow> {
+    let rows: Vec<Vec<redis::Value>> = redis::cmd("SHARDCAST").arg("SHARDS").query(c).unwrap();
+    rows.into_iter()
+        .map(|fields| {
+            let mut m = std::collections::HashMap::new();
+            for pair in fields.chunks(2) {
+                let k: String = redis::from_redis_value(&pair[0]).unwrap();
+                m.insert(k, pair[1].clone());
+            }
+            let s = |k: &str| -> String { redis::from_redis_value(&m[k]).unwrap() };
+            let i = |k: &str| -> i64 { redis::from_redis_value(&m[k]).unwrap() };
+            let range = s("range");
+            let (lo, hi) = range.split_once('-').unwrap();
+            ShardRow {
+                partition: s("partition"),
+                shard: i("shard"),
+                lo: u64::from_str_radix(lo, 16).unwrap(),
+                hi: u64::from_str_radix(hi, 16).unwrap(),
+                core: i("core"),
+                keys: i("keys"),
+                epoch: i("epoch"),
+            }
+        })
+        .collect()
+}
+
+/// Checks that every partition's shards tile its hash space exactly (each key has exactly
+/// one owner); returns the number of shards per partition.
+pub fn assert_tiled(rows: &[ShardRow]) -> std::collections::BTreeMap<String, usize> {
+    let mut by: std::collections::BTreeMap<String, Vec<&ShardRow>> = Default::default();
+    for r in rows {
+        by.entry(r.partition.clone()).or_default().push(r);
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for (p, mut list) in by {
+        list.sort_by_key(|r| r.lo);
+        let mut next = 0u64;
+        for (i, r) in list.iter().enumerate() {
+            assert_eq!(
+                r.lo, next,
+                "partition {p}: gap or overlap before shard {}: {list:?}",
+                r.shard
+            );
+            assert!(r.hi >= r.lo);
+            if i + 1 < list.len() {
+                next = r.hi + 1;
+            } else {
+                assert_eq!(r.hi, u64::MAX, "partition {p} does not reach the end: {list:?}");
+            }
+        }
+        counts.insert(p, list.len());
+    }
+    counts
 }

@@ -1,0 +1,114 @@
+//! The manifest file `<data-dir>/SHARDMAP`, which persists the shard map, and the recovery of
+//! the data directory's layout from it.
+//!
+//! Written as: new content to `SHARDMAP.tmp`, fdatasync, rename over `SHARDMAP`, fsync of the
+//! data directory. A crash at any point leaves either the old or the new map.
+//!
+//! Invariant: a shard directory that the recovered map does not list is garbage (an
+//! uncommitted split's new shard, or a merged-away donor) and is removed before any shard
+//! opens; the map is the only authority on which shards exist and what they own.
+
+use crate::error::{EngineError, Result};
+use crate::shard::{partition_dir_name, remove_shard_dir};
+use crate::shard_map::{MigrationKind, ShardMap};
+use crate::storage::{read_all, Storage, StorageFile};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_FILE: &str = "SHARDMAP";
+const MANIFEST_TMP_FILE: &str = "SHARDMAP.tmp";
+
+pub fn manifest_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(MANIFEST_FILE)
+}
+
+/// Reads the manifest; `None` if there is none (a new data directory, or one from before
+/// splits existed: every partition then has its default placement).
+pub async fn read_manifest<S: Storage>(storage: &S, data_dir: &Path) -> Result<Option<ShardMap>> {
+    let path = manifest_path(data_dir);
+    if !storage.list_dir(data_dir)?.iter().any(|n| n == MANIFEST_FILE) {
+        return Ok(None);
+    }
+    let file = storage.open_rw(&path, false).await?;
+    let bytes = read_all(&file).await?;
+    file.close().await?;
+    ShardMap::decode(&bytes, &path).map(Some).map_err(|e| match e {
+        EngineError::Corrupt { offset, reason, .. } => {
+            EngineError::Corrupt { path: path.clone(), offset, reason }
+        }
+        other => other,
+    })
+}
+
+/// Replaces the manifest durably with `map`.
+pub async fn write_manifest<S: Storage>(
+    storage: &S,
+    data_dir: &Path,
+    map: &ShardMap,
+) -> Result<()> {
+    let tmp = data_dir.join(MANIFEST_TMP_FILE);
+    let file = storage.open_rw(&tmp, true).await?;
+    let bytes = map.encode();
+    file.truncate(0).await?;
+    file.write_at(0, &bytes).await?;
+    file.truncate(bytes.len() as u64).await?;
+    file.sync().await?;
+    file.close().await?;
+    crate::fault_point!("manifest:before_rename");
+    storage.rename(&tmp, &manifest_path(data_dir)).await?;
+    storage.sync_dir(data_dir).await
+}
+
+/// Brings the data directory to the state its manifest describes, before shards open: rolls
+/// back a migration the manifest records as in progress and removes every shard directory
+/// the map does not list. Returns the map.
+pub async fn recover_layout<S: Storage>(storage: &S, data_dir: &Path) -> Result<ShardMap> {
+    let names = storage.list_dir(data_dir)?;
+    if names.iter().any(|n| n == MANIFEST_TMP_FILE) {
+        storage.remove(&data_dir.join(MANIFEST_TMP_FILE)).await?;
+    }
+    let mut map = read_manifest(storage, data_dir).await?.unwrap_or_default();
+    let mapped: HashMap<String, HashSet<u64>> = map
+        .partitions()
+        .into_iter()
+        .map(|(name, p)| (partition_dir_name(name), p.shards.iter().map(|s| s.number).collect()))
+        .collect();
+    for name in names.into_iter().filter(|n| is_partition_dir_name(n)) {
+        let pdir = data_dir.join(&name);
+        let mut removed = false;
+        for number in storage.list_dir(&pdir)? {
+            let Ok(n) = number.parse::<u64>() else { continue };
+            let listed = match mapped.get(&name) {
+                Some(numbers) => numbers.contains(&n),
+                None => n == 0,
+            };
+            if !listed {
+                tracing::warn!(dir = %pdir.join(&number).display(),
+                    "removing a shard directory the shard map does not list");
+                remove_shard_dir(storage, &pdir.join(&number)).await?;
+                removed = true;
+            }
+        }
+        if removed {
+            storage.sync_dir(&pdir).await?;
+        }
+    }
+    if let Some(m) = map.migration.take() {
+        let what = match m.kind {
+            MigrationKind::Split => "split",
+            MigrationKind::Merge => "merge",
+        };
+        tracing::warn!(partition = %crate::shard::partition_display(&m.partition), source = m.source,
+            target = m.target, "rolling back an interrupted {what}: the source keeps its range");
+        write_manifest(storage, data_dir, &map).await?;
+    }
+    Ok(map)
+}
+
+/// Whether a data-directory entry is a partition directory (`<readable>-<16 hex digits>`).
+fn is_partition_dir_name(name: &str) -> bool {
+    match name.rsplit_once('-') {
+        Some((_, hash)) => hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => false,
+    }
+}
