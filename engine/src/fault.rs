@@ -2,8 +2,8 @@
 //! would), to check recovery from exactly that step. `fault_point!` compiles to nothing
 //! without debug assertions, so release builds carry no trace of them.
 //!
-//! Armed by the environment variable `SHARDCAST_FAULT_POINT=<name>`; the process aborts the
-//! first time it reaches that point.
+//! Armed by the environment variable `SHARDCAST_FAULT_POINT=<name>` (the process aborts the
+//! first time it reaches that point) or `<name>@<n>` (the n-th time).
 
 /// Marks a fault point named by a string literal.
 #[macro_export]
@@ -20,10 +20,20 @@ pub const FAULT_POINT_ENV: &str = "SHARDCAST_FAULT_POINT";
 /// Called by `fault_point!`: aborts if `name` is the armed point.
 #[cfg(debug_assertions)]
 pub fn hit(name: &str) {
-    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let armed = ARMED.get_or_init(|| std::env::var(FAULT_POINT_ENV).ok());
-    if armed.as_deref() == Some(name) {
-        eprintln!("shardcast: fault point {name} reached: aborting");
-        std::process::abort();
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let v = std::env::var(FAULT_POINT_ENV).ok()?;
+        Some(match v.split_once('@') {
+            Some((n, k)) => (n.to_owned(), k.parse().expect("SHARDCAST_FAULT_POINT=name@count")),
+            None => (v, 1),
+        })
+    });
+    if let Some((point, nth)) = armed {
+        if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth {
+            eprintln!("shardcast: fault point {name} reached (hit {nth}): aborting");
+            std::process::abort();
+        }
     }
 }
