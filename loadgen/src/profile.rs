@@ -219,13 +219,17 @@ impl Schedule {
         self.profile.rate(ns as f64 / 1e9 * self.time_compression) * self.share
     }
 
+    /// The gap to the next request: 1 / rate, with the rate taken at the gap's midpoint so
+    /// a changing rate is followed without lag (one midpoint refinement).
     fn gap_ns(&self, ns: u64) -> Option<u64> {
         let r = self.rate_at(ns);
         if r < 1e-3 {
-            None
-        } else {
-            Some(((1e9 / r) as u64).max(1))
+            return None;
         }
+        let g = 1e9 / r;
+        let mid = self.rate_at(ns + (g / 2.0) as u64);
+        let g = if mid >= 1e-3 { 1e9 / mid } else { g };
+        Some((g as u64).max(1))
     }
 
     /// The next due time, without consuming it.

@@ -351,11 +351,12 @@ fn ops(f: &mut Fields<'_>) -> Result<[f64; OP_COUNT], WorkloadError> {
         let name: &'static str = op.name();
         w[op as usize] = t.f64_in(name, Some(0.0), 0.0, 1e9)?;
     }
+    let path = t.path.clone();
+    t.finish()?;
     let sum: f64 = w.iter().sum();
     if sum <= 0.0 {
-        return err(&t.path, "the op weights sum to 0; give at least one op a positive weight");
+        return err(&path, "the op weights sum to 0; give at least one op a positive weight");
     }
-    t.finish()?;
     Ok(w.map(|x| x / sum))
 }
 
