@@ -1,0 +1,58 @@
+//! The bundled load generator against the real shardcast-server: a compressed-day run of
+//! three applications with verification, while a partition is split online; the loadgen
+//! sees the shard count change through SHARDCAST SHARDS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use shardcast_loadgen::{run, LoopMode, RunConfig, Workload};
+
+#[test]
+fn diurnal_3apps_verifies_and_tracks_shards_through_a_split() {
+    let server = Server::start("loadgen-e2e", &[]);
+    let out = server.dir.join("loadgen-out");
+    let mut c = RunConfig::new("127.0.0.1", server.port, Workload::load("diurnal-3apps").unwrap());
+    c.duration = Some(Duration::from_secs(4));
+    c.interval = Duration::from_millis(500);
+    c.rate = Some(3000.0);
+    c.connections = 6;
+    c.pipeline = 4;
+    c.mode = LoopMode::Open;
+    c.verify = true;
+    c.out_dir = Some(out.clone());
+    let runner = std::thread::spawn(move || run(&c));
+
+    // Once the web application's data is there, split its partition under load.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shards = server.cli(&["SHARDCAST", "SHARDS"]);
+        if shards.contains("web") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partition web never appeared: {shards}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let split = server.cli(&["SHARDCAST", "SPLIT", "web"]);
+    assert!(!split.starts_with("ERR"), "split refused: {split}");
+
+    let r = runner.join().unwrap().unwrap();
+    assert!(r.shardcast, "SHARDCAST SHARDS answered");
+    assert_eq!(r.errors, 0, "{}", r.table());
+    assert_eq!(r.verify_failures(), 0, "{}", r.table());
+    assert!(r.verify.unwrap().checked > 100);
+    let counts: Vec<u64> = r
+        .intervals
+        .iter()
+        .filter_map(|i| i.shards.as_ref().and_then(|m| m.get("web").copied()))
+        .collect();
+    assert!(counts.iter().any(|&n| n >= 2), "web shards over time: {counts:?}");
+    for p in ["batch", "social"] {
+        assert!(r.intervals.iter().any(|i| i.shards.as_ref().is_some_and(|m| m.contains_key(p))), "{p}");
+    }
+    let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
+    assert!(svg.contains("shards per partition"), "the plot has the shard panel");
+    let shards_csv = std::fs::read_to_string(out.join("shards.csv")).unwrap();
+    assert!(shards_csv.contains(",web,2"), "{shards_csv}");
+}
