@@ -49,7 +49,10 @@ fn diurnal_3apps_verifies_and_tracks_shards_through_a_split() {
         .collect();
     assert!(counts.iter().any(|&n| n >= 2), "web shards over time: {counts:?}");
     for p in ["batch", "social"] {
-        assert!(r.intervals.iter().any(|i| i.shards.as_ref().is_some_and(|m| m.contains_key(p))), "{p}");
+        assert!(
+            r.intervals.iter().any(|i| i.shards.as_ref().is_some_and(|m| m.contains_key(p))),
+            "{p}"
+        );
     }
     let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
     assert!(svg.contains("shards per partition"), "the plot has the shard panel");
