@@ -8,12 +8,14 @@
 //! uncommitted split's new shard, or a merged-away donor) and is removed before any shard
 //! opens; the map is the only authority on which shards exist and what they own.
 
+use crate::clock::Clock;
 use crate::error::{EngineError, Result};
-use crate::shard::{partition_dir_name, remove_shard_dir};
+use crate::shard::{partition_dir_name, remove_shard_dir, Shard, ShardConfig, ShardMeta};
 use crate::shard_map::{MigrationKind, ShardMap};
 use crate::storage::{read_all, Storage, StorageFile};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 pub const MANIFEST_FILE: &str = "SHARDMAP";
 const MANIFEST_TMP_FILE: &str = "SHARDMAP.tmp";
@@ -103,6 +105,55 @@ pub async fn recover_layout<S: Storage>(storage: &S, data_dir: &Path) -> Result<
         write_manifest(storage, data_dir, &map).await?;
     }
     Ok(map)
+}
+
+/// Opens every shard on disk that `map` places on core `only_core` (every core if `None`),
+/// with its range from the map, and returns each with its owner core. Keys outside a shard's
+/// range (left by a migration) are removed, logged. Run after `recover_layout`.
+pub async fn open_placed_shards<S: Storage>(
+    storage: &S,
+    data_dir: &Path,
+    map: &ShardMap,
+    cores: usize,
+    only_core: Option<usize>,
+    config: ShardConfig,
+    clock: Rc<dyn Clock>,
+) -> Result<Vec<(usize, Shard<S>)>> {
+    let mut out = Vec::new();
+    for name in storage.list_dir(data_dir)?.into_iter().filter(|n| is_partition_dir_name(n)) {
+        let pdir = data_dir.join(&name);
+        for number in storage.list_dir(&pdir)? {
+            let dir = pdir.join(&number);
+            if !storage.list_dir(&dir)?.iter().any(|n| n == "meta") {
+                continue;
+            }
+            let meta_path = dir.join("meta");
+            let file = storage.open_rw(&meta_path, false).await?;
+            let meta = ShardMeta::decode(&read_all(&file).await?, &meta_path)?;
+            file.close().await?;
+            let placement = map.placement(&meta.partition, cores);
+            let Some(place) = placement.by_number(meta.number).copied() else {
+                // recover_layout removed unlisted shards; this one appeared since.
+                tracing::warn!(shard = %meta.name(), "shard not in the shard map: ignored");
+                continue;
+            };
+            let core = place.core(cores);
+            if only_core.is_some_and(|c| c != core) {
+                continue;
+            }
+            let shard = Shard::open(storage.clone(), dir, config.clone(), clock.clone()).await?;
+            shard.set_range(place.lo, place.hi);
+            if (place.lo, place.hi) != (0, u64::MAX) {
+                // It may hold keys of an interrupted or finished migration.
+                shard.assume_foreign();
+            }
+            let dropped = if shard.is_serving() { shard.drop_foreign().await? } else { 0 };
+            tracing::info!(core, shard = %meta.name(), keys = shard.key_count(),
+                dropped_foreign = dropped, serving = shard.is_serving(), "shard recovered");
+            out.push((core, shard));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a data-directory entry is a partition directory (`<readable>-<16 hex digits>`).

@@ -20,7 +20,6 @@ use crate::routing::{default_core_of, key_position, partition_of, scan_position}
 use crate::shard::{Shard, ShardConfig, ShardMeta};
 use crate::shard_map::ShardMap;
 use crate::storage::dma::DmaStorage;
-use crate::storage::Storage;
 use crate::wal::FsyncPolicy;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares, TaskQueueHandle};
@@ -460,46 +459,19 @@ impl Core {
 
     /// Opens every shard on disk whose partition this core owns.
     async fn recover_local_shards(&self) -> Result<()> {
-        let data_dir = &self.config.data_dir;
-        for partition_dir in self.storage.list_dir(data_dir)? {
-            let pdir = data_dir.join(&partition_dir);
-            if !pdir.is_dir() {
-                continue;
-            }
-            for number in self.storage.list_dir(&pdir)? {
-                let dir = pdir.join(&number);
-                if !dir.join("meta").exists() {
-                    continue;
-                }
-                let meta_bytes = std::fs::read(dir.join("meta"))
-                    .map_err(|e| EngineError::io("read", dir.join("meta"), e))?;
-                let meta = ShardMeta::decode(&meta_bytes, &dir.join("meta"))?;
-                let placement = self.map.borrow().placement(&meta.partition, self.config.cores);
-                let Some(place) = placement.by_number(meta.number).copied() else {
-                    // recover_layout removed unlisted shards; this one appeared since.
-                    tracing::warn!(shard = %meta.name(), "shard not in the shard map: ignored");
-                    continue;
-                };
-                if place.core(self.config.cores) != self.id {
-                    continue;
-                }
-                let shard = Shard::open(
-                    self.storage.clone(),
-                    dir,
-                    self.config.shard_config(),
-                    self.clock.clone(),
-                )
-                .await?;
-                shard.set_range(place.lo, place.hi);
-                if (place.lo, place.hi) != (0, u64::MAX) {
-                    // It may hold keys of an interrupted or finished migration.
-                    shard.assume_foreign();
-                }
-                let dropped = if shard.is_serving() { shard.drop_foreign().await? } else { 0 };
-                tracing::info!(core = self.id, shard = %meta.name(), keys = shard.key_count(),
-                    dropped_foreign = dropped, serving = shard.is_serving(), "shard recovered");
-                self.insert_local(Rc::new(shard));
-            }
+        let map = self.map.borrow().clone();
+        let shards = crate::manifest::open_placed_shards(
+            &self.storage,
+            &self.config.data_dir,
+            &map,
+            self.config.cores,
+            Some(self.id),
+            self.config.shard_config(),
+            self.clock.clone(),
+        )
+        .await?;
+        for (_, shard) in shards {
+            self.insert_local(Rc::new(shard));
         }
         self.create_missing_mapped_shards().await
     }
