@@ -133,7 +133,9 @@ fn xml(s: &str) -> String {
 /// The plot. `apps` pairs each application with its partition.
 pub fn svg(r: &Report, apps: &[(String, String)]) -> String {
     let recs = &r.intervals;
-    let x_max = nice_max(recs.last().map(|x| x.end_s).unwrap_or(1.0).max(r.duration_s));
+    let x_end = recs.last().map(|x| x.end_s).unwrap_or(1.0).max(r.duration_s);
+    let x_step = nice_max(x_end / 8.0);
+    let x_max = (x_end / x_step - 1e-6).ceil() * x_step;
     let partitions: BTreeSet<String> =
         recs.iter().filter_map(|x| x.shards.as_ref()).flat_map(|m| m.keys().cloned()).collect();
     let panels = if partitions.is_empty() { 2.0 } else { 3.0 };

@@ -1012,6 +1012,7 @@ pub fn run(cfg: &RunConfig) -> Result<stats::Report, RunError> {
             shards_supported = matches!(client::parse_shards(&r), Ok(Some(_)));
         }
     }
+    let mut probe = Some(probe);
 
     let mut outputs = match &cfg.out_dir {
         Some(d) => Some(
@@ -1150,10 +1151,28 @@ pub fn run(cfg: &RunConfig) -> Result<stats::Report, RunError> {
             Msg::Ready(..) => {}
         }
         while let Some(mut rec) = agg.next_complete() {
+            // The drain after the last full interval, when nothing arrived in it, is noise.
+            if rec.all.ops == 0 && rec.end_s - rec.start_s < cfg.interval.as_secs_f64() / 2.0 {
+                continue;
+            }
             if shards_supported {
-                if let Ok(r) = client::call(&mut probe, &[b"SHARDCAST", b"SHARDS"]) {
-                    if let Ok(Some(m)) = client::parse_shards(&r) {
-                        rec.shards = Some(m);
+                // A failed call (a timeout, say) may leave a late reply on the socket: drop
+                // the connection and open a fresh one next time rather than misread it.
+                if probe.is_none() {
+                    probe = client::connect_once(
+                        &addr,
+                        Some("shardcast-loadgen"),
+                        cfg.password.as_deref(),
+                    )
+                    .ok();
+                }
+                if let Some(p) = probe.as_mut() {
+                    match client::call(p, &[b"SHARDCAST", b"SHARDS"]) {
+                        Ok(r) => match client::parse_shards(&r) {
+                            Ok(Some(m)) => rec.shards = Some(m),
+                            _ => probe = None,
+                        },
+                        Err(_) => probe = None,
                     }
                 }
             }
