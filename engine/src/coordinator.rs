@@ -9,7 +9,8 @@
 //!    delta; the target makes all of it durable;
 //! 4. commit: the manifest gets the next map (epoch + 1), the only step that moves ownership;
 //! 5. install: target, then source, then the other cores take the map; the source releases
-//!    the paused requests, which route to the target, and removes the keys it gave away.
+//!    the paused requests, which route to the target;
+//! 6. tidy: every core removes (in the background queue) the keys outside its shards' ranges.
 //!
 //! A failure before the commit rolls back: the source keeps the range, the target drops what it
 //! received; a crash before the commit is rolled back the same way by `recover_layout`.
@@ -53,6 +54,8 @@ pub enum MigrationWork {
     Abort { partition: Vec<u8>, source: u64 },
     /// To every core: the new map.
     Install(Arc<ShardMap>),
+    /// To every core, after every install: remove keys outside each shard's range.
+    Tidy,
 }
 
 /// What a migration moved and how long it took.
@@ -78,6 +81,8 @@ pub struct MigrationCounters {
     pub last_bytes: AtomicU64,
     pub last_keys: AtomicU64,
     pub last_micros: AtomicU64,
+    /// How long the last cutover held requests for its range (pause to release).
+    pub last_pause_micros: AtomicU64,
 }
 
 /// The shard a migration is filling on its target core.
@@ -163,6 +168,7 @@ impl Core {
                 done(self.abort_migration(&partition, source).await)
             }
             MigrationWork::Install(map) => done(self.install_map(map).await),
+            MigrationWork::Tidy => done(self.tidy().await),
         }
     }
 
@@ -375,6 +381,13 @@ impl Core {
             }
         }
         fault_point!("migrate:installed");
+        // Routing has moved; removing the keys given away (and checking a merge absorber's)
+        // happens after, in the background queue, so no cutover waits for it.
+        for c in 0..cores {
+            if let Err(e) = self.step(c, MigrationWork::Tidy).await {
+                tracing::error!(core = c, error = %e, "removing keys outside shard ranges");
+            }
+        }
         report.micros = started.elapsed().as_micros() as u64;
         report.epoch = committed.epoch;
         let c = &self.migrations;
@@ -421,6 +434,9 @@ impl Core {
         let rolled = Arc::new(rolled);
         for c in 0..self.config.cores {
             let _ = self.step(c, MigrationWork::Install(rolled.clone())).await;
+        }
+        for c in 0..self.config.cores {
+            let _ = self.step(c, MigrationWork::Tidy).await;
         }
         tracing::warn!(partition = %partition_display(&m.partition), error = %cause, "migration rolled back");
         EngineError::Rebalance {
@@ -519,20 +535,31 @@ impl Core {
         let entries = shard.begin_outgoing(lo, hi);
         let me = self.me.upgrade().expect("a running core");
         let s = shard.clone();
-        let streamed = glommio::spawn_local_into(
-            async move { me.stream_batches(&s, entries, target_core).await },
-            self.background,
-        )
-        .map_err(|e| EngineError::Unavailable { reason: format!("spawning the stream: {e}") })?
-        .await;
-        if streamed.is_err() {
+        let bulk = async move { me.stream_bulk(&s, entries, target_core).await };
+        let streamed = match glommio::spawn_local_into(bulk, self.background) {
+            Ok(task) => task.await,
+            Err(e) => Err(EngineError::Unavailable { reason: format!("spawning the stream: {e}") }),
+        };
+        // The cutover runs here, in the foreground queue: requests wait on the pause, so it
+        // must not queue behind background work.
+        let result = match streamed {
+            Ok(mut report) => {
+                shard.pause_outgoing();
+                fault_point!("migrate:paused");
+                let last = shard.take_delta();
+                self.send_batch(target_core, &mut report, last, true).await.map(|()| report)
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
             shard.end_outgoing();
         }
-        streamed
+        result
     }
 
-    /// Runs in the background queue: the range's entries, then deltas, then the cutover.
-    async fn stream_batches(
+    /// Runs in the background queue (it yields to client traffic): the range's entries, then
+    /// deltas until few keys are dirty.
+    async fn stream_bulk(
         &self,
         shard: &Shard<DmaStorage>,
         entries: Vec<(crate::keyspace::Key, crate::keyspace::Entry)>,
@@ -549,9 +576,6 @@ impl Core {
             }
             self.send_batch(target_core, &mut report, shard.take_delta(), false).await?;
         }
-        shard.pause_outgoing();
-        fault_point!("migrate:paused");
-        self.send_batch(target_core, &mut report, shard.take_delta(), true).await?;
         Ok(report)
     }
 
@@ -674,7 +698,10 @@ impl Core {
             if let Some((lo, _)) = shard.outgoing_range() {
                 let gone = removed.iter().any(|r| Rc::ptr_eq(r, shard)) || !shard.owns(lo);
                 if gone {
-                    shard.end_outgoing();
+                    if let Some(paused) = shard.end_outgoing() {
+                        let us = paused.as_micros() as u64;
+                        self.migrations.last_pause_micros.store(us, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -687,12 +714,18 @@ impl Core {
                 self.storage.sync_dir(parent).await?;
             }
         }
+        self.create_missing_mapped_shards().await?;
+        self.publish_memory();
+        Ok(())
+    }
+
+    /// Removes, logged, every key outside its shard's range (recovery would too).
+    async fn tidy(&self) -> Result<()> {
         for shard in self.local_shards() {
             if shard.holds_foreign_keys() && shard.is_serving() {
                 shard.drop_foreign().await?;
             }
         }
-        self.create_missing_mapped_shards().await?;
         self.publish_memory();
         Ok(())
     }

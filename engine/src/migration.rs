@@ -25,10 +25,12 @@ use std::task::{Poll, Waker};
 pub const BATCH_MAGIC: &[u8; 8] = b"SCMIG001";
 /// magic | u32 payload_len | u32 crc32(payload) | u64 sequence number
 pub const BATCH_HEADER_LEN: usize = 24;
-/// A batch is closed once its entries hold this many bytes of keys and values.
-pub const BATCH_BYTES_TARGET: usize = 1024 * 1024;
+/// A batch is closed once its entries hold this many bytes of keys and values. Small enough
+/// that applying one (synchronous on the target) delays client requests there by well under
+/// a millisecond or two.
+pub const BATCH_BYTES_TARGET: usize = 256 * 1024;
 /// And after this many entries, whichever comes first.
-pub const BATCH_ENTRIES_MAX: usize = 8192;
+pub const BATCH_ENTRIES_MAX: usize = 1024;
 /// The decoder refuses a batch larger than this (one 512 MiB value still fits).
 pub const BATCH_PAYLOAD_LEN_MAX: usize = 600 * 1024 * 1024;
 /// Delta rounds before the cutover is forced even if writes keep dirtying keys.
@@ -145,11 +147,19 @@ pub struct Outgoing {
     pub cleared: bool,
     /// Set during the cutover: requests for the range wait on it.
     pub paused: Option<Rc<Gate>>,
+    pub paused_at: Option<std::time::Instant>,
 }
 
 impl Outgoing {
     pub fn new(lo: u64, hi: u64) -> Self {
-        Outgoing { lo, hi, dirty: HashSet::default(), cleared: false, paused: None }
+        Outgoing {
+            lo,
+            hi,
+            dirty: HashSet::default(),
+            cleared: false,
+            paused: None,
+            paused_at: None,
+        }
     }
 
     pub fn contains(&self, position: u64) -> bool {

@@ -147,6 +147,17 @@ pub enum CoreWork {
     Migration(crate::coordinator::MigrationWork),
 }
 
+impl CoreWork {
+    /// Work that yields to client traffic: it runs in the background task queue.
+    fn is_background(&self) -> bool {
+        use crate::coordinator::MigrationWork;
+        matches!(
+            self,
+            CoreWork::Migration(MigrationWork::Apply { last: false, .. } | MigrationWork::Tidy)
+        )
+    }
+}
+
 /// What INFO and the admin commands show of a shard.
 #[derive(Debug, Clone)]
 pub struct ShardSummary {
@@ -785,12 +796,20 @@ impl Core {
             }
             MeshMsg::Request { id, from, work } => {
                 let core = self.clone();
-                glommio::spawn_local(async move {
+                let background = work.is_background();
+                let task = async move {
                     let result = core.run_work(work).await;
                     // The requester's receive loop always drains, so this cannot deadlock.
                     let _ = core.senders.send_to(from, MeshMsg::Reply { id, result }).await;
-                })
-                .detach();
+                };
+                if background {
+                    if let Ok(t) = glommio::spawn_local_into(task, self.background) {
+                        t.detach();
+                        return;
+                    }
+                    unreachable!("the background queue exists as long as the core");
+                }
+                glommio::spawn_local(task).detach();
             }
             MeshMsg::Run(job) => job(self.clone()),
             MeshMsg::Reply { id, result } => {

@@ -775,6 +775,7 @@ impl<S: Storage> Shard<S> {
     pub fn pause_outgoing(&self) -> Rc<Gate> {
         let mut guard = self.outgoing.borrow_mut();
         let out = guard.as_mut().expect("pause without an outgoing migration");
+        out.paused_at.get_or_insert_with(std::time::Instant::now);
         out.paused.get_or_insert_with(|| Rc::new(Gate::default())).clone()
     }
 
@@ -788,12 +789,13 @@ impl<S: Storage> Shard<S> {
 
     /// Ends the outgoing migration (committed or abandoned) and releases paused requests,
     /// which then route by the current map.
-    pub fn end_outgoing(&self) {
-        if let Some(out) = self.outgoing.borrow_mut().take() {
-            if let Some(gate) = out.paused {
-                gate.open();
-            }
+    /// Returns how long the range was paused, if it was.
+    pub fn end_outgoing(&self) -> Option<std::time::Duration> {
+        let out = self.outgoing.borrow_mut().take()?;
+        if let Some(gate) = out.paused {
+            gate.open();
         }
+        out.paused_at.map(|t| t.elapsed())
     }
 
     /// Applies a migration batch for `lo..=hi` through the log. The keys stay foreign until

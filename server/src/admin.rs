@@ -607,7 +607,7 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         let (last_bytes, last_us) = (load(&m.last_bytes), load(&m.last_micros));
         let _ = write!(
             out,
-            "# Shards\r\nshard_map_epoch:{}\r\nmigrations_completed:{}\r\nmigrations_aborted:{}\r\nmigration_bytes_total:{}\r\nmigration_keys_total:{}\r\nmigration_last_bytes:{last_bytes}\r\nmigration_last_keys:{}\r\nmigration_last_ms:{:.3}\r\nmigration_last_mb_per_sec:{:.1}\r\nshards:{}\r\n",
+            "# Shards\r\nshard_map_epoch:{}\r\nmigrations_completed:{}\r\nmigrations_aborted:{}\r\nmigration_bytes_total:{}\r\nmigration_keys_total:{}\r\nmigration_last_bytes:{last_bytes}\r\nmigration_last_keys:{}\r\nmigration_last_ms:{:.3}\r\nmigration_last_mb_per_sec:{:.1}\r\nmigration_last_pause_ms:{:.3}\r\nshards:{}\r\n",
             core.map_epoch(),
             load(&m.completed),
             load(&m.aborted),
@@ -616,6 +616,7 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             load(&m.last_keys),
             last_us as f64 / 1000.0,
             if last_us > 0 { last_bytes as f64 / last_us as f64 } else { 0.0 },
+            load(&m.last_pause_micros) as f64 / 1000.0,
             shards.len()
         );
         for (i, sh) in shards.iter().enumerate() {
