@@ -21,7 +21,9 @@ use crate::error::{EngineError, Result};
 use crate::fault_point;
 use crate::manifest::write_manifest;
 use crate::migration::{batches_of, decode_batch, encode_batch, MigrationBatch};
-use crate::migration::{DELTA_CUTOVER_KEYS, DELTA_ROUNDS_MAX};
+use crate::migration::{
+    BATCH_BYTES_TARGET, BATCH_ENTRIES_MAX, DELTA_CUTOVER_KEYS, DELTA_ROUNDS_MAX,
+};
 use crate::runtime::{Core, CoreResult, CoreWork, ShardSummary};
 use crate::shard::{partition_display, remove_shard_dir, shard_dir, Shard, ShardMeta};
 use crate::shard_map::{MigrationKind, MigrationRecord, ShardMap, ShardPlace};
@@ -56,6 +58,9 @@ pub enum MigrationWork {
     Install(Arc<ShardMap>),
     /// To every core, after every install: remove keys outside each shard's range.
     Tidy,
+    /// To the coordinator: FLUSHALL, between migrations (a migration's copy of a range must
+    /// not outlive a FLUSHALL that reached its source or target first).
+    FlushAll,
 }
 
 /// What a migration moved and how long it took.
@@ -115,6 +120,27 @@ impl Core {
         self.to_coordinator(work).await
     }
 
+    /// FLUSHALL: every key of every core removed, never during a migration.
+    pub async fn flush_all_data(&self) -> Result<()> {
+        match self.on_core(COORDINATOR_CORE, CoreWork::Migration(MigrationWork::FlushAll)).await {
+            CoreResult::Done(r) => r,
+            other => Err(unexpected("flushall", other)),
+        }
+    }
+
+    async fn flush_all_locked(&self) -> Result<()> {
+        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
+        let mut first = Ok(());
+        for r in self.on_every_core(CoreWork::FlushAll).await {
+            if let CoreResult::Done(Err(e)) = r {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
     pub fn migration_counters(&self) -> &MigrationCounters {
         &self.migrations
     }
@@ -169,6 +195,7 @@ impl Core {
             }
             MigrationWork::Install(map) => done(self.install_map(map).await),
             MigrationWork::Tidy => done(self.tidy().await),
+            MigrationWork::FlushAll => done(self.flush_all_locked().await),
         }
     }
 
@@ -481,6 +508,8 @@ impl Core {
                     ),
                 })?;
             shard.check_writable()?;
+            // Keys left outside its range by a failed tidy must go before it absorbs more.
+            shard.drop_foreign().await?;
             shard
         } else {
             if self.local_shard_count() >= self.config.shards_per_core_max {
@@ -527,6 +556,7 @@ impl Core {
             ),
         })?;
         shard.check_writable()?;
+        shard.drop_foreign().await?;
         if shard.is_migrating() {
             return Err(EngineError::Rebalance {
                 reason: format!("shard {} is already migrating", shard.meta().name()),
@@ -546,8 +576,7 @@ impl Core {
             Ok(mut report) => {
                 shard.pause_outgoing();
                 fault_point!("migrate:paused");
-                let last = shard.take_delta();
-                self.send_batch(target_core, &mut report, last, true).await.map(|()| report)
+                self.send_final_delta(&shard, target_core, &mut report).await.map(|()| report)
             }
             Err(e) => Err(e),
         };
@@ -574,9 +603,37 @@ impl Core {
             if shard.dirty_len() <= DELTA_CUTOVER_KEYS {
                 break;
             }
-            self.send_batch(target_core, &mut report, shard.take_delta(), false).await?;
+            // One round: the keys dirty now, in bounded batches (writes meanwhile go to the
+            // next round).
+            let mut left = shard.dirty_len();
+            while left > 0 {
+                let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);
+                left = left.saturating_sub(batch.puts.len() + batch.deletes.len());
+                if batch.is_empty() {
+                    break;
+                }
+                self.send_batch(target_core, &mut report, batch, false).await?;
+            }
         }
         Ok(report)
+    }
+
+    /// The last delta, under pause (nothing dirties more keys): bounded batches, the last of
+    /// which makes the target sync.
+    async fn send_final_delta(
+        &self,
+        shard: &Shard<DmaStorage>,
+        target_core: usize,
+        report: &mut MigrationReport,
+    ) -> Result<()> {
+        loop {
+            let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);
+            let last = shard.dirty_len() == 0;
+            self.send_batch(target_core, report, batch, last).await?;
+            if last {
+                return Ok(());
+            }
+        }
     }
 
     async fn send_batch(

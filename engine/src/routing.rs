@@ -20,12 +20,8 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 /// The partition a key belongs to: the content of its first `{hash tag}` if non-empty (as Redis
 /// Cluster), else the bytes before the first `separator`, else the default partition (empty).
 pub fn partition_of(key: &[u8], separator: u8) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
-            if len > 0 && len <= PARTITION_LEN_MAX {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
+    if let Some(tag) = hash_tag(key) {
+        return tag;
     }
     match key.iter().position(|&b| b == separator) {
         Some(end) if end > 0 && end <= PARTITION_LEN_MAX => &key[..end],
@@ -33,11 +29,22 @@ pub fn partition_of(key: &[u8], separator: u8) -> &[u8] {
     }
 }
 
-/// Where a key sits in its partition's hash space: the hash of the whole key. Shards own
-/// contiguous ranges of this value.
+/// The content of a key's first `{...}` if it is non-empty and at most `PARTITION_LEN_MAX`
+/// bytes (Redis Cluster's rule).
+#[inline]
+pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+    (len > 0 && len <= PARTITION_LEN_MAX).then(|| &key[open + 1..open + 1 + len])
+}
+
+/// Where a key sits in its partition's hash space; shards own contiguous ranges of it. The
+/// hash of the whole key, except that keys with a hash tag all sit at the hash of the tag:
+/// a split never separates them, so multi-key commands on one tag stay on one core (the
+/// promise a hash tag makes in Redis Cluster).
 #[inline]
 pub fn key_position(key: &[u8]) -> u64 {
-    stable_hash(key)
+    stable_hash(hash_tag(key).unwrap_or(key))
 }
 
 /// The core that owns a partition which has not been placed explicitly.
@@ -49,7 +56,7 @@ pub fn default_core_of(partition: &[u8], cores: usize) -> usize {
 /// Position of a key in the engine-wide SCAN order: partition hash in the high half, key hash in
 /// the low half, so one partition's keys are contiguous and the order survives restarts.
 pub fn scan_position(partition: &[u8], key: &[u8]) -> u64 {
-    (stable_hash(partition) & 0xffff_ffff_0000_0000) | (key_position(key) >> 32)
+    (stable_hash(partition) & 0xffff_ffff_0000_0000) | (stable_hash(key) >> 32)
 }
 
 #[cfg(test)]
@@ -63,6 +70,14 @@ mod tests {
         assert_eq!(stable_hash(b""), 0x2d06800538d394c2);
         assert_eq!(stable_hash(b"user"), 0x99e389d25c10af32);
         assert_eq!(stable_hash(b"user:1000"), 0xfb6841b2068c0c9f);
+    }
+
+    #[test]
+    fn tagged_keys_share_a_position() {
+        assert_eq!(key_position(b"{t}a"), key_position(b"x{t}y"));
+        assert_eq!(key_position(b"{t}a"), stable_hash(b"t"));
+        assert_eq!(key_position(b"user:1"), stable_hash(b"user:1"));
+        assert_eq!(key_position(b"{}a"), stable_hash(b"{}a"));
     }
 
     #[test]

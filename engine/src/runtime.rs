@@ -145,6 +145,8 @@ pub enum CoreWork {
     },
     /// Migration steps (see `coordinator`).
     Migration(crate::coordinator::MigrationWork),
+    /// The inner work, answered with the epoch of the map it ran under (`AtEpoch`).
+    AtEpoch(Box<CoreWork>),
 }
 
 impl CoreWork {
@@ -201,6 +203,10 @@ pub enum CoreResult {
     },
     /// What a migration moved.
     Migrated(crate::coordinator::MigrationReport),
+    AtEpoch {
+        epoch: u64,
+        result: Box<CoreResult>,
+    },
 }
 
 /// What one core's scan examined.
@@ -760,6 +766,46 @@ impl Core {
         out.into_iter().map(|r| r.expect("every core answered")).collect()
     }
 
+    /// `on_every_core` for reads that must see every key once (DBSIZE, KEYS, SCAN): all cores
+    /// must answer under the same map epoch, else (a migration's install was between them)
+    /// the fan-out is repeated.
+    pub async fn on_every_core_settled(&self, work: CoreWork) -> Result<Vec<CoreResult>> {
+        const SETTLE_ATTEMPTS_MAX: usize = 100;
+        for _ in 0..SETTLE_ATTEMPTS_MAX {
+            let answers = self.on_every_core(CoreWork::AtEpoch(Box::new(work.clone()))).await;
+            let mut epochs = Vec::with_capacity(answers.len());
+            let mut results = Vec::with_capacity(answers.len());
+            for a in answers {
+                match a {
+                    CoreResult::AtEpoch { epoch, result } => {
+                        epochs.push(epoch);
+                        results.push(*result);
+                    }
+                    CoreResult::Done(Err(e)) => return Err(e),
+                    other => unreachable!("AtEpoch answered with {other:?}"),
+                }
+            }
+            if epochs.windows(2).all(|w| w[0] == w[1]) {
+                return Ok(results);
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        Err(EngineError::Unavailable { reason: "the shard map kept changing; retry".into() })
+    }
+
+    /// Keys in the whole engine (DBSIZE), each counted once even during a migration.
+    pub async fn dbsize(&self) -> Result<u64> {
+        let answers = self.on_every_core_settled(CoreWork::DbSize).await?;
+        answers
+            .into_iter()
+            .map(|r| match r {
+                CoreResult::Count(n) => Ok(n),
+                CoreResult::Done(Err(e)) => Err(e),
+                other => unreachable!("DbSize answered with {other:?}"),
+            })
+            .sum()
+    }
+
     async fn send(&self, core: usize, work: CoreWork) -> Result<Rc<ReplySlot>> {
         let id = self.next_request.get();
         self.next_request.set(id + 1);
@@ -851,6 +897,13 @@ impl Core {
             ),
             // Boxed: a migration step may await other steps through `on_core`.
             CoreWork::Migration(work) => Box::pin(self.run_migration_work(work)).await,
+            CoreWork::AtEpoch(work) => {
+                // The fan-out reads (DbSize, Keys, Scan) do not await, so the epoch read here is
+                // the one they ran under.
+                let epoch = self.map_epoch();
+                let result = Box::new(Box::pin(self.run_work(*work)).await);
+                CoreResult::AtEpoch { epoch, result }
+            }
             CoreWork::FlushAll if self.draining.get() => {
                 CoreResult::Done(Err(EngineError::Unavailable { reason: "shutting down".into() }))
             }
@@ -1245,7 +1298,7 @@ impl Core {
         count: usize,
         pattern: Option<Vec<u8>>,
     ) -> Result<(u64, Vec<Vec<u8>>)> {
-        let pages = self.on_every_core(CoreWork::Scan { cursor, count, pattern }).await;
+        let pages = self.on_every_core_settled(CoreWork::Scan { cursor, count, pattern }).await?;
         let mut pages: Vec<ScanPage> = pages
             .into_iter()
             .map(|r| match r {

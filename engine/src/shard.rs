@@ -750,23 +750,38 @@ impl<S: Storage> Shard<S> {
         self.outgoing.borrow().as_ref().map_or(0, |o| o.dirty.len() + o.cleared as usize)
     }
 
-    /// The next delta: the current state of every key dirtied since the last one.
-    pub fn take_delta(&self) -> MigrationBatch {
+    /// The next delta batch: the current state (value or deletion) of up to `entries_max`
+    /// dirty keys or about `bytes_max` bytes of them, whichever comes first; the keys taken
+    /// are no longer dirty.
+    pub fn take_delta(&self, entries_max: usize, bytes_max: usize) -> MigrationBatch {
         let mut guard = self.outgoing.borrow_mut();
         let out = guard.as_mut().expect("take_delta without an outgoing migration");
         let mut batch = MigrationBatch { clear_range: out.cleared, ..Default::default() };
         out.cleared = false;
         let now = self.clock.now_ms();
         let ks = self.keyspace.borrow();
-        for key in out.dirty.drain() {
-            match ks.peek_live(&key, now) {
-                Some(e) => batch.puts.push(crate::segment::SegmentEntry {
-                    key: key.to_vec(),
-                    value: e.value.to_vec(),
-                    expire_at_ms: e.expire_at_ms,
-                }),
+        let mut bytes = 0;
+        let mut taken = Vec::new();
+        for key in out.dirty.iter() {
+            if taken.len() >= entries_max.max(1) || (bytes >= bytes_max && !taken.is_empty()) {
+                break;
+            }
+            bytes += key.len();
+            match ks.peek_live(key, now) {
+                Some(e) => {
+                    bytes += e.value.len();
+                    batch.puts.push(crate::segment::SegmentEntry {
+                        key: key.to_vec(),
+                        value: e.value.to_vec(),
+                        expire_at_ms: e.expire_at_ms,
+                    })
+                }
                 None => batch.deletes.push(key.to_vec()),
             }
+            taken.push(key.clone());
+        }
+        for key in taken {
+            out.dirty.remove(&key);
         }
         batch
     }
@@ -846,10 +861,18 @@ impl<S: Storage> Shard<S> {
         for batch in doomed.chunks(DROP_BATCH_KEYS) {
             {
                 let wal = self.serving_wal()?;
-                let mut sink = WalSink { wal, last_lsn: None };
                 let mut ks = self.keyspace.borrow_mut();
-                for key in batch {
-                    ks.remove_logged(key, &mut sink);
+                if self.check_writable().is_ok() {
+                    let mut sink = WalSink { wal, last_lsn: None };
+                    for key in batch {
+                        ks.remove_logged(key, &mut sink);
+                    }
+                } else {
+                    // The log has failed: forget them in memory only; recovery drops them
+                    // again by range.
+                    for key in batch {
+                        ks.remove_logged(key, &mut crate::keyspace::NoLog);
+                    }
                 }
             }
             glommio::yield_if_needed().await;

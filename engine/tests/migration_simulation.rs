@@ -43,6 +43,8 @@ const SHARDS_MAX: usize = 5;
 const CRASH_ODDS: u64 = 300;
 const DELTA_CUTOVER_KEYS: usize = 2;
 const DELTA_ROUNDS_MAX: usize = 4;
+/// Small delta batches, so the cutover often takes several.
+const DELTA_BATCH_KEYS: usize = 3;
 
 type SimShard = Rc<Shard<SimStorage>>;
 
@@ -89,6 +91,7 @@ struct Run {
     source: SimShard,
     bulk: VecDeque<MigrationBatch>,
     deltas: usize,
+    paused: bool,
     seq: u64,
     phase: Phase,
     /// Cores still to install the committed map (the target first).
@@ -343,6 +346,7 @@ impl World {
             source,
             bulk,
             deltas: 0,
+            paused: false,
             seq: 0,
             phase: Phase::Streaming,
             installs: VecDeque::new(),
@@ -371,13 +375,21 @@ impl World {
                     (b, false)
                 } else if run.source.dirty_len() > DELTA_CUTOVER_KEYS
                     && run.deltas < DELTA_ROUNDS_MAX
+                    && !run.paused
                 {
                     run.deltas += 1;
-                    (run.source.take_delta(), false)
+                    (run.source.take_delta(DELTA_BATCH_KEYS, usize::MAX), false)
                 } else {
+                    // The cutover: paused, the last delta in bounded batches, the last of
+                    // which makes the target sync.
                     run.source.pause_outgoing();
-                    run.phase = Phase::AwaitDurable;
-                    (run.source.take_delta(), true)
+                    run.paused = true;
+                    let batch = run.source.take_delta(DELTA_BATCH_KEYS, usize::MAX);
+                    let last = run.source.dirty_len() == 0;
+                    if last {
+                        run.phase = Phase::AwaitDurable;
+                    }
+                    (batch, last)
                 };
                 let bytes = encode_batch(run.seq, &batch);
                 run.seq += 1;

@@ -70,25 +70,19 @@ pub async fn run(
         "command" => command(s, &args),
         "config" => config(shared, s, &args),
         "info" => info(core, shared, s, &args).await,
-        "dbsize" => {
-            let n = dbsize(core).await;
-            s.w.int(n as i64)
-        }
+        "dbsize" => match core.dbsize().await {
+            Ok(n) => s.w.int(n as i64),
+            Err(e) => s.w.error(&error_text(&e)),
+        },
         "flushall" | "flushdb" => {
             if args.len() > 2
                 || args.get(1).is_some_and(|a| !matches!(lower(a).as_str(), "async" | "sync"))
             {
                 return s.w.error(ERR_SYNTAX);
             }
-            let mut err = None;
-            for r in core.on_every_core(CoreWork::FlushAll).await {
-                if let CoreResult::Done(Err(e)) = r {
-                    err.get_or_insert(e);
-                }
-            }
-            match err {
-                Some(e) => s.w.error(&error_text(&e)),
-                None => s.w.ok(),
+            match core.flush_all_data().await {
+                Err(e) => s.w.error(&error_text(&e)),
+                Ok(()) => s.w.ok(),
             }
         }
         "scan" => scan(core, s, &args).await,
@@ -505,17 +499,6 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     }
 }
 
-async fn dbsize(core: &Core) -> u64 {
-    core.on_every_core(CoreWork::DbSize)
-        .await
-        .into_iter()
-        .map(|r| match r {
-            CoreResult::Count(n) => n,
-            _ => 0,
-        })
-        .sum()
-}
-
 async fn shard_summaries(core: &Core) -> Vec<ShardSummary> {
     let mut all = Vec::new();
     for r in core.on_every_core(CoreWork::ShardInfo).await {
@@ -691,7 +674,12 @@ async fn scan(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
 async fn keys(core: &Core, s: &mut Session, pattern: &[u8]) {
     let pattern = if pattern == b"*" { None } else { Some(pattern.to_vec()) };
     let mut all = Vec::new();
-    for r in core.on_every_core(CoreWork::Keys { pattern, max: KEYS_REPLY_MAX }).await {
+    let answers =
+        match core.on_every_core_settled(CoreWork::Keys { pattern, max: KEYS_REPLY_MAX }).await {
+            Ok(a) => a,
+            Err(e) => return s.w.error(&error_text(&e)),
+        };
+    for r in answers {
         match r {
             CoreResult::Keys { truncated: true, .. } => {
                 return s.w.error("ERR KEYS would return too many keys; use SCAN");
