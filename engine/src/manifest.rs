@@ -69,7 +69,9 @@ pub async fn recover_layout<S: Storage>(storage: &S, data_dir: &Path) -> Result<
     if names.iter().any(|n| n == MANIFEST_TMP_FILE) {
         storage.remove(&data_dir.join(MANIFEST_TMP_FILE)).await?;
     }
-    let mut map = read_manifest(storage, data_dir).await?.unwrap_or_default();
+    let found = read_manifest(storage, data_dir).await?;
+    let manifest_missing = found.is_none();
+    let mut map = found.unwrap_or_default();
     let mapped: HashMap<String, HashSet<u64>> = map
         .partitions()
         .into_iter()
@@ -84,6 +86,18 @@ pub async fn recover_layout<S: Storage>(storage: &S, data_dir: &Path) -> Result<
                 Some(numbers) => numbers.contains(&n),
                 None => n == 0,
             };
+            if !listed && manifest_missing {
+                // Only a map creates such a shard (its intent is written first): without the
+                // map, removing it could destroy data. Refuse and say why.
+                return Err(EngineError::Corrupt {
+                    path: manifest_path(data_dir),
+                    offset: 0,
+                    reason: format!(
+                        "missing, but shard directory {} exists and only the shard map can place it",
+                        pdir.join(&number).display()
+                    ),
+                });
+            }
             if !listed {
                 tracing::warn!(dir = %pdir.join(&number).display(),
                     "removing a shard directory the shard map does not list");
@@ -161,5 +175,46 @@ fn is_partition_dir_name(name: &str) -> bool {
     match name.rsplit_once('-') {
         Some((_, hash)) => hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard_map::PartitionMap;
+    use crate::storage::sim::SimStorage;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move { f().await })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn unlisted_shards_are_removed_and_a_missing_map_with_split_shards_is_refused() {
+        run(|| async {
+            let storage = SimStorage::new();
+            let data = Path::new("/d");
+            let pdir = data.join(partition_dir_name(b"user"));
+            for n in ["0", "1", "2"] {
+                storage.create_dir_all(&pdir.join(n)).unwrap();
+                let f = storage.open_rw(&pdir.join(n).join("meta"), true).await.unwrap();
+                f.close().await.unwrap();
+            }
+            // No SHARDMAP, yet shards 1 and 2 exist: refuse, touch nothing.
+            let err = recover_layout(&storage, data).await.unwrap_err();
+            assert!(err.to_string().contains("only the shard map can place it"), "{err}");
+            assert_eq!(storage.list_dir(&pdir).unwrap(), vec!["0", "1", "2"]);
+            // A map listing 0 and 2 (1 was merged away): 1 goes, the others stay.
+            let mut map = ShardMap::default();
+            map.set_partition(b"user", PartitionMap::default_for(b"user", 2));
+            let map = map.with_split(b"user", 0, 1 << 60, 2, 1);
+            write_manifest(&storage, data, &map).await.unwrap();
+            let got = recover_layout(&storage, data).await.unwrap();
+            assert_eq!(got, map);
+            assert_eq!(storage.list_dir(&pdir).unwrap(), vec!["0", "2"]);
+        });
     }
 }
