@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::stats::Report;
+use crate::stats::{IntervalRecord, Report};
 
 const WIDTH: f64 = 960.0;
 const PANEL_HEIGHT: f64 = 220.0;
@@ -132,10 +132,14 @@ fn xml(s: &str) -> String {
 
 /// The plot. `apps` pairs each application with its partition.
 pub fn svg(r: &Report, apps: &[(String, String)]) -> String {
-    let recs = &r.intervals;
+    // The drain after the last full interval is too short for a rate: leave it out (it is in
+    // the CSV and the totals).
+    let full = r.intervals.first().map(|x| x.end_s - x.start_s).unwrap_or(1.0);
+    let recs: Vec<&IntervalRecord> =
+        r.intervals.iter().filter(|x| x.end_s - x.start_s >= full / 2.0).collect();
     let x_end = recs.last().map(|x| x.end_s).unwrap_or(1.0).max(r.duration_s);
     let x_step = nice_max(x_end / 8.0);
-    let x_max = (x_end / x_step - 1e-6).ceil() * x_step;
+    let x_max = (x_end / x_step - 0.01).ceil() * x_step;
     let partitions: BTreeSet<String> =
         recs.iter().filter_map(|x| x.shards.as_ref()).flat_map(|m| m.keys().cloned()).collect();
     let panels = if partitions.is_empty() { 2.0 } else { 3.0 };
@@ -272,7 +276,7 @@ pub fn svg(r: &Report, apps: &[(String, String)]) -> String {
                 .unwrap_or(COLORS[(k + apps.len()) % COLORS.len()]);
             let mut pts = Vec::new();
             let mut prev: Option<f64> = None;
-            for x in recs {
+            for x in &recs {
                 let Some(m) = &x.shards else { continue };
                 let n = m.get(part).copied().unwrap_or(0) as f64;
                 // Offset each partition slightly so equal counts stay visible.

@@ -264,6 +264,14 @@ fn plan(cfg: &RunConfig) -> Result<Plan, RunError> {
         );
     }
     let mut implicit_i = 0u32;
+    // Tags this run's verified values (distinct from any earlier run's).
+    let run_tag = crate::rng::mix64(
+        cfg.seed
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+    ) >> 1;
     let mut apps = Vec::new();
     let mut value_bytes_max = 64usize;
     for (i, (a, profile)) in w.applications.iter().zip(profiles).enumerate() {
@@ -282,8 +290,9 @@ fn plan(cfg: &RunConfig) -> Result<Plan, RunError> {
             cdf[j] = acc;
         }
         cdf[OP_COUNT - 1] = f64::INFINITY;
-        let verify =
-            cfg.verify.then(|| Arc::new(VerifyTable::new(a.keyspace, a.keyspace, cfg.verify_keys)));
+        let verify = cfg
+            .verify
+            .then(|| Arc::new(VerifyTable::new(a.keyspace, a.keyspace, cfg.verify_keys, run_tag)));
         value_bytes_max = value_bytes_max.max(a.value_size.max_bytes() as usize + 48);
         apps.push(AppPlan {
             name: a.name.clone(),
@@ -533,6 +542,7 @@ impl Worker {
         let op = Op::from_index(op_i);
         let latest = plan.inserted.load(Ordering::Relaxed);
         let verify = plan.verify.as_deref();
+        let run_tag = verify.map(|v| v.run_tag()).unwrap_or(0);
         let counts = &mut self.stats.verify[app_i];
         let mut nv: u16 = 0;
         let key = |rng: &mut Rng| plan.sampler.sample(rng, latest);
@@ -607,7 +617,7 @@ impl Worker {
                             &mut c.out,
                             value_len(&mut g.rng),
                             id,
-                            w.map(|x| x.1),
+                            w.map(|x| (x.1, run_tag)),
                             &self.filler,
                         );
                         if let Some((slot, version)) = w {
@@ -659,7 +669,7 @@ impl Worker {
                             &mut c.out,
                             value_len(&mut g.rng),
                             id,
-                            w.map(|x| x.1),
+                            w.map(|x| (x.1, run_tag)),
                             &self.filler,
                         );
                         if let Some((slot, version)) = w {
@@ -968,15 +978,15 @@ fn nth_element(reply: &[u8], from: usize, n: usize, pos: usize) -> Option<Reply<
 
 /// A value of `len` bytes; for a sampled key, it starts with its version header.
 #[inline]
-fn put_value(out: &mut Vec<u8>, len: usize, id: u64, version: Option<u64>, filler: &[u8]) {
+fn put_value(out: &mut Vec<u8>, len: usize, id: u64, version: Option<(u64, u64)>, filler: &[u8]) {
     match version {
         None => {
             let len = len.min(filler.len());
             resp::put_bulk(out, &filler[..len]);
         }
-        Some(v) => {
-            let mut h = [0u8; 48];
-            let hl = crate::verify::header(v, id, &mut h);
+        Some((v, run)) => {
+            let mut h = [0u8; crate::verify::HEADER_BYTES_MAX];
+            let hl = crate::verify::header(v, id, run, &mut h);
             let total = len.max(hl).min(filler.len());
             resp::put_len(out, total);
             out.extend_from_slice(&h[..hl]);

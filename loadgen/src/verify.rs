@@ -1,6 +1,9 @@
 //! Verification: remember what was written to a sample of keys and check every read of them.
 //!
-//! Every sampled key gets versions from a counter; its value starts with `<version>:<id>;`.
+//! Every sampled key gets versions from a counter; its value starts with
+//! `<version>:<id>:<run>;`, `<run>` a number drawn for each run. The loadgen must be the only
+//! writer of its keys during a run; values left by earlier runs or other clients are accepted
+//! until the run's first acknowledged write of that key.
 //! At most one write per sampled key is in flight at a time (a write that finds another in
 //! flight is sent as a GET instead and counted in `converted_writes`), so the server applies
 //! a key's writes in version order and the last acknowledged version is the floor that any
@@ -13,7 +16,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Default number of sampled keys per application.
-pub const VERIFY_KEYS_DEFAULT: u64 = 100_000;
+pub const VERIFY_KEYS_DEFAULT: u64 = 10_000;
 /// The most sampled keys per application (memory: 33 bytes a key).
 pub const VERIFY_KEYS_MAX: u64 = 16 << 20;
 /// A state word meaning "unknown" (a write's outcome was lost with its connection).
@@ -43,6 +46,8 @@ impl VerifyCounts {
 }
 
 pub struct VerifyTable {
+    /// Tags this run's values.
+    run: u64,
     stride: u64,
     slots: u64,
     /// `version << 1 | is_delete` of the last acknowledged write, 0 if none, UNKNOWN.
@@ -73,12 +78,13 @@ pub enum ReadResult<'a> {
 impl VerifyTable {
     /// Samples every `stride`-th key id, `stride` chosen so at most `keys_max` keys of
     /// `keyspace` are sampled; `extra` leaves room for inserted keys.
-    pub fn new(keyspace: u64, extra: u64, keys_max: u64) -> VerifyTable {
+    pub fn new(keyspace: u64, extra: u64, keys_max: u64, run: u64) -> VerifyTable {
         let keys_max = keys_max.clamp(1, VERIFY_KEYS_MAX);
         let stride = keyspace.div_ceil(keys_max).max(1);
         let slots = ((keyspace + extra).div_ceil(stride)).min(keys_max);
         let mk = |n| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         VerifyTable {
+            run,
             stride,
             slots,
             acked: mk(slots),
@@ -154,44 +160,54 @@ impl VerifyTable {
                 }
             }
             ReadResult::Value(v) => match parse_header(v) {
-                Some((ver, vid)) if vid == id => {
+                Some((ver, vid, run)) if vid == id && run == self.run => {
                     if ver > self.issued[s as usize].load(Ordering::Acquire) {
                         c.wrong += 1;
                     } else if ver < fv {
                         c.stale += 1;
                     }
                 }
+                // Not this run's value for this key: data from before the run is fine until
+                // the run's first acknowledged write.
+                _ if fv == 0 => c.checked -= 1,
                 _ => c.wrong += 1,
             },
         }
     }
+
+    pub fn run_tag(&self) -> u64 {
+        self.run
+    }
 }
 
-/// Writes the value header for (`version`, `id`) into `buf`; returns its length.
+/// Writes the value header for (`version`, `id`, `run`) into `buf`; returns its length.
 #[inline]
-pub fn header(version: u64, id: u64, buf: &mut [u8; 48]) -> usize {
-    let mut a = [0u8; 20];
+pub fn header(version: u64, id: u64, run: u64, buf: &mut [u8; HEADER_BYTES_MAX]) -> usize {
     let mut n = 0;
-    for part in [crate::resp::itoa(version, &mut a), b":"] {
-        buf[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
-    }
-    let mut b = [0u8; 20];
-    for part in [crate::resp::itoa(id, &mut b), b";"] {
-        buf[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
+    for (v, sep) in [(version, b':'), (id, b':'), (run, b';')] {
+        let mut a = [0u8; 20];
+        let digits = crate::resp::itoa(v, &mut a);
+        buf[n..n + digits.len()].copy_from_slice(digits);
+        n += digits.len();
+        buf[n] = sep;
+        n += 1;
     }
     n
 }
 
-fn parse_header(v: &[u8]) -> Option<(u64, u64)> {
-    let colon = v.iter().take(21).position(|&b| b == b':')?;
-    let semi = colon + 1 + v[colon + 1..].iter().take(21).position(|&b| b == b';')?;
-    let num = |s: &[u8]| -> Option<u64> {
-        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+/// The longest header: three 20-digit numbers and their separators.
+pub const HEADER_BYTES_MAX: usize = 64;
+
+fn parse_header(v: &[u8]) -> Option<(u64, u64, u64)> {
+    let end = v.iter().take(HEADER_BYTES_MAX).position(|&b| b == b';')?;
+    let mut parts = v[..end].split(|&b| b == b':');
+    let mut num = || -> Option<u64> {
+        let s = parts.next()?;
+        if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
             return None;
         }
         std::str::from_utf8(s).ok()?.parse().ok()
     };
-    Some((num(&v[..colon])?, num(&v[colon + 1..semi])?))
+    let r = (num()?, num()?, num()?);
+    parts.next().is_none().then_some(r)
 }
