@@ -87,3 +87,17 @@ fn wrong_values_fail_the_binary_with_exit_1() {
     assert!(stderr.contains("verification failed"), "{stderr}");
     assert!(stdout.contains("wrong"), "{stdout}");
 }
+
+#[test]
+fn data_left_by_an_earlier_run_is_not_a_failure() {
+    let server = FakeServer::honest(None, Duration::ZERO);
+    // A first run writes unverified values (and, verified, values of another run's tag).
+    let mut first = config(server.port);
+    first.verify = false;
+    run(&first).unwrap();
+    run(&config(server.port)).unwrap();
+    let r = run(&config(server.port)).unwrap();
+    let v = r.verify.unwrap();
+    assert!(v.checked > 100, "{v:?}");
+    assert_eq!(v.failures(), 0, "{}", r.table());
+}
