@@ -924,7 +924,15 @@ impl Worker {
                 }
                 Some(t) => wake = wake.min(t + self.drain_ns()),
             }
-            let timeout = Duration::from_nanos(wake.saturating_sub(now));
+            // epoll waits in whole milliseconds (mio rounds up), which would make requests
+            // late by up to 1 ms: counted as latency from their intended start. With nothing
+            // in flight there is nothing to miss, so sleep precisely instead.
+            let wait_ns = wake.saturating_sub(now);
+            if self.open && wait_ns > 0 && wait_ns < 1_000_000 && self.inflight_total == 0 {
+                std::thread::sleep(Duration::from_nanos(wait_ns));
+                continue;
+            }
+            let timeout = Duration::from_nanos(wait_ns);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     return Err(format!("poll failed: {e}"));

@@ -42,6 +42,7 @@ fn open_loop_counts_the_stall_from_each_requests_intended_start() {
     // ~1000 ops/s for 2 s; the stall starts at the 500th command (about 0.5 s in).
     let server = FakeServer::honest(Some(500), STALL);
     let r = run(&config(server.port, LoopMode::Open)).unwrap();
+    eprintln!("{}", r.table()); // shown with --nocapture; quoted in docs/loadgen.md
     assert_eq!(r.errors, 0, "{}", r.table());
     // The rate was kept: about 2,000 requests (the backlog after the stall is caught up).
     assert!((1700..=2300).contains(&r.ops), "ops {}\n{}", r.ops, r.table());
@@ -60,6 +61,7 @@ fn open_loop_counts_the_stall_from_each_requests_intended_start() {
 fn closed_loop_hides_the_stall_below_p99() {
     let server = FakeServer::honest(Some(500), STALL);
     let r = run(&config(server.port, LoopMode::Closed)).unwrap();
+    eprintln!("{}", r.table());
     assert_eq!(r.errors, 0);
     assert!(r.ops > 1000, "ops {}", r.ops);
     // The one stalled request is the only slow one: what coordinated omission looks like.
