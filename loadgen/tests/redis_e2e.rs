@@ -40,6 +40,20 @@ fn ycsb_a_closed_loop_verifies_and_writes_every_output() {
     assert!(csv.lines().count() >= 3 && csv.contains(",ycsb,") && csv.contains(",all,"), "{csv}");
     let hlog = std::fs::read_to_string(out.join("latency.hlog")).unwrap();
     assert!(hlog.contains("Tag=ycsb.get,") && hlog.contains("Tag=ycsb.set,"), "{hlog}");
+    // The interval log reads back with HdrHistogram's own log reader and decoder, and its
+    // histograms add up to the ops counted.
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let mut logged = 0u64;
+    for entry in IntervalLogIterator::new(hlog.as_bytes()) {
+        if let LogEntry::Interval(h) = entry.expect("valid log line") {
+            let bytes = base64_decode(h.encoded_histogram());
+            let hist: hdrhistogram::Histogram<u64> =
+                Deserializer::new().deserialize(&mut bytes.as_slice()).expect("decodes");
+            logged += hist.len();
+        }
+    }
+    assert_eq!(logged, r.ops, "every op is in the interval log");
     let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     // The table names every percentile.
@@ -87,4 +101,30 @@ fn open_loop_keeps_its_rate_and_names_each_applications_connections() {
     assert_eq!(r.apps.len(), 3);
     assert!(r.apps.iter().all(|a| a.ops > 0));
     assert_eq!(r.verify_failures(), 0);
+}
+
+/// Standard base64 (the interval log's encoding of each histogram).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a') as u32 + 26,
+            b'0'..=b'9' => (c - b'0') as u32 + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            out.push((acc >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
 }
