@@ -134,24 +134,39 @@ pub type GetPolicy = dyn Fn(u64, &[Vec<u8>]) -> Option<Vec<u8>> + Send + Sync;
 pub struct FakeServer {
     pub port: u16,
     pub commands: Arc<AtomicU64>,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl FakeServer {
     pub fn start(stall_at: Option<u64>, stall: Duration, get: Arc<GetPolicy>) -> FakeServer {
+        FakeServer::start_with(stall_at, stall, None, get)
+    }
+
+    /// As `start`; `drop_at`: the connection that brings the command count to this number is
+    /// closed without a reply.
+    pub fn start_with(
+        stall_at: Option<u64>,
+        stall: Duration,
+        drop_at: Option<u64>,
+        get: Arc<GetPolicy>,
+    ) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let commands = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let data: Arc<Mutex<History>> = Arc::default();
         let gets = Arc::new(AtomicU64::new(0));
-        let (c2, s2) = (commands.clone(), stop.clone());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (c2, s2, a2) = (commands.clone(), stop.clone(), accepted.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s2.load(Ordering::Acquire) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
+                a2.fetch_add(1, Ordering::AcqRel);
                 let (commands, data, get, gets) =
                     (c2.clone(), data.clone(), get.clone(), gets.clone());
                 std::thread::spawn(move || {
@@ -161,6 +176,9 @@ impl FakeServer {
                     let mut out = Vec::new();
                     while let Some(args) = read_command(&mut r) {
                         let n = commands.fetch_add(1, Ordering::AcqRel) + 1;
+                        if Some(n) == drop_at {
+                            return; // closes the connection, replies unsent
+                        }
                         if Some(n) == stall_at {
                             // The deliberate stall this server exists for.
                             std::thread::sleep(stall);
@@ -215,7 +233,7 @@ impl FakeServer {
                 });
             }
         });
-        FakeServer { port, commands, stop }
+        FakeServer { port, commands, accepted, stop }
     }
 
     /// An honest server: GET returns the last value.
