@@ -157,6 +157,7 @@ pub(crate) struct AppPlan {
     pub op_cdf: [f64; OP_COUNT],
     pub ops_used: [bool; OP_COUNT],
     pub multi: (u64, u64),
+    pub scan: bool,
     pub profile: Option<RateProfile>,
     pub connections: u32,
     pub inserted: Arc<AtomicU64>,
@@ -303,6 +304,7 @@ fn plan(cfg: &RunConfig) -> Result<Plan, RunError> {
             op_cdf: cdf,
             ops_used: a.ops.map(|w| w > 0.0),
             multi: a.multi_keys,
+            scan: a.scan,
             profile,
             connections,
             inserted: Arc::new(AtomicU64::new(a.keyspace)),
@@ -638,8 +640,15 @@ impl Worker {
                     g.rng.range_inclusive(plan.multi.0, plan.multi.1).min(MULTI_KEYS_MAX) as usize;
                 resp::put_array(&mut c.out, n + 1);
                 resp::put_bulk(&mut c.out, b"MGET");
+                let start = key(&mut g.rng);
                 for pos in 0..n {
-                    let id = key(&mut g.rng);
+                    let id = if plan.scan {
+                        (start + pos as u64) % latest.max(1)
+                    } else if pos == 0 {
+                        start
+                    } else {
+                        key(&mut g.rng)
+                    };
                     resp::put_key(&mut c.out, &plan.prefix, b"", id);
                     push_read(c, id, pos as u16, &mut nv);
                 }

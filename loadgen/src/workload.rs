@@ -70,6 +70,8 @@ pub struct Application {
     pub ops: [f64; OP_COUNT],
     /// Keys per MGET/MSET, uniform in [min, max].
     pub multi_keys: (u64, u64),
+    /// MGET reads consecutive key ids from a drawn start (a range scan), not independent keys.
+    pub scan: bool,
     /// Open-loop target rate; None means closed loop (as fast as the pipeline allows).
     pub rate: Option<RateProfile>,
 }
@@ -561,16 +563,26 @@ fn application(f: &mut Fields<'_>, base_dir: Option<&Path>) -> Result<Applicatio
     let key_distribution = key_distribution(f)?;
     let value_size = value_size(f)?;
     let ops = ops(f)?;
-    let multi_keys = match f.table_opt("multi_keys")? {
-        None => (1, 10),
+    let (multi_keys, scan) = match f.table_opt("multi_keys")? {
+        None => ((1, 10), false),
         Some(mut t) => {
             let min = t.u64_in("min", Some(1), 1, MULTI_KEYS_MAX)?;
             let max = t.u64_in("max", Some(min.max(10)), 1, MULTI_KEYS_MAX)?;
             if max < min {
                 return err(&t.field("max"), format!("must be at least min ({min}), got {max}"));
             }
+            let scan = match t.get("consecutive") {
+                None => false,
+                Some(toml::Value::Boolean(b)) => *b,
+                Some(v) => {
+                    return err(
+                        &t.field("consecutive"),
+                        format!("expected true or false, got {}", type_name(v)),
+                    )
+                }
+            };
             t.finish()?;
-            (min, max)
+            ((min, max), scan)
         }
     };
     let rate = rate(f, base_dir)?;
@@ -584,6 +596,7 @@ fn application(f: &mut Fields<'_>, base_dir: Option<&Path>) -> Result<Applicatio
         value_size,
         ops,
         multi_keys,
+        scan,
         rate,
     })
 }
@@ -685,7 +698,11 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
     ("ycsb-b", "YCSB B: read mostly, 95% read / 5% update, zipfian", YCSB_B),
     ("ycsb-c", "YCSB C: read only, zipfian", YCSB_C),
     ("ycsb-d", "YCSB D: read latest, 95% read / 5% insert, latest", YCSB_D),
-    ("ycsb-e", "YCSB E: short ranges, 95% scan (MGET of 1-100 keys) / 5% insert", YCSB_E),
+    (
+        "ycsb-e",
+        "YCSB E: short ranges, 95% scan (MGET of 1-100 consecutive keys) / 5% insert",
+        YCSB_E,
+    ),
     ("ycsb-f", "YCSB F: read-modify-write, 50% read / 50% RMW, zipfian", YCSB_F),
     (
         "diurnal-3apps",
@@ -755,7 +772,7 @@ keyspace = 100000
 key_distribution = { type = "zipfian", theta = 0.99 }
 value_size = 1000
 ops = { mget = 0.95, insert = 0.05 }
-multi_keys = { min = 1, max = 100 }
+multi_keys = { min = 1, max = 100, consecutive = true }
 "#;
 const YCSB_F: &str = r#"
 name = "ycsb-f"
@@ -834,7 +851,7 @@ rate = { type = "spike", base = 1000, peak = 20000, at_s = 20, duration_s = 15, 
 // -keyrange_dist_c=0.0164 -keyrange_dist_d=-0.08082 -keyrange_num=30 -value_k=0.2615
 // -value_sigma=25.45 -iter_k=2.517 -iter_sigma=14.236 -mix_get_ratio=0.83
 // -mix_put_ratio=0.14 -mix_seek_ratio=0.03 -sine_a=1000 -sine_b=0.000073 -sine_d=4500.
-// Seeks become MGETs of 1-10 keys (RESP has no ordered scan); the keyspace is 1M keys
+// A seek and its nexts become an MGET of 1-10 consecutive keys (RESP has no ordered scan); the keyspace is 1M keys
 // instead of 50M; sine_b = 0.000073 rad/s is a period of one day, compressed to 60 s.
 const MIXGRAPH: &str = r#"
 name = "mixgraph"
@@ -848,6 +865,6 @@ keyspace = 1000000
 key_distribution = { type = "mixgraph", key_dist_a = 0.002312, key_dist_b = 0.3467, keyrange_dist_a = 14.18, keyrange_dist_b = -2.917, keyrange_dist_c = 0.0164, keyrange_dist_d = -0.08082, keyrange_num = 30 }
 value_size = { type = "pareto", k = 0.2615, sigma = 25.45, theta = 0, max = 1024 }
 ops = { get = 0.83, set = 0.14, mget = 0.03 }
-multi_keys = { min = 1, max = 10 }
+multi_keys = { min = 1, max = 10, consecutive = true }
 rate = { type = "sine", a = 1000, b = 0.000073, c = 0, d = 4500 }
 "#;

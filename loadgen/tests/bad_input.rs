@@ -65,6 +65,11 @@ fn invalid_workloads_name_the_field() {
         ("[[application]]\nname = \"web\"\nops = { get = 1 }\nkey_prefix = \"a b\"\n", "application[0].key_prefix", "spaces"),
         (&format!("{APP}{APP}"), "application[1].name", "also application[0]'s name"),
         ("time_compression = -1\n[[application]]\nname = \"web\"\nops = { get = 1 }\n", "time_compression", "must be between"),
+        (
+            "[[application]]\nname = \"web\"\nops = { mget = 1 }\nmulti_keys = { consecutive = 1 }\n",
+            "application[0].multi_keys.consecutive",
+            "expected true or false, got integer",
+        ),
         ("[[application]\nname = 1", "", "not valid TOML"),
     ];
     for (toml, field, msg) in cases {
