@@ -81,6 +81,9 @@ pub struct Args {
     /// Seconds to wait for replies in flight after the duration.
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
+    /// Before the run, SET every key once (not measured), so reads find values.
+    #[arg(long)]
+    pub preload: bool,
     /// Do not ask the server for SHARDCAST SHARDS.
     #[arg(long)]
     pub no_shards: bool,
@@ -127,6 +130,7 @@ pub fn config(a: &Args) -> Result<RunConfig, String> {
     c.retry.attempts = a.connect_attempts.max(1);
     c.drain_timeout = secs("--drain-timeout", a.drain_timeout).map_err(e)?;
     c.track_shards = !a.no_shards;
+    c.preload = a.preload;
     Ok(c)
 }
 

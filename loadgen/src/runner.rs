@@ -86,6 +86,9 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     /// Poll SHARDCAST SHARDS each interval (skipped automatically on other servers).
     pub track_shards: bool,
+    /// Before the run, SET every key of every application's keyspace once (YCSB's load
+    /// phase), so reads find values. Not measured.
+    pub preload: bool,
 }
 
 impl RunConfig {
@@ -115,6 +118,7 @@ impl RunConfig {
             },
             drain_timeout: Duration::from_secs(5),
             track_shards: true,
+            preload: false,
         }
     }
 }
@@ -1041,6 +1045,14 @@ pub fn run(cfg: &RunConfig) -> Result<stats::Report, RunError> {
     }
     let mut probe = Some(probe);
 
+    if cfg.preload {
+        let t = Instant::now();
+        let n = preload(&plan, &addr, cfg)?;
+        if cfg.progress {
+            eprintln!("preloaded {n} keys in {:.1} s", t.elapsed().as_secs_f64());
+        }
+    }
+
     let mut outputs = match &cfg.out_dir {
         Some(d) => Some(
             Outputs::create(d, &plan, cfg)
@@ -1314,4 +1326,95 @@ impl Worker {
         }
         Ok(w)
     }
+}
+
+/// SETs per round trip while preloading.
+const PRELOAD_BATCH_KEYS: u64 = 512;
+/// Connections (one thread each) that preload an application.
+const PRELOAD_CONNECTIONS_MAX: u64 = 8;
+
+/// Writes every key of every application once, pipelined over a few blocking connections.
+fn preload(plan: &Plan, addr: &SocketAddr, cfg: &RunConfig) -> Result<u64, RunError> {
+    let mut total = 0;
+    for (a, app) in plan.apps.iter().enumerate() {
+        let n = app.inserted.load(Ordering::Relaxed);
+        let conns = PRELOAD_CONNECTIONS_MAX.min(n.div_ceil(PRELOAD_BATCH_KEYS)).max(1);
+        let per = n.div_ceil(conns);
+        let filler: Vec<u8> = (0..plan.value_bytes_max).map(|i| b'a' + (i % 26) as u8).collect();
+        let result: Result<(), String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..conns)
+                .map(|k| {
+                    let filler = &filler;
+                    scope.spawn(move || -> Result<(), String> {
+                        let retry =
+                            Retry { attempts: cfg.retry.attempts.min(3), ..cfg.retry.clone() };
+                        let mut s = client::connect(
+                            addr,
+                            Some(&app.client_name),
+                            cfg.password.as_deref(),
+                            &retry,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        let mut rng = Rng::derive(cfg.seed ^ 0x9e10ad, ((a as u64) << 32) | k);
+                        let (lo, hi) = (k * per, ((k + 1) * per).min(n));
+                        let mut out = Vec::new();
+                        let mut inbuf = Vec::new();
+                        let mut writes = Vec::new();
+                        let mut id = lo;
+                        while id < hi {
+                            let end = (id + PRELOAD_BATCH_KEYS).min(hi);
+                            out.clear();
+                            writes.clear();
+                            for i in id..end {
+                                let w = app.verify.as_ref().and_then(|v| {
+                                    let slot = v.slot(i)?;
+                                    Some((slot, v.begin_write(slot, false)?, v.run_tag()))
+                                });
+                                resp::put_array(&mut out, 3);
+                                resp::put_bulk(&mut out, b"SET");
+                                resp::put_key(&mut out, &app.prefix, b"", i);
+                                let len = app.value.sample(&mut rng) as usize;
+                                put_value(&mut out, len, i, w.map(|x| (x.1, x.2)), filler);
+                                if let Some(w) = w {
+                                    writes.push(w);
+                                }
+                            }
+                            s.write_all(&out).map_err(|e| format!("preload: {e}"))?;
+                            let mut rejected = None;
+                            for _ in id..end {
+                                let r = client::read_reply(&mut s, &mut inbuf)
+                                    .map_err(|e| format!("preload: {e}"))?;
+                                if let Ok(Some((Reply::Error(e), _))) = resp::parse(&r) {
+                                    rejected = Some(String::from_utf8_lossy(e).into_owned());
+                                }
+                            }
+                            for &(slot, version, _) in &writes {
+                                let v = app.verify.as_ref().expect("verified writes");
+                                let outcome = if rejected.is_some() {
+                                    WriteOutcome::Lost
+                                } else {
+                                    WriteOutcome::Acked
+                                };
+                                v.end_write(slot, version, false, outcome);
+                            }
+                            if let Some(e) = rejected {
+                                return Err(format!(
+                                    "preload of {}: the server refused a SET: {e}",
+                                    app.name
+                                ));
+                            }
+                            id = end;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().map_err(|_| "preload thread panicked".to_string())?)
+        });
+        result.map_err(RunError::Failed)?;
+        total += n;
+    }
+    Ok(total)
 }

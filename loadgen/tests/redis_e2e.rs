@@ -128,3 +128,37 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn preload_writes_every_key_before_the_run() {
+    let redis = Redis::start("preload");
+    let w = Workload::from_toml_str(
+        r#"
+        [[application]]
+        name = "a"
+        keyspace = 5000
+        value_size = 100
+        ops = { get = 1 }
+        [[application]]
+        name = "b"
+        keyspace = 3000
+        value_size = { type = "uniform", min = 10, max = 50 }
+        ops = { get = 1 }
+        "#,
+        None,
+    )
+    .unwrap();
+    let mut c = RunConfig::new("127.0.0.1", redis.port, w);
+    c.duration = Some(Duration::from_millis(500));
+    c.connections = 4;
+    c.preload = true;
+    c.verify = true;
+    c.verify_keys = 8_000; // every key sampled: a nil read would be "missing"
+    let r = run(&c).unwrap();
+    let v = r.verify.unwrap();
+    assert!(v.checked > 500, "{v:?}");
+    assert_eq!(v.failures(), 0, "{}", r.table());
+    let addr = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let mut s = client::connect_once(&addr, None, None).unwrap();
+    assert_eq!(client::call(&mut s, &[b"DBSIZE"]).unwrap(), b":8000\r\n");
+}
