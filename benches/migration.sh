@@ -62,12 +62,17 @@ for round in $(seq 1 "$ROUNDS"); do
   for phase in steady migrating; do
     before=$(field migrations_completed)
     loop=""
+    rm -f "$work/stop"
     if [ $phase = migrating ]; then
-      ( while true; do redis-cli -p $port shardcast split key >/dev/null; redis-cli -p $port shardcast merge key >/dev/null; done ) &
+      ( while [ ! -e "$work/stop" ]; do
+          redis-cli -p $port shardcast split key >/dev/null
+          redis-cli -p $port shardcast merge key >/dev/null
+        done ) &
       loop=$!
     fi
     line=$(redis-benchmark -p $port -t get -n 400000 -c 50 -P 1 -r "$KEYS" --csv | tail -1 | tr -d '"')
-    if [ -n "$loop" ]; then kill $loop; wait $loop 2>/dev/null || true; fi
+    # Stop the loop after its current migration, so none runs into the next steady run.
+    if [ -n "$loop" ]; then touch "$work/stop"; wait $loop; fi
     # Let a migration in flight finish before the next steady run.
     while [ "$(redis-cli -p $port shardcast shards | grep -c '^key$')" != 1 ]; do
       redis-cli -p $port shardcast merge key >/dev/null 2>&1 || sleep 0.1
