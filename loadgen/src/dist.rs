@@ -211,7 +211,7 @@ impl MixgraphSampler {
             let x = i as f64;
             let w = m.keyrange_dist_a * (m.keyrange_dist_b * x).exp()
                 + m.keyrange_dist_c * (m.keyrange_dist_d * x).exp();
-            sum += w.max(0.0);
+            sum += if w.is_finite() { w.max(0.0) } else { 0.0 };
             cdf.push(sum);
         }
         for c in &mut cdf {

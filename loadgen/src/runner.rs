@@ -288,17 +288,12 @@ fn plan(cfg: &RunConfig) -> Result<Plan, RunError> {
                 c
             }
         };
-        let mut cdf = [0.0; OP_COUNT];
-        let mut acc = 0.0;
-        for (j, w) in a.ops.iter().enumerate() {
-            acc += w;
-            cdf[j] = acc;
-        }
-        cdf[OP_COUNT - 1] = f64::INFINITY;
+        let cdf = op_cdf(&a.ops);
         let verify = cfg
             .verify
             .then(|| Arc::new(VerifyTable::new(a.keyspace, a.keyspace, cfg.verify_keys, run_tag)));
-        value_bytes_max = value_bytes_max.max(a.value_size.max_bytes() as usize + 48);
+        value_bytes_max = value_bytes_max
+            .max(a.value_size.max_bytes() as usize + crate::verify::HEADER_BYTES_MAX);
         apps.push(AppPlan {
             name: a.name.clone(),
             client_name: a.client_name.clone(),
@@ -316,6 +311,25 @@ fn plan(cfg: &RunConfig) -> Result<Plan, RunError> {
         });
     }
     Ok(Plan { apps, open, duration, time_compression, value_bytes_max, drain: cfg.drain_timeout })
+}
+
+/// Cumulative op weights for picking an op with one uniform draw in [0, 1). The last op in
+/// the mix takes whatever rounding leaves above the sum, so no draw lands outside the mix.
+fn op_cdf(ops: &[f64; OP_COUNT]) -> [f64; OP_COUNT] {
+    let mut cdf = [0.0; OP_COUNT];
+    let mut acc = 0.0;
+    for (j, w) in ops.iter().enumerate() {
+        acc += w;
+        cdf[j] = acc;
+    }
+    let last = ops.iter().rposition(|&w| w > 0.0).expect("validated: some op weighs");
+    cdf[last] = f64::INFINITY;
+    cdf
+}
+
+#[inline]
+fn pick_op(cdf: &[f64; OP_COUNT], u: f64) -> usize {
+    cdf.iter().position(|&x| u < x).unwrap_or(OP_COUNT - 1)
 }
 
 /// Messages from workers to the coordinator.
@@ -544,7 +558,7 @@ impl Worker {
         let g = &mut self.gens[app_i];
         let c = &mut self.conns[ci];
         let u = g.rng.f64();
-        let op_i = plan.op_cdf.iter().position(|&x| u < x).unwrap_or(OP_COUNT - 1);
+        let op_i = pick_op(&plan.op_cdf, u);
         let op = Op::from_index(op_i);
         let latest = plan.inserted.load(Ordering::Relaxed);
         let verify = plan.verify.as_deref();
@@ -1417,4 +1431,25 @@ fn preload(plan: &Plan, addr: &SocketAddr, cfg: &RunConfig) -> Result<u64, RunEr
         total += n;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draw_above_the_rounded_sum_still_picks_an_op_of_the_mix() {
+        // Normalised weights whose running sum rounds to 1 - 2^-53: the largest draw is not
+        // below it. Without the guard it fell through to `rmw`, absent from this mix.
+        let mut w = [0.0; OP_COUNT];
+        w[Op::Get as usize] = 0.9414746821824703;
+        w[Op::Set as usize] = 0.03194898747681001;
+        w[Op::Del as usize] = 0.02657633034071963;
+        let largest_draw = 1.0 - f64::EPSILON / 2.0;
+        assert!(w.iter().sum::<f64>() <= largest_draw, "the case this test is about");
+        let cdf = op_cdf(&w);
+        assert_eq!(pick_op(&cdf, largest_draw), Op::Del as usize);
+        assert_eq!(pick_op(&cdf, 0.0), Op::Get as usize);
+        assert_eq!(pick_op(&cdf, 0.95), Op::Set as usize);
+    }
 }

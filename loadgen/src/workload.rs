@@ -291,7 +291,7 @@ fn key_distribution(f: &mut Fields<'_>) -> Result<KeyDistribution, WorkloadError
         }
         "mixgraph" => {
             let d = MixgraphKeys::fast20();
-            KeyDistribution::Mixgraph(MixgraphKeys {
+            let m = MixgraphKeys {
                 key_dist_a: t.f64_in("key_dist_a", Some(d.key_dist_a), 1e-12, 1e12)?,
                 key_dist_b: t.f64_in("key_dist_b", Some(d.key_dist_b), 1e-6, 1e6)?,
                 keyrange_dist_a: t.f64_or("keyrange_dist_a", d.keyrange_dist_a)?,
@@ -299,7 +299,20 @@ fn key_distribution(f: &mut Fields<'_>) -> Result<KeyDistribution, WorkloadError
                 keyrange_dist_c: t.f64_or("keyrange_dist_c", d.keyrange_dist_c)?,
                 keyrange_dist_d: t.f64_or("keyrange_dist_d", d.keyrange_dist_d)?,
                 keyrange_num: t.u64_in("keyrange_num", Some(d.keyrange_num), 1, 1_000_000)?,
-            })
+            };
+            let total: f64 = (1..=m.keyrange_num)
+                .map(|i| {
+                    let x = i as f64;
+                    m.keyrange_dist_a * (m.keyrange_dist_b * x).exp()
+                        + m.keyrange_dist_c * (m.keyrange_dist_d * x).exp()
+                })
+                .filter(|w| w.is_finite())
+                .map(|w| w.max(0.0))
+                .sum();
+            if !(total > 0.0 && total.is_finite()) {
+                return err(&t.path, "the key-range weights a*exp(b*i) + c*exp(d*i) must be positive and finite for some range");
+            }
+            KeyDistribution::Mixgraph(m)
         }
         other => {
             return unknown_type(
@@ -542,6 +555,10 @@ fn application(f: &mut Fields<'_>, base_dir: Option<&Path>) -> Result<Applicatio
         .or_else(|_| err(&f.field("name"), "missing (required)"))?
         .to_string();
     name_ok(&f.field("name"), &name, false)?;
+    if name.contains([',', '"', '.']) {
+        // It is a CSV column and part of the interval log's tags.
+        return err(&f.field("name"), format!("must not contain ',', '\"' or '.', got {name:?}"));
+    }
     let client_name = f.str_opt("client_name")?.unwrap_or(&name).to_string();
     name_ok(&f.field("client_name"), &client_name, false)?;
     let key_prefix = match f.str_opt("key_prefix")? {

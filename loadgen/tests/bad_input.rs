@@ -70,6 +70,12 @@ fn invalid_workloads_name_the_field() {
             "application[0].multi_keys.consecutive",
             "expected true or false, got integer",
         ),
+        (
+            "[[application]]\nname = \"web\"\nops = { get = 1 }\nkey_distribution = { type = \"mixgraph\", keyrange_dist_a = -1, keyrange_dist_c = 0 }\n",
+            "application[0].key_distribution",
+            "must be positive",
+        ),
+        ("[[application]]\nname = \"a,b\"\nops = { get = 1 }\n", "application[0].name", "must not contain"),
         ("[[application]\nname = 1", "", "not valid TOML"),
     ];
     for (toml, field, msg) in cases {
