@@ -50,8 +50,9 @@ pub enum MigrationWork {
     Prepare { partition: Vec<u8>, number: u64, lo: u64, hi: u64, merge: bool },
     /// To a source: stream `lo..=hi` of shard `number` to `target_core`, ending paused.
     StreamOut { partition: Vec<u8>, number: u64, lo: u64, hi: u64, target_core: usize },
-    /// To a target: one encoded batch; `last` makes everything received durable.
-    Apply { bytes: Vec<u8>, last: bool },
+    /// To a target: one encoded batch; `last` makes everything received durable. Batches of
+    /// the cutover (`cutover`) run in the foreground queue, the others in the background.
+    Apply { bytes: Vec<u8>, last: bool, cutover: bool },
     /// To source and target: abandon the migration (the source keeps the range).
     Abort { partition: Vec<u8>, source: u64 },
     /// To every core: the new map.
@@ -130,6 +131,7 @@ impl Core {
 
     async fn flush_all_locked(&self) -> Result<()> {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
+        self.check_rebalance_usable()?;
         let mut first = Ok(());
         for r in self.on_every_core(CoreWork::FlushAll).await {
             if let CoreResult::Done(Err(e)) = r {
@@ -189,7 +191,9 @@ impl Core {
                     Err(e) => done(Err(e)),
                 }
             }
-            MigrationWork::Apply { bytes, last } => done(self.apply_incoming(&bytes, last).await),
+            MigrationWork::Apply { bytes, last, .. } => {
+                done(self.apply_incoming(&bytes, last).await)
+            }
             MigrationWork::Abort { partition, source } => {
                 done(self.abort_migration(&partition, source).await)
             }
@@ -249,6 +253,7 @@ impl Core {
     async fn coordinate_split(&self, partition: &[u8]) -> Result<MigrationReport> {
         assert_eq!(self.id, COORDINATOR_CORE);
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
+        self.check_rebalance_usable()?;
         let cores = self.config.cores;
         let summaries = self.summaries().await;
         let mine = Self::partition_summaries(&summaries, partition)?;
@@ -303,6 +308,7 @@ impl Core {
     async fn coordinate_merge(&self, partition: &[u8]) -> Result<MigrationReport> {
         assert_eq!(self.id, COORDINATOR_CORE);
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
+        self.check_rebalance_usable()?;
         let cores = self.config.cores;
         let summaries = self.summaries().await;
         let mine = Self::partition_summaries(&summaries, partition)?;
@@ -447,6 +453,8 @@ impl Core {
             // requests wait) rather than let the source accept writes a restart might drop.
             tracing::error!(error = %e, cause = %cause,
                 "cannot record the rollback of a migration; its range stays paused until restart");
+            *self.rebalance_broken.borrow_mut() =
+                Some(format!("a migration's rollback could not be recorded ({e})"));
             return EngineError::Rebalance {
                 reason: format!("migration failed ({cause}) and its rollback could not be recorded ({e}); restart the server"),
             };
@@ -596,7 +604,7 @@ impl Core {
     ) -> Result<MigrationReport> {
         let mut report = MigrationReport::default();
         for batch in batches_of(entries) {
-            self.send_batch(target_core, &mut report, batch, false).await?;
+            self.send_batch(target_core, &mut report, batch, Phase::Bulk).await?;
             fault_point!("migrate:streaming");
         }
         for _ in 0..DELTA_ROUNDS_MAX {
@@ -612,7 +620,7 @@ impl Core {
                 if batch.is_empty() {
                     break;
                 }
-                self.send_batch(target_core, &mut report, batch, false).await?;
+                self.send_batch(target_core, &mut report, batch, Phase::Bulk).await?;
             }
         }
         Ok(report)
@@ -629,7 +637,7 @@ impl Core {
         loop {
             let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);
             let last = shard.dirty_len() == 0;
-            self.send_batch(target_core, report, batch, last).await?;
+            self.send_batch(target_core, report, batch, Phase::Cutover { last }).await?;
             if last {
                 return Ok(());
             }
@@ -641,14 +649,17 @@ impl Core {
         target_core: usize,
         report: &mut MigrationReport,
         batch: MigrationBatch,
-        last: bool,
+        phase: Phase,
     ) -> Result<()> {
         let bytes = encode_batch(report.batches, &batch);
         report.batches += 1;
         report.keys += batch.puts.len() as u64;
         report.bytes += bytes.len() as u64;
         drop(batch);
-        let apply = MigrationWork::Apply { bytes, last };
+        let apply = match phase {
+            Phase::Bulk => MigrationWork::Apply { bytes, last: false, cutover: false },
+            Phase::Cutover { last } => MigrationWork::Apply { bytes, last, cutover: true },
+        };
         self.step(target_core, apply).await
     }
 
@@ -762,7 +773,19 @@ impl Core {
                 }
             }
         }
-        for shard in removed {
+        // Their files go at the tidy step: the install answers at once, so the cores' epochs
+        // agree again quickly (whole-keyspace reads wait for that).
+        self.retired.borrow_mut().extend(removed);
+        self.create_missing_mapped_shards().await?;
+        self.publish_memory();
+        Ok(())
+    }
+
+    /// Removes, logged, every key outside its shard's range (recovery would too), and the
+    /// directories of shards merged away.
+    async fn tidy(&self) -> Result<()> {
+        let retired = std::mem::take(&mut *self.retired.borrow_mut());
+        for shard in retired {
             let dir = shard.dir().to_owned();
             drop(shard);
             if let Err(e) = remove_shard_dir(&self.storage, &dir).await {
@@ -771,13 +794,6 @@ impl Core {
                 self.storage.sync_dir(parent).await?;
             }
         }
-        self.create_missing_mapped_shards().await?;
-        self.publish_memory();
-        Ok(())
-    }
-
-    /// Removes, logged, every key outside its shard's range (recovery would too).
-    async fn tidy(&self) -> Result<()> {
         for shard in self.local_shards() {
             if shard.holds_foreign_keys() && shard.is_serving() {
                 shard.drop_foreign().await?;
@@ -786,6 +802,26 @@ impl Core {
         self.publish_memory();
         Ok(())
     }
+}
+
+impl Core {
+    /// Refuses migrations and FLUSHALL after a rollback that could not be recorded: the map
+    /// on disk is then unknown until a restart reads it.
+    fn check_rebalance_usable(&self) -> Result<()> {
+        match self.rebalance_broken.borrow().as_ref() {
+            Some(why) => Err(EngineError::Rebalance {
+                reason: format!("refused until the server restarts: {why}"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where a batch belongs: the bulk (and delta rounds), or the cutover.
+#[derive(Clone, Copy)]
+enum Phase {
+    Bulk,
+    Cutover { last: bool },
 }
 
 fn closed() -> EngineError {

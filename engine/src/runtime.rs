@@ -161,7 +161,7 @@ impl CoreWork {
         use crate::coordinator::MigrationWork;
         matches!(
             self,
-            CoreWork::Migration(MigrationWork::Apply { last: false, .. } | MigrationWork::Tidy)
+            CoreWork::Migration(MigrationWork::Apply { cutover: false, .. } | MigrationWork::Tidy)
         )
     }
 }
@@ -274,6 +274,11 @@ pub struct Core {
     pub(crate) shards: RefCell<HashMap<Vec<u8>, ShardList>>,
     /// The shard a migration is filling here, before the map gives it its range.
     pub(crate) incoming: RefCell<Option<crate::coordinator::Incoming>>,
+    /// Shards a merge took out of service; their files go at the tidy step.
+    pub(crate) retired: RefCell<Vec<Rc<Shard<DmaStorage>>>>,
+    /// Set on the coordinator when a failed migration's rollback could not be recorded:
+    /// migrations and FLUSHALL are refused until a restart settles the map.
+    pub(crate) rebalance_broken: RefCell<Option<String>>,
     create_lock: glommio::sync::Semaphore,
     /// Held by the coordinator (core 0) for the whole of a split or merge.
     pub(crate) migration_lock: glommio::sync::Semaphore,
@@ -455,6 +460,8 @@ impl Core {
             map: RefCell::new(map),
             shards: RefCell::new(HashMap::new()),
             incoming: RefCell::new(None),
+            retired: RefCell::new(Vec::new()),
+            rebalance_broken: RefCell::new(None),
             create_lock: glommio::sync::Semaphore::new(1),
             migration_lock: glommio::sync::Semaphore::new(1),
             migrations,
@@ -777,8 +784,11 @@ impl Core {
     /// must answer under the same map epoch, else (a migration's install was between them)
     /// the fan-out is repeated.
     pub async fn on_every_core_settled(&self, work: CoreWork) -> Result<Vec<CoreResult>> {
-        const SETTLE_ATTEMPTS_MAX: usize = 100;
-        for _ in 0..SETTLE_ATTEMPTS_MAX {
+        // Installs answer at once, so epochs agree again within one round of installs; the
+        // budget is generous for a loaded machine.
+        const SETTLE_WAIT_MAX: Duration = Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + SETTLE_WAIT_MAX;
+        while std::time::Instant::now() < deadline {
             let answers = self.on_every_core(CoreWork::AtEpoch(Box::new(work.clone()))).await;
             let mut epochs = Vec::with_capacity(answers.len());
             let mut results = Vec::with_capacity(answers.len());
