@@ -570,7 +570,10 @@ impl Core {
                 reason: format!("shard {} is already migrating", shard.meta().name()),
             });
         }
+        let pass = std::time::Instant::now();
         let entries = shard.begin_outgoing(lo, hi);
+        tracing::debug!(shard = %shard.meta().name(), keys = entries.len(),
+            us = pass.elapsed().as_micros() as u64, "migration: range taken (one pass)");
         let me = self.me.upgrade().expect("a running core");
         let s = shard.clone();
         let bulk = async move { me.stream_bulk(&s, entries, target_core).await };
