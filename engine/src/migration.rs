@@ -276,6 +276,40 @@ mod tests {
         assert!(decode_batch(&bytes[..bytes.len() - 1]).is_err());
     }
 
+    /// Random damage is refused with an error, never a panic (the decoder validates the
+    /// archive before reading it).
+    #[test]
+    fn damaged_batches_never_panic() {
+        let mut rng = crate::testing::SplitMix64::new(0x5eed);
+        let batch = MigrationBatch {
+            clear_range: false,
+            puts: (0..20)
+                .map(|i| SegmentEntry {
+                    key: format!("k{i}").into_bytes(),
+                    value: vec![i as u8; i],
+                    expire_at_ms: i as u64,
+                })
+                .collect(),
+            deletes: vec![b"gone".to_vec()],
+        };
+        let good = encode_batch(0, &batch);
+        for _ in 0..20_000 {
+            let mut bytes = good.clone();
+            let i = rng.below(bytes.len() as u64) as usize;
+            if rng.chance(1, 2) {
+                bytes[i] ^= 1 << rng.below(8);
+                // Keep the crc right half of the time, so the archive validation is reached.
+                if rng.chance(1, 2) && bytes.len() > BATCH_HEADER_LEN {
+                    let crc = crc32fast::hash(&bytes[BATCH_HEADER_LEN..]);
+                    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+                }
+            } else {
+                bytes.truncate(i);
+            }
+            let _ = decode_batch(&bytes);
+        }
+    }
+
     #[test]
     fn split_point_follows_the_load() {
         let mut h = AccessHistogram::new(0, u64::MAX);

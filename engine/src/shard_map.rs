@@ -425,6 +425,34 @@ mod tests {
         assert!(ShardMap::decode(&bytes[..30], path).is_err());
     }
 
+    /// Random damage (flips, truncations, garbage) is refused with an error, never a panic.
+    #[test]
+    fn damaged_manifests_never_panic() {
+        let mut rng = crate::testing::SplitMix64::new(0x5eed);
+        let mut map = two_shards();
+        map.set_partition(b"orders", PartitionMap::default_for(b"orders", 2));
+        let good = map.encode();
+        for _ in 0..20_000 {
+            let mut bytes = good.clone();
+            match rng.below(3) {
+                0 => {
+                    for _ in 0..=rng.below(4) {
+                        let i = rng.below(bytes.len() as u64) as usize;
+                        bytes[i] ^= 1 << rng.below(8);
+                    }
+                }
+                1 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+                _ => {
+                    let i = rng.below(bytes.len() as u64) as usize;
+                    for b in &mut bytes[i..] {
+                        *b = rng.next_u64() as u8;
+                    }
+                }
+            }
+            let _ = ShardMap::decode(&bytes, Path::new("SHARDMAP"));
+        }
+    }
+
     #[test]
     fn unmapped_partitions_use_the_default_core() {
         let map = two_shards();
