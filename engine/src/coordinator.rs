@@ -250,15 +250,22 @@ impl Core {
         Ok(mine)
     }
 
-    async fn coordinate_split(&self, partition: &[u8]) -> Result<MigrationReport> {
+    /// What planning a split or merge of `partition` starts from, under the migration lock:
+    /// every shard's summary, the partition's own, the map and the partition's placement.
+    async fn plan_start(&self, partition: &[u8]) -> Result<Plan> {
         assert_eq!(self.id, COORDINATOR_CORE);
-        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         self.check_rebalance_usable()?;
-        let cores = self.config.cores;
         let summaries = self.summaries().await;
         let mine = Self::partition_summaries(&summaries, partition)?;
         let map = self.shard_map();
-        let mut entry = map.placement(partition, cores);
+        let entry = map.placement(partition, self.config.cores);
+        Ok(Plan { summaries, mine, map, entry })
+    }
+
+    async fn coordinate_split(&self, partition: &[u8]) -> Result<MigrationReport> {
+        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
+        let Plan { summaries, mine, map, mut entry } = self.plan_start(partition).await?;
+        let cores = self.config.cores;
         let max =
             self.config.shards_per_partition_max.min(crate::shard_map::SHARDS_PER_PARTITION_LIMIT);
         if entry.shards.len() >= max {
@@ -306,14 +313,8 @@ impl Core {
     }
 
     async fn coordinate_merge(&self, partition: &[u8]) -> Result<MigrationReport> {
-        assert_eq!(self.id, COORDINATOR_CORE);
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
-        self.check_rebalance_usable()?;
-        let cores = self.config.cores;
-        let summaries = self.summaries().await;
-        let mine = Self::partition_summaries(&summaries, partition)?;
-        let map = self.shard_map();
-        let entry = map.placement(partition, cores);
+        let Plan { mine, map, entry, .. } = self.plan_start(partition).await?;
         if entry.shards.len() < 2 {
             return Err(EngineError::Rebalance {
                 reason: format!(
@@ -533,15 +534,7 @@ impl Core {
                 // Shard numbers are never reused: whatever is there is garbage.
                 remove_shard_dir(&self.storage, &dir).await?;
             }
-            let shard = Shard::create(
-                self.storage.clone(),
-                &self.config.data_dir,
-                meta,
-                self.config.shard_config(),
-                self.clock.clone(),
-            )
-            .await?;
-            Rc::new(shard)
+            Rc::new(self.create_shard(meta).await?)
         };
         *self.incoming.borrow_mut() =
             Some(Incoming { shard, partition, number, lo, hi, next_seq: 0, merge });
@@ -818,6 +811,14 @@ impl Core {
             None => Ok(()),
         }
     }
+}
+
+/// See `Core::plan_start`.
+struct Plan {
+    summaries: Vec<ShardSummary>,
+    mine: Vec<ShardSummary>,
+    map: Arc<ShardMap>,
+    entry: crate::shard_map::PartitionMap,
 }
 
 /// Where a batch belongs: the bulk (and delta rounds), or the cutover.

@@ -536,14 +536,7 @@ impl Core {
                     range_hi: place.hi,
                 };
                 tracing::warn!(shard = %meta.name(), "mapped shard has no files: created empty");
-                let shard = Shard::create(
-                    self.storage.clone(),
-                    &self.config.data_dir,
-                    meta,
-                    self.config.shard_config(),
-                    self.clock.clone(),
-                )
-                .await?;
+                let shard = self.create_shard(meta).await?;
                 self.insert_local(Rc::new(shard));
             }
         }
@@ -959,18 +952,18 @@ impl Core {
                 max: self.config.shards_per_core_max,
             });
         }
-        let shard = Shard::create(
-            self.storage.clone(),
-            &self.config.data_dir,
-            ShardMeta::whole(partition),
-            self.config.shard_config(),
-            self.clock.clone(),
-        )
-        .await?;
+        let shard = self.create_shard(ShardMeta::whole(partition)).await?;
         if self.map.borrow().get(partition).is_none() {
             self.insert_local(Rc::new(shard));
         }
         Ok(())
+    }
+
+    /// Creates a new, empty shard on disk with this core's settings.
+    pub(crate) async fn create_shard(&self, meta: ShardMeta) -> Result<Shard<DmaStorage>> {
+        let config = self.config.shard_config();
+        Shard::create(self.storage.clone(), &self.config.data_dir, meta, config, self.clock.clone())
+            .await
     }
 
     pub(crate) fn local_shard_count(&self) -> usize {
