@@ -45,3 +45,14 @@ pub fn seed_from_env() -> u64 {
             .unwrap_or(1),
     }
 }
+
+/// The seeds of a test that runs `count` of them: consecutive ones from `seed_from_env()`, or
+/// only the one `SHARDCAST_SEED` names (to replay a failure).
+pub fn seeds_from_env(count: u64) -> Vec<u64> {
+    let base = seed_from_env();
+    if std::env::var("SHARDCAST_SEED").is_ok() {
+        vec![base]
+    } else {
+        (0..count).map(|i| base.wrapping_add(i)).collect()
+    }
+}

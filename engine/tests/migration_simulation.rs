@@ -27,7 +27,7 @@ use shardcast_engine::shard::{remove_shard_dir, Shard, ShardConfig, ShardMeta};
 use shardcast_engine::shard_map::{MigrationKind, MigrationRecord, ShardMap};
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::storage::Storage;
-use shardcast_engine::testing::{seed_from_env, SplitMix64};
+use shardcast_engine::testing::{seeds_from_env, SplitMix64};
 use shardcast_engine::FsyncPolicy;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -635,12 +635,7 @@ async fn run_seed(seed: u64) -> Stats {
 
 #[test]
 fn migrations_keep_one_owner_and_every_acknowledged_write() {
-    let base = seed_from_env();
-    let seeds: Vec<u64> = if std::env::var("SHARDCAST_SEED").is_ok() {
-        vec![base]
-    } else {
-        (0..SEEDS).map(|i| base.wrapping_add(i)).collect()
-    };
+    let seeds = seeds_from_env(SEEDS);
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let mut total = Stats::default();

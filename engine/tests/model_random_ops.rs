@@ -11,7 +11,7 @@ use shardcast_engine::keyspace::{ExpireCondition, SetCondition, SetExpiry, Ttl};
 use shardcast_engine::ops::{Op, Reply};
 use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
 use shardcast_engine::storage::sim::SimStorage;
-use shardcast_engine::testing::{seed_from_env, SplitMix64};
+use shardcast_engine::testing::{seeds_from_env, SplitMix64};
 use shardcast_engine::{EngineError, FsyncPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -396,12 +396,7 @@ async fn run_seed(seed: u64) {
 
 #[test]
 fn random_ops_with_restarts_and_crashes_match_the_model() {
-    let base = seed_from_env();
-    let seeds: Vec<u64> = if std::env::var("SHARDCAST_SEED").is_ok() {
-        vec![base]
-    } else {
-        (0..SEEDS).map(|i| base.wrapping_add(i)).collect()
-    };
+    let seeds = seeds_from_env(SEEDS);
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             for seed in seeds {
