@@ -351,7 +351,7 @@ impl Core {
         self.run_migration(intent, committed).await
     }
 
-    /// Steps 1 to 5 for a planned migration (`intent` records it; `committed` is the result).
+    /// Steps 1 to 6 for a planned migration (`intent` records it; `committed` is the result).
     async fn run_migration(
         &self,
         intent: ShardMap,
