@@ -10,7 +10,8 @@
 //! 4. commit: the manifest gets the next map (epoch + 1), the only step that moves ownership;
 //! 5. install: target, then source, then the other cores take the map; the source releases
 //!    the paused requests, which route to the target;
-//! 6. tidy: every core removes (in the background queue) the keys outside its shards' ranges.
+//! 6. tidy: every core removes (in the background queue) the keys outside its shards' ranges,
+//!    and the directory of a shard merged away.
 //!
 //! A failure before the commit rolls back: the source keeps the range, the target drops what it
 //! received; a crash before the commit is rolled back the same way by `recover_layout`.
@@ -409,8 +410,8 @@ impl Core {
         order.extend((0..cores).filter(|c| *c != target_core && *c != source_core));
         for c in order {
             if let Err(e) = self.step(c, MigrationWork::Install(committed.clone())).await {
-                // The commit is durable; a core that failed to tidy up (remove files) is
-                // tidied by the next recovery.
+                // The commit is durable; a core that failed to install (it could not create
+                // a missing shard) is put right by the next recovery.
                 tracing::error!(core = c, error = %e, "installing the shard map");
             }
         }
@@ -707,8 +708,8 @@ impl Core {
     }
 
     /// Takes a new map: serving shards follow it (ranges set, an incoming shard starts serving,
-    /// a merged-away shard is removed), requests held by a finished cutover are released, and
-    /// keys now outside a shard's range are removed.
+    /// a merged-away shard stops serving and is kept for the tidy step), and requests held by
+    /// a finished cutover are released. No key or file is removed here (see `tidy`).
     async fn install_map(&self, map: Arc<ShardMap>) -> Result<()> {
         if map.epoch < self.map_epoch() {
             return Ok(());
@@ -784,10 +785,15 @@ impl Core {
         for shard in retired {
             let dir = shard.dir().to_owned();
             drop(shard);
-            if let Err(e) = remove_shard_dir(&self.storage, &dir).await {
+            // A failure leaves an unlisted directory, which recovery removes.
+            let removed = match remove_shard_dir(&self.storage, &dir).await {
+                Ok(()) => {
+                    self.storage.sync_dir(dir.parent().expect("shard dir has a parent")).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = removed {
                 tracing::warn!(dir = %dir.display(), error = %e, "removing a merged-away shard; recovery will");
-            } else if let Some(parent) = dir.parent() {
-                self.storage.sync_dir(parent).await?;
             }
         }
         for shard in self.local_shards() {
