@@ -184,17 +184,9 @@ mod tests {
     use crate::shard_map::PartitionMap;
     use crate::storage::sim::SimStorage;
 
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(|| async move { f().await })
-            .unwrap()
-            .join()
-            .unwrap();
-    }
-
     #[test]
     fn unlisted_shards_are_removed_and_a_missing_map_with_split_shards_is_refused() {
-        run(|| async {
+        crate::testing::run_local(|| async {
             let storage = SimStorage::new();
             let data = Path::new("/d");
             let pdir = data.join(partition_dir_name(b"user"));

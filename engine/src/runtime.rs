@@ -688,14 +688,16 @@ impl Core {
             };
             return ops.iter().map(|_| Err(e.clone())).collect();
         }
-        if ops.iter().all(|op| self.owner_of(op.key()) == self.id) {
+        // One owner lookup per op: the ops before the first remote one are known local.
+        let Some(first_remote) = ops.iter().position(|op| self.owner_of(op.key()) != self.id)
+        else {
             return self.execute_local(ops, hops).await;
-        }
+        };
         let n = ops.len();
         let mut per_core: Vec<(Vec<usize>, Vec<Op>)> =
             (0..self.config.cores).map(|_| Default::default()).collect();
         for (i, op) in ops.into_iter().enumerate() {
-            let c = self.owner_of(op.key());
+            let c = if i < first_remote { self.id } else { self.owner_of(op.key()) };
             per_core[c].0.push(i);
             per_core[c].1.push(op);
         }

@@ -56,3 +56,16 @@ pub fn seeds_from_env(count: u64) -> Vec<u64> {
         (0..count).map(|i| base.wrapping_add(i)).collect()
     }
 }
+
+/// Runs `f` to completion on a fresh single glommio executor (tests of one shard).
+pub fn run_local<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(|| async move { f().await })
+        .expect("start a local executor")
+        .join()
+        .expect("the executor's thread");
+}

@@ -8,6 +8,7 @@ use shardcast_engine::ops::Op;
 use shardcast_engine::routing::key_position;
 use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
 use shardcast_engine::storage::sim::SimStorage;
+use shardcast_engine::testing::run_local;
 use shardcast_engine::FsyncPolicy;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -31,17 +32,9 @@ async fn shard(storage: &SimStorage, fsync: FsyncPolicy) -> Shard<SimStorage> {
         .unwrap()
 }
 
-fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    glommio::LocalExecutorBuilder::default()
-        .spawn(|| async move { f().await })
-        .unwrap()
-        .join()
-        .unwrap();
-}
-
 #[test]
 fn delta_batches_are_bounded_and_lose_no_dirty_key() {
-    run(|| async {
+    run_local(|| async {
         let s = shard(&SimStorage::new(), FsyncPolicy::EverySec).await;
         assert!(s.begin_outgoing(0, u64::MAX).is_empty());
         let mut written = BTreeSet::new();
@@ -84,7 +77,7 @@ fn delta_batches_are_bounded_and_lose_no_dirty_key() {
 
 #[test]
 fn keys_outside_the_range_go_even_after_the_log_failed() {
-    run(|| async {
+    run_local(|| async {
         let storage = SimStorage::new();
         let s = shard(&storage, FsyncPolicy::Always).await;
         for i in 0..200 {

@@ -588,6 +588,22 @@ impl Worker {
             }
         };
         let value_len = |rng: &mut Rng| plan.value.sample(rng) as usize;
+        let put_get = |c: &mut Conn, id: u64| {
+            resp::put_array(&mut c.out, 2);
+            resp::put_bulk(&mut c.out, b"GET");
+            resp::put_key(&mut c.out, &plan.prefix, b"", id);
+        };
+        // A SET's key and value (or an MSET pair), and the verification entry of its write.
+        let filler = &self.filler;
+        let put_pair =
+            |c: &mut Conn, rng: &mut Rng, id: u64, w: Option<(u32, u64)>, nv: &mut u16| {
+                resp::put_key(&mut c.out, &plan.prefix, b"", id);
+                put_value(&mut c.out, value_len(rng), id, w.map(|x| (x.1, run_tag)), filler);
+                if let Some((slot, version)) = w {
+                    c.vq.push_back(VEntry::Write { slot, version, delete: false });
+                    *nv += 1;
+                }
+            };
         match op {
             Op::Get | Op::Set | Op::Del | Op::Insert | Op::Rmw => {
                 let id = if op == Op::Insert {
@@ -596,9 +612,7 @@ impl Worker {
                     key(&mut g.rng)
                 };
                 if op == Op::Rmw {
-                    resp::put_array(&mut c.out, 2);
-                    resp::put_bulk(&mut c.out, b"GET");
-                    resp::put_key(&mut c.out, &plan.prefix, b"", id);
+                    put_get(c, id);
                     let mut rnv = 0;
                     push_read(c, id, 0, &mut rnv);
                     c.inflight.push_back(InFlight {
@@ -615,9 +629,7 @@ impl Worker {
                 match (op, write) {
                     // A write converted to a GET stays counted under its op.
                     (Op::Get, _) | (_, Err(())) => {
-                        resp::put_array(&mut c.out, 2);
-                        resp::put_bulk(&mut c.out, b"GET");
-                        resp::put_key(&mut c.out, &plan.prefix, b"", id);
+                        put_get(c, id);
                         push_read(c, id, 0, &mut nv);
                     }
                     (Op::Del, Ok(w)) => {
@@ -632,18 +644,7 @@ impl Worker {
                     (_, Ok(w)) => {
                         resp::put_array(&mut c.out, 3);
                         resp::put_bulk(&mut c.out, b"SET");
-                        resp::put_key(&mut c.out, &plan.prefix, b"", id);
-                        put_value(
-                            &mut c.out,
-                            value_len(&mut g.rng),
-                            id,
-                            w.map(|x| (x.1, run_tag)),
-                            &self.filler,
-                        );
-                        if let Some((slot, version)) = w {
-                            c.vq.push_back(VEntry::Write { slot, version, delete: false });
-                            nv += 1;
-                        }
+                        put_pair(c, &mut g.rng, id, w, &mut nv);
                     }
                 }
             }
@@ -683,26 +684,13 @@ impl Worker {
                 }
                 if self.scratch.is_empty() {
                     let id = key(&mut g.rng);
-                    resp::put_array(&mut c.out, 2);
-                    resp::put_bulk(&mut c.out, b"GET");
-                    resp::put_key(&mut c.out, &plan.prefix, b"", id);
+                    put_get(c, id);
                     push_read(c, id, 0, &mut nv);
                 } else {
                     resp::put_array(&mut c.out, 1 + 2 * self.scratch.len());
                     resp::put_bulk(&mut c.out, b"MSET");
                     for &(id, w) in &self.scratch {
-                        resp::put_key(&mut c.out, &plan.prefix, b"", id);
-                        put_value(
-                            &mut c.out,
-                            value_len(&mut g.rng),
-                            id,
-                            w.map(|x| (x.1, run_tag)),
-                            &self.filler,
-                        );
-                        if let Some((slot, version)) = w {
-                            c.vq.push_back(VEntry::Write { slot, version, delete: false });
-                            nv += 1;
-                        }
+                        put_pair(c, &mut g.rng, id, w, &mut nv);
                     }
                 }
             }
