@@ -786,7 +786,25 @@ async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
                 Err(e) => s.w.error(&error_text(&e)),
             }
         }
-        "shards" | "split" | "merge" => {
+        "help" if args.len() == 2 => {
+            let lines = [
+                "SHARDCAST <subcommand> [<arg> ...]. Subcommands are:",
+                "SHARDS",
+                "    List every shard: partition, number, hash range, core, keys, load, state.",
+                "SPLIT <partition>",
+                "    Cut the partition's busiest shard at its load median and move the upper part",
+                "    to the least loaded core, online. `(default)` names the default partition.",
+                "MERGE <partition>",
+                "    Move the partition's least loaded shard into its neighbour, online.",
+                "HELP",
+                "    Print this help.",
+            ];
+            s.w.array(lines.len());
+            for l in lines {
+                s.w.simple(l);
+            }
+        }
+        "shards" | "split" | "merge" | "help" => {
             let name = format!("shardcast|{}", lower(&args[1]));
             s.w.error(&format!("ERR wrong number of arguments for '{name}' command"))
         }

@@ -165,6 +165,7 @@ impl ServerConfig {
         if let Some(v) = flags.maxclients {
             c.maxclients = v;
         }
+        c.engine.data_dir = absolute_dir(&c.engine.data_dir)?;
         c.validate()?;
         Ok(c)
     }
@@ -254,6 +255,14 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// The data directory as an absolute path, resolved once against the current directory at
+/// start (as Redis's `dir`): the start log line and `CONFIG GET dir` then say where the data
+/// really is, and no later file operation depends on the current directory (glommio's
+/// `Directory::open` does not resolve relative paths: docs/design.md, "Relative paths").
+fn absolute_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(dir).map_err(|e| format!("data-dir {}: {e}", dir.display()))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {

@@ -104,6 +104,11 @@ fn split_merge_and_their_errors() {
         "ERR wrong number of arguments for 'shardcast|split' command"
     );
     assert!(error_text(admin(&mut c, &["FROB"])).starts_with("ERR unknown subcommand"));
+    let help: Vec<String> = redis::cmd("SHARDCAST").arg("HELP").query(&mut c).unwrap();
+    assert!(help[0].starts_with("SHARDCAST <subcommand>"), "{help:?}");
+    for sub in ["SHARDS", "SPLIT <partition>", "MERGE <partition>", "HELP"] {
+        assert!(help.iter().any(|l| l == sub), "SHARDCAST HELP lacks {sub}: {help:?}");
+    }
     let _ = std::fs::remove_file(&config);
 }
 

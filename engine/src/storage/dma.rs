@@ -43,6 +43,17 @@ impl Storage for DmaStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> Result<()> {
+        // glommio 0.9's `Directory::open` hands the path to io_uring's openat with dirfd -1
+        // instead of AT_FDCWD, so a relative path fails with EBADF (its file opens resolve
+        // relative paths first; this one does not). Resolve it here.
+        let absolute;
+        let path = if path.is_relative() {
+            absolute = std::path::absolute(path)
+                .map_err(|e| EngineError::io("resolve directory", path, e))?;
+            absolute.as_path()
+        } else {
+            path
+        };
         let dir = glommio::io::Directory::open(path)
             .await
             .map_err(|e| EngineError::io("open directory", path, e))?;

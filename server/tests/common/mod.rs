@@ -12,7 +12,12 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Server {
     pub port: u16,
+    /// The data directory (absolute).
     pub dir: PathBuf,
+    /// The process's current directory, when the test chose one (`start_in`); removed at drop.
+    cwd: Option<PathBuf>,
+    /// Whether `--data-dir` is passed (not for `start_in`, which starts as the README does).
+    data_dir_flag: bool,
     child: Option<Child>,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -30,6 +35,28 @@ impl Server {
         let mut s = Server {
             port: free_port(),
             dir,
+            cwd: None,
+            data_dir_flag: true,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server as a newcomer does with the README's command: the current directory a
+    /// fresh folder named after `name`, no flag but `--port` and `args` (which may hold a
+    /// relative `--data-dir`). `data_dir` is where the data is expected, relative to it.
+    pub fn start_in(name: &str, data_dir: &str, args: &[&str]) -> Server {
+        let cwd = std::env::temp_dir().join(format!("shardcast-cwd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cwd);
+        std::fs::create_dir_all(&cwd).unwrap();
+        let mut s = Server {
+            port: free_port(),
+            dir: cwd.join(data_dir),
+            cwd: Some(cwd),
+            data_dir_flag: false,
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
@@ -44,11 +71,15 @@ impl Server {
     fn spawn(&mut self) {
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast-server"))
-                .arg("--port")
-                .arg(self.port.to_string())
-                .arg("--data-dir")
-                .arg(&self.dir)
+            let mut command = Command::new(env!("CARGO_BIN_EXE_shardcast-server"));
+            command.arg("--port").arg(self.port.to_string());
+            if self.data_dir_flag {
+                command.arg("--data-dir").arg(&self.dir);
+            }
+            if let Some(cwd) = &self.cwd {
+                command.current_dir(cwd);
+            }
+            let mut child = command
                 .args(&self.args)
                 .env("SHARDCAST_LOG", "warn")
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -168,6 +199,9 @@ impl Drop for Server {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(cwd) = &self.cwd {
+            let _ = std::fs::remove_dir_all(cwd);
+        }
     }
 }
 
