@@ -1,30 +1,31 @@
 //! Shardcast's storage engine: thread-per-core shards, each with an in-memory keyspace, a
 //! write-ahead log and snapshot segments, recovered after a crash. Knows nothing of RESP, the
 //! network or the predictor.
+//!
+//! The folders follow the layers, bottom-up: `storage` (the I/O seam), `log` (records, the
+//! writer, the reader), `keyspace` (one shard's data in memory), `shard` (a keyspace with its
+//! log and segments), `placement` (the shard map and its manifest), `migration` (the data
+//! plane of a split or merge), `runtime` (the executors, routing, fan-out and the
+//! coordinator). ARCHITECTURE.md has the map; docs/design.md the reasons.
 
 pub mod clock;
-pub mod coordinator;
 pub mod error;
 pub mod fault;
 pub mod glob;
 pub mod keyspace;
-pub mod manifest;
+pub mod log;
 pub mod migration;
 pub mod ops;
-pub mod record;
+pub mod placement;
 pub mod routing;
 pub mod runtime;
-pub mod segment;
 pub mod shard;
-pub mod shard_map;
 pub mod storage;
 pub mod testing;
-pub mod wal;
-pub mod wal_reader;
 
 pub use error::{EngineError, Result};
 
+pub use log::writer::FsyncPolicy;
 pub use runtime::{
     run, run_until, Core, CoreJob, CoreResult, CoreWork, EngineConfig, ShardSummary,
 };
-pub use wal::FsyncPolicy;

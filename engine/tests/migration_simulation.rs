@@ -19,12 +19,12 @@
 
 use shardcast_engine::clock::{Clock, ManualClock};
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
-use shardcast_engine::manifest::{open_placed_shards, recover_layout, write_manifest};
 use shardcast_engine::migration::{batches_of, decode_batch, encode_batch, MigrationBatch};
 use shardcast_engine::ops::{Op, Reply};
+use shardcast_engine::placement::manifest::{open_placed_shards, recover_layout, write_manifest};
+use shardcast_engine::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
 use shardcast_engine::routing::key_position;
 use shardcast_engine::shard::{remove_shard_dir, Shard, ShardConfig, ShardMeta};
-use shardcast_engine::shard_map::{MigrationKind, MigrationRecord, ShardMap};
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::storage::Storage;
 use shardcast_engine::testing::{seeds_from_env, SplitMix64};

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use shardcast_engine::record::Record;
+use shardcast_engine::log::record::Record;
 
 #[test]
 fn torn_tail_is_truncated_and_everything_before_it_recovers() {

@@ -1,7 +1,7 @@
 //! Named regressions found by the randomized tests, each with a one-line postmortem.
 
 use shardcast_engine::keyspace::{Keyspace, LogSink, SetExpiry, SetOptions};
-use shardcast_engine::record::{decode, Record};
+use shardcast_engine::log::record::{decode, Record};
 
 /// Collects encoded records, so a test can replay exactly what was logged.
 #[derive(Default)]

@@ -218,10 +218,12 @@ impl ServerConfig {
             self.engine.shards_per_core_max = v;
         }
         if let Some(v) = f.shards_per_partition_max {
-            if !(1..=shardcast_engine::shard_map::SHARDS_PER_PARTITION_LIMIT).contains(&v) {
+            if !(1..=shardcast_engine::placement::shard_map::SHARDS_PER_PARTITION_LIMIT)
+                .contains(&v)
+            {
                 return Err(format!(
                     "shards-per-partition-max: must be 1 to {}",
-                    shardcast_engine::shard_map::SHARDS_PER_PARTITION_LIMIT
+                    shardcast_engine::placement::shard_map::SHARDS_PER_PARTITION_LIMIT
                 ));
             }
             self.engine.shards_per_partition_max = v;

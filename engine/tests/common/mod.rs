@@ -80,7 +80,7 @@ pub fn wal_file(dir: &Path, partition: &str) -> PathBuf {
 pub fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
     let mut at = 0;
     let mut starts = Vec::new();
-    while let Ok(d) = shardcast_engine::record::decode(&bytes[at..]) {
+    while let Ok(d) = shardcast_engine::log::record::decode(&bytes[at..]) {
         starts.push(at);
         at += d.len;
     }

@@ -10,8 +10,8 @@
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
+use crate::placement::shard_map::{MigrationKind, ShardMap};
 use crate::shard::{partition_dir_name, remove_shard_dir, Shard, ShardConfig, ShardMeta};
-use crate::shard_map::{MigrationKind, ShardMap};
 use crate::storage::{read_all, Storage, StorageFile};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -181,7 +181,7 @@ fn is_partition_dir_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard_map::PartitionMap;
+    use crate::placement::shard_map::PartitionMap;
     use crate::storage::sim::SimStorage;
 
     #[test]

@@ -7,7 +7,7 @@
 //! Invariant: `used_bytes` is the sum of `entry_cost` over all entries.
 
 use crate::error::{EngineError, Result};
-use crate::record::Record;
+use crate::log::record::Record;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 

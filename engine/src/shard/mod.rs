@@ -13,17 +13,19 @@
 //! Invariant: a segment is visible under its final name only after its bytes are synced; the
 //! log files it replaces are removed only after that rename is synced.
 
+pub mod segment;
+
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::keyspace::{incr_float_value, set_range_value, Keyspace, LogSink, SetOptions};
+use crate::log::reader::{read_log, LogEnd};
+use crate::log::record::{Record, KEY_LEN_MAX};
+use crate::log::writer::{FsyncPolicy, Wal, WAL_PREALLOC_BYTES};
 use crate::migration::{AccessHistogram, Gate, MigrationBatch, Outgoing};
 use crate::ops::{Op, OpKind, Reply};
-use crate::record::{Record, KEY_LEN_MAX};
 use crate::routing::{key_position, stable_hash};
-use crate::segment::{self, SegmentEntry};
 use crate::storage::{read_all, Storage, StorageFile, IO_ALIGN};
-use crate::wal::{FsyncPolicy, Wal, WAL_PREALLOC_BYTES};
-use crate::wal_reader::{read_log, LogEnd};
+use segment::SegmentEntry;
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -770,7 +772,7 @@ impl<S: Storage> Shard<S> {
             match ks.peek_live(key, now) {
                 Some(e) => {
                     bytes += e.value.len();
-                    batch.puts.push(crate::segment::SegmentEntry {
+                    batch.puts.push(crate::shard::segment::SegmentEntry {
                         key: key.to_vec(),
                         value: e.value.to_vec(),
                         expire_at_ms: e.expire_at_ms,

@@ -15,7 +15,7 @@
 //! the entries it may overwrite, so T ends with exactly S's state of R at the pause.
 
 use crate::keyspace::{Entry, Key};
-use crate::segment::SegmentEntry;
+use crate::shard::segment::SegmentEntry;
 use rkyv::rancor;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;

@@ -15,7 +15,7 @@
 //! appended or acknowledged (the state of the page cache and device is unknown).
 
 use crate::error::{EngineError, Result};
-use crate::record::Record;
+use crate::log::record::Record;
 use crate::storage::{align_up, StorageFile, IO_ALIGN};
 use glommio::sync::Semaphore;
 use std::cell::{Cell, RefCell};

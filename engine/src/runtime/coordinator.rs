@@ -20,14 +20,14 @@
 
 use crate::error::{EngineError, Result};
 use crate::fault_point;
-use crate::manifest::write_manifest;
 use crate::migration::{batches_of, decode_batch, encode_batch, MigrationBatch};
 use crate::migration::{
     BATCH_BYTES_TARGET, BATCH_ENTRIES_MAX, DELTA_CUTOVER_KEYS, DELTA_ROUNDS_MAX,
 };
+use crate::placement::manifest::write_manifest;
+use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap, ShardPlace};
 use crate::runtime::{Core, CoreResult, CoreWork, ShardSummary};
 use crate::shard::{partition_display, remove_shard_dir, shard_dir, Shard, ShardMeta};
-use crate::shard_map::{MigrationKind, MigrationRecord, ShardMap, ShardPlace};
 use crate::storage::dma::DmaStorage;
 use crate::storage::Storage;
 use std::rc::Rc;
@@ -267,8 +267,10 @@ impl Core {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         let Plan { summaries, mine, map, mut entry } = self.plan_start(partition).await?;
         let cores = self.config.cores;
-        let max =
-            self.config.shards_per_partition_max.min(crate::shard_map::SHARDS_PER_PARTITION_LIMIT);
+        let max = self
+            .config
+            .shards_per_partition_max
+            .min(crate::placement::shard_map::SHARDS_PER_PARTITION_LIMIT);
         if entry.shards.len() >= max {
             return Err(EngineError::Rebalance {
                 reason: format!(
@@ -824,7 +826,7 @@ struct Plan {
     summaries: Vec<ShardSummary>,
     mine: Vec<ShardSummary>,
     map: Arc<ShardMap>,
-    entry: crate::shard_map::PartitionMap,
+    entry: crate::placement::shard_map::PartitionMap,
 }
 
 /// Where a batch belongs: the bulk (and delta rounds), or the cutover.

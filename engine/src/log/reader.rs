@@ -7,7 +7,7 @@
 //! order, and nothing after `d` was ever acknowledged. A flipped byte in a record that no later
 //! record vouches for cannot be told from a torn write; it is dropped (see docs/format.md).
 
-use crate::record::{decode, DecodeError, Record, RECORD_BODY_FIXED_LEN, RECORD_HEADER_LEN};
+use crate::log::record::{decode, DecodeError, Record, RECORD_BODY_FIXED_LEN, RECORD_HEADER_LEN};
 
 /// How a log file ends.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,92 @@
+//! Engine settings: every limit has a name and a default.
+
+use crate::log::writer::FsyncPolicy;
+use crate::routing::PARTITION_SEPARATOR_DEFAULT;
+use crate::shard::ShardConfig;
+use std::path::PathBuf;
+
+/// Period over which per-shard ops/s are measured.
+pub(super) const OPS_RATE_PERIOD_MS: u64 = 1000;
+
+/// Name of the file every executor opens first (the iopoll workaround).
+pub const IOPOLL_PROBE_FILE: &str = ".iopoll-probe";
+
+pub(super) const IOPOLL_PROBE_LEN: usize = 8192;
+
+/// Engine settings; every limit has a name and a default.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// Number of data cores (executors).
+    pub cores: usize,
+    /// CPUs to pin the executors to; `None` spreads them over the machine.
+    pub cpu_list: Option<Vec<usize>>,
+    pub fsync: FsyncPolicy,
+    /// Registered I/O buffer memory per executor (without CAP_IPC_LOCK keep <= 640 KiB).
+    pub io_memory_bytes: usize,
+    /// io_uring depth per executor (without CAP_IPC_LOCK keep <= 1024).
+    pub ring_depth: usize,
+    /// Busy-poll before parking; 0 (the default) never spins, which is right when client and
+    /// server share cores.
+    pub spin_before_park_us: u64,
+    /// Messages in flight per ordered pair of cores.
+    pub mesh_channel_capacity: usize,
+    pub partition_separator: u8,
+    pub snapshot_min_wal_bytes: u64,
+    pub wal_prealloc_bytes: u64,
+    /// Period of the `everysec`/`no` log writer.
+    pub flush_interval_ms: u64,
+    /// Unwritten log bytes that trigger a write before the timer.
+    pub wal_write_batch_bytes: usize,
+    pub expire_cycle_interval_ms: u64,
+    /// Expired keys removed per shard per active-expiry cycle.
+    pub expire_cycle_keys_max: usize,
+    /// Scheduler shares of the background queue (snapshots); the foreground has 1000.
+    pub background_shares: usize,
+    /// How long a task queue runs before `yield_if_needed` lets another one in (glommio's
+    /// default, 100 ms). Measured with `benches/migration.sh`: 2 ms cut the worst GET during
+    /// back-to-back migrations from ~300 to ~150 ms but doubled its p99 (6-7 to 15-18 ms), as
+    /// the foreground queue is then preempted as often; so the default stays.
+    pub preempt_interval_ms: u64,
+    /// Most shards (so partitions) one core holds; each has its own files and log.
+    pub shards_per_core_max: usize,
+    /// Most shards one partition may be split into.
+    pub shards_per_partition_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let shard = ShardConfig::default();
+        EngineConfig {
+            data_dir: PathBuf::from("./shardcast-data"),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_list: None,
+            fsync: FsyncPolicy::EverySec,
+            io_memory_bytes: 640 * 1024,
+            ring_depth: 1024,
+            spin_before_park_us: 0,
+            mesh_channel_capacity: 1024,
+            partition_separator: PARTITION_SEPARATOR_DEFAULT,
+            snapshot_min_wal_bytes: shard.snapshot_min_wal_bytes,
+            wal_prealloc_bytes: shard.wal_prealloc_bytes,
+            flush_interval_ms: 1000,
+            wal_write_batch_bytes: 1024 * 1024,
+            expire_cycle_interval_ms: 100,
+            expire_cycle_keys_max: 1000,
+            background_shares: 100,
+            preempt_interval_ms: 100,
+            shards_per_core_max: 4096,
+            shards_per_partition_max: 64,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub(crate) fn shard_config(&self) -> ShardConfig {
+        ShardConfig {
+            fsync: self.fsync,
+            snapshot_min_wal_bytes: self.snapshot_min_wal_bytes,
+            wal_prealloc_bytes: self.wal_prealloc_bytes,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Work that sees every core: DBSIZE, FLUSHALL, KEYS, SCAN, RANDOMKEY, shard summaries,
+//! flushes and snapshots of every shard.
+
+use super::*;
+use crate::error::{EngineError, Result};
+use crate::glob::glob_match;
+use crate::routing::scan_position;
+
+impl Core {
+    /// Keys in the whole engine (DBSIZE), each counted once even during a migration.
+    pub async fn dbsize(&self) -> Result<u64> {
+        let answers = self.on_every_core_settled(CoreWork::DbSize).await?;
+        answers
+            .into_iter()
+            .map(|r| match r {
+                CoreResult::Count(n) => Ok(n),
+                CoreResult::Done(Err(e)) => Err(e),
+                other => unreachable!("DbSize answered with {other:?}"),
+            })
+            .sum()
+    }
+
+    pub(super) async fn run_work(&self, work: CoreWork) -> CoreResult {
+        match work {
+            CoreWork::Ops { ops, hops } => CoreResult::Ops(self.execute_local(ops, hops).await),
+            CoreWork::DbSize => CoreResult::Count(
+                self.shards.borrow().values().flatten().map(|s| s.owned_key_count() as u64).sum(),
+            ),
+            // Boxed: a migration step may await other steps through `on_core`.
+            CoreWork::Migration(work) => Box::pin(self.run_migration_work(work)).await,
+            CoreWork::AtEpoch(work) => {
+                // The fan-out reads (DbSize, Keys, Scan) do not await, so the epoch read here is
+                // the one they ran under.
+                let epoch = self.map_epoch();
+                let result = Box::new(Box::pin(self.run_work(*work)).await);
+                CoreResult::AtEpoch { epoch, result }
+            }
+            CoreWork::FlushAll if self.draining.get() => {
+                CoreResult::Done(Err(EngineError::Unavailable { reason: "shutting down".into() }))
+            }
+            CoreWork::FlushAll => {
+                let r = self.flush_all_keys().await;
+                self.publish_memory();
+                CoreResult::Done(r)
+            }
+            CoreWork::ShardInfo => CoreResult::Shards(self.shard_summaries()),
+            CoreWork::SetIfNoneExist(pairs) => match self.set_if_none_exist(pairs).await {
+                Ok(set) => CoreResult::Count(set as u64),
+                Err(e) => CoreResult::Done(Err(e)),
+            },
+            CoreWork::RandomKey { seed } => CoreResult::Key(self.random_key(seed)),
+            CoreWork::Keys { pattern, max } => {
+                let (keys, truncated) = self.keys_local(pattern.as_deref(), max);
+                CoreResult::Keys { keys, truncated }
+            }
+            CoreWork::Scan { cursor, count, pattern } => {
+                CoreResult::Scan(self.scan_local(cursor, count, pattern.as_deref()))
+            }
+        }
+    }
+
+    pub(super) async fn flush_all_keys(&self) -> Result<()> {
+        let shards = self.local_shards();
+        for shard in shards {
+            if !shard.is_serving() {
+                continue;
+            }
+            if let Some(lsn) = shard.clear()? {
+                shard.wait_durable(lsn).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn shard_summaries(&self) -> Vec<ShardSummary> {
+        self.local_shards()
+            .iter()
+            .map(|s| {
+                let m = s.meta();
+                let (range_lo, range_hi) = s.range();
+                ShardSummary {
+                    core: self.id,
+                    partition: m.partition.clone(),
+                    number: m.number,
+                    range_lo,
+                    range_hi,
+                    keys: s.owned_key_count() as u64,
+                    expiring_keys: s.with_keyspace(|ks| ks.expiring_len() as u64),
+                    used_bytes: s.used_bytes(),
+                    reads: s.stats.reads.get(),
+                    writes: s.stats.writes.get(),
+                    deletes: s.stats.deletes.get(),
+                    others: s.stats.others.get(),
+                    snapshots: s.stats.snapshots.get(),
+                    ops_per_sec: s.stats.ops_per_sec.get(),
+                    accesses: s.access_total(),
+                    migrating: s.is_migrating(),
+                    failure: s.failure().map(|e| e.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn keys_local(&self, pattern: Option<&[u8]>, max: usize) -> (Vec<Vec<u8>>, bool) {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        for shard in self.local_shards() {
+            let full = shard.with_keyspace(|ks| {
+                for (key, entry) in ks.iter() {
+                    let live = entry.expire_at_ms == 0 || entry.expire_at_ms > now;
+                    if live && pattern.is_none_or(|p| glob_match(p, key)) && shard.owns_key(key) {
+                        if out.len() >= max {
+                            return true;
+                        }
+                        out.push(key.to_vec());
+                    }
+                }
+                false
+            });
+            if full {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
+    pub(super) fn random_key(&self, seed: u64) -> Option<Vec<u8>> {
+        let shards: Vec<_> =
+            self.local_shards().into_iter().filter(|s| s.key_count() > 0).collect();
+        if shards.is_empty() {
+            return None;
+        }
+        let mut rng = crate::testing::SplitMix64::new(seed);
+        let now = self.clock.now_ms();
+        for _ in 0..16 {
+            let shard = &shards[rng.below(shards.len() as u64) as usize];
+            let n = shard.key_count() as u64;
+            let found = shard.with_keyspace(|ks| {
+                let key = ks.key_at(rng.below(n.max(1)) as usize)?;
+                (ks.exists(&key, now) && shard.owns_key(&key)).then(|| key.to_vec())
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+
+    /// Writes (and syncs, if `sync`) every local shard's buffered log.
+    pub async fn flush_all(&self, sync: bool) -> Result<()> {
+        let shards = self.all_local_shards();
+        let mut first_err = None;
+        for shard in shards {
+            if let Err(e) = shard.flush(sync).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Takes a snapshot of every local shard now (BGSAVE-like; tests and benches).
+    pub async fn snapshot_all(&self) -> Result<()> {
+        let shards = self.local_shards();
+        for shard in shards {
+            if shard.is_serving() {
+                shard.snapshot().await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn scan_local(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> ScanPage {
+        let now = self.clock.now_ms();
+        let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+        for shard in self.local_shards() {
+            let partition = &shard.meta().partition;
+            shard.with_keyspace(|ks| {
+                for (key, entry) in ks.iter() {
+                    if entry.expire_at_ms != 0 && entry.expire_at_ms <= now {
+                        continue;
+                    }
+                    if !shard.owns_key(key) {
+                        continue;
+                    }
+                    let pos = scan_position(partition, key);
+                    if pos >= cursor {
+                        all.push((pos, key.to_vec()));
+                    }
+                }
+            });
+        }
+        all.sort_unstable();
+        let mut take = count.max(1).min(all.len());
+        // Never split a group of equal positions across pages.
+        while take < all.len() && take > 0 && all[take].0 == all[take - 1].0 {
+            take += 1;
+        }
+        let next = all.get(take).map(|(p, _)| *p);
+        all.truncate(take);
+        if let Some(p) = pattern {
+            all.retain(|(_, k)| glob_match(p, k));
+        }
+        ScanPage { keys: all, next }
+    }
+
+    /// One SCAN step over the whole engine: keys at positions >= `cursor` (about `count`
+    /// examined), and the next cursor (0 when done). Every key present for the whole
+    /// iteration is returned at least once; no key is returned twice in one iteration.
+    pub async fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        pattern: Option<Vec<u8>>,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        let pages = self.on_every_core_settled(CoreWork::Scan { cursor, count, pattern }).await?;
+        let mut pages: Vec<ScanPage> = pages
+            .into_iter()
+            .map(|r| match r {
+                CoreResult::Scan(p) => Ok(p),
+                CoreResult::Done(Err(e)) => Err(e),
+                other => unreachable!("scan answered with {other:?}"),
+            })
+            .collect::<Result<_>>()?;
+        let next = pages.iter().filter_map(|p| p.next).min();
+        let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
+        for p in pages.iter_mut() {
+            keys.extend(p.keys.drain(..).filter(|(pos, _)| next.is_none_or(|n| *pos < n)));
+        }
+        keys.sort_unstable();
+        Ok((next.unwrap_or(0), keys.into_iter().map(|(_, k)| k).collect()))
+    }
+}

@@ -1,0 +1,182 @@
+//! The thread-per-core runtime: one pinned glommio executor per data core, each owning the
+//! shards of the partitions placed on it, joined by a channel mesh.
+//!
+//! A `Core` is the handle a connection uses on its executor: it routes every op to the core
+//! that owns the op's key, executing local ops directly and batching remote ones into one mesh
+//! message per destination core; replies come back in the order of the ops.
+//!
+//! Invariant: a shard's state is touched only by its owning executor; nothing on the data path
+//! is locked or shared between threads (cross-core work is a message).
+//! Invariant: every executor opens the iopoll probe file before any other DMA file (glommio
+//! #605/#670, see DESIGN.md), or reads on that executor may fail with EOPNOTSUPP.
+
+mod config;
+pub mod coordinator;
+mod fanout;
+mod mesh;
+mod route;
+mod start;
+mod timers;
+mod work;
+
+pub use config::EngineConfig;
+pub use config::IOPOLL_PROBE_FILE;
+use config::{IOPOLL_PROBE_LEN, OPS_RATE_PERIOD_MS};
+use mesh::{wait_reply, MeshMsg, ReplySlot};
+pub use route::ROUTE_HOPS_MAX;
+pub use start::{apply_iopoll_workaround, run, run_until};
+pub use work::{CoreJob, CoreResult, CoreWork, ScanPage, ShardSummary};
+
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::placement::shard_map::ShardMap;
+use crate::routing::partition_of;
+use crate::shard::{Shard, ShardMeta};
+use crate::storage::dma::DmaStorage;
+use glommio::channels::channel_mesh::Senders;
+use glommio::TaskQueueHandle;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Bytes used per core, each slot written only by its core (for `maxmemory` and INFO).
+pub struct MemoryGauge {
+    per_core: Vec<PaddedU64>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedU64(std::sync::atomic::AtomicU64);
+
+impl MemoryGauge {
+    fn new(cores: usize) -> Self {
+        MemoryGauge { per_core: (0..cores).map(|_| PaddedU64::default()).collect() }
+    }
+
+    /// Bytes used by all cores, as last published (at most one batch old per core).
+    pub fn total(&self) -> u64 {
+        self.per_core.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// The per-executor engine handle.
+pub struct Core {
+    /// This core's own `Rc` (tasks spawned from `&self` need one).
+    pub(crate) me: std::rc::Weak<Core>,
+    pub(crate) id: usize,
+    pub(crate) config: Arc<EngineConfig>,
+    pub(crate) storage: DmaStorage,
+    pub(crate) clock: Rc<dyn Clock>,
+    /// This core's copy of the shard map (replaced whole by `install_map`).
+    pub(crate) map: RefCell<Arc<ShardMap>>,
+    /// partition -> its shards on this core that serve, sorted by range.
+    pub(crate) shards: RefCell<HashMap<Vec<u8>, ShardList>>,
+    /// The shard a migration is filling here, before the map gives it its range.
+    pub(crate) incoming: RefCell<Option<crate::runtime::coordinator::Incoming>>,
+    /// Shards a merge took out of service; their files go at the tidy step.
+    pub(crate) retired: RefCell<Vec<Rc<Shard<DmaStorage>>>>,
+    /// Set on the coordinator when a failed migration's rollback could not be recorded:
+    /// migrations and FLUSHALL are refused until a restart settles the map.
+    pub(crate) rebalance_broken: RefCell<Option<String>>,
+    create_lock: glommio::sync::Semaphore,
+    /// Held by the coordinator (core 0) for the whole of a split or merge.
+    pub(crate) migration_lock: glommio::sync::Semaphore,
+    pub(crate) migrations: Arc<crate::runtime::coordinator::MigrationCounters>,
+    senders: Senders<MeshMsg>,
+    pending: RefCell<HashMap<u64, Rc<ReplySlot>>>,
+    next_request: Cell<u64>,
+    pub(crate) background: TaskQueueHandle,
+    stopping: Arc<AtomicBool>,
+    memory: Arc<MemoryGauge>,
+    /// Set after every core's work ended: ops are refused so nothing changes after the final
+    /// flush.
+    pub(crate) draining: Cell<bool>,
+}
+
+/// One partition's serving shards on a core, sorted by range.
+pub(crate) type ShardList = Vec<Rc<Shard<DmaStorage>>>;
+
+impl Core {
+    /// This core's index, `0..cores`.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn cores(&self) -> usize {
+        self.config.cores
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Asks every core to stop (the server's accept loops watch this).
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of keys and values held by every core (as last published).
+    pub fn used_memory(&self) -> u64 {
+        self.memory.total()
+    }
+
+    pub(crate) fn publish_memory(&self) {
+        let used: u64 = self.shards.borrow().values().flatten().map(|s| s.used_bytes()).sum();
+        self.memory.per_core[self.id].0.store(used, Ordering::Relaxed);
+    }
+
+    /// The epoch of this core's copy of the shard map.
+    pub fn map_epoch(&self) -> u64 {
+        self.map.borrow().epoch
+    }
+
+    /// This core's copy of the shard map.
+    pub fn shard_map(&self) -> Arc<ShardMap> {
+        self.map.borrow().clone()
+    }
+
+    /// The core that owns a key's shard, as this core's map says.
+    #[inline]
+    pub fn owner_of(&self, key: &[u8]) -> usize {
+        let partition = partition_of(key, self.config.partition_separator);
+        self.map.borrow().core_of(partition, key, self.config.cores)
+    }
+
+    /// The serving shards of this core, sorted by partition and range.
+    pub fn local_shards(&self) -> Vec<Rc<Shard<DmaStorage>>> {
+        let mut v: Vec<_> = self.shards.borrow().values().flatten().cloned().collect();
+        v.sort_by(|a, b| {
+            (&a.meta().partition, a.range().0).cmp(&(&b.meta().partition, b.range().0))
+        });
+        v
+    }
+
+    /// Serving shards plus a shard being filled by a migration (log flushes, expiry).
+    fn all_local_shards(&self) -> Vec<Rc<Shard<DmaStorage>>> {
+        let mut v: Vec<_> = self.shards.borrow().values().flatten().cloned().collect();
+        if let Some(inc) = self.incoming.borrow().as_ref() {
+            if !v.iter().any(|s| Rc::ptr_eq(s, &inc.shard)) {
+                v.push(inc.shard.clone());
+            }
+        }
+        v
+    }
+
+    /// Creates a new, empty shard on disk with this core's settings.
+    pub(crate) async fn create_shard(&self, meta: ShardMeta) -> Result<Shard<DmaStorage>> {
+        let config = self.config.shard_config();
+        Shard::create(self.storage.clone(), &self.config.data_dir, meta, config, self.clock.clone())
+            .await
+    }
+
+    pub(crate) fn local_shard_count(&self) -> usize {
+        self.shards.borrow().values().map(Vec::len).sum::<usize>()
+            + self.incoming.borrow().is_some() as usize
+    }
+}

@@ -1,0 +1,313 @@
+//! Routing and executing single-key ops: each op goes to the core that owns its key, local
+//! ops run at once, remote ones go as one batch per core, replies come back in op order.
+
+use super::*;
+use crate::error::{EngineError, Result};
+use crate::log::writer::FsyncPolicy;
+use crate::migration::Gate;
+use crate::ops::{Op, OpKind, Reply};
+use crate::routing::{default_core_of, key_position, partition_of};
+use crate::shard::{Shard, ShardMeta};
+use crate::storage::dma::DmaStorage;
+use std::rc::Rc;
+
+/// Where an op goes, as this core sees it now.
+pub(super) enum Route {
+    /// A shard here serves it.
+    Local(Rc<Shard<DmaStorage>>, u64),
+    /// The partition has its default placement here but no shard yet.
+    Unplaced,
+    /// Another core owns it.
+    Remote,
+    /// Its range is in a cutover; wait, then route again.
+    Paused(Rc<Gate>),
+}
+
+/// Forwards after which an op is refused rather than sent on (routes settle in one or two).
+pub const ROUTE_HOPS_MAX: u32 = 8;
+
+/// The reply to an op on a partition that has no shard yet (so no keys).
+pub(super) fn reply_without_shard(op: &Op) -> Reply {
+    match op {
+        Op::Get { .. } | Op::GetDel { .. } | Op::GetEx { .. } => Reply::Nil,
+        Op::Ttl { .. } => Reply::Ttl(crate::keyspace::Ttl::Missing),
+        Op::StrLen { .. } => Reply::Int(0),
+        Op::GetRange { .. } => Reply::Value(Vec::new()),
+        _ => Reply::Bool(false),
+    }
+}
+
+impl Core {
+    /// Where `key` goes, as this core sees it now.
+    #[inline]
+    pub(super) fn route(&self, key: &[u8]) -> Route {
+        let partition = partition_of(key, self.config.partition_separator);
+        let position = key_position(key);
+        let map = self.map.borrow();
+        let mapped = map.get(partition);
+        let owner = match mapped {
+            None => default_core_of(partition, self.config.cores),
+            Some(p) => p.find(position).core(self.config.cores),
+        };
+        if owner != self.id {
+            return Route::Remote;
+        }
+        let shards = self.shards.borrow();
+        let shard = shards.get(partition).and_then(|l| l.iter().find(|s| s.owns(position)));
+        match shard {
+            Some(s) => match s.paused_gate(position) {
+                Some(gate) => Route::Paused(gate),
+                None => Route::Local(s.clone(), position),
+            },
+            None if mapped.is_none() => Route::Unplaced,
+            // The map places it here but no shard serves it: impossible while install_map
+            // keeps both in step; refuse rather than guess.
+            None => Route::Remote,
+        }
+    }
+
+    /// Executes one op on its owning core.
+    pub async fn execute_one(&self, op: Op) -> Result<Reply> {
+        self.execute(vec![op]).await.pop().expect("one reply per op")
+    }
+
+    /// Executes ops on their owning cores: one message per remote core, replies in op order.
+    pub async fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        self.execute_routed(ops, 0).await
+    }
+
+    pub(super) async fn execute_routed(&self, ops: Vec<Op>, hops: u32) -> Vec<Result<Reply>> {
+        if hops > ROUTE_HOPS_MAX {
+            let e = EngineError::Unavailable {
+                reason: format!("routing did not settle after {ROUTE_HOPS_MAX} forwards"),
+            };
+            return ops.iter().map(|_| Err(e.clone())).collect();
+        }
+        // One owner lookup per op: the ops before the first remote one are known local.
+        let Some(first_remote) = ops.iter().position(|op| self.owner_of(op.key()) != self.id)
+        else {
+            return self.execute_local(ops, hops).await;
+        };
+        let n = ops.len();
+        let mut per_core: Vec<(Vec<usize>, Vec<Op>)> =
+            (0..self.config.cores).map(|_| Default::default()).collect();
+        for (i, op) in ops.into_iter().enumerate() {
+            let c = if i < first_remote { self.id } else { self.owner_of(op.key()) };
+            per_core[c].0.push(i);
+            per_core[c].1.push(op);
+        }
+        let mut waiting = Vec::new();
+        let mut local = None;
+        for (c, (idx, ops)) in per_core.into_iter().enumerate() {
+            if ops.is_empty() {
+                continue;
+            }
+            if c == self.id {
+                local = Some((idx, ops));
+            } else {
+                waiting.push((idx, self.send(c, CoreWork::Ops { ops, hops }).await));
+            }
+        }
+        let mut out: Vec<Option<Result<Reply>>> = (0..n).map(|_| None).collect();
+        if let Some((idx, ops)) = local {
+            for (i, r) in idx.into_iter().zip(self.execute_local(ops, hops).await) {
+                out[i] = Some(r);
+            }
+        }
+        for (idx, pending) in waiting {
+            let replies = match pending {
+                Ok(slot) => match wait_reply(slot).await {
+                    CoreResult::Ops(r) => r,
+                    other => unreachable!("ops answered with {other:?}"),
+                },
+                Err(e) => idx.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for (i, r) in idx.into_iter().zip(replies) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter().map(|r| r.expect("every op answered")).collect()
+    }
+
+    /// Creates the default-placed shard of `partition` on this core (first write to it).
+    pub(super) async fn create_default_shard(&self, partition: &[u8]) -> Result<()> {
+        let _permit = self.create_lock.acquire_permit(1).await.expect("create lock closed");
+        if self.shards.borrow().contains_key(partition)
+            || self.map.borrow().get(partition).is_some()
+        {
+            return Ok(());
+        }
+        if self.local_shard_count() >= self.config.shards_per_core_max {
+            return Err(EngineError::TooManyShards {
+                core: self.id,
+                max: self.config.shards_per_core_max,
+            });
+        }
+        let shard = self.create_shard(ShardMeta::whole(partition)).await?;
+        if self.map.borrow().get(partition).is_none() {
+            self.insert_local(Rc::new(shard));
+        }
+        Ok(())
+    }
+
+    /// The shards that serve `ops` if every op can run right now without awaiting: all are
+    /// local and not paused, and replies need not wait for an fsync.
+    pub(super) fn resolve_inline(&self, ops: &[Op]) -> Option<Vec<(Rc<Shard<DmaStorage>>, u64)>> {
+        if self.draining.get() || self.config.fsync == FsyncPolicy::Always {
+            return None;
+        }
+        ops.iter()
+            .map(|op| match self.route(op.key()) {
+                Route::Local(shard, position) => Some((shard, position)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `execute_local` for ops that `resolve_inline` placed: synchronous.
+    pub(super) fn execute_now(
+        &self,
+        ops: Vec<Op>,
+        targets: Vec<(Rc<Shard<DmaStorage>>, u64)>,
+    ) -> Vec<Result<Reply>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for (op, (shard, position)) in ops.into_iter().zip(targets) {
+            out.push(shard.execute_at(op, position).map(|(reply, wait)| {
+                debug_assert!(wait.is_none(), "no durability wait outside fsync=always");
+                reply
+            }));
+            self.after_write(&shard);
+        }
+        self.publish_memory();
+        out
+    }
+
+    /// Executes ops sent here, in order; waits for durability per policy. Ops this core no
+    /// longer owns (the map changed while they travelled) are forwarded; ops on a range in
+    /// cutover wait for it to end, then route again.
+    pub(super) async fn execute_local(&self, ops: Vec<Op>, hops: u32) -> Vec<Result<Reply>> {
+        let targets = loop {
+            if self.draining.get() {
+                let e = EngineError::Unavailable { reason: "shutting down".into() };
+                return ops.iter().map(|_| Err(e.clone())).collect();
+            }
+            let mut targets = Vec::with_capacity(ops.len());
+            let mut blocked = None;
+            for op in &ops {
+                match self.route(op.key()) {
+                    Route::Local(shard, position) => targets.push(Some((shard, position))),
+                    Route::Unplaced if op.kind() == OpKind::Write => {
+                        blocked =
+                            Some(Err(
+                                partition_of(op.key(), self.config.partition_separator).to_vec()
+                            ));
+                        break;
+                    }
+                    Route::Unplaced => targets.push(None),
+                    Route::Paused(gate) => {
+                        blocked = Some(Ok(gate));
+                        break;
+                    }
+                    Route::Remote => {
+                        return Box::pin(self.execute_routed(ops, hops + 1)).await;
+                    }
+                }
+            }
+            match blocked {
+                None => break targets,
+                Some(Ok(gate)) => gate.wait().await,
+                Some(Err(partition)) => {
+                    if let Err(e) = self.create_default_shard(&partition).await {
+                        return ops.iter().map(|_| Err(e.clone())).collect();
+                    }
+                }
+            }
+            // Something awaited: route every op again, so none runs on a stale route.
+        };
+        let mut out = Vec::with_capacity(ops.len());
+        let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
+        for (i, (op, target)) in ops.into_iter().zip(targets).enumerate() {
+            let Some((shard, position)) = target else {
+                out.push(Ok(reply_without_shard(&op)));
+                continue;
+            };
+            match shard.execute_at(op, position) {
+                Ok((reply, wait)) => {
+                    out.push(Ok(reply));
+                    if let Some(lsn) = wait {
+                        match waits.iter_mut().find(|(s, _, _)| Rc::ptr_eq(s, &shard)) {
+                            Some(w) => {
+                                w.1 = w.1.max(lsn);
+                                w.2.push(i);
+                            }
+                            None => waits.push((shard.clone(), lsn, vec![i])),
+                        }
+                    }
+                }
+                Err(e) => out.push(Err(e)),
+            }
+            self.after_write(&shard);
+        }
+        self.publish_memory();
+        for (shard, lsn, idx) in waits {
+            if let Err(e) = shard.wait_durable(lsn).await {
+                for i in idx {
+                    out[i] = Err(e.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// MSETNX on one core: nothing awaits between the checks and the writes, so no other op
+    /// interleaves. Returns whether the pairs were set.
+    pub async fn set_if_none_exist(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool> {
+        if self.draining.get() {
+            return Err(EngineError::Unavailable { reason: "shutting down".into() });
+        }
+        let sep = self.config.partition_separator;
+        for (key, _) in &pairs {
+            // Shard creation is the only await; it happens before any check.
+            if let Route::Unplaced = self.route(key) {
+                self.create_default_shard(partition_of(key, sep)).await?;
+            }
+        }
+        if self.draining.get() {
+            return Err(EngineError::Unavailable { reason: "shutting down".into() });
+        }
+        let mut shards = Vec::with_capacity(pairs.len());
+        for (key, _) in &pairs {
+            match self.route(key) {
+                Route::Local(shard, _) => shards.push(shard),
+                // The keys moved (or are moving) since the caller routed them here.
+                _ => return Err(EngineError::TryAgain),
+            }
+        }
+        for shard in &shards {
+            shard.check_writable()?;
+        }
+        for ((key, _), shard) in pairs.iter().zip(&shards) {
+            if shard.execute(Op::Exists { key: key.clone() })?.0 == Reply::Bool(true) {
+                return Ok(false);
+            }
+        }
+        let mut waits = Vec::new();
+        for ((key, value), shard) in pairs.into_iter().zip(&shards) {
+            let op = Op::Set {
+                key,
+                value,
+                condition: crate::keyspace::SetCondition::Always,
+                expiry: crate::keyspace::SetExpiry::Clear,
+                return_old: false,
+            };
+            if let (_, Some(lsn)) = shard.execute(op)? {
+                waits.push((shard.clone(), lsn));
+            }
+        }
+        self.publish_memory();
+        for (shard, lsn) in waits {
+            shard.wait_durable(lsn).await?;
+        }
+        Ok(true)
+    }
+}
