@@ -34,7 +34,9 @@ async fn new_shard(name: &str, fsync: FsyncPolicy) -> Shard<DmaStorage> {
     apply_iopoll_workaround(&dir).await.unwrap();
     let clock: Rc<dyn Clock> = Rc::new(SystemClock);
     let config = ShardConfig { fsync, snapshot_min_wal_bytes: u64::MAX, ..ShardConfig::default() };
-    Shard::create(DmaStorage, &dir, ShardMeta::whole(b"bench"), config, clock).await.unwrap()
+    Shard::create(DmaStorage, &dir, ShardMeta::shared(0), vec![(0, u128::MAX)], config, clock)
+        .await
+        .unwrap()
 }
 
 fn shard_ops(c: &mut Criterion) {

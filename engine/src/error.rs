@@ -33,12 +33,10 @@ pub enum EngineError {
     ChecksumMismatch { path: PathBuf, offset: u64, expected: u32, got: u32 },
     /// A file is structurally invalid (bad magic, impossible length, LSN gap).
     Corrupt { path: PathBuf, offset: u64, reason: String },
-    /// A new partition would exceed the shards one core may hold.
+    /// A new shard (a carve-out or split) would exceed the shards one core may hold.
     TooManyShards { core: usize, max: usize },
     /// The engine is shutting down or a core stopped answering.
     Unavailable { reason: String },
-    /// An admin command named a partition that has no shard.
-    UnknownPartition { partition: String },
     /// A split or merge was refused or failed (the reason says which and why).
     Rebalance { reason: String },
     /// A multi-key request met a range that is moving; retrying succeeds (Redis Cluster's
@@ -79,12 +77,9 @@ impl fmt::Display for EngineError {
             }
             EngineError::TooManyShards { core, max } => write!(
                 f,
-                "core {core} already holds {max} shards (shards-per-core-max); every partition (key prefix or hash tag) is a shard with its own files"
+                "core {core} already holds {max} shards (shards-per-core-max)"
             ),
             EngineError::Unavailable { reason } => write!(f, "engine unavailable: {reason}"),
-            EngineError::UnknownPartition { partition } => {
-                write!(f, "unknown partition '{partition}'")
-            }
             EngineError::Rebalance { reason } => write!(f, "{reason}"),
             EngineError::TryAgain => write!(f, "Multiple keys request during rehashing of slot"),
         }

@@ -1,4 +1,5 @@
-//! Key -> partition -> position in the partition's hash space.
+//! Key -> partition -> position: where every key sits in the one ordered position space that
+//! shards cut into ranges.
 //!
 //! Owns the routing hash. Invariant: the hash decides where data lives on disk, so it must never
 //! change across versions; `tests` pins it with test vectors. It is XXH3-64 with seed 0, a
@@ -47,16 +48,47 @@ pub fn key_position(key: &[u8]) -> u64 {
     stable_hash(hash_tag(key).unwrap_or(key))
 }
 
-/// The core that owns a partition which has not been placed explicitly.
-pub fn default_core_of(partition: &[u8], cores: usize) -> usize {
-    assert!(cores > 0);
-    (stable_hash(partition) % cores as u64) as usize
+/// A place in the engine's one ordered position space: the partition's hash in the high 64
+/// bits, the key's position within the partition in the low 64. Every partition is one
+/// contiguous span of it (`partition_span`), so a shard that owns a range of positions owns
+/// whole partitions (many small ones together, as TiKV and CockroachDB keep many tables in
+/// one keyspace) or a part of one (a split partition's shard).
+pub type Position = u128;
+
+/// Where `key` sits in the position space (see `Position`).
+#[inline]
+pub fn position_of(key: &[u8], separator: u8) -> Position {
+    let partition = partition_of(key, separator);
+    ((stable_hash(partition) as u128) << 64) | key_position(key) as u128
 }
 
-/// Position of a key in the engine-wide SCAN order: partition hash in the high half, key hash in
-/// the low half, so one partition's keys are contiguous and the order survives restarts.
-pub fn scan_position(partition: &[u8], key: &[u8]) -> u64 {
-    (stable_hash(partition) & 0xffff_ffff_0000_0000) | (stable_hash(key) >> 32)
+/// The inclusive span of positions of a partition.
+pub fn partition_span(partition: &[u8]) -> (Position, Position) {
+    let lo = (stable_hash(partition) as u128) << 64;
+    (lo, lo | u64::MAX as u128)
+}
+
+/// Whether `position` is the first of some partition's span (a partition boundary).
+#[inline]
+pub fn is_partition_start(position: Position) -> bool {
+    position as u64 == 0
+}
+
+/// The 64-bit SCAN cursor of a position: the top halves of the partition hash and of the key
+/// position (the SCAN order Redis clients see). It is not monotone in the position where two
+/// partitions share the top half of their hash (a "bucket"), so a SCAN walks each bucket's
+/// partitions side by side (`PositionIndex::scan_page`); keys that share a cursor (a hash
+/// tag's keys share their position) come in one SCAN page.
+#[inline]
+pub fn scan_cursor(position: Position) -> u64 {
+    (((position >> 64) as u64) & 0xffff_ffff_0000_0000) | ((position as u64) >> 32)
+}
+
+/// The first position whose SCAN cursor is `cursor`: every position of that cursor, and of
+/// every greater cursor in the same bucket, lies at or after it.
+#[inline]
+pub fn scan_start(cursor: u64) -> Position {
+    (((cursor & 0xffff_ffff_0000_0000) as u128) << 64) | (((cursor & 0xffff_ffff) << 32) as u128)
 }
 
 #[cfg(test)]
@@ -104,11 +136,34 @@ mod tests {
         assert_eq!(partition_of(&key, b':'), b"");
     }
 
+    /// Pinned like the hash: positions decide which shard holds a key on disk.
     #[test]
-    fn default_core_is_in_range() {
-        for cores in 1..9 {
-            for p in [&b""[..], b"user", b"session", b"x"] {
-                assert!(default_core_of(p, cores) < cores);
+    fn positions_are_pinned() {
+        assert_eq!(position_of(b"user:1000", b':'), 0x99e389d25c10af32_fb6841b2068c0c9f);
+        assert_eq!(position_of(b"{user}:1000", b':'), 0x99e389d25c10af32_99e389d25c10af32);
+        assert_eq!(position_of(b"plain", b':') >> 64, 0x2d06800538d394c2);
+    }
+
+    #[test]
+    fn a_partition_is_one_span_and_cursors_follow_positions() {
+        let (lo, hi) = partition_span(b"user");
+        for k in [&b"user:1"[..], b"user:2", b"{user}x", b"user:"] {
+            assert!((lo..=hi).contains(&position_of(k, b':')));
+        }
+        assert!(is_partition_start(lo) && !is_partition_start(lo + 1));
+        assert!(is_partition_start(hi + 1));
+        let mut rng = crate::testing::SplitMix64::new(7);
+        for _ in 0..10_000 {
+            let a = ((rng.next_u64() as u128) << 64) | rng.next_u64() as u128;
+            let c = scan_cursor(a);
+            assert_eq!(scan_cursor(scan_start(c)), c);
+            assert!(scan_start(c) <= a, "a cursor's first position comes before its keys");
+            // Within one partition, cursors follow positions.
+            let b = (a & !(u64::MAX as u128)) | rng.next_u64() as u128;
+            if a <= b {
+                assert!(scan_cursor(a) <= scan_cursor(b));
+            } else {
+                assert!(scan_cursor(a) >= scan_cursor(b));
             }
         }
     }

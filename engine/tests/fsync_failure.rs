@@ -34,7 +34,8 @@ fn failed_fsync_refuses_further_writes() {
             let shard = Shard::create(
                 storage.clone(),
                 Path::new("/d"),
-                ShardMeta::whole(b"p"),
+                ShardMeta::shared(0),
+                vec![(0, u128::MAX)],
                 config,
                 clock,
             )

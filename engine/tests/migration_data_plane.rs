@@ -5,7 +5,7 @@
 use shardcast_engine::clock::{Clock, ManualClock};
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
 use shardcast_engine::ops::Op;
-use shardcast_engine::routing::key_position;
+use shardcast_engine::routing::{partition_span, position_of};
 use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::testing::run_local;
@@ -27,16 +27,23 @@ fn set(key: &str, value_len: usize) -> Op {
 async fn shard(storage: &SimStorage, fsync: FsyncPolicy) -> Shard<SimStorage> {
     let clock: Rc<dyn Clock> = Rc::new(ManualClock::new(1));
     let config = ShardConfig { fsync, wal_prealloc_bytes: 64 * 1024, ..ShardConfig::default() };
-    Shard::create(storage.clone(), Path::new("/d"), ShardMeta::whole(b"p"), config, clock)
-        .await
-        .unwrap()
+    Shard::create(
+        storage.clone(),
+        Path::new("/d"),
+        ShardMeta::shared(0),
+        vec![(0, u128::MAX)],
+        config,
+        clock,
+    )
+    .await
+    .unwrap()
 }
 
 #[test]
 fn delta_batches_are_bounded_and_lose_no_dirty_key() {
     run_local(|| async {
         let s = shard(&SimStorage::new(), FsyncPolicy::EverySec).await;
-        assert!(s.begin_outgoing(0, u64::MAX).is_empty());
+        assert!(s.begin_outgoing(0, u128::MAX).is_empty());
         let mut written = BTreeSet::new();
         for i in 0..3000 {
             s.execute(set(&format!("p:{i}"), 100)).unwrap();
@@ -88,13 +95,14 @@ fn keys_outside_the_range_go_even_after_the_log_failed() {
         let (_, lsn) = s.execute(set("p:last", 8)).unwrap();
         assert!(s.wait_durable(lsn.unwrap()).await.is_err());
         assert!(s.check_writable().is_err(), "the log has failed");
-        let cut = 1u64 << 63;
-        s.set_range(0, cut - 1);
+        // Keep the lower half of partition `p`'s span.
+        let cut = partition_span(b"p").0 + (1u128 << 63);
+        s.set_ranges(vec![(0, cut - 1)]);
         let dropped = s.drop_foreign().await.unwrap();
         assert!(dropped > 50, "{dropped}");
         s.with_keyspace(|ks| {
             for (k, _) in ks.iter() {
-                assert!(key_position(k) < cut);
+                assert!(position_of(k, b':') < cut);
             }
         });
         assert!(!s.holds_foreign_keys());

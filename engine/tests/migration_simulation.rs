@@ -1,11 +1,13 @@
-//! Deterministic simulation of online split and merge: simulated cores in one thread, every
+//! Deterministic simulation of online carve-out, split, merge and fold-back: simulated cores in
+//! one thread, keys of several partitions living in shared shards or in their own, every
 //! message (client ops, migration batches, map installs) delivered after a random delay
 //! (FIFO per pair of cores, interleaved at random across pairs), and crashes at random steps
 //! that keep only what was synced plus a random subset of unsynced blocks.
 //!
 //! The cores run the engine's own migration pieces: `Shard::begin_outgoing`, `take_delta`,
 //! `pause_outgoing`, `apply_batch`, `drop_foreign`, the batch codec, the manifest writer and
-//! `recover_layout` + `open_placed_shards`. The step order is the coordinator's
+//! `recover_layout` + `open_placed_shards` + `create_placed_shard`, and the map's own
+//! `with_split` / `with_merge`. The step order is the coordinator's
 //! (`coordinator.rs`): intent, prepare, stream, deltas, pause, last delta, target sync, commit,
 //! install target first. (The coordinator's own message plumbing is glommio's mesh; it is
 //! tested with real processes in the server's `split_under_load` and
@@ -21,9 +23,11 @@ use shardcast_engine::clock::{Clock, ManualClock};
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
 use shardcast_engine::migration::{batches_of, decode_batch, encode_batch, MigrationBatch};
 use shardcast_engine::ops::{Op, Reply};
-use shardcast_engine::placement::manifest::{open_placed_shards, recover_layout, write_manifest};
+use shardcast_engine::placement::manifest::{
+    create_placed_shard, open_placed_shards, recover_layout, write_manifest, LayoutInit,
+};
 use shardcast_engine::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
-use shardcast_engine::routing::key_position;
+use shardcast_engine::routing::{partition_span, position_of, Position};
 use shardcast_engine::shard::{remove_shard_dir, Shard, ShardConfig, ShardMeta};
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::storage::Storage;
@@ -37,8 +41,12 @@ const SEEDS: u64 = 64;
 const STEPS: usize = 2500;
 const CORES: usize = 3;
 const KEYS: usize = 48;
-const PARTITION: &[u8] = b"p";
-const SHARDS_MAX: usize = 5;
+/// The partitions the keys spread over (the last is the default one, `""`).
+const PARTITIONS: [&str; 4] = ["p", "q", "r", ""];
+/// Shared shards of the new data directory.
+const SHARED: usize = 2;
+/// Most shards of its own a partition gets.
+const SHARDS_MAX: usize = 4;
 /// Per step: one in CRASH_ODDS crashes the machine.
 const CRASH_ODDS: u64 = 300;
 const DELTA_CUTOVER_KEYS: usize = 2;
@@ -49,7 +57,14 @@ const DELTA_BATCH_KEYS: usize = 3;
 type SimShard = Rc<Shard<SimStorage>>;
 
 fn key(i: usize) -> Vec<u8> {
-    format!("p:{i}").into_bytes()
+    match PARTITIONS[i % PARTITIONS.len()] {
+        "" => format!("plain{i}").into_bytes(),
+        p => format!("{p}:{i}").into_bytes(),
+    }
+}
+
+fn position(key: &[u8]) -> Position {
+    position_of(key, b':')
 }
 
 #[derive(Debug, Clone)]
@@ -74,13 +89,18 @@ enum Msg {
     Install(Rc<ShardMap>),
 }
 
-#[derive(Default)]
 struct SimCore {
     view: Rc<ShardMap>,
     shards: Vec<SimShard>,
-    incoming: Option<(SimShard, u64, u64)>,
+    incoming: Option<(SimShard, Position, Position)>,
     /// Ops waiting for a cutover to end.
     parked: Vec<(usize, ClientOp, u32)>,
+}
+
+impl SimCore {
+    fn new(view: Rc<ShardMap>) -> Self {
+        SimCore { view, shards: Vec::new(), incoming: None, parked: Vec::new() }
+    }
 }
 
 /// A running migration, as the coordinator tracks it.
@@ -131,6 +151,8 @@ struct Stats {
     crashes: u64,
     forwards: u64,
     parked: u64,
+    carves: u64,
+    folds: u64,
 }
 
 fn config() -> ShardConfig {
@@ -145,7 +167,7 @@ impl World {
     }
 
     fn owner(view: &ShardMap, key: &[u8]) -> usize {
-        view.core_of(PARTITION, key, CORES)
+        view.core_of(position(key), CORES)
     }
 
     async fn step(&mut self) {
@@ -201,10 +223,11 @@ impl World {
             self.send(core, owner, Msg::Op { key: k, op, hops: hops + 1 });
             return;
         }
-        let pos = key_position(&kb);
+        let pos = position(&kb);
         let shard = self.cores[core].shards.iter().find(|s| s.owns(pos)).cloned();
-        let shard = shard
-            .unwrap_or_else(|| panic!("core {core} owns p:{k} by its map but no shard serves it"));
+        let shard = shard.unwrap_or_else(|| {
+            panic!("core {core} owns key {k} by its map but no shard serves it")
+        });
         if shard.paused_gate(pos).is_some() {
             self.stats.parked += 1;
             self.cores[core].parked.push((k, op, hops));
@@ -241,7 +264,7 @@ impl World {
                     Reply::Nil => None,
                     other => panic!("GET answered {other:?}"),
                 };
-                assert_eq!(got, want, "p:{k} read on core {core}: stale or lost");
+                assert_eq!(got, want, "key {k} read on core {core}: stale or lost");
                 self.stats.reads_checked += 1;
             }
         }
@@ -252,7 +275,7 @@ impl World {
         for core in 0..CORES {
             let parked = std::mem::take(&mut self.cores[core].parked);
             for (k, op, hops) in parked {
-                let pos = key_position(&key(k));
+                let pos = position(&key(k));
                 let still = self.cores[core].shards.iter().any(|s| s.paused_gate(pos).is_some());
                 if still {
                     self.cores[core].parked.push((k, op, hops));
@@ -263,50 +286,74 @@ impl World {
         }
     }
 
+    /// Plans a random migration the way the coordinator would: a carve-out of a partition
+    /// living in a shared shard, a split of one of a partition's shards, a merge of two of
+    /// them, or the fold-back of its last one (into a shared shard owning a neighbouring
+    /// position, else any shared shard).
     async fn maybe_start_migration(&mut self) {
         if self.run.is_some() {
             return;
         }
-        let entry = self.map.placement(PARTITION, CORES);
-        let split =
-            entry.shards.len() == 1 || (entry.shards.len() < SHARDS_MAX && self.rng.chance(1, 2));
+        let partition = PARTITIONS[self.rng.below(PARTITIONS.len() as u64) as usize].as_bytes();
+        let own: Vec<_> =
+            self.map.partition_shards(partition).into_iter().map(|(r, p)| (r, p.clone())).collect();
+        let grow = own.is_empty() || (own.len() < SHARDS_MAX && self.rng.chance(1, 2));
         let mut intent = self.map.clone();
-        let (record, committed) = if split {
-            let place = entry.shards[self.rng.below(entry.shards.len() as u64) as usize];
-            let source = self.shard_of(place.number);
-            let Some(cut) = source.split_point() else { return };
+        let (record, committed) = if grow {
+            let target = intent.reserve_number();
             let target_core = self.rng.below(CORES as u64) as u32;
-            let mut e = entry.clone();
-            let target = e.next_number;
-            e.next_number += 1;
-            intent.set_partition(PARTITION, e);
+            let (source, lo, hi) = if own.is_empty() {
+                let (lo, hi) = partition_span(partition);
+                let (_, home) = self.map.shared_home(partition).expect("in a shared shard");
+                (home.number, lo, hi)
+            } else {
+                let (range, place) = &own[self.rng.below(own.len() as u64) as usize];
+                let Some(cut) = self.shard_of(place.number).split_point() else { return };
+                (place.number, cut, range.hi)
+            };
             let record = MigrationRecord {
                 kind: MigrationKind::Split,
-                partition: PARTITION.to_vec(),
-                source: place.number,
+                partition: partition.to_vec(),
+                source,
                 target,
-                lo: cut,
-                hi: place.hi,
+                lo,
+                hi,
                 target_core,
             };
-            let committed = intent.with_split(PARTITION, place.number, cut, target, target_core);
-            (record, committed)
+            (record, intent.with_split(source, lo, hi, target, target_core, partition))
         } else {
-            let i = self.rng.below(entry.shards.len() as u64 - 1) as usize;
-            let (a, b) = (entry.shards[i], entry.shards[i + 1]);
-            let (donor, absorber) = if self.rng.chance(1, 2) { (a, b) } else { (b, a) };
-            intent.set_partition(PARTITION, entry.clone());
+            let (donor, absorber) = if own.len() == 1 {
+                let donor = own[0].0;
+                let shared = |p: Position| {
+                    let n = self.map.find(p).shard;
+                    self.map.shard(n).filter(|s| s.is_shared()).map(|s| s.number)
+                };
+                let beside = donor
+                    .lo
+                    .checked_sub(1)
+                    .and_then(shared)
+                    .or_else(|| donor.hi.checked_add(1).and_then(shared));
+                let any = self.map.shards().find(|s| s.is_shared()).map(|s| s.number);
+                (donor, beside.or(any).expect("a shared shard"))
+            } else {
+                let i = self.rng.below(own.len() as u64 - 1) as usize;
+                let (a, b) = (&own[i], &own[i + 1]);
+                if self.rng.chance(1, 2) {
+                    (a.0, b.1.number)
+                } else {
+                    (b.0, a.1.number)
+                }
+            };
             let record = MigrationRecord {
                 kind: MigrationKind::Merge,
-                partition: PARTITION.to_vec(),
-                source: donor.number,
-                target: absorber.number,
+                partition: partition.to_vec(),
+                source: donor.shard,
+                target: absorber,
                 lo: donor.lo,
                 hi: donor.hi,
-                target_core: absorber.core,
+                target_core: self.map.shard(absorber).unwrap().core,
             };
-            let committed = intent.with_merge(PARTITION, absorber.number, donor.number);
-            (record, committed)
+            (record, intent.with_merge(donor.shard, absorber))
         };
         intent.migration = Some(record.clone());
         write_manifest(&self.storage, &self.dir, &intent).await.unwrap();
@@ -315,16 +362,12 @@ impl World {
         let target_core = record.target_core as usize % CORES;
         let target = match record.kind {
             MigrationKind::Split => {
-                let meta = ShardMeta {
-                    partition: PARTITION.to_vec(),
-                    number: record.target,
-                    range_lo: record.lo,
-                    range_hi: record.hi,
-                };
+                let meta = ShardMeta { number: record.target, partition: Some(partition.to_vec()) };
                 let s = Shard::create(
                     self.storage.clone(),
                     &self.dir,
                     meta,
+                    vec![(record.lo, record.hi)],
                     config(),
                     self.clock.clone(),
                 )
@@ -334,6 +377,8 @@ impl World {
             }
             MigrationKind::Merge => self.shard_of(record.target),
         };
+        self.stats.carves += (record.kind == MigrationKind::Split && own.is_empty()) as u64;
+        self.stats.folds += (record.kind == MigrationKind::Merge && own.len() == 1) as u64;
         self.cores[target_core].incoming = Some((target, record.lo, record.hi));
         // The source's cut.
         let source = self.shard_of(record.source);
@@ -443,25 +488,22 @@ impl World {
     async fn on_install(&mut self, core: usize, map: Rc<ShardMap>) {
         let c = &mut self.cores[core];
         c.view = map.clone();
-        let entry = map.placement(PARTITION, CORES);
         let incoming = c.incoming.take();
         let mut keep = Vec::new();
         let mut removed = Vec::new();
+        let placed_here = |n: u64| map.shard(n).is_some_and(|p| p.core(CORES) == core);
         for s in c.shards.drain(..) {
-            match entry.by_number(s.meta().number).filter(|p| p.core(CORES) == core) {
-                Some(p) => {
-                    s.set_range(p.lo, p.hi);
-                    keep.push(s);
-                }
-                None => removed.push(s),
+            if placed_here(s.meta().number) {
+                s.set_ranges(map.ranges_of(s.meta().number));
+                keep.push(s);
+            } else {
+                removed.push(s);
             }
         }
         if let Some((s, _, _)) = incoming {
-            if let Some(p) = entry.by_number(s.meta().number).filter(|p| p.core(CORES) == core) {
-                if !keep.iter().any(|k| Rc::ptr_eq(k, &s)) {
-                    s.set_range(p.lo, p.hi);
-                    keep.push(s);
-                }
+            if placed_here(s.meta().number) && !keep.iter().any(|k| Rc::ptr_eq(k, &s)) {
+                s.set_ranges(map.ranges_of(s.meta().number));
+                keep.push(s);
             }
         }
         for s in keep.iter().chain(&removed) {
@@ -502,9 +544,12 @@ impl World {
         }
         self.run = None;
         self.busy = vec![false; KEYS];
-        let map = recover_layout(&self.storage, &self.dir).await.unwrap();
+        let init = LayoutInit { shared_shards: SHARED, cores: CORES };
+        let map = recover_layout(&self.storage, &self.dir, init, &config(), self.clock.clone())
+            .await
+            .unwrap();
         assert!(map.migration.is_none());
-        let shards = open_placed_shards(
+        let mut shards = open_placed_shards(
             &self.storage,
             &self.dir,
             &map,
@@ -515,9 +560,24 @@ impl World {
         )
         .await
         .unwrap();
+        // Shards the map places without files (the first start).
+        for place in map.shards() {
+            if !shards.iter().any(|(_, s)| s.meta().number == place.number) {
+                let s = create_placed_shard(
+                    &self.storage,
+                    &self.dir,
+                    &map,
+                    place.number,
+                    config(),
+                    self.clock.clone(),
+                )
+                .await
+                .unwrap();
+                shards.push((place.core(CORES), s));
+            }
+        }
         let view = Rc::new(map.clone());
-        self.cores =
-            (0..CORES).map(|_| SimCore { view: view.clone(), ..Default::default() }).collect();
+        self.cores = (0..CORES).map(|_| SimCore::new(view.clone())).collect();
         for (core, s) in shards {
             self.cores[core].shards.push(Rc::new(s));
         }
@@ -528,19 +588,18 @@ impl World {
     /// Every key has exactly one owner holding exactly its acknowledged state, and no shard
     /// holds a key outside its range.
     fn check_ownership(&self, when: &str) {
-        let entry = self.map.placement(PARTITION, CORES);
         let mut numbers: Vec<u64> =
             self.cores.iter().flat_map(|c| &c.shards).map(|s| s.meta().number).collect();
         numbers.sort_unstable();
-        let mut mapped: Vec<u64> = entry.shards.iter().map(|p| p.number).collect();
-        mapped.sort_unstable();
+        let mapped: Vec<u64> = self.map.shards().map(|p| p.number).collect();
         assert_eq!(numbers, mapped, "{when}: serving shards differ from the map");
         for c in &self.cores {
             for s in &c.shards {
+                assert_eq!(s.ranges(), self.map.ranges_of(s.meta().number), "{when}: ranges");
                 s.with_keyspace(|ks| {
                     for (k, _) in ks.iter() {
                         assert!(
-                            s.owns(key_position(k)),
+                            s.owns(position(k)),
                             "{when}: shard {} holds foreign key {:?}",
                             s.meta().name(),
                             String::from_utf8_lossy(k)
@@ -566,8 +625,8 @@ impl World {
                 .collect();
             let want = self.model.get(&k).cloned().flatten();
             match &want {
-                Some(v) => assert_eq!(holders, vec![Some(v.clone())], "{when}: p:{k}"),
-                None => assert!(holders.is_empty(), "{when}: deleted p:{k} is back: {holders:?}"),
+                Some(v) => assert_eq!(holders, vec![Some(v.clone())], "{when}: key {k}"),
+                None => assert!(holders.is_empty(), "{when}: deleted key {k} is back: {holders:?}"),
             }
         }
     }
@@ -599,8 +658,8 @@ async fn run_seed(seed: u64) -> Stats {
         storage: storage.clone(),
         clock: clock.clone(),
         dir: dir.clone(),
-        map: ShardMap::default(),
-        cores: (0..CORES).map(|_| SimCore::default()).collect(),
+        map: ShardMap::initial(SHARED, CORES),
+        cores: Vec::new(),
         queues: (0..(CORES + 1) * (CORES + 1)).map(|_| VecDeque::new()).collect(),
         run: None,
         model: BTreeMap::new(),
@@ -608,13 +667,10 @@ async fn run_seed(seed: u64) -> Stats {
         version: 0,
         stats: Stats::default(),
     };
-    // The partition's first shard, on its default core.
-    let first = Shard::create(storage.clone(), &dir, ShardMeta::whole(PARTITION), config(), clock)
-        .await
-        .unwrap();
-    storage.sync_dir(Path::new("/")).await.unwrap();
-    let core = world.map.placement(PARTITION, CORES).shards[0].core(CORES);
-    world.cores[core].shards.push(Rc::new(first));
+    // A new data directory: its map and shared shards, as the server makes them.
+    let _ = clock;
+    world.recover().await;
+    let _ = Path::new("/");
     for step in 0..STEPS {
         world.step().await;
         if world.rng.chance(1, CRASH_ODDS) {
@@ -648,9 +704,12 @@ fn migrations_keep_one_owner_and_every_acknowledged_write() {
                 total.crashes += s.crashes;
                 total.forwards += s.forwards;
                 total.parked += s.parked;
+                total.carves += s.carves;
+                total.folds += s.folds;
             }
             eprintln!("{total:?}");
             assert!(total.commits > 0 && total.crashes > 0 && total.forwards > 0);
+            assert!(total.carves > 0 && total.folds > 0, "carve-outs and fold-backs ran");
         })
         .unwrap()
         .join()

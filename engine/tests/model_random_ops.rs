@@ -260,8 +260,17 @@ fn visible(model: &Model, now: u64) -> Model {
         .collect()
 }
 
+/// The keyspace's state; checks on the way that its position index holds exactly its keys, in
+/// position order.
 fn actual_state(shard: &Shard<SimStorage>, now: u64) -> Model {
     shard.with_keyspace(|ks| {
+        let indexed: Vec<_> = ks.index().iter().collect();
+        assert_eq!(indexed.len(), ks.len(), "the index holds every key once");
+        for (position, key) in &indexed {
+            assert!(ks.peek(key).is_some(), "indexed key {key:?} is not in the map");
+            assert_eq!(*position, ks.index().position(key));
+        }
+        assert!(indexed.windows(2).all(|w| w[0] < w[1]), "the index is in position order");
         ks.iter()
             .filter(|(_, e)| e.expire_at_ms == 0 || e.expire_at_ms > now)
             .map(|(k, e)| (k.to_vec(), (e.value.to_vec(), e.expire_at_ms)))
@@ -310,13 +319,20 @@ async fn run_seed(seed: u64) {
         fsync: FsyncPolicy::Always,
         snapshot_min_wal_bytes: 1,
         wal_prealloc_bytes: 16 * 1024,
+        ..ShardConfig::default()
     };
-    let meta = ShardMeta::whole(b"model");
+    let meta = ShardMeta::shared(0);
     let clock_rc: Rc<dyn Clock> = Rc::new(clock.clone());
-    let mut shard =
-        Shard::create(storage.clone(), data_dir, meta, config.clone(), clock_rc.clone())
-            .await
-            .unwrap();
+    let mut shard = Shard::create(
+        storage.clone(),
+        data_dir,
+        meta,
+        vec![(0, u128::MAX)],
+        config.clone(),
+        clock_rc.clone(),
+    )
+    .await
+    .unwrap();
     let dir = shard.dir().to_owned();
     let mut model = Model::new();
     // States after each op since the last crash; `acked`: index of the last one acknowledged.
@@ -332,9 +348,15 @@ async fn run_seed(seed: u64) {
         match choice {
             0..=3 => {
                 storage.crash(rng.next_u64());
-                shard = Shard::open(storage.clone(), dir.clone(), config.clone(), clock_rc.clone())
-                    .await
-                    .unwrap();
+                shard = Shard::open(
+                    storage.clone(),
+                    dir.clone(),
+                    vec![(0, u128::MAX)],
+                    config.clone(),
+                    clock_rc.clone(),
+                )
+                .await
+                .unwrap();
                 assert!(shard.is_serving(), "seed {seed}, step {step}: {:?}", shard.failure());
                 model = check_crash_state(&shard, &history, acked, now, seed, step);
                 history = vec![model.clone()];
@@ -342,9 +364,15 @@ async fn run_seed(seed: u64) {
             }
             4..=5 => {
                 shard.flush(true).await.unwrap();
-                shard = Shard::open(storage.clone(), dir.clone(), config.clone(), clock_rc.clone())
-                    .await
-                    .unwrap();
+                shard = Shard::open(
+                    storage.clone(),
+                    dir.clone(),
+                    vec![(0, u128::MAX)],
+                    config.clone(),
+                    clock_rc.clone(),
+                )
+                .await
+                .unwrap();
                 check_state(&shard, &mut model, now, seed, step);
                 history = vec![model.clone()];
                 acked = 0;
@@ -389,7 +417,8 @@ async fn run_seed(seed: u64) {
         }
     }
     storage.crash(rng.next_u64());
-    let shard = Shard::open(storage.clone(), dir, config, clock_rc).await.unwrap();
+    let shard =
+        Shard::open(storage.clone(), dir, vec![(0, u128::MAX)], config, clock_rc).await.unwrap();
     assert!(shard.is_serving(), "seed {seed}: {:?}", shard.failure());
     check_crash_state(&shard, &history, acked, clock.now_ms(), seed, OPS_PER_SEED);
 }

@@ -13,7 +13,7 @@ fn torn_tail_is_truncated_and_everything_before_it_recovers() {
             core.execute_one(set(&format!("t:{i}"), &format!("v{i}"))).await.unwrap();
         }
     });
-    let wal = wal_file(&dir, "t");
+    let wal = wal_file(&dir, &config(&dir, 1), "t");
     let mut bytes = std::fs::read(&wal).unwrap();
     let (starts, end) = record_offsets(&bytes);
     assert_eq!(starts.len(), 50);

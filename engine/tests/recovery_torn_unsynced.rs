@@ -40,7 +40,8 @@ fn holes_in_an_unsynced_write_are_a_torn_tail_not_corruption() {
                 let shard = Shard::create(
                     storage.clone(),
                     Path::new("/d"),
-                    ShardMeta::whole(b"k"),
+                    ShardMeta::shared(0),
+                    vec![(0, u128::MAX)],
                     config.clone(),
                     clock.clone(),
                 )
@@ -56,7 +57,9 @@ fn holes_in_an_unsynced_write_are_a_torn_tail_not_corruption() {
                 }
                 shard.flush(false).await.unwrap(); // ~5 blocks written, none synced
                 storage.crash(seed);
-                let shard = Shard::open(storage.clone(), dir, config, clock).await.unwrap();
+                let shard = Shard::open(storage.clone(), dir, vec![(0, u128::MAX)], config, clock)
+                    .await
+                    .unwrap();
                 assert!(shard.is_serving(), "crash seed {seed}: {:?}", shard.failure());
                 let present: Vec<bool> = (0..ACKED + IN_FLIGHT)
                     .map(|i| {

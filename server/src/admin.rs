@@ -17,6 +17,11 @@ use std::sync::atomic::Ordering;
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 /// Most keys KEYS returns before it refuses (it would otherwise build an unbounded reply).
 pub const KEYS_REPLY_MAX: usize = 10_000_000;
+/// Partitions SHARDCAST PARTITIONS lists without COUNT.
+pub const PARTITIONS_REPLY_DEFAULT: usize = 20;
+/// Most partitions SHARDCAST PARTITIONS lists (each shared shard tracks at most
+/// `PARTITION_STATS_MAX` of its own anyway).
+pub const PARTITIONS_REPLY_MAX: usize = 10_000;
 /// COUNT above this is clamped (a single SCAN step stays bounded).
 pub const SCAN_COUNT_MAX: usize = 100_000;
 
@@ -506,8 +511,88 @@ async fn shard_summaries(core: &Core) -> Vec<ShardSummary> {
             all.extend(v);
         }
     }
-    all.sort_by(|a, b| (&a.partition, a.range_lo).cmp(&(&b.partition, b.range_lo)));
+    all.sort_by_key(|s| s.number);
     all
+}
+
+/// A shard's partition as SHARDCAST SHARDS and INFO show it: the partition whose own shard it
+/// is, or `(shared)`.
+fn shard_partition(sh: &ShardSummary) -> String {
+    sh.partition.as_deref().map_or_else(|| "(shared)".to_owned(), partition_display)
+}
+
+/// A shard's ranges as 32-hex-digit `lo-hi` pairs, comma-separated.
+fn ranges_text(sh: &ShardSummary) -> String {
+    let pairs: Vec<String> =
+        sh.ranges.iter().map(|(lo, hi)| format!("{lo:032x}-{hi:032x}")).collect();
+    pairs.join(",")
+}
+
+/// One partition's load as SHARDCAST PARTITIONS shows it.
+struct PartitionRow {
+    partition: Vec<u8>,
+    /// Shards of its own (0: it lives in a shared shard).
+    shards: usize,
+    keys: Option<u64>,
+    ops_per_sec: f64,
+    reads: f64,
+    writes: f64,
+    deletes: f64,
+    others: f64,
+    /// For a partition in a shared shard, how much its ops/s may be overstated (top-k bound).
+    error_per_sec: f64,
+}
+
+/// Partitions with shards of their own (their shards' figures summed), and the busiest of
+/// those living in shared shards (from each shared shard's bounded top-k), busiest first.
+fn partition_rows(shards: &[ShardSummary]) -> Vec<PartitionRow> {
+    let mut rows: Vec<PartitionRow> = Vec::new();
+    for sh in shards {
+        match &sh.partition {
+            Some(p) => {
+                let row = match rows.iter_mut().position(|r| r.partition == *p && r.shards > 0) {
+                    Some(i) => &mut rows[i],
+                    None => {
+                        rows.push(PartitionRow {
+                            partition: p.clone(),
+                            shards: 0,
+                            keys: Some(0),
+                            ops_per_sec: 0.0,
+                            reads: 0.0,
+                            writes: 0.0,
+                            deletes: 0.0,
+                            others: 0.0,
+                            error_per_sec: 0.0,
+                        });
+                        rows.last_mut().expect("just pushed")
+                    }
+                };
+                row.shards += 1;
+                row.keys = row.keys.map(|k| k + sh.keys);
+                row.ops_per_sec += sh.ops_per_sec;
+            }
+            None => {
+                for l in &sh.top_partitions {
+                    let per_sec = if l.ops > 0 { l.ops_per_sec / l.ops as f64 } else { 0.0 };
+                    rows.push(PartitionRow {
+                        partition: l.partition.clone(),
+                        shards: 0,
+                        keys: None,
+                        ops_per_sec: l.ops_per_sec,
+                        reads: l.reads as f64 * per_sec,
+                        writes: l.writes as f64 * per_sec,
+                        deletes: l.deletes as f64 * per_sec,
+                        others: l.others as f64 * per_sec,
+                        error_per_sec: l.error as f64 * per_sec,
+                    });
+                }
+            }
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.ops_per_sec.total_cmp(&a.ops_per_sec).then(a.partition.cmp(&b.partition))
+    });
+    rows
 }
 
 async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
@@ -590,7 +675,7 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         let (last_bytes, last_us) = (load(&m.last_bytes), load(&m.last_micros));
         let _ = write!(
             out,
-            "# Shards\r\nshard_map_epoch:{}\r\nmigrations_completed:{}\r\nmigrations_aborted:{}\r\nmigration_bytes_total:{}\r\nmigration_keys_total:{}\r\nmigration_last_bytes:{last_bytes}\r\nmigration_last_keys:{}\r\nmigration_last_ms:{:.3}\r\nmigration_last_mb_per_sec:{:.1}\r\nmigration_last_pause_ms:{:.3}\r\nshards:{}\r\n",
+            "# Shards\r\nshard_map_epoch:{}\r\nmigrations_completed:{}\r\nmigrations_aborted:{}\r\nmigration_bytes_total:{}\r\nmigration_keys_total:{}\r\nmigration_last_bytes:{last_bytes}\r\nmigration_last_keys:{}\r\nmigration_last_ms:{:.3}\r\nmigration_last_mb_per_sec:{:.1}\r\nmigration_last_pause_ms:{:.3}\r\nshards:{}\r\nshared_shards:{}\r\npartitions_with_own_shards:{}\r\n",
             core.map_epoch(),
             load(&m.completed),
             load(&m.aborted),
@@ -600,17 +685,18 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             last_us as f64 / 1000.0,
             if last_us > 0 { last_bytes as f64 / last_us as f64 } else { 0.0 },
             load(&m.last_pause_micros) as f64 / 1000.0,
-            shards.len()
+            shards.len(),
+            shards.iter().filter(|s| s.partition.is_none()).count(),
+            core.shard_map().partitions_with_shards().len(),
         );
         for (i, sh) in shards.iter().enumerate() {
             let _ = write!(
                 out,
-                "shard{i}:partition={},number={},core={},range={:016x}-{:016x},keys={},bytes={},reads={},writes={},deletes={},others={},snapshots={},ops_per_sec={:.0},state={}\r\n",
-                partition_display(&sh.partition),
+                "shard{i}:partition={},number={},core={},ranges={},keys={},bytes={},reads={},writes={},deletes={},others={},snapshots={},ops_per_sec={:.0},state={}\r\n",
+                shard_partition(sh),
                 sh.number,
                 sh.core,
-                sh.range_lo,
-                sh.range_hi,
+                sh.ranges.len(),
                 sh.keys,
                 sh.used_bytes,
                 sh.reads,
@@ -749,13 +835,13 @@ async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
             let epoch = core.map_epoch();
             s.w.array(shards.len());
             for sh in shards {
-                s.w.map(11);
+                s.w.map(12);
                 s.w.bulk(b"partition");
-                s.w.bulk(partition_display(&sh.partition).as_bytes());
+                s.w.bulk(shard_partition(&sh).as_bytes());
                 s.w.bulk(b"shard");
                 s.w.int(sh.number as i64);
-                s.w.bulk(b"range");
-                s.w.bulk(format!("{:016x}-{:016x}", sh.range_lo, sh.range_hi).as_bytes());
+                s.w.bulk(b"ranges");
+                s.w.bulk(ranges_text(&sh).as_bytes());
                 s.w.bulk(b"core");
                 s.w.int(sh.core as i64);
                 s.w.bulk(b"keys");
@@ -772,6 +858,52 @@ async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
                 s.w.int(sh.migrating as i64);
                 s.w.bulk(b"state");
                 s.w.bulk(sh.failure.as_deref().unwrap_or("serving").as_bytes());
+                s.w.bulk(b"top_partitions");
+                let top: Vec<String> = sh
+                    .top_partitions
+                    .iter()
+                    .map(|l| format!("{}={:.0}", partition_display(&l.partition), l.ops_per_sec))
+                    .collect();
+                s.w.bulk(top.join(",").as_bytes());
+            }
+        }
+        "partitions" if matches!(args.len(), 2 | 4) => {
+            let count = match args.get(2).map(|a| lower(a)) {
+                None => PARTITIONS_REPLY_DEFAULT,
+                Some(w) if w == "count" => match int_arg(&args[3]) {
+                    Ok(n) if n > 0 => (n as usize).min(PARTITIONS_REPLY_MAX),
+                    Ok(_) => return s.w.error("ERR value is out of range, must be positive"),
+                    Err(e) => return s.w.error(&e),
+                },
+                Some(_) => return s.w.error(ERR_SYNTAX),
+            };
+            let shards = shard_summaries(core).await;
+            let mut rows = partition_rows(&shards);
+            rows.truncate(count);
+            s.w.array(rows.len());
+            for r in rows {
+                s.w.map(9);
+                s.w.bulk(b"partition");
+                s.w.bulk(partition_display(&r.partition).as_bytes());
+                s.w.bulk(b"shards");
+                s.w.int(r.shards as i64);
+                s.w.bulk(b"keys");
+                match r.keys {
+                    Some(k) => s.w.int(k as i64),
+                    None => s.w.null(),
+                }
+                s.w.bulk(b"ops_per_sec");
+                s.w.int(r.ops_per_sec.round() as i64);
+                s.w.bulk(b"reads_per_sec");
+                s.w.int(r.reads.round() as i64);
+                s.w.bulk(b"writes_per_sec");
+                s.w.int(r.writes.round() as i64);
+                s.w.bulk(b"deletes_per_sec");
+                s.w.int(r.deletes.round() as i64);
+                s.w.bulk(b"others_per_sec");
+                s.w.int(r.others.round() as i64);
+                s.w.bulk(b"error_per_sec");
+                s.w.int(r.error_per_sec.round() as i64);
             }
         }
         sub @ ("split" | "merge") if args.len() == 3 => {
@@ -790,12 +922,18 @@ async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
             let lines = [
                 "SHARDCAST <subcommand> [<arg> ...]. Subcommands are:",
                 "SHARDS",
-                "    List every shard: partition, number, hash range, core, keys, load, state.",
+                "    List every shard: its partition (or (shared)), number, position ranges, core,",
+                "    keys, load, state, and a shared shard's busiest partitions.",
+                "PARTITIONS [COUNT <count>]",
+                "    The busiest partitions over the last second: those with shards of their own and",
+                "    the busiest of those living in shared shards.",
                 "SPLIT <partition>",
-                "    Cut the partition's busiest shard at its load median and move the upper part",
-                "    to the least loaded core, online. `(default)` names the default partition.",
+                "    One step more for the partition, online: carve it out of its shared shard into",
+                "    a shard of its own, or cut its busiest shard at the load median. The new shard",
+                "    goes to the least loaded other core. `(default)` names the default partition.",
                 "MERGE <partition>",
-                "    Move the partition's least loaded shard into its neighbour, online.",
+                "    One step less: move the smaller of its least loaded adjacent pair of shards into",
+                "    the other, or fold its last shard back into a shared shard.",
                 "HELP",
                 "    Print this help.",
             ];
@@ -804,7 +942,7 @@ async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
                 s.w.simple(l);
             }
         }
-        "shards" | "split" | "merge" | "help" => {
+        "shards" | "split" | "merge" | "help" | "partitions" => {
             let name = format!("shardcast|{}", lower(&args[1]));
             s.w.error(&format!("ERR wrong number of arguments for '{name}' command"))
         }

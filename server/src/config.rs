@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub const PROTO_MAX_BULK_LEN_DEFAULT: u64 = 512 * 1024 * 1024;
 /// Redis's default `maxclients`.
 pub const MAXCLIENTS_DEFAULT: u64 = 10_000;
+/// Most shared shards per core a new data directory may get (each has its own files and log).
+pub const SHARED_SHARDS_PER_CORE_MAX: usize = 64;
 /// Redis's default `client-query-buffer-limit`.
 pub const QUERY_BUFFER_MAX_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 
@@ -72,6 +74,7 @@ pub struct FileConfig {
     pub migrate_connections: Option<bool>,
     pub shards_per_core_max: Option<usize>,
     pub shards_per_partition_max: Option<usize>,
+    pub shared_shards_per_core: Option<usize>,
 }
 
 /// Everything the server runs with.
@@ -215,7 +218,18 @@ impl ServerConfig {
             self.engine.spin_before_park_us = v;
         }
         if let Some(v) = f.shards_per_core_max {
+            if v == 0 {
+                return Err("shards-per-core-max: must be at least 1".into());
+            }
             self.engine.shards_per_core_max = v;
+        }
+        if let Some(v) = f.shared_shards_per_core {
+            if !(1..=SHARED_SHARDS_PER_CORE_MAX).contains(&v) {
+                return Err(format!(
+                    "shared-shards-per-core: must be 1 to {SHARED_SHARDS_PER_CORE_MAX}"
+                ));
+            }
+            self.engine.shared_shards_per_core = v;
         }
         if let Some(v) = f.shards_per_partition_max {
             if !(1..=shardcast_engine::placement::shard_map::SHARDS_PER_PARTITION_LIMIT)

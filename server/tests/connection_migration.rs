@@ -2,28 +2,12 @@
 //! keeping its session (name, AUTH) and the pipelined input it had read but not yet parsed.
 
 mod common;
-use common::Server;
-use std::collections::HashMap;
+use common::{core_of_partition, shards, Server};
 
 fn client_core(c: &mut redis::Connection) -> usize {
     let info: String = redis::cmd("CLIENT").arg("INFO").query(c).unwrap();
     let core = info.split_whitespace().find_map(|f| f.strip_prefix("core=")).expect("core= field");
     core.parse().unwrap()
-}
-
-fn partition_cores(c: &mut redis::Connection) -> HashMap<String, usize> {
-    let info: String = redis::cmd("INFO").arg("shards").query(c).unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("shard"))
-        .filter_map(|l| {
-            let field = |name: &str| {
-                l.split(',')
-                    .find_map(|f| f.split('=').nth(1).filter(|_| f.contains(name)))
-                    .map(str::to_owned)
-            };
-            Some((field("partition=")?, field("core=")?.parse().ok()?))
-        })
-        .collect()
 }
 
 #[test]
@@ -35,14 +19,19 @@ fn connection_moves_to_the_core_owning_its_keys() {
         let _: () =
             redis::cmd("SET").arg(format!("part{p}:seed")).arg("x").query(&mut setup).unwrap();
     }
-    let owners = partition_cores(&mut setup);
-    assert_eq!(owners.len(), 10, "{owners:?}");
+    let rows = shards(&mut setup);
+    let owners: Vec<(String, i64)> = (0..10)
+        .map(|p| format!("part{p}"))
+        .map(|p| (p.clone(), core_of_partition(&rows, &p)))
+        .collect();
 
     let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
     let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("mover").query(&mut c).unwrap();
     let here = client_core(&mut c);
-    let (remote, _) =
-        owners.iter().find(|(_, &core)| core != here).expect("a partition on the other core");
+    let (remote, _) = owners
+        .iter()
+        .find(|(_, core)| *core != here as i64)
+        .expect("a partition on the other core");
     // One pipeline larger than a batch: the move happens with unparsed commands in hand.
     let mut pipe = redis::pipe();
     for i in 0..5000 {

@@ -1,7 +1,8 @@
-//! A crash at every step of a split and of a merge (fault points, which exist only in debug
-//! builds, abort the process there as kill -9 would) leaves every key with exactly one owner
-//! and every acknowledged write present after a restart; the map is the old one if the crash
-//! came before the commit and the new one after it. The server then splits and merges again.
+//! A crash at every step of a carve-out, a split, a merge and a fold-back (fault points, which
+//! exist only in debug builds, abort the process there as kill -9 would) leaves every key with
+//! exactly one owner and every acknowledged write present after a restart; the map is the old
+//! one if the crash came before the commit and the new one after it. The server then migrates
+//! the partition again.
 
 mod common;
 use common::{assert_tiled, shards, Server};
@@ -79,8 +80,8 @@ fn start_writers(
         .collect()
 }
 
-/// Every acknowledged write is there with its last acknowledged value, and the shards of
-/// `mig` tile the hash space; returns the number of shards of `mig`.
+/// Every acknowledged write is there with its last acknowledged value, and the shards tile the
+/// position space; returns the number of shards of `mig`'s own.
 fn check(server: &Server, acked: &Acked, when: &str) -> usize {
     let mut c = server.client();
     let acked = acked.lock().unwrap();
@@ -111,27 +112,37 @@ fn check(server: &Server, acked: &Acked, when: &str) -> usize {
         (least..=least + WRITERS as i64).contains(&size),
         "{when}: DBSIZE {size}, acked {least}"
     );
-    counts["mig"]
+    counts.get("mig").copied().unwrap_or(0)
 }
 
-fn crash_during(verb: &str, point: &str, after_commit: bool) {
-    let name = format!("crash-{verb}-{}", point.replace([':', '@'], "-"));
+/// The migrations, by what they do to partition `mig`: the command that runs it, the commands
+/// that set it up, and its own shards before.
+fn plan(kind: &str) -> (&'static str, &'static [&'static str], usize) {
+    match kind {
+        "CARVE" => ("SPLIT", &[], 0),
+        "SPLIT" => ("SPLIT", &["SPLIT"], 1),
+        "MERGE" => ("MERGE", &["SPLIT", "SPLIT"], 2),
+        "FOLD" => ("MERGE", &["SPLIT"], 1),
+        other => unreachable!("{other}"),
+    }
+}
+
+fn crash_during(kind: &str, point: &str, after_commit: bool) {
+    let (verb, setup, shards_before) = plan(kind);
+    let name = format!("crash-{kind}-{}", point.replace([':', '@'], "-"));
     let mut server = Server::start(&name, &["--cores", "2", "--fsync", "always"]);
     let acked: Acked = Arc::default();
     populate(&server, &acked);
     let mut admin = server.client();
-    let shards_before = if verb == "MERGE" {
-        let r: String = redis::cmd("SHARDCAST").arg("SPLIT").arg("mig").query(&mut admin).unwrap();
+    for step in setup {
+        let r: String = redis::cmd("SHARDCAST").arg(step).arg("mig").query(&mut admin).unwrap();
         assert_eq!(r, "OK");
-        2
-    } else {
-        1
-    };
+    }
     server.terminate();
     server.set_env(FAULT_ENV, Some(point));
     server.restart();
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers(&server, &acked, &stop, &format!("{verb}{}", point.len()));
+    let writers = start_writers(&server, &acked, &stop, &format!("{kind}{}", point.len()));
     // Let the writers get going, then migrate: the fault point aborts the server.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while acked.lock().unwrap().len() < BASE_KEYS + 20 {
@@ -139,7 +150,7 @@ fn crash_during(verb: &str, point: &str, after_commit: bool) {
         std::thread::yield_now();
     }
     let reply = redis::cmd("SHARDCAST").arg(verb).arg("mig").query::<String>(&mut server.client());
-    assert!(reply.is_err(), "{verb} at {point} answered {reply:?} instead of crashing");
+    assert!(reply.is_err(), "{kind} at {point} answered {reply:?} instead of crashing");
     assert!(server.wait_died(Duration::from_secs(30)), "{point} was not reached");
     stop.store(true, Ordering::Relaxed);
     for w in writers {
@@ -152,7 +163,7 @@ fn crash_during(verb: &str, point: &str, after_commit: bool) {
         ("SPLIT", true) => shards_before + 1,
         _ => shards_before - 1,
     };
-    let when = format!("after a crash at {point} during {verb}");
+    let when = format!("after a crash at {point} during {kind}");
     assert_eq!(check(&server, &acked, &when), expect, "{when}: shard count");
     // The server migrates again after recovery, and keys deleted meanwhile stay deleted (a
     // copy of a range left behind by the crash must not come back when ranges move again).
@@ -176,6 +187,13 @@ fn crash_during(verb: &str, point: &str, after_commit: bool) {
 }
 
 #[test]
+fn crash_at_every_carve_out_step() {
+    for (point, after_commit) in POINTS {
+        crash_during("CARVE", point, after_commit);
+    }
+}
+
+#[test]
 fn crash_at_every_split_step() {
     for (point, after_commit) in POINTS {
         crash_during("SPLIT", point, after_commit);
@@ -186,5 +204,12 @@ fn crash_at_every_split_step() {
 fn crash_at_every_merge_step() {
     for (point, after_commit) in POINTS {
         crash_during("MERGE", point, after_commit);
+    }
+}
+
+#[test]
+fn crash_at_every_fold_back_step() {
+    for (point, after_commit) in POINTS {
+        crash_during("FOLD", point, after_commit);
     }
 }

@@ -1,6 +1,7 @@
-//! SHARDCAST SHARDS / SPLIT / MERGE as a user sees them: replies, the map epoch, INFO's
-//! migration figures, and the errors for an unknown partition, a merge of a one-shard
-//! partition, a split past the configured maximum and a bad configuration value.
+//! SHARDCAST SHARDS / PARTITIONS / SPLIT / MERGE as a user sees them: carve-out, splits,
+//! merges and fold-back with their replies, the map epoch, INFO's migration figures, and the
+//! errors for a merge of a partition without shards of its own, a split past the configured
+//! maximum and a bad configuration value.
 
 mod common;
 use common::{assert_tiled, shards, Server};
@@ -30,24 +31,41 @@ fn split_merge_and_their_errors() {
         let () = redis::cmd("SET").arg(format!("plain{i}")).arg(i).query(&mut c).unwrap();
     }
 
-    assert_eq!(error_text(admin(&mut c, &["SPLIT", "nothing"])), "ERR unknown partition 'nothing'");
-    assert_eq!(
-        error_text(admin(&mut c, &["MERGE", "orders"])),
-        "ERR partition 'orders' has only one shard: nothing to merge"
-    );
-    let rows = shards(&mut c);
-    assert_eq!(rows.iter().filter(|r| r.partition == "orders").count(), 1);
-    assert!(rows.iter().all(|r| r.epoch == 0));
+    // Every partition starts in a shared shard: nothing of its own to merge.
+    for p in ["nothing", "orders"] {
+        assert_eq!(
+            error_text(admin(&mut c, &["MERGE", p])),
+            format!("ERR partition '{p}' has no shard of its own: nothing to merge")
+        );
+    }
+    let initial = shards(&mut c);
+    assert_eq!(initial.len(), 2, "one shared shard per core: {initial:?}");
+    assert!(initial.iter().all(|r| r.partition == "(shared)" && r.epoch == 0));
+    assert!(assert_tiled(&initial).is_empty());
 
+    // The first SPLIT carves the partition out into a shard of its own, on the other core.
+    assert_eq!(admin(&mut c, &["SPLIT", "orders"]).unwrap(), "OK");
+    let rows = shards(&mut c);
+    let orders: Vec<_> = rows.iter().filter(|r| r.partition == "orders").collect();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].keys, 500);
+    assert_eq!(orders[0].ranges, vec![shardcast_engine::routing::partition_span(b"orders")]);
+    let home = initial
+        .iter()
+        .find(|r| r.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&orders[0].ranges[0].0)));
+    assert_ne!(home.unwrap().core, orders[0].core, "carved out to the other core");
+    assert!(rows.iter().all(|r| r.epoch == 1));
+    assert_eq!(rows.iter().map(|r| r.keys).sum::<i64>(), 1000);
+    assert_tiled(&rows);
+
+    // Then splits cut the partition's own shards.
     assert_eq!(admin(&mut c, &["SPLIT", "orders"]).unwrap(), "OK");
     let rows = shards(&mut c);
     let orders: Vec<_> = rows.iter().filter(|r| r.partition == "orders").collect();
     assert_eq!(orders.len(), 2);
     assert_ne!(orders[0].core, orders[1].core, "the new shard goes to the other core");
     assert_eq!(orders.iter().map(|r| r.keys).sum::<i64>(), 500);
-    assert!(rows.iter().all(|r| r.epoch == 1));
     assert_tiled(&rows);
-
     assert_eq!(admin(&mut c, &["SPLIT", "orders"]).unwrap(), "OK");
     assert_eq!(
         error_text(admin(&mut c, &["SPLIT", "orders"])),
@@ -67,7 +85,8 @@ fn split_merge_and_their_errors() {
     // The default partition, by the name SHARDS shows.
     assert_eq!(admin(&mut c, &["SPLIT", "(default)"]).unwrap(), "OK");
     let rows = shards(&mut c);
-    assert_eq!(rows.iter().filter(|r| r.partition == "(default)").count(), 2);
+    assert_eq!(rows.iter().filter(|r| r.partition == "(default)").count(), 1);
+    assert_eq!(assert_tiled(&rows).values().sum::<usize>(), 4);
 
     let info: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();
     let field = |name: &str| -> String {
@@ -77,19 +96,31 @@ fn split_merge_and_their_errors() {
             .trim()
             .to_owned()
     };
-    assert_eq!(field("shard_map_epoch"), "3");
-    assert_eq!(field("migrations_completed"), "3");
+    assert_eq!(field("shard_map_epoch"), "4");
+    assert_eq!(field("migrations_completed"), "4");
     assert_eq!(field("migrations_aborted"), "0");
+    assert_eq!(field("shared_shards"), "2");
+    assert_eq!(field("partitions_with_own_shards"), "2");
     assert!(field("migration_last_keys").parse::<u64>().unwrap() > 0);
     assert!(field("migration_last_bytes").parse::<u64>().unwrap() > 0);
     field("migration_last_pause_ms").parse::<f64>().unwrap();
 
+    // Merges, then the fold-backs: every partition back in the shared shards, whose ranges
+    // coalesce again.
     for _ in 0..2 {
         assert_eq!(admin(&mut c, &["MERGE", "orders"]).unwrap(), "OK");
     }
+    assert_eq!(shards(&mut c).iter().filter(|r| r.partition == "orders").count(), 1);
+    assert_eq!(admin(&mut c, &["MERGE", "orders"]).unwrap(), "OK");
     assert_eq!(admin(&mut c, &["MERGE", "(default)"]).unwrap(), "OK");
     let rows = shards(&mut c);
-    assert_eq!(rows.iter().filter(|r| r.partition == "orders").count(), 1);
+    assert!(assert_tiled(&rows).is_empty(), "{rows:?}");
+    let ranges = |rows: &[common::ShardRow]| {
+        let mut v: Vec<_> = rows.iter().map(|r| (r.shard, r.ranges.clone())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ranges(&rows), ranges(&initial), "the shared shards own what they owned");
     for i in (0..500).step_by(37) {
         let v: i64 = redis::cmd("GET").arg(format!("orders:{i}")).query(&mut c).unwrap();
         assert_eq!(v, i);
@@ -106,10 +137,71 @@ fn split_merge_and_their_errors() {
     assert!(error_text(admin(&mut c, &["FROB"])).starts_with("ERR unknown subcommand"));
     let help: Vec<String> = redis::cmd("SHARDCAST").arg("HELP").query(&mut c).unwrap();
     assert!(help[0].starts_with("SHARDCAST <subcommand>"), "{help:?}");
-    for sub in ["SHARDS", "SPLIT <partition>", "MERGE <partition>", "HELP"] {
+    for sub in
+        ["SHARDS", "PARTITIONS [COUNT <count>]", "SPLIT <partition>", "MERGE <partition>", "HELP"]
+    {
         assert!(help.iter().any(|l| l == sub), "SHARDCAST HELP lacks {sub}: {help:?}");
     }
     let _ = std::fs::remove_file(&config);
+}
+
+/// SHARDCAST PARTITIONS: the busiest partitions over the last second, those in shared shards
+/// found by each shard's bounded top-k among many cold ones, a carved one with its shards.
+#[test]
+fn partitions_shows_the_busiest_ones() {
+    let server = Server::start("partitions", &["--cores", "2"]);
+    let mut c = server.client();
+    assert_eq!(admin(&mut c, &["SPLIT", "carved"]).unwrap(), "OK");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rows = loop {
+        // Hot partitions, many cold ones (one op each), and the carved one, for over a second.
+        let started = std::time::Instant::now();
+        let mut cold = 0;
+        while started.elapsed() < std::time::Duration::from_millis(1200) {
+            let mut p = redis::pipe();
+            for i in 0..100 {
+                p.cmd("SET").arg(format!("hot:{i}")).arg(i).ignore();
+                p.cmd("GET").arg(format!("warm:{i}")).ignore();
+                p.cmd("SET").arg(format!("cold{cold}:x")).arg(1).ignore();
+                p.cmd("SET").arg(format!("carved:{i}")).arg(i).ignore();
+                cold += 1;
+            }
+            let () = p.query(&mut c).unwrap();
+        }
+        let rows: Vec<std::collections::HashMap<String, redis::Value>> =
+            redis::cmd("SHARDCAST").arg("PARTITIONS").arg("COUNT").arg(3).query(&mut c).unwrap();
+        let named = |name: &str| {
+            rows.iter().any(|r| r["partition"] == redis::Value::BulkString(name.into()))
+        };
+        if named("hot") && named("warm") && named("carved") {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "hot partitions not found: {rows:?}");
+    };
+    assert_eq!(rows.len(), 3);
+    let int = |r: &std::collections::HashMap<String, redis::Value>, k: &str| -> i64 {
+        redis::from_redis_value(&r[k]).unwrap()
+    };
+    for r in &rows {
+        let name: String = redis::from_redis_value(&r["partition"]).unwrap();
+        assert!(!name.starts_with("cold"), "a cold partition among the busiest: {rows:?}");
+        assert!(int(r, "ops_per_sec") > 0);
+        if name == "carved" {
+            assert_eq!(int(r, "shards"), 1);
+            assert_eq!(int(r, "keys"), 100);
+        } else {
+            assert_eq!(int(r, "shards"), 0);
+            assert_eq!(r["keys"], redis::Value::Nil);
+        }
+        if name == "warm" {
+            assert!(int(r, "reads_per_sec") > 0 && int(r, "writes_per_sec") == 0, "{r:?}");
+        }
+    }
+    assert_eq!(
+        error_text(admin(&mut c, &["PARTITIONS", "COUNT", "0"])),
+        "ERR value is out of range, must be positive"
+    );
+    assert_eq!(error_text(admin(&mut c, &["PARTITIONS", "LIMIT", "3"])), "ERR syntax error");
 }
 
 #[test]
@@ -212,24 +304,22 @@ fn whole_keyspace_reads_and_flushall_during_migrations() {
 /// error says so, nothing moved, every key stays readable, and a restart finds the same map.
 #[test]
 fn a_failed_split_is_rolled_back() {
-    use shardcast_engine::routing::default_core_of;
-    // Two partitions whose default cores differ, so each core holds exactly one shard.
-    let names: Vec<String> = (0..64).map(|i| format!("part{i}")).collect();
-    let a = names.iter().find(|n| default_core_of(n.as_bytes(), 2) == 0).unwrap().clone();
-    let b = names.iter().find(|n| default_core_of(n.as_bytes(), 2) == 1).unwrap().clone();
     let config = std::env::temp_dir().join(format!("shardcast-full-{}.toml", std::process::id()));
+    // Each core already holds its shared shard: no room for a carved one.
     std::fs::write(&config, "shards-per-core-max = 1\n").unwrap();
     let mut server =
         Server::start("failed-split", &["--cores", "2", "--config", config.to_str().unwrap()]);
     let mut c = server.client();
-    for p in [&a, &b] {
+    let (a, b) = ("parta", "partb");
+    for p in [a, b] {
         for i in 0..300 {
             let () = redis::cmd("SET").arg(format!("{p}:{i}")).arg(i).query(&mut c).unwrap();
         }
     }
-    let err = error_text(admin(&mut c, &["SPLIT", &a]));
+    let err = error_text(admin(&mut c, &["SPLIT", a]));
     assert!(
-        err.starts_with(&format!("ERR split of partition '{a}' abandoned, nothing moved: core 1")),
+        err.starts_with(&format!("ERR split of partition '{a}' abandoned, nothing moved: core "))
+            && err.contains("already holds 1 shards (shards-per-core-max)"),
         "{err}"
     );
     let info: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();
@@ -237,8 +327,8 @@ fn a_failed_split_is_rolled_back() {
     assert!(info.contains("shard_map_epoch:0"), "{info}");
     let check = |c: &mut redis::Connection| {
         let rows = shards(c);
-        assert_eq!(rows.iter().filter(|r| r.partition == a).count(), 1);
-        for p in [&a, &b] {
+        assert!(assert_tiled(&rows).is_empty(), "nothing carved: {rows:?}");
+        for p in [a, b] {
             for i in (0..300).step_by(13) {
                 let v: i64 = redis::cmd("GET").arg(format!("{p}:{i}")).query(c).unwrap();
                 assert_eq!(v, i);

@@ -1,5 +1,6 @@
-//! Online split and merge under load: many connections write and read back their own keys in
-//! several partitions while partitions are split and merged over and over. No client sees an
+//! Online carve-out, split, merge and fold-back under load: many connections write and read
+//! back their own keys in several partitions while each partition, over and over, is carved
+//! out of its shared shard, split twice, merged twice and folded back. No client sees an
 //! error or a wrong value, and every key is intact at the end and after a restart.
 
 mod common;
@@ -11,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 const CLIENTS: usize = 12;
 const KEYS_PER_CLIENT: usize = 150;
-/// Split/merge cycles (a split then a merge) across the partitions.
-const CYCLES: usize = 22;
+/// Cycles (carve-out, two splits, two merges, fold-back) across the partitions.
+const CYCLES: usize = 15;
 const PARTITIONS: [&str; 3] = ["alpha", "beta", "gamma"];
 
 /// A client's keys: spread over the partitions, a hash-tagged one and the default partition.
@@ -104,8 +105,9 @@ fn split_and_merge_under_load_lose_nothing() {
         })
         .collect();
 
-    // Split and merge while the clients run: each cycle grows one partition by two shards
-    // and shrinks it back, so shards move between the two cores in both directions.
+    // While the clients run, each cycle carves one partition out of its shared shard, splits
+    // it twice, merges it twice and folds it back, so ranges move between the two cores in
+    // both directions and between shared and own shards.
     let mut admin = server.client();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while ready.load(Ordering::SeqCst) < CLIENTS as u64 {
@@ -116,13 +118,17 @@ fn split_and_merge_under_load_lose_nothing() {
     let mut most_shards = 0;
     for cycle in 0..CYCLES {
         let p = PARTITIONS[cycle % PARTITIONS.len()];
-        for verb in ["SPLIT", "SPLIT", "MERGE", "MERGE"] {
+        for (verb, own_after) in
+            [("SPLIT", 1), ("SPLIT", 2), ("SPLIT", 3), ("MERGE", 2), ("MERGE", 1), ("MERGE", 0)]
+        {
             let before = ops.load(Ordering::Relaxed);
             let r: String = redis::cmd("SHARDCAST").arg(verb).arg(p).query(&mut admin).unwrap();
             assert_eq!(r, "OK");
             migrations += 1;
             let counts = assert_tiled(&shards(&mut admin));
-            most_shards = most_shards.max(counts[p]);
+            let own = counts.get(p).copied().unwrap_or(0);
+            assert_eq!(own, own_after, "{verb} {p}: {counts:?}");
+            most_shards = most_shards.max(own);
             // Let traffic run between migrations (a condition with a deadline, not a sleep).
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while ops.load(Ordering::Relaxed) < before + 200 {

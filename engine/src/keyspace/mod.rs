@@ -8,6 +8,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::log::record::Record;
+use crate::routing::Position;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -17,6 +18,12 @@ pub const VALUE_LEN_MAX: usize = 512 * 1024 * 1024;
 pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
 
 pub type Key = Rc<[u8]>;
+
+mod index;
+mod values;
+
+pub use index::PositionIndex;
+pub use values::*;
 
 /// A stored value.
 #[derive(Debug, Clone)]
@@ -107,119 +114,48 @@ pub struct SetOutcome {
     pub old: Option<Vec<u8>>,
 }
 
-/// SETRANGE's new value, or `None` when nothing is to be written (absent key, empty value).
-pub fn set_range_value(
-    current: Option<&[u8]>,
-    offset: usize,
-    bytes: &[u8],
-) -> Result<Option<Vec<u8>>> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let end = offset.checked_add(bytes.len()).filter(|&e| e <= VALUE_LEN_MAX).ok_or(
-        EngineError::ValueTooLarge {
-            len: offset as u64 + bytes.len() as u64,
-            max: VALUE_LEN_MAX as u64,
-        },
-    )?;
-    let mut value = current.map(<[u8]>::to_vec).unwrap_or_default();
-    if value.len() < end {
-        value.resize(end, 0);
-    }
-    value[offset..end].copy_from_slice(bytes);
-    Ok(Some(value))
-}
-
-/// Parses a float as Redis does for INCRBYFLOAT: no surrounding spaces, not NaN.
-pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    if s.is_empty()
-        || s.starts_with(|c: char| c.is_whitespace())
-        || s.ends_with(|c: char| c.is_whitespace())
-    {
-        return None;
-    }
-    let v: f64 = s.parse().ok()?;
-    (!v.is_nan()).then_some(v)
-}
-
-/// Significant digits INCRBYFLOAT keeps: what an f64 represents exactly (DBL_DIG).
-pub const FLOAT_DIGITS: usize = 15;
-
-/// Formats a float as Redis's INCRBYFLOAT reply: plain decimal, no trailing zeros. Redis sums
-/// in `long double` and prints 17 decimals, so `0.1 + 0.2` shows as `0.3`; rounding the `f64`
-/// sum to 15 significant digits gives the same for decimal inputs.
-pub fn format_f64(v: f64) -> String {
-    let rounded: f64 = format!("{v:.*e}", FLOAT_DIGITS - 1).parse().unwrap_or(v);
-    if rounded == 0.0 {
-        return "0".into();
-    }
-    let s = format!("{rounded}");
-    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
-}
-
-/// INCRBYFLOAT's new value.
-pub fn incr_float_value(current: Option<&[u8]>, delta: f64) -> Result<Vec<u8>> {
-    let base = match current {
-        None => 0.0,
-        Some(v) => parse_f64(v).ok_or(EngineError::NotAFloat)?,
-    };
-    let next = base + delta;
-    if next.is_nan() || next.is_infinite() {
-        return Err(EngineError::NanOrInfinity);
-    }
-    Ok(format_f64(next).into_bytes())
-}
-
 /// Cost charged to `used_bytes` for one entry.
 pub fn entry_cost(key: &[u8], value: &[u8]) -> u64 {
     key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD_BYTES
 }
 
 /// The keyspace of one shard.
-#[derive(Default)]
 pub struct Keyspace {
     map: HashMap<Key, Entry, ahash::RandomState>,
     expiries: BTreeSet<(u64, Key)>,
+    /// Every key by position (ranges, SCAN, RANDOMKEY).
+    index: PositionIndex,
     used_bytes: u64,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Keyspace::with_separator(crate::routing::PARTITION_SEPARATOR_DEFAULT)
+    }
 }
 
 fn is_expired(entry: &Entry, now_ms: u64) -> bool {
     entry.expire_at_ms != 0 && entry.expire_at_ms <= now_ms
 }
 
-/// Parses a Redis integer string strictly (as Redis's `string2ll`): optional '-', no '+', no
-/// leading zeros, no spaces, fits in i64.
-pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    if bytes.is_empty() || bytes.len() > 20 {
-        return None;
-    }
-    if bytes == b"0" {
-        return Some(0);
-    }
-    let (neg, digits) = match bytes[0] {
-        b'-' => (true, &bytes[1..]),
-        _ => (false, bytes),
-    };
-    if digits.is_empty() || !(b'1'..=b'9').contains(&digits[0]) {
-        return None;
-    }
-    let mut v: i128 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + (b - b'0') as i128;
-    }
-    if neg {
-        v = -v;
-    }
-    i64::try_from(v).ok()
-}
-
 impl Keyspace {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A keyspace whose keys' partitions end at `separator` (it decides their positions).
+    pub fn with_separator(separator: u8) -> Self {
+        Keyspace {
+            map: HashMap::default(),
+            expiries: BTreeSet::new(),
+            index: PositionIndex::new(separator),
+            used_bytes: 0,
+        }
+    }
+
+    /// The ordered index of the keys (expired ones not yet collected included).
+    pub fn index(&self) -> &PositionIndex {
+        &self.index
     }
 
     /// Live and not yet collected expired keys.
@@ -255,6 +191,7 @@ impl Keyspace {
 
     fn remove_entry(&mut self, key: &[u8]) -> Option<Entry> {
         let (k, e) = self.map.remove_entry(key)?;
+        self.index.remove(&k);
         self.used_bytes -= entry_cost(&k, &e.value);
         if e.expire_at_ms != 0 {
             let removed = self.expiries.remove(&(e.expire_at_ms, k));
@@ -267,7 +204,11 @@ impl Keyspace {
     fn put(&mut self, key: &[u8], value: Rc<Vec<u8>>, expire_at_ms: u64) {
         let k: Key = match self.map.get_key_value(key) {
             Some((k, _)) => k.clone(),
-            None => Rc::from(key),
+            None => {
+                let k: Key = Rc::from(key);
+                self.index.insert(&k);
+                k
+            }
         };
         if let Some(old) = self.map.get(key) {
             self.used_bytes -= entry_cost(key, &old.value);
@@ -561,6 +502,7 @@ impl Keyspace {
         log.log(&Record::Clear);
         self.map.clear();
         self.expiries.clear();
+        self.index.clear();
         self.used_bytes = 0;
     }
 
@@ -633,19 +575,23 @@ impl Keyspace {
         self.put(key, Rc::new(value), expire_at_ms);
     }
 
-    /// Every entry, sharing keys and values (cheap: reference counts), for a snapshot.
-    pub fn share_all(&self) -> Vec<(Key, Entry)> {
-        self.map.iter().map(|(k, e)| (k.clone(), e.clone())).collect()
-    }
-
     /// Iterates every entry, expired ones included.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
         self.map.iter()
     }
 
-    /// A live key chosen by `pick` (an index below `len`), for RANDOMKEY.
-    pub fn key_at(&self, index: usize) -> Option<Key> {
-        self.map.keys().nth(index).cloned()
+    /// The entry of a key, expired or not (`None` if absent).
+    pub fn peek(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    /// Every entry with a position in `lo..=hi`, shared (cheap: reference counts), in
+    /// position order: one walk of that range of the index, not of the keyspace.
+    pub fn share_range(&self, lo: Position, hi: Position) -> Vec<(Key, Entry)> {
+        self.index
+            .range(lo, hi)
+            .map(|(_, k)| (k.clone(), self.map.get(k).expect("indexed keys are mapped").clone()))
+            .collect()
     }
 }
 

@@ -7,13 +7,15 @@
 //! Invariant: a shard directory that the recovered map does not list is garbage (an
 //! uncommitted split's new shard, or a merged-away donor) and is removed before any shard
 //! opens; the map is the only authority on which shards exist and what they own.
+//! Invariant: a data directory without a manifest but with shard directories is refused, never
+//! emptied.
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::placement::shard_map::{MigrationKind, ShardMap};
-use crate::shard::{partition_dir_name, remove_shard_dir, Shard, ShardConfig, ShardMeta};
+use crate::shard::{partition_display, remove_shard_dir, shard_dir, shards_dir};
+use crate::shard::{Shard, ShardConfig, ShardMeta};
 use crate::storage::{read_all, Storage, StorageFile};
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -61,69 +63,89 @@ pub async fn write_manifest<S: Storage>(
     storage.sync_dir(data_dir).await
 }
 
-/// Brings the data directory to the state its manifest describes, before shards open: rolls
-/// back a migration the manifest records as in progress and removes every shard directory
-/// the map does not list. Returns the map.
-pub async fn recover_layout<S: Storage>(storage: &S, data_dir: &Path) -> Result<ShardMap> {
+/// What a new data directory starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutInit {
+    /// Shared shards to create.
+    pub shared_shards: usize,
+    /// Cores to spread them over.
+    pub cores: usize,
+}
+
+/// Brings the data directory to the state its manifest describes, before shards open: a new
+/// directory gets its initial map; a directory of the layout before shared shards is
+/// converted (`upgrade`); a migration the manifest records as in progress is rolled back;
+/// every shard directory the map does not list is removed. Returns the map.
+pub async fn recover_layout<S: Storage>(
+    storage: &S,
+    data_dir: &Path,
+    init: LayoutInit,
+    shard_config: &ShardConfig,
+    clock: Rc<dyn Clock>,
+) -> Result<ShardMap> {
     let names = storage.list_dir(data_dir)?;
     if names.iter().any(|n| n == MANIFEST_TMP_FILE) {
         storage.remove(&data_dir.join(MANIFEST_TMP_FILE)).await?;
     }
+    if super::upgrade::holds_old_layout(storage, data_dir).await? {
+        super::upgrade::convert(storage, data_dir, init, shard_config, clock).await?;
+    }
     let found = read_manifest(storage, data_dir).await?;
-    let manifest_missing = found.is_none();
-    let mut map = found.unwrap_or_default();
-    let mapped: HashMap<String, HashSet<u64>> = map
-        .partitions()
+    let shards = shards_dir(data_dir);
+    let on_disk: Vec<(String, u64)> = storage
+        .list_dir(&shards)?
         .into_iter()
-        .map(|(name, p)| (partition_dir_name(name), p.shards.iter().map(|s| s.number).collect()))
+        .filter_map(|n| n.parse::<u64>().ok().map(|number| (n, number)))
         .collect();
-    for name in names.into_iter().filter(|n| is_partition_dir_name(n)) {
-        let pdir = data_dir.join(&name);
-        let mut removed = false;
-        for number in storage.list_dir(&pdir)? {
-            let Ok(n) = number.parse::<u64>() else { continue };
-            let listed = match mapped.get(&name) {
-                Some(numbers) => numbers.contains(&n),
-                None => n == 0,
-            };
-            if !listed && manifest_missing {
-                // Only a map creates such a shard (its intent is written first): without the
-                // map, removing it could destroy data. Refuse and say why.
+    let mut map = match found {
+        Some(map) => map,
+        None => {
+            if let Some((name, _)) = on_disk.first() {
+                // Only a map creates a shard (its intent is written first): without the map,
+                // removing it could destroy data. Refuse and say why.
                 return Err(EngineError::Corrupt {
                     path: manifest_path(data_dir),
                     offset: 0,
                     reason: format!(
                         "missing, but shard directory {} exists and only the shard map can place it",
-                        pdir.join(&number).display()
+                        shards.join(name).display()
                     ),
                 });
             }
-            if !listed {
-                tracing::warn!(dir = %pdir.join(&number).display(),
-                    "removing a shard directory the shard map does not list");
-                remove_shard_dir(storage, &pdir.join(&number)).await?;
-                removed = true;
-            }
+            let map = ShardMap::initial(init.shared_shards, init.cores);
+            tracing::info!(shared_shards = init.shared_shards, "a new data directory");
+            write_manifest(storage, data_dir, &map).await?;
+            map
         }
-        if removed {
-            storage.sync_dir(&pdir).await?;
+    };
+    let mut removed = false;
+    for (name, number) in on_disk {
+        if map.shard(number).is_none() {
+            tracing::warn!(dir = %shards.join(&name).display(),
+                "removing a shard directory the shard map does not list");
+            remove_shard_dir(storage, &shards.join(&name)).await?;
+            removed = true;
         }
+    }
+    if removed {
+        storage.sync_dir(&shards).await?;
     }
     if let Some(m) = map.migration.take() {
         let what = match m.kind {
             MigrationKind::Split => "split",
             MigrationKind::Merge => "merge",
         };
-        tracing::warn!(partition = %crate::shard::partition_display(&m.partition), source = m.source,
+        tracing::warn!(partition = %partition_display(&m.partition), source = m.source,
             target = m.target, "rolling back an interrupted {what}: the source keeps its range");
         write_manifest(storage, data_dir, &map).await?;
     }
     Ok(map)
 }
 
-/// Opens every shard on disk that `map` places on core `only_core` (every core if `None`),
-/// with its range from the map, and returns each with its owner core. Keys outside a shard's
-/// range (left by a migration) are removed, logged. Run after `recover_layout`.
+/// Opens every shard of `map` placed on core `only_core` (every core if `None`) that has
+/// files, with its ranges from the map, and returns each with its owner core. Keys outside a
+/// shard's ranges (left by a migration) are removed, logged. Shards without files are left to
+/// the caller to create. Run after `recover_layout`.
 pub async fn open_placed_shards<S: Storage>(
     storage: &S,
     data_dir: &Path,
@@ -134,79 +156,56 @@ pub async fn open_placed_shards<S: Storage>(
     clock: Rc<dyn Clock>,
 ) -> Result<Vec<(usize, Shard<S>)>> {
     let mut out = Vec::new();
-    for name in storage.list_dir(data_dir)?.into_iter().filter(|n| is_partition_dir_name(n)) {
-        let pdir = data_dir.join(&name);
-        for number in storage.list_dir(&pdir)? {
-            let dir = pdir.join(&number);
-            if !storage.list_dir(&dir)?.iter().any(|n| n == "meta") {
-                continue;
-            }
-            let meta_path = dir.join("meta");
-            let file = storage.open_rw(&meta_path, false).await?;
-            let meta = ShardMeta::decode(&read_all(&file).await?, &meta_path)?;
-            file.close().await?;
-            let placement = map.placement(&meta.partition, cores);
-            let Some(place) = placement.by_number(meta.number).copied() else {
-                // recover_layout removed unlisted shards; this one appeared since.
-                tracing::warn!(shard = %meta.name(), "shard not in the shard map: ignored");
-                continue;
-            };
-            let core = place.core(cores);
-            if only_core.is_some_and(|c| c != core) {
-                continue;
-            }
-            let shard = Shard::open(storage.clone(), dir, config.clone(), clock.clone()).await?;
-            shard.set_range(place.lo, place.hi);
-            if (place.lo, place.hi) != (0, u64::MAX) {
-                // It may hold keys of an interrupted or finished migration.
-                shard.assume_foreign();
-            }
-            let dropped = if shard.is_serving() { shard.drop_foreign().await? } else { 0 };
-            tracing::info!(core, shard = %meta.name(), keys = shard.key_count(),
-                dropped_foreign = dropped, serving = shard.is_serving(), "shard recovered");
-            out.push((core, shard));
+    for place in map.shards() {
+        let core = place.core(cores);
+        if only_core.is_some_and(|c| c != core) {
+            continue;
         }
+        let dir = shard_dir(data_dir, place.number);
+        if !storage.list_dir(&dir)?.iter().any(|n| n == "meta") {
+            continue;
+        }
+        let ranges = map.ranges_of(place.number);
+        let shard =
+            Shard::open(storage.clone(), dir, ranges, config.clone(), clock.clone()).await?;
+        let meta = shard.meta();
+        if meta.number != place.number || meta.partition != place.partition {
+            return Err(EngineError::Corrupt {
+                path: shard.dir().join("meta"),
+                offset: 0,
+                reason: format!(
+                    "names shard {} but the shard map places {} there",
+                    meta.name(),
+                    ShardMeta { number: place.number, partition: place.partition.clone() }.name()
+                ),
+            });
+        }
+        let dropped = if shard.is_serving() { shard.drop_foreign().await? } else { 0 };
+        tracing::info!(core, shard = %shard.meta().name(), keys = shard.key_count(),
+            dropped_foreign = dropped, serving = shard.is_serving(), "shard recovered");
+        out.push((core, shard));
     }
     Ok(out)
 }
 
-/// Whether a data-directory entry is a partition directory (`<readable>-<16 hex digits>`).
-fn is_partition_dir_name(name: &str) -> bool {
-    match name.rsplit_once('-') {
-        Some((_, hash)) => hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
-        None => false,
+/// Creates, empty, shard `number` of `map` (a new directory's shared shards, or a shard whose
+/// files were lost). A directory without `meta` there is the remains of an interrupted
+/// creation (a shard writes `meta` before anything else) and goes first.
+pub async fn create_placed_shard<S: Storage>(
+    storage: &S,
+    data_dir: &Path,
+    map: &ShardMap,
+    number: u64,
+    config: ShardConfig,
+    clock: Rc<dyn Clock>,
+) -> Result<Shard<S>> {
+    let place = map.shard(number).expect("a mapped shard");
+    let dir = shard_dir(data_dir, number);
+    let present = storage.list_dir(&dir)?;
+    assert!(!present.iter().any(|n| n == "meta"), "creating shard {number} over its files");
+    if !present.is_empty() {
+        remove_shard_dir(storage, &dir).await?;
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::placement::shard_map::PartitionMap;
-    use crate::storage::sim::SimStorage;
-
-    #[test]
-    fn unlisted_shards_are_removed_and_a_missing_map_with_split_shards_is_refused() {
-        crate::testing::run_local(|| async {
-            let storage = SimStorage::new();
-            let data = Path::new("/d");
-            let pdir = data.join(partition_dir_name(b"user"));
-            for n in ["0", "1", "2"] {
-                storage.create_dir_all(&pdir.join(n)).unwrap();
-                let f = storage.open_rw(&pdir.join(n).join("meta"), true).await.unwrap();
-                f.close().await.unwrap();
-            }
-            // No SHARDMAP, yet shards 1 and 2 exist: refuse, touch nothing.
-            let err = recover_layout(&storage, data).await.unwrap_err();
-            assert!(err.to_string().contains("only the shard map can place it"), "{err}");
-            assert_eq!(storage.list_dir(&pdir).unwrap(), vec!["0", "1", "2"]);
-            // A map listing 0 and 2 (1 was merged away): 1 goes, the others stay.
-            let mut map = ShardMap::default();
-            map.set_partition(b"user", PartitionMap::default_for(b"user", 2));
-            let map = map.with_split(b"user", 0, 1 << 60, 2, 1);
-            write_manifest(&storage, data, &map).await.unwrap();
-            let got = recover_layout(&storage, data).await.unwrap();
-            assert_eq!(got, map);
-            assert_eq!(storage.list_dir(&pdir).unwrap(), vec!["0", "2"]);
-        });
-    }
+    let meta = ShardMeta { number, partition: place.partition.clone() };
+    Shard::create(storage.clone(), data_dir, meta, map.ranges_of(number), config, clock).await
 }

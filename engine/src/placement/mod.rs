@@ -3,3 +3,4 @@
 
 pub mod manifest;
 pub mod shard_map;
+pub mod upgrade;

@@ -48,8 +48,12 @@ pub struct EngineConfig {
     /// back-to-back migrations from ~300 to ~150 ms but doubled its p99 (6-7 to 15-18 ms), as
     /// the foreground queue is then preempted as often; so the default stays.
     pub preempt_interval_ms: u64,
-    /// Most shards (so partitions) one core holds; each has its own files and log.
+    /// Most shards one core holds (shared ones and partitions' own); each has its own files
+    /// and log. A carve-out or split whose target core is full is refused.
     pub shards_per_core_max: usize,
+    /// Shared shards per core in a new data directory: every partition without shards of its
+    /// own lives in one of them. Read only when the data directory is created.
+    pub shared_shards_per_core: usize,
     /// Most shards one partition may be split into.
     pub shards_per_partition_max: usize,
 }
@@ -75,7 +79,8 @@ impl Default for EngineConfig {
             expire_cycle_keys_max: 1000,
             background_shares: 100,
             preempt_interval_ms: 100,
-            shards_per_core_max: 4096,
+            shards_per_core_max: 1024,
+            shared_shards_per_core: 1,
             shards_per_partition_max: 64,
         }
     }
@@ -87,6 +92,7 @@ impl EngineConfig {
             fsync: self.fsync,
             snapshot_min_wal_bytes: self.snapshot_min_wal_bytes,
             wal_prealloc_bytes: self.wal_prealloc_bytes,
+            partition_separator: self.partition_separator,
         }
     }
 }

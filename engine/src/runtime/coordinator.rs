@@ -1,6 +1,15 @@
-//! Split and merge as runtime operations: the coordinator on core 0 plans a migration,
-//! records it in the manifest, drives the source and target cores through its steps, commits
-//! it by writing the next map, and installs that map on every core.
+//! Splits, merges, carve-outs and fold-backs as runtime operations: the coordinator on core 0
+//! plans a migration, records it in the manifest, drives the source and target cores through
+//! its steps (`migration_steps`), commits it by writing the next map, and installs that map on
+//! every core.
+//!
+//! What `SHARDCAST SPLIT p` and `SHARDCAST MERGE p` do depends on where `p` lives:
+//! - `p` lives in a shared shard: SPLIT **carves it out**: its whole span moves to a new shard
+//!   of its own on the least loaded other core; MERGE is refused (nothing to merge).
+//! - `p` has shards of its own: SPLIT cuts the busiest at its load median and moves the upper
+//!   part to the least loaded other core; MERGE moves the smaller of the least loaded adjacent
+//!   pair into the other; with one shard left, MERGE **folds it back** into a shared shard
+//!   (the one beside its span, so the ranges coalesce again).
 //!
 //! Steps (each a `MigrationWork` message; the data plane is `migration`):
 //! 1. intent: the manifest records the migration (the source still owns the range);
@@ -18,52 +27,20 @@
 //! Invariant: at most one migration runs at a time (the lock on core 0), so a core has at most
 //! one incoming and one outgoing range.
 
+use super::migration_steps::MigrationWork;
 use crate::error::{EngineError, Result};
 use crate::fault_point;
-use crate::migration::{batches_of, decode_batch, encode_batch, MigrationBatch};
-use crate::migration::{
-    BATCH_BYTES_TARGET, BATCH_ENTRIES_MAX, DELTA_CUTOVER_KEYS, DELTA_ROUNDS_MAX,
-};
 use crate::placement::manifest::write_manifest;
-use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap, ShardPlace};
+use crate::placement::shard_map::{MigrationKind, MigrationRecord, RangePlace, ShardMap};
+use crate::routing::partition_span;
 use crate::runtime::{Core, CoreResult, CoreWork, ShardSummary};
-use crate::shard::{partition_display, remove_shard_dir, shard_dir, Shard, ShardMeta};
-use crate::storage::dma::DmaStorage;
-use crate::storage::Storage;
-use std::rc::Rc;
+use crate::shard::partition_display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// The core that coordinates migrations.
 pub const COORDINATOR_CORE: usize = 0;
-
-/// Migration steps, sent between cores.
-#[derive(Debug, Clone)]
-pub enum MigrationWork {
-    /// To the coordinator: split the busiest shard of a partition.
-    Split { partition: Vec<u8> },
-    /// To the coordinator: merge the least loaded adjacent pair of a partition.
-    Merge { partition: Vec<u8> },
-    /// To a source: where to cut shard `number` (its load median).
-    SplitPoint { partition: Vec<u8>, number: u64 },
-    /// To a target: get ready to receive `lo..=hi` into shard `number`.
-    Prepare { partition: Vec<u8>, number: u64, lo: u64, hi: u64, merge: bool },
-    /// To a source: stream `lo..=hi` of shard `number` to `target_core`, ending paused.
-    StreamOut { partition: Vec<u8>, number: u64, lo: u64, hi: u64, target_core: usize },
-    /// To a target: one encoded batch; `last` makes everything received durable. Batches of
-    /// the cutover (`cutover`) run in the foreground queue, the others in the background.
-    Apply { bytes: Vec<u8>, last: bool, cutover: bool },
-    /// To source and target: abandon the migration (the source keeps the range).
-    Abort { partition: Vec<u8>, source: u64 },
-    /// To every core: the new map.
-    Install(Arc<ShardMap>),
-    /// To every core, after every install: remove keys outside each shard's range.
-    Tidy,
-    /// To the coordinator: FLUSHALL, between migrations (a migration's copy of a range must
-    /// not outlive a FLUSHALL that reached its source or target first).
-    FlushAll,
-}
 
 /// What a migration moved and how long it took.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,31 +69,35 @@ pub struct MigrationCounters {
     pub last_pause_micros: AtomicU64,
 }
 
-/// The shard a migration is filling on its target core.
-pub(crate) struct Incoming {
-    pub shard: Rc<Shard<DmaStorage>>,
-    pub partition: Vec<u8>,
-    pub number: u64,
-    pub lo: u64,
-    pub hi: u64,
-    pub next_seq: u64,
-    pub merge: bool,
-}
-
-fn unexpected(what: &str, r: CoreResult) -> EngineError {
+pub(super) fn unexpected(what: &str, r: CoreResult) -> EngineError {
     EngineError::Unavailable { reason: format!("{what} answered with {r:?}") }
 }
 
+pub(super) fn closed() -> EngineError {
+    EngineError::Unavailable { reason: "migration lock closed".into() }
+}
+
+impl MigrationRecord {
+    /// What the migration is, in words: split, carve-out, merge or fold-back.
+    pub fn describe(&self) -> &'static str {
+        match self.kind {
+            MigrationKind::Split => "split",
+            MigrationKind::Merge => "merge",
+        }
+    }
+}
+
 impl Core {
-    /// Splits the busiest shard of `partition` at its load median and moves the upper part to
-    /// the least loaded core. Returns once the new map is installed everywhere.
+    /// One step more for `partition`: carves it out of its shared shard into a shard of its
+    /// own, or splits its busiest shard at the load median. Returns once the new map is
+    /// installed everywhere.
     pub async fn split(&self, partition: &[u8]) -> Result<MigrationReport> {
         let work = MigrationWork::Split { partition: partition.to_vec() };
         self.to_coordinator(work).await
     }
 
-    /// Merges the least loaded pair of adjacent shards of `partition`, moving the one with
-    /// fewer keys into the other.
+    /// One step less for `partition`: merges the least loaded pair of its shards, or folds its
+    /// last shard back into a shared shard.
     pub async fn merge(&self, partition: &[u8]) -> Result<MigrationReport> {
         let work = MigrationWork::Merge { partition: partition.to_vec() };
         self.to_coordinator(work).await
@@ -130,7 +111,7 @@ impl Core {
         }
     }
 
-    async fn flush_all_locked(&self) -> Result<()> {
+    pub(super) async fn flush_all_locked(&self) -> Result<()> {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         self.check_rebalance_usable()?;
         let mut first = Ok(());
@@ -154,62 +135,6 @@ impl Core {
             CoreResult::Done(Err(e)) => Err(e),
             other => Err(unexpected("coordinator", other)),
         }
-    }
-
-    pub(crate) async fn run_migration_work(&self, work: MigrationWork) -> CoreResult {
-        if self.draining.get() {
-            return CoreResult::Done(Err(EngineError::Unavailable {
-                reason: "shutting down".into(),
-            }));
-        }
-        let done = |r: Result<()>| CoreResult::Done(r);
-        match work {
-            MigrationWork::Split { partition } => match self.coordinate_split(&partition).await {
-                Ok(r) => CoreResult::Migrated(r),
-                Err(e) => done(Err(e)),
-            },
-            MigrationWork::Merge { partition } => match self.coordinate_merge(&partition).await {
-                Ok(r) => CoreResult::Migrated(r),
-                Err(e) => done(Err(e)),
-            },
-            MigrationWork::SplitPoint { partition, number } => {
-                match self.local_shard(&partition, number).and_then(|s| s.split_point()) {
-                    Some(cut) => CoreResult::Count(cut),
-                    None => done(Err(EngineError::Rebalance {
-                        reason: format!(
-                            "shard {}/{number} covers a single hash position and cannot be split",
-                            partition_display(&partition)
-                        ),
-                    })),
-                }
-            }
-            MigrationWork::Prepare { partition, number, lo, hi, merge } => {
-                done(self.prepare_incoming(partition, number, lo, hi, merge).await)
-            }
-            MigrationWork::StreamOut { partition, number, lo, hi, target_core } => {
-                match self.stream_out(&partition, number, lo, hi, target_core).await {
-                    Ok(r) => CoreResult::Migrated(r),
-                    Err(e) => done(Err(e)),
-                }
-            }
-            MigrationWork::Apply { bytes, last, .. } => {
-                done(self.apply_incoming(&bytes, last).await)
-            }
-            MigrationWork::Abort { partition, source } => {
-                done(self.abort_migration(&partition, source).await)
-            }
-            MigrationWork::Install(map) => done(self.install_map(map).await),
-            MigrationWork::Tidy => done(self.tidy().await),
-            MigrationWork::FlushAll => done(self.flush_all_locked().await),
-        }
-    }
-
-    pub(crate) fn local_shard(
-        &self,
-        partition: &[u8],
-        number: u64,
-    ) -> Option<Rc<Shard<DmaStorage>>> {
-        self.shards.borrow().get(partition)?.iter().find(|s| s.meta().number == number).cloned()
     }
 
     async fn summaries(&self) -> Vec<ShardSummary> {
@@ -240,117 +165,126 @@ impl Core {
             .expect("at least one core")
     }
 
-    fn partition_summaries(
-        summaries: &[ShardSummary],
-        partition: &[u8],
-    ) -> Result<Vec<ShardSummary>> {
-        let mine: Vec<_> = summaries.iter().filter(|s| s.partition == partition).cloned().collect();
-        if mine.is_empty() {
-            return Err(EngineError::UnknownPartition { partition: partition_display(partition) });
-        }
-        Ok(mine)
-    }
-
-    /// What planning a split or merge of `partition` starts from, under the migration lock:
-    /// every shard's summary, the partition's own, the map and the partition's placement.
-    async fn plan_start(&self, partition: &[u8]) -> Result<Plan> {
+    pub(super) async fn coordinate_split(&self, partition: &[u8]) -> Result<MigrationReport> {
+        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         assert_eq!(self.id, COORDINATOR_CORE);
         self.check_rebalance_usable()?;
         let summaries = self.summaries().await;
-        let mine = Self::partition_summaries(&summaries, partition)?;
         let map = self.shard_map();
-        let entry = map.placement(partition, self.config.cores);
-        Ok(Plan { summaries, mine, map, entry })
-    }
-
-    async fn coordinate_split(&self, partition: &[u8]) -> Result<MigrationReport> {
-        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
-        let Plan { summaries, mine, map, mut entry } = self.plan_start(partition).await?;
         let cores = self.config.cores;
-        let max = self
-            .config
-            .shards_per_partition_max
-            .min(crate::placement::shard_map::SHARDS_PER_PARTITION_LIMIT);
-        if entry.shards.len() >= max {
-            return Err(EngineError::Rebalance {
-                reason: format!(
-                    "partition '{}' already has {} shards (shards-per-partition-max is {max})",
-                    partition_display(partition),
-                    entry.shards.len()
-                ),
-            });
-        }
-        // The busiest shard (accesses since its range last changed), widest on a tie.
-        let accesses =
-            |p: &ShardPlace| mine.iter().find(|s| s.number == p.number).map_or(0, |s| s.accesses);
-        let source = *entry
-            .shards
-            .iter()
-            .max_by_key(|p| (accesses(p), p.hi - p.lo))
-            .expect("a partition has a shard");
-        let source_core = source.core(cores);
-        let work =
-            MigrationWork::SplitPoint { partition: partition.to_vec(), number: source.number };
-        let cut = match self.on_core(source_core, CoreWork::Migration(work)).await {
-            CoreResult::Count(cut) => cut,
-            CoreResult::Done(Err(e)) => return Err(e),
-            other => return Err(unexpected("split point", other)),
-        };
-        let target_core = self.least_loaded_core(&summaries, source_core);
-        let target = entry.next_number;
-        entry.next_number += 1;
+        let own = map.partition_shards(partition);
         let mut intent = (*map).clone();
-        intent.set_partition(partition, entry);
+        let target = intent.reserve_number();
+        let (source, lo, hi, source_core) = if own.is_empty() {
+            // Carve-out: the partition's whole span leaves its shared shard.
+            let (lo, hi) = partition_span(partition);
+            let (range, home) = map
+                .shared_home(partition)
+                .expect("a partition without shards of its own lies in one shared shard");
+            if range.lo == lo && range.hi == hi && map.ranges_of(home.number).len() == 1 {
+                return Err(EngineError::Rebalance {
+                    reason: format!(
+                        "shared shard {} holds only partition '{}': it is already on its own",
+                        home.number,
+                        partition_display(partition)
+                    ),
+                });
+            }
+            (home.number, lo, hi, home.core(cores))
+        } else {
+            let max = self
+                .config
+                .shards_per_partition_max
+                .min(crate::placement::shard_map::SHARDS_PER_PARTITION_LIMIT);
+            if own.len() >= max {
+                return Err(EngineError::Rebalance {
+                    reason: format!(
+                        "partition '{}' already has {} shards (shards-per-partition-max is {max})",
+                        partition_display(partition),
+                        own.len()
+                    ),
+                });
+            }
+            // The busiest shard (accesses since its range last changed), widest on a tie.
+            let accesses =
+                |n: u64| summaries.iter().find(|s| s.number == n).map_or(0, |s| s.accesses);
+            let (range, place) = *own
+                .iter()
+                .max_by_key(|(r, p)| (accesses(p.number), r.hi - r.lo))
+                .expect("a partition with shards of its own");
+            let source_core = place.core(cores);
+            let work = MigrationWork::SplitPoint { number: place.number };
+            let cut = match self.on_core(source_core, CoreWork::Migration(work)).await {
+                CoreResult::Position(cut) => cut,
+                CoreResult::Done(Err(e)) => return Err(e),
+                other => return Err(unexpected("split point", other)),
+            };
+            (place.number, cut, range.hi, source_core)
+        };
+        // The target refuses a new shard past shards-per-core-max (then this rolls back).
+        let target_core = self.least_loaded_core(&summaries, source_core);
         intent.migration = Some(MigrationRecord {
             kind: MigrationKind::Split,
             partition: partition.to_vec(),
-            source: source.number,
+            source,
             target,
-            lo: cut,
-            hi: source.hi,
+            lo,
+            hi,
             target_core: target_core as u32,
         });
-        let committed =
-            intent.with_split(partition, source.number, cut, target, target_core as u32);
+        let committed = intent.with_split(source, lo, hi, target, target_core as u32, partition);
         self.run_migration(intent, committed).await
     }
 
-    async fn coordinate_merge(&self, partition: &[u8]) -> Result<MigrationReport> {
+    pub(super) async fn coordinate_merge(&self, partition: &[u8]) -> Result<MigrationReport> {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
-        let Plan { mine, map, entry, .. } = self.plan_start(partition).await?;
-        if entry.shards.len() < 2 {
-            return Err(EngineError::Rebalance {
-                reason: format!(
-                    "partition '{}' has only one shard: nothing to merge",
-                    partition_display(partition)
-                ),
-            });
-        }
-        let stat = |p: &ShardPlace| mine.iter().find(|s| s.number == p.number);
-        let load = |p: &ShardPlace| stat(p).map_or(0.0, |s| s.ops_per_sec);
-        let i = (0..entry.shards.len() - 1)
-            .min_by(|&a, &b| {
-                let la = load(&entry.shards[a]) + load(&entry.shards[a + 1]);
-                let lb = load(&entry.shards[b]) + load(&entry.shards[b + 1]);
-                la.total_cmp(&lb)
-            })
-            .expect("two shards");
-        let (low, high) = (entry.shards[i], entry.shards[i + 1]);
-        let keys = |p: &ShardPlace| stat(p).map_or(0, |s| s.keys);
-        // Move the smaller one.
-        let (donor, absorber) = if keys(&low) < keys(&high) { (low, high) } else { (high, low) };
+        assert_eq!(self.id, COORDINATOR_CORE);
+        self.check_rebalance_usable()?;
+        let summaries = self.summaries().await;
+        let map = self.shard_map();
+        let own = map.partition_shards(partition);
+        let stat = |n: u64| summaries.iter().find(|s| s.number == n);
+        let (donor, absorber) = match own.len() {
+            0 => {
+                return Err(EngineError::Rebalance {
+                    reason: format!(
+                        "partition '{}' has no shard of its own: nothing to merge",
+                        partition_display(partition)
+                    ),
+                })
+            }
+            // Fold-back: the last shard goes to a shared shard.
+            1 => (own[0].0, fold_target(&map, &own[0].0)),
+            _ => {
+                let load = |n: u64| stat(n).map_or(0.0, |s| s.ops_per_sec);
+                let i = (0..own.len() - 1)
+                    .min_by(|&a, &b| {
+                        let la = load(own[a].1.number) + load(own[a + 1].1.number);
+                        let lb = load(own[b].1.number) + load(own[b + 1].1.number);
+                        la.total_cmp(&lb)
+                    })
+                    .expect("two shards");
+                let (low, high) = (own[i], own[i + 1]);
+                let keys = |n: u64| stat(n).map_or(0, |s| s.keys);
+                // Move the smaller one.
+                if keys(low.1.number) < keys(high.1.number) {
+                    (low.0, high.1.number)
+                } else {
+                    (high.0, low.1.number)
+                }
+            }
+        };
         let mut intent = (*map).clone();
-        intent.set_partition(partition, entry.clone());
         intent.migration = Some(MigrationRecord {
             kind: MigrationKind::Merge,
             partition: partition.to_vec(),
-            source: donor.number,
-            target: absorber.number,
+            source: donor.shard,
+            target: absorber,
             lo: donor.lo,
             hi: donor.hi,
-            target_core: absorber.core,
+            target_core: map.shard(absorber).expect("a mapped absorber").core,
         });
-        let committed = intent.with_merge(partition, absorber.number, donor.number);
+        let committed = intent.with_merge(donor.shard, absorber);
         self.run_migration(intent, committed).await
     }
 
@@ -363,18 +297,14 @@ impl Core {
         let started = Instant::now();
         let m = intent.migration.clone().expect("an intent records its migration");
         let cores = self.config.cores;
-        let source_core = intent
-            .get(&m.partition)
-            .and_then(|p| p.by_number(m.source))
-            .expect("the source is mapped")
-            .core(cores);
+        let source_core = intent.shard(m.source).expect("the source is mapped").core(cores);
         let target_core = m.target_core as usize % cores;
         let data_dir = &self.config.data_dir;
         write_manifest(&self.storage, data_dir, &intent).await?;
         fault_point!("migrate:intent_written");
         let moved = async {
             let prepare = MigrationWork::Prepare {
-                partition: m.partition.clone(),
+                partition: (m.kind == MigrationKind::Split).then(|| m.partition.clone()),
                 number: m.target,
                 lo: m.lo,
                 hi: m.hi,
@@ -382,13 +312,8 @@ impl Core {
             };
             self.step(target_core, prepare).await?;
             fault_point!("migrate:target_prepared");
-            let stream = MigrationWork::StreamOut {
-                partition: m.partition.clone(),
-                number: m.source,
-                lo: m.lo,
-                hi: m.hi,
-                target_core,
-            };
+            let stream =
+                MigrationWork::StreamOut { number: m.source, lo: m.lo, hi: m.hi, target_core };
             let report = match self.on_core(source_core, CoreWork::Migration(stream)).await {
                 CoreResult::Migrated(r) => r,
                 CoreResult::Done(Err(e)) => return Err(e),
@@ -434,7 +359,7 @@ impl Core {
         c.last_bytes.store(report.bytes, Ordering::Relaxed);
         c.last_keys.store(report.keys, Ordering::Relaxed);
         c.last_micros.store(report.micros, Ordering::Relaxed);
-        tracing::info!(partition = %partition_display(&m.partition), kind = ?m.kind,
+        tracing::info!(partition = %partition_display(&m.partition), what = m.describe(),
             epoch = committed.epoch, keys = report.keys, bytes = report.bytes,
             ms = report.micros / 1000, "migration committed");
         Ok(report)
@@ -463,7 +388,7 @@ impl Core {
                 reason: format!("migration failed ({cause}) and its rollback could not be recorded ({e}); restart the server"),
             };
         }
-        let abort = MigrationWork::Abort { partition: m.partition.clone(), source: m.source };
+        let abort = MigrationWork::Abort { source: m.source };
         for c in [target_core, source_core] {
             if let Err(e) = self.step(c, abort.clone()).await {
                 tracing::error!(core = c, error = %e, "abandoning a migration");
@@ -481,331 +406,39 @@ impl Core {
         EngineError::Rebalance {
             reason: format!(
                 "{} of partition '{}' abandoned, nothing moved: {cause}",
-                match m.kind {
-                    MigrationKind::Split => "split",
-                    MigrationKind::Merge => "merge",
-                },
+                m.describe(),
                 partition_display(&m.partition)
             ),
         }
     }
 
-    async fn step(&self, core: usize, work: MigrationWork) -> Result<()> {
+    pub(super) async fn step(&self, core: usize, work: MigrationWork) -> Result<()> {
         match self.on_core(core, CoreWork::Migration(work)).await {
             CoreResult::Done(r) => r,
             other => Err(unexpected("migration step", other)),
         }
     }
+}
 
-    async fn prepare_incoming(
-        &self,
-        partition: Vec<u8>,
-        number: u64,
-        lo: u64,
-        hi: u64,
-        merge: bool,
-    ) -> Result<()> {
-        if self.incoming.borrow().is_some() {
-            return Err(EngineError::Rebalance {
-                reason: format!("core {} is already receiving a migration", self.id),
-            });
-        }
-        let shard = if merge {
-            let shard =
-                self.local_shard(&partition, number).ok_or_else(|| EngineError::Rebalance {
-                    reason: format!(
-                        "shard {}/{number} is not on core {}",
-                        partition_display(&partition),
-                        self.id
-                    ),
-                })?;
-            shard.check_writable()?;
-            // Keys left outside its range by a failed tidy must go before it absorbs more.
-            shard.drop_foreign().await?;
-            shard
-        } else {
-            if self.local_shard_count() >= self.config.shards_per_core_max {
-                return Err(EngineError::TooManyShards {
-                    core: self.id,
-                    max: self.config.shards_per_core_max,
-                });
-            }
-            let meta =
-                ShardMeta { partition: partition.clone(), number, range_lo: lo, range_hi: hi };
-            let dir = shard_dir(&self.config.data_dir, &meta);
-            if !self.storage.list_dir(&dir)?.is_empty() {
-                // Shard numbers are never reused: whatever is there is garbage.
-                remove_shard_dir(&self.storage, &dir).await?;
-            }
-            Rc::new(self.create_shard(meta).await?)
-        };
-        *self.incoming.borrow_mut() =
-            Some(Incoming { shard, partition, number, lo, hi, next_seq: 0, merge });
-        Ok(())
-    }
-
-    async fn stream_out(
-        &self,
-        partition: &[u8],
-        number: u64,
-        lo: u64,
-        hi: u64,
-        target_core: usize,
-    ) -> Result<MigrationReport> {
-        let shard = self.local_shard(partition, number).ok_or_else(|| EngineError::Rebalance {
-            reason: format!(
-                "shard {}/{number} is not on core {}",
-                partition_display(partition),
-                self.id
-            ),
-        })?;
-        shard.check_writable()?;
-        shard.drop_foreign().await?;
-        if shard.is_migrating() {
-            return Err(EngineError::Rebalance {
-                reason: format!("shard {} is already migrating", shard.meta().name()),
-            });
-        }
-        let pass = std::time::Instant::now();
-        let entries = shard.begin_outgoing(lo, hi);
-        tracing::debug!(shard = %shard.meta().name(), keys = entries.len(),
-            us = pass.elapsed().as_micros() as u64, "migration: range taken (one pass)");
-        let me = self.me.upgrade().expect("a running core");
-        let s = shard.clone();
-        let bulk = async move { me.stream_bulk(&s, entries, target_core).await };
-        let streamed = match glommio::spawn_local_into(bulk, self.background) {
-            Ok(task) => task.await,
-            Err(e) => Err(EngineError::Unavailable { reason: format!("spawning the stream: {e}") }),
-        };
-        // The cutover runs here, in the foreground queue: requests wait on the pause, so it
-        // must not queue behind background work.
-        let result = match streamed {
-            Ok(mut report) => {
-                shard.pause_outgoing();
-                fault_point!("migrate:paused");
-                self.send_final_delta(&shard, target_core, &mut report).await.map(|()| report)
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            shard.end_outgoing();
-        }
-        result
-    }
-
-    /// Runs in the background queue (it yields to client traffic): the range's entries, then
-    /// deltas until few keys are dirty.
-    async fn stream_bulk(
-        &self,
-        shard: &Shard<DmaStorage>,
-        entries: Vec<(crate::keyspace::Key, crate::keyspace::Entry)>,
-        target_core: usize,
-    ) -> Result<MigrationReport> {
-        let mut report = MigrationReport::default();
-        for batch in batches_of(entries) {
-            self.send_batch(target_core, &mut report, batch, Phase::Bulk).await?;
-            fault_point!("migrate:streaming");
-        }
-        for _ in 0..DELTA_ROUNDS_MAX {
-            if shard.dirty_len() <= DELTA_CUTOVER_KEYS {
-                break;
-            }
-            // One round: the keys dirty now, in bounded batches (writes meanwhile go to the
-            // next round).
-            let mut left = shard.dirty_len();
-            while left > 0 {
-                let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);
-                left = left.saturating_sub(batch.puts.len() + batch.deletes.len());
-                if batch.is_empty() {
-                    break;
-                }
-                self.send_batch(target_core, &mut report, batch, Phase::Bulk).await?;
-            }
-        }
-        Ok(report)
-    }
-
-    /// The last delta, under pause (nothing dirties more keys): bounded batches, the last of
-    /// which makes the target sync.
-    async fn send_final_delta(
-        &self,
-        shard: &Shard<DmaStorage>,
-        target_core: usize,
-        report: &mut MigrationReport,
-    ) -> Result<()> {
-        loop {
-            let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);
-            let last = shard.dirty_len() == 0;
-            self.send_batch(target_core, report, batch, Phase::Cutover { last }).await?;
-            if last {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn send_batch(
-        &self,
-        target_core: usize,
-        report: &mut MigrationReport,
-        batch: MigrationBatch,
-        phase: Phase,
-    ) -> Result<()> {
-        let bytes = encode_batch(report.batches, &batch);
-        report.batches += 1;
-        report.keys += batch.puts.len() as u64;
-        report.bytes += bytes.len() as u64;
-        drop(batch);
-        let apply = match phase {
-            Phase::Bulk => MigrationWork::Apply { bytes, last: false, cutover: false },
-            Phase::Cutover { last } => MigrationWork::Apply { bytes, last, cutover: true },
-        };
-        self.step(target_core, apply).await
-    }
-
-    async fn apply_incoming(&self, bytes: &[u8], last: bool) -> Result<()> {
-        let (seq, batch) = decode_batch(bytes).map_err(|e| EngineError::Rebalance {
-            reason: format!("migration batch refused: {e}"),
-        })?;
-        let (shard, lo, hi) = {
-            let mut guard = self.incoming.borrow_mut();
-            let inc = guard.as_mut().ok_or_else(|| EngineError::Rebalance {
-                reason: format!("core {} is not receiving a migration", self.id),
-            })?;
-            if seq != inc.next_seq {
-                return Err(EngineError::Rebalance {
-                    reason: format!("migration batch {seq} arrived, expected {}", inc.next_seq),
-                });
-            }
-            inc.next_seq += 1;
-            (inc.shard.clone(), inc.lo, inc.hi)
-        };
-        shard.apply_batch(batch, lo, hi)?;
-        self.after_write(&shard);
-        // Written each batch (bounded buffers); the last one also synced: the target's
-        // durable acknowledgement that the commit waits for.
-        shard.flush(last).await?;
-        if last {
-            fault_point!("migrate:target_synced");
-        }
-        Ok(())
-    }
-
-    async fn abort_migration(&self, partition: &[u8], source: u64) -> Result<()> {
-        if let Some(s) = self.local_shard(partition, source) {
-            s.end_outgoing();
-        }
-        let incoming = self.incoming.borrow_mut().take();
-        if let Some(inc) = incoming {
-            if inc.merge {
-                // The absorber's range did not change: what arrived is foreign.
-                inc.shard.drop_foreign().await?;
-            } else {
-                let dir = inc.shard.dir().to_owned();
-                drop(inc);
-                remove_shard_dir(&self.storage, &dir).await?;
-                self.storage.sync_dir(dir.parent().expect("shard dir has a parent")).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes a new map: serving shards follow it (ranges set, an incoming shard starts serving,
-    /// a merged-away shard stops serving and is kept for the tidy step), and requests held by
-    /// a finished cutover are released. No key or file is removed here (see `tidy`).
-    async fn install_map(&self, map: Arc<ShardMap>) -> Result<()> {
-        if map.epoch < self.map_epoch() {
-            return Ok(());
-        }
-        let cores = self.config.cores;
-        *self.map.borrow_mut() = map.clone();
-        let incoming = self.incoming.borrow_mut().take();
-        let mut incoming_placed = false;
-        let mut removed = Vec::new();
-        for (partition, pmap) in map.partitions() {
-            let mine: Vec<ShardPlace> =
-                pmap.shards.iter().filter(|p| p.core(cores) == self.id).copied().collect();
-            let old = self.shards.borrow_mut().remove(partition).unwrap_or_default();
-            let mut list = Vec::with_capacity(mine.len());
-            for place in &mine {
-                let found = old.iter().find(|s| s.meta().number == place.number).cloned();
-                let found = found.or_else(|| {
-                    let inc = incoming.as_ref()?;
-                    (inc.partition == partition && inc.number == place.number && !inc.merge).then(
-                        || {
-                            incoming_placed = true;
-                            inc.shard.clone()
-                        },
-                    )
-                });
-                if let Some(shard) = found {
-                    shard.set_range(place.lo, place.hi);
-                    list.push(shard);
-                }
-            }
-            for s in old {
-                if !mine.iter().any(|p| p.number == s.meta().number) {
-                    removed.push(s);
-                }
-            }
-            list.sort_by_key(|s| s.range().0);
-            if !list.is_empty() {
-                self.shards.borrow_mut().insert(partition.to_vec(), list);
-            }
-        }
-        // A rollback's Abort clears the incoming state before its install, so an incoming
-        // migration seen here is the one this map commits: a split's shard was placed above,
-        // a merge's absorber kept its place with a wider range.
-        if let Some(inc) = incoming {
-            if !inc.merge && !incoming_placed {
-                tracing::error!(shard = %inc.shard.meta().name(), "committed map does not place the incoming shard");
-            }
-        }
-        // Release requests held by a cutover whose range this core no longer serves.
-        for shard in self.local_shards().iter().chain(&removed) {
-            if let Some((lo, _)) = shard.outgoing_range() {
-                let gone = removed.iter().any(|r| Rc::ptr_eq(r, shard)) || !shard.owns(lo);
-                if gone {
-                    if let Some(paused) = shard.end_outgoing() {
-                        let us = paused.as_micros() as u64;
-                        self.migrations.last_pause_micros.store(us, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-        // Their files go at the tidy step: the install answers at once, so the cores' epochs
-        // agree again quickly (whole-keyspace reads wait for that).
-        self.retired.borrow_mut().extend(removed);
-        self.create_missing_mapped_shards().await?;
-        self.publish_memory();
-        Ok(())
-    }
-
-    /// Removes, logged, every key outside its shard's range (recovery would too), and the
-    /// directories of shards merged away.
-    async fn tidy(&self) -> Result<()> {
-        let retired = std::mem::take(&mut *self.retired.borrow_mut());
-        for shard in retired {
-            let dir = shard.dir().to_owned();
-            drop(shard);
-            // A failure leaves an unlisted directory, which recovery removes.
-            let removed = match remove_shard_dir(&self.storage, &dir).await {
-                Ok(()) => {
-                    self.storage.sync_dir(dir.parent().expect("shard dir has a parent")).await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = removed {
-                tracing::warn!(dir = %dir.display(), error = %e, "removing a merged-away shard; recovery will");
-            }
-        }
-        for shard in self.local_shards() {
-            if shard.holds_foreign_keys() && shard.is_serving() {
-                shard.drop_foreign().await?;
-            }
-        }
-        self.publish_memory();
-        Ok(())
-    }
+/// The shared shard a partition's last shard folds back into: the one owning the positions
+/// just below its span, else just above (so the ranges coalesce again); else, when both
+/// neighbours are other partitions' shards, the nearest shared shard below (wrapping).
+fn fold_target(map: &ShardMap, donor: &RangePlace) -> u64 {
+    let shared = |p: crate::routing::Position| {
+        let n = map.find(p).shard;
+        map.shard(n).filter(|s| s.is_shared()).map(|s| s.number)
+    };
+    let below = donor.lo.checked_sub(1).and_then(shared);
+    let above = donor.hi.checked_add(1).and_then(shared);
+    below.or(above).unwrap_or_else(|| {
+        let ranges = map.ranges();
+        let i = ranges.partition_point(|r| r.hi < donor.lo);
+        let n = ranges.len();
+        (1..n)
+            .map(|k| ranges[(i + n - k) % n].shard)
+            .find(|&s| map.shard(s).is_some_and(|p| p.is_shared()))
+            .expect("a shared shard exists")
+    })
 }
 
 impl Core {
@@ -819,23 +452,4 @@ impl Core {
             None => Ok(()),
         }
     }
-}
-
-/// See `Core::plan_start`.
-struct Plan {
-    summaries: Vec<ShardSummary>,
-    mine: Vec<ShardSummary>,
-    map: Arc<ShardMap>,
-    entry: crate::placement::shard_map::PartitionMap,
-}
-
-/// Where a batch belongs: the bulk (and delta rounds), or the cutover.
-#[derive(Clone, Copy)]
-enum Phase {
-    Bulk,
-    Cutover { last: bool },
-}
-
-fn closed() -> EngineError {
-    EngineError::Unavailable { reason: "migration lock closed".into() }
 }

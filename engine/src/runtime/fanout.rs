@@ -4,7 +4,6 @@
 use super::*;
 use crate::error::{EngineError, Result};
 use crate::glob::glob_match;
-use crate::routing::scan_position;
 
 impl Core {
     /// Keys in the whole engine (DBSIZE), each counted once even during a migration.
@@ -24,7 +23,7 @@ impl Core {
         match work {
             CoreWork::Ops { ops, hops } => CoreResult::Ops(self.execute_local(ops, hops).await),
             CoreWork::DbSize => CoreResult::Count(
-                self.shards.borrow().values().flatten().map(|s| s.owned_key_count() as u64).sum(),
+                self.shards.borrow().values().map(|s| s.owned_key_count() as u64).sum(),
             ),
             // Boxed: a migration step may await other steps through `on_core`.
             CoreWork::Migration(work) => Box::pin(self.run_migration_work(work)).await,
@@ -77,13 +76,11 @@ impl Core {
             .iter()
             .map(|s| {
                 let m = s.meta();
-                let (range_lo, range_hi) = s.range();
                 ShardSummary {
                     core: self.id,
                     partition: m.partition.clone(),
                     number: m.number,
-                    range_lo,
-                    range_hi,
+                    ranges: s.ranges(),
                     keys: s.owned_key_count() as u64,
                     expiring_keys: s.with_keyspace(|ks| ks.expiring_len() as u64),
                     used_bytes: s.used_bytes(),
@@ -96,6 +93,7 @@ impl Core {
                     accesses: s.access_total(),
                     migrating: s.is_migrating(),
                     failure: s.failure().map(|e| e.to_string()),
+                    top_partitions: s.stats.top_partitions(),
                 }
             })
             .collect()
@@ -124,19 +122,32 @@ impl Core {
         (out, false)
     }
 
+    /// A random live key of this core: a shard chosen in proportion to its keys, then the
+    /// first key at or after a random position of its index (wrapping).
     pub(super) fn random_key(&self, seed: u64) -> Option<Vec<u8>> {
         let shards: Vec<_> =
             self.local_shards().into_iter().filter(|s| s.key_count() > 0).collect();
-        if shards.is_empty() {
+        let total: u64 = shards.iter().map(|s| s.key_count() as u64).sum();
+        if total == 0 {
             return None;
         }
         let mut rng = crate::testing::SplitMix64::new(seed);
         let now = self.clock.now_ms();
         for _ in 0..16 {
-            let shard = &shards[rng.below(shards.len() as u64) as usize];
-            let n = shard.key_count() as u64;
+            let mut pick = rng.below(total);
+            let shard = shards
+                .iter()
+                .find(|s| {
+                    let n = s.key_count() as u64;
+                    let here = pick < n;
+                    pick = pick.saturating_sub(n);
+                    here
+                })
+                .expect("a pick below the total lands in a shard");
+            let at = ((rng.next_u64() as u128) << 64) | rng.next_u64() as u128;
             let found = shard.with_keyspace(|ks| {
-                let key = ks.key_at(rng.below(n.max(1)) as usize)?;
+                let (_, key) = ks.index().first_from(at).or_else(|| ks.index().first_from(0))?;
+                let key = key.clone();
                 (ks.exists(&key, now) && shard.owns_key(&key)).then(|| key.to_vec())
             });
             if found.is_some() {
@@ -169,33 +180,34 @@ impl Core {
         Ok(())
     }
 
+    /// This core's part of one SCAN step: each shard's page (`PositionIndex::scan_page`),
+    /// then the union below the first cursor some shard did not reach.
     pub(super) fn scan_local(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> ScanPage {
         let now = self.clock.now_ms();
+        let count = count.max(1);
         let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut reached: Option<u64> = None;
         for shard in self.local_shards() {
-            let partition = &shard.meta().partition;
-            shard.with_keyspace(|ks| {
-                for (key, entry) in ks.iter() {
-                    if entry.expire_at_ms != 0 && entry.expire_at_ms <= now {
-                        continue;
-                    }
-                    if !shard.owns_key(key) {
-                        continue;
-                    }
-                    let pos = scan_position(partition, key);
-                    if pos >= cursor {
-                        all.push((pos, key.to_vec()));
-                    }
-                }
+            let step = shard.with_keyspace(|ks| {
+                ks.index().scan_page(cursor, count, |key| {
+                    let live =
+                        ks.peek(key).is_some_and(|e| e.expire_at_ms == 0 || e.expire_at_ms > now);
+                    live && shard.owns_key(key)
+                })
             });
+            if let Some(n) = step.next {
+                reached = Some(reached.map_or(n, |r| r.min(n)));
+            }
+            all.extend(step.keys.into_iter().map(|(c, k)| (c, k.to_vec())));
         }
+        all.retain(|(c, _)| reached.is_none_or(|r| *c < r));
         all.sort_unstable();
-        let mut take = count.max(1).min(all.len());
-        // Never split a group of equal positions across pages.
+        let mut take = count.min(all.len());
+        // Never split a group of equal cursors across pages.
         while take < all.len() && take > 0 && all[take].0 == all[take - 1].0 {
             take += 1;
         }
-        let next = all.get(take).map(|(p, _)| *p);
+        let next = all.get(take).map(|(c, _)| *c).or(reached);
         all.truncate(take);
         if let Some(p) = pattern {
             all.retain(|(_, k)| glob_match(p, k));

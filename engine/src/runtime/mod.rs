@@ -8,12 +8,15 @@
 //! Invariant: a shard's state is touched only by its owning executor; nothing on the data path
 //! is locked or shared between threads (cross-core work is a message).
 //! Invariant: every executor opens the iopoll probe file before any other DMA file (glommio
-//! #605/#670, see DESIGN.md), or reads on that executor may fail with EOPNOTSUPP.
+//! #605/#670, see docs/design.md), or reads on that executor may fail with EOPNOTSUPP.
+//! Invariant: `routes` mirrors `map` and `shards` at all times (rebuilt by `set_shards`): an
+//! op is executed only by a shard that owns its position by this core's map.
 
 mod config;
 pub mod coordinator;
 mod fanout;
 mod mesh;
+pub mod migration_steps;
 mod route;
 mod start;
 mod timers;
@@ -28,10 +31,9 @@ pub use start::{apply_iopoll_workaround, run, run_until};
 pub use work::{CoreJob, CoreResult, CoreWork, ScanPage, ShardSummary};
 
 use crate::clock::Clock;
-use crate::error::Result;
 use crate::placement::shard_map::ShardMap;
-use crate::routing::partition_of;
-use crate::shard::{Shard, ShardMeta};
+use crate::routing::position_of;
+use crate::shard::Shard;
 use crate::storage::dma::DmaStorage;
 use glommio::channels::channel_mesh::Senders;
 use glommio::TaskQueueHandle;
@@ -71,16 +73,17 @@ pub struct Core {
     pub(crate) clock: Rc<dyn Clock>,
     /// This core's copy of the shard map (replaced whole by `install_map`).
     pub(crate) map: RefCell<Arc<ShardMap>>,
-    /// partition -> its shards on this core that serve, sorted by range.
-    pub(crate) shards: RefCell<HashMap<Vec<u8>, ShardList>>,
+    /// The shards of this core that serve, by number.
+    shards: RefCell<HashMap<u64, Rc<Shard<DmaStorage>>>>,
+    /// The map's ranges with their owner core and, for this core's, the serving shard.
+    routes: RefCell<route::RouteTable>,
     /// The shard a migration is filling here, before the map gives it its range.
-    pub(crate) incoming: RefCell<Option<crate::runtime::coordinator::Incoming>>,
+    pub(crate) incoming: RefCell<Option<migration_steps::Incoming>>,
     /// Shards a merge took out of service; their files go at the tidy step.
     pub(crate) retired: RefCell<Vec<Rc<Shard<DmaStorage>>>>,
     /// Set on the coordinator when a failed migration's rollback could not be recorded:
     /// migrations and FLUSHALL are refused until a restart settles the map.
     pub(crate) rebalance_broken: RefCell<Option<String>>,
-    create_lock: glommio::sync::Semaphore,
     /// Held by the coordinator (core 0) for the whole of a split or merge.
     pub(crate) migration_lock: glommio::sync::Semaphore,
     pub(crate) migrations: Arc<crate::runtime::coordinator::MigrationCounters>,
@@ -94,9 +97,6 @@ pub struct Core {
     /// flush.
     pub(crate) draining: Cell<bool>,
 }
-
-/// One partition's serving shards on a core, sorted by range.
-pub(crate) type ShardList = Vec<Rc<Shard<DmaStorage>>>;
 
 impl Core {
     /// This core's index, `0..cores`.
@@ -127,7 +127,7 @@ impl Core {
     }
 
     pub(crate) fn publish_memory(&self) {
-        let used: u64 = self.shards.borrow().values().flatten().map(|s| s.used_bytes()).sum();
+        let used: u64 = self.shards.borrow().values().map(|s| s.used_bytes()).sum();
         self.memory.per_core[self.id].0.store(used, Ordering::Relaxed);
     }
 
@@ -144,22 +144,40 @@ impl Core {
     /// The core that owns a key's shard, as this core's map says.
     #[inline]
     pub fn owner_of(&self, key: &[u8]) -> usize {
-        let partition = partition_of(key, self.config.partition_separator);
-        self.map.borrow().core_of(partition, key, self.config.cores)
+        let position = position_of(key, self.config.partition_separator);
+        self.routes.borrow().find(position).core
     }
 
-    /// The serving shards of this core, sorted by partition and range.
+    /// The serving shards of this core, by number.
     pub fn local_shards(&self) -> Vec<Rc<Shard<DmaStorage>>> {
-        let mut v: Vec<_> = self.shards.borrow().values().flatten().cloned().collect();
-        v.sort_by(|a, b| {
-            (&a.meta().partition, a.range().0).cmp(&(&b.meta().partition, b.range().0))
-        });
+        let mut v: Vec<_> = self.shards.borrow().values().cloned().collect();
+        v.sort_by_key(|s| s.number());
         v
+    }
+
+    /// The serving shard `number` of this core, if it is here.
+    pub(crate) fn local_shard(&self, number: u64) -> Option<Rc<Shard<DmaStorage>>> {
+        self.shards.borrow().get(&number).cloned()
+    }
+
+    /// Replaces the serving shards and rebuilds the routes from them and the map.
+    pub(crate) fn set_shards(&self, shards: HashMap<u64, Rc<Shard<DmaStorage>>>) {
+        let routes =
+            route::RouteTable::build(&self.map.borrow(), self.config.cores, self.id, &shards);
+        *self.shards.borrow_mut() = shards;
+        *self.routes.borrow_mut() = routes;
+    }
+
+    /// Adds a serving shard (its ranges set from the map).
+    pub(crate) fn insert_local(&self, shard: Rc<Shard<DmaStorage>>) {
+        let mut shards = self.shards.borrow().clone();
+        shards.insert(shard.number(), shard);
+        self.set_shards(shards);
     }
 
     /// Serving shards plus a shard being filled by a migration (log flushes, expiry).
     fn all_local_shards(&self) -> Vec<Rc<Shard<DmaStorage>>> {
-        let mut v: Vec<_> = self.shards.borrow().values().flatten().cloned().collect();
+        let mut v: Vec<_> = self.shards.borrow().values().cloned().collect();
         if let Some(inc) = self.incoming.borrow().as_ref() {
             if !v.iter().any(|s| Rc::ptr_eq(s, &inc.shard)) {
                 v.push(inc.shard.clone());
@@ -168,15 +186,7 @@ impl Core {
         v
     }
 
-    /// Creates a new, empty shard on disk with this core's settings.
-    pub(crate) async fn create_shard(&self, meta: ShardMeta) -> Result<Shard<DmaStorage>> {
-        let config = self.config.shard_config();
-        Shard::create(self.storage.clone(), &self.config.data_dir, meta, config, self.clock.clone())
-            .await
-    }
-
     pub(crate) fn local_shard_count(&self) -> usize {
-        self.shards.borrow().values().map(Vec::len).sum::<usize>()
-            + self.incoming.borrow().is_some() as usize
+        self.shards.borrow().len() + self.incoming.borrow().is_some() as usize
     }
 }

@@ -5,18 +5,16 @@ use super::*;
 use crate::error::{EngineError, Result};
 use crate::log::writer::FsyncPolicy;
 use crate::migration::Gate;
-use crate::ops::{Op, OpKind, Reply};
-use crate::routing::{default_core_of, key_position, partition_of};
-use crate::shard::{Shard, ShardMeta};
+use crate::ops::{Op, Reply};
+use crate::routing::{position_of, Position};
+use crate::shard::Shard;
 use crate::storage::dma::DmaStorage;
 use std::rc::Rc;
 
 /// Where an op goes, as this core sees it now.
 pub(super) enum Route {
-    /// A shard here serves it.
-    Local(Rc<Shard<DmaStorage>>, u64),
-    /// The partition has its default placement here but no shard yet.
-    Unplaced,
+    /// A shard here serves it, at this position.
+    Local(Rc<Shard<DmaStorage>>, Position),
     /// Another core owns it.
     Remote,
     /// Its range is in a cutover; wait, then route again.
@@ -26,14 +24,43 @@ pub(super) enum Route {
 /// Forwards after which an op is refused rather than sent on (routes settle in one or two).
 pub const ROUTE_HOPS_MAX: u32 = 8;
 
-/// The reply to an op on a partition that has no shard yet (so no keys).
-pub(super) fn reply_without_shard(op: &Op) -> Reply {
-    match op {
-        Op::Get { .. } | Op::GetDel { .. } | Op::GetEx { .. } => Reply::Nil,
-        Op::Ttl { .. } => Reply::Ttl(crate::keyspace::Ttl::Missing),
-        Op::StrLen { .. } => Reply::Int(0),
-        Op::GetRange { .. } => Reply::Value(Vec::new()),
-        _ => Reply::Bool(false),
+/// One range of the map as a core routes it.
+pub(super) struct RouteEntry {
+    pub hi: Position,
+    pub core: usize,
+    /// The serving shard, for ranges this core owns.
+    pub shard: Option<Rc<Shard<DmaStorage>>>,
+}
+
+/// The map's ranges, in position order, with what this core needs to route: O(log ranges).
+#[derive(Default)]
+pub(super) struct RouteTable {
+    entries: Vec<RouteEntry>,
+}
+
+impl RouteTable {
+    pub(super) fn build(
+        map: &ShardMap,
+        cores: usize,
+        me: usize,
+        shards: &HashMap<u64, Rc<Shard<DmaStorage>>>,
+    ) -> Self {
+        let entries = map
+            .ranges()
+            .iter()
+            .map(|r| {
+                let core = map.shard(r.shard).expect("ranges name mapped shards").core(cores);
+                let shard = (core == me).then(|| shards.get(&r.shard).cloned()).flatten();
+                RouteEntry { hi: r.hi, core, shard }
+            })
+            .collect();
+        RouteTable { entries }
+    }
+
+    #[inline]
+    pub(super) fn find(&self, position: Position) -> &RouteEntry {
+        let i = self.entries.partition_point(|e| e.hi < position);
+        &self.entries[i]
     }
 }
 
@@ -41,27 +68,19 @@ impl Core {
     /// Where `key` goes, as this core sees it now.
     #[inline]
     pub(super) fn route(&self, key: &[u8]) -> Route {
-        let partition = partition_of(key, self.config.partition_separator);
-        let position = key_position(key);
-        let map = self.map.borrow();
-        let mapped = map.get(partition);
-        let owner = match mapped {
-            None => default_core_of(partition, self.config.cores),
-            Some(p) => p.find(position).core(self.config.cores),
-        };
-        if owner != self.id {
+        let position = position_of(key, self.config.partition_separator);
+        let routes = self.routes.borrow();
+        let entry = routes.find(position);
+        if entry.core != self.id {
             return Route::Remote;
         }
-        let shards = self.shards.borrow();
-        let shard = shards.get(partition).and_then(|l| l.iter().find(|s| s.owns(position)));
-        match shard {
+        match &entry.shard {
             Some(s) => match s.paused_gate(position) {
                 Some(gate) => Route::Paused(gate),
                 None => Route::Local(s.clone(), position),
             },
-            None if mapped.is_none() => Route::Unplaced,
-            // The map places it here but no shard serves it: impossible while install_map
-            // keeps both in step; refuse rather than guess.
+            // The map places it here but no shard serves it (its files could not be created):
+            // refuse rather than guess; the forwards end at ROUTE_HOPS_MAX.
             None => Route::Remote,
         }
     }
@@ -129,30 +148,12 @@ impl Core {
         out.into_iter().map(|r| r.expect("every op answered")).collect()
     }
 
-    /// Creates the default-placed shard of `partition` on this core (first write to it).
-    pub(super) async fn create_default_shard(&self, partition: &[u8]) -> Result<()> {
-        let _permit = self.create_lock.acquire_permit(1).await.expect("create lock closed");
-        if self.shards.borrow().contains_key(partition)
-            || self.map.borrow().get(partition).is_some()
-        {
-            return Ok(());
-        }
-        if self.local_shard_count() >= self.config.shards_per_core_max {
-            return Err(EngineError::TooManyShards {
-                core: self.id,
-                max: self.config.shards_per_core_max,
-            });
-        }
-        let shard = self.create_shard(ShardMeta::whole(partition)).await?;
-        if self.map.borrow().get(partition).is_none() {
-            self.insert_local(Rc::new(shard));
-        }
-        Ok(())
-    }
-
     /// The shards that serve `ops` if every op can run right now without awaiting: all are
     /// local and not paused, and replies need not wait for an fsync.
-    pub(super) fn resolve_inline(&self, ops: &[Op]) -> Option<Vec<(Rc<Shard<DmaStorage>>, u64)>> {
+    pub(super) fn resolve_inline(
+        &self,
+        ops: &[Op],
+    ) -> Option<Vec<(Rc<Shard<DmaStorage>>, Position)>> {
         if self.draining.get() || self.config.fsync == FsyncPolicy::Always {
             return None;
         }
@@ -168,7 +169,7 @@ impl Core {
     pub(super) fn execute_now(
         &self,
         ops: Vec<Op>,
-        targets: Vec<(Rc<Shard<DmaStorage>>, u64)>,
+        targets: Vec<(Rc<Shard<DmaStorage>>, Position)>,
     ) -> Vec<Result<Reply>> {
         let mut out = Vec::with_capacity(ops.len());
         for (op, (shard, position)) in ops.into_iter().zip(targets) {
@@ -192,20 +193,12 @@ impl Core {
                 return ops.iter().map(|_| Err(e.clone())).collect();
             }
             let mut targets = Vec::with_capacity(ops.len());
-            let mut blocked = None;
+            let mut paused = None;
             for op in &ops {
                 match self.route(op.key()) {
-                    Route::Local(shard, position) => targets.push(Some((shard, position))),
-                    Route::Unplaced if op.kind() == OpKind::Write => {
-                        blocked =
-                            Some(Err(
-                                partition_of(op.key(), self.config.partition_separator).to_vec()
-                            ));
-                        break;
-                    }
-                    Route::Unplaced => targets.push(None),
+                    Route::Local(shard, position) => targets.push((shard, position)),
                     Route::Paused(gate) => {
-                        blocked = Some(Ok(gate));
+                        paused = Some(gate);
                         break;
                     }
                     Route::Remote => {
@@ -213,24 +206,15 @@ impl Core {
                     }
                 }
             }
-            match blocked {
+            match paused {
                 None => break targets,
-                Some(Ok(gate)) => gate.wait().await,
-                Some(Err(partition)) => {
-                    if let Err(e) = self.create_default_shard(&partition).await {
-                        return ops.iter().map(|_| Err(e.clone())).collect();
-                    }
-                }
+                // Waited: route every op again, so none runs on a stale route.
+                Some(gate) => gate.wait().await,
             }
-            // Something awaited: route every op again, so none runs on a stale route.
         };
         let mut out = Vec::with_capacity(ops.len());
         let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
-        for (i, (op, target)) in ops.into_iter().zip(targets).enumerate() {
-            let Some((shard, position)) = target else {
-                out.push(Ok(reply_without_shard(&op)));
-                continue;
-            };
+        for (i, (op, (shard, position))) in ops.into_iter().zip(targets).enumerate() {
             match shard.execute_at(op, position) {
                 Ok((reply, wait)) => {
                     out.push(Ok(reply));
@@ -262,16 +246,6 @@ impl Core {
     /// MSETNX on one core: nothing awaits between the checks and the writes, so no other op
     /// interleaves. Returns whether the pairs were set.
     pub async fn set_if_none_exist(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool> {
-        if self.draining.get() {
-            return Err(EngineError::Unavailable { reason: "shutting down".into() });
-        }
-        let sep = self.config.partition_separator;
-        for (key, _) in &pairs {
-            // Shard creation is the only await; it happens before any check.
-            if let Route::Unplaced = self.route(key) {
-                self.create_default_shard(partition_of(key, sep)).await?;
-            }
-        }
         if self.draining.get() {
             return Err(EngineError::Unavailable { reason: "shutting down".into() });
         }

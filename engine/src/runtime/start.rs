@@ -4,8 +4,8 @@
 use super::*;
 use crate::clock::SystemClock;
 use crate::error::{EngineError, Result};
+use crate::placement::manifest::{create_placed_shard, recover_layout, LayoutInit};
 use crate::placement::shard_map::ShardMap;
-use crate::shard::{Shard, ShardMeta};
 use crate::storage::dma::DmaStorage;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
@@ -143,7 +143,14 @@ impl Core {
         // Core 0 puts the data directory in the state the manifest describes before any core
         // opens a shard.
         if id == 0 {
-            let r = crate::placement::manifest::recover_layout(&DmaStorage, &config.data_dir).await;
+            let init = LayoutInit {
+                shared_shards: config.cores * config.shared_shards_per_core,
+                cores: config.cores,
+            };
+            let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+            let r =
+                recover_layout(&DmaStorage, &config.data_dir, init, &config.shard_config(), clock)
+                    .await;
             let _ = layout.set(r.map(Arc::new));
         }
         let map = loop {
@@ -165,10 +172,10 @@ impl Core {
             clock: Rc::new(SystemClock),
             map: RefCell::new(map),
             shards: RefCell::new(HashMap::new()),
+            routes: RefCell::new(Default::default()),
             incoming: RefCell::new(None),
             retired: RefCell::new(Vec::new()),
             rebalance_broken: RefCell::new(None),
-            create_lock: glommio::sync::Semaphore::new(1),
             migration_lock: glommio::sync::Semaphore::new(1),
             migrations,
             senders,
@@ -194,7 +201,7 @@ impl Core {
         Ok(core)
     }
 
-    /// Opens every shard on disk whose partition this core owns.
+    /// Opens every shard the map places on this core, and creates those without files.
     pub(super) async fn recover_local_shards(&self) -> Result<()> {
         let map = self.map.borrow().clone();
         let shards = crate::placement::manifest::open_placed_shards(
@@ -207,44 +214,29 @@ impl Core {
             self.clock.clone(),
         )
         .await?;
-        for (_, shard) in shards {
-            self.insert_local(Rc::new(shard));
-        }
+        self.set_shards(shards.into_iter().map(|(_, s)| (s.number(), Rc::new(s))).collect());
         self.create_missing_mapped_shards().await
     }
 
-    /// Adds a serving shard to the routing table, keeping each partition's list sorted.
-    pub(crate) fn insert_local(&self, shard: Rc<Shard<DmaStorage>>) {
-        let mut shards = self.shards.borrow_mut();
-        let list = shards.entry(shard.meta().partition.clone()).or_default();
-        list.push(shard);
-        list.sort_by_key(|s| s.range().0);
-    }
-
-    /// Creates, empty, every shard the map places here that has no directory (its files were
-    /// removed by hand, or it was never written).
+    /// Creates, empty, every shard the map places here that has no files: a new data
+    /// directory's shared shards, or a shard whose files were removed by hand.
     pub(crate) async fn create_missing_mapped_shards(&self) -> Result<()> {
         let map = self.map.borrow().clone();
-        for (partition, pmap) in map.partitions() {
-            for place in pmap.shards.iter().filter(|p| p.core(self.config.cores) == self.id) {
-                let exists = self
-                    .shards
-                    .borrow()
-                    .get(partition)
-                    .is_some_and(|l| l.iter().any(|s| s.meta().number == place.number));
-                if exists {
-                    continue;
-                }
-                let meta = ShardMeta {
-                    partition: partition.to_vec(),
-                    number: place.number,
-                    range_lo: place.lo,
-                    range_hi: place.hi,
-                };
-                tracing::warn!(shard = %meta.name(), "mapped shard has no files: created empty");
-                let shard = self.create_shard(meta).await?;
-                self.insert_local(Rc::new(shard));
-            }
+        let mine = map.shards().filter(|p| p.core(self.config.cores) == self.id);
+        let missing: Vec<u64> =
+            mine.map(|p| p.number).filter(|n| self.local_shard(*n).is_none()).collect();
+        for number in missing {
+            let shard = create_placed_shard(
+                &self.storage,
+                &self.config.data_dir,
+                &map,
+                number,
+                self.config.shard_config(),
+                self.clock.clone(),
+            )
+            .await?;
+            tracing::info!(core = self.id, shard = %shard.meta().name(), "shard created empty");
+            self.insert_local(Rc::new(shard));
         }
         Ok(())
     }

@@ -37,7 +37,7 @@ pub enum CoreWork {
         max: usize,
     },
     /// Migration steps (see `coordinator`).
-    Migration(crate::runtime::coordinator::MigrationWork),
+    Migration(crate::runtime::migration_steps::MigrationWork),
     /// The inner work, answered with the epoch of the map it ran under (`AtEpoch`).
     AtEpoch(Box<CoreWork>),
 }
@@ -45,7 +45,7 @@ pub enum CoreWork {
 impl CoreWork {
     /// Work that yields to client traffic: it runs in the background task queue.
     pub(super) fn is_background(&self) -> bool {
-        use crate::runtime::coordinator::MigrationWork;
+        use crate::runtime::migration_steps::MigrationWork;
         matches!(
             self,
             CoreWork::Migration(MigrationWork::Apply { cutover: false, .. } | MigrationWork::Tidy)
@@ -57,10 +57,11 @@ impl CoreWork {
 #[derive(Debug, Clone)]
 pub struct ShardSummary {
     pub core: usize,
-    pub partition: Vec<u8>,
+    /// The partition whose own shard this is; `None` for a shared shard.
+    pub partition: Option<Vec<u8>>,
     pub number: u64,
-    pub range_lo: u64,
-    pub range_hi: u64,
+    /// The ranges of positions it owns.
+    pub ranges: Vec<(crate::routing::Position, crate::routing::Position)>,
     pub keys: u64,
     /// Keys with an expiry.
     pub expiring_keys: u64,
@@ -78,6 +79,8 @@ pub struct ShardSummary {
     pub migrating: bool,
     /// Why the shard is not serving, if it is not.
     pub failure: Option<String>,
+    /// A shared shard's busiest partitions over the last second (bounded top-k).
+    pub top_partitions: Vec<crate::shard::PartitionLoad>,
 }
 
 /// The answer to `CoreWork`.
@@ -94,6 +97,8 @@ pub enum CoreResult {
         keys: Vec<Vec<u8>>,
         truncated: bool,
     },
+    /// Where to cut a split.
+    Position(crate::routing::Position),
     /// What a migration moved.
     Migrated(crate::runtime::coordinator::MigrationReport),
     AtEpoch {

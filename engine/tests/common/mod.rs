@@ -62,10 +62,26 @@ pub fn value(s: &str) -> Reply {
     Reply::Value(s.as_bytes().to_vec())
 }
 
-/// The only log file of the partition's shard 0.
-pub fn wal_file(dir: &Path, partition: &str) -> PathBuf {
-    let shard =
-        dir.join(shardcast_engine::shard::partition_dir_name(partition.as_bytes())).join("0");
+/// The shared shard that holds `partition` in a new data directory made with `config`.
+pub fn home_shard(config: &EngineConfig, partition: &str) -> u64 {
+    let shared = config.cores * config.shared_shards_per_core;
+    let map = shardcast_engine::placement::shard_map::ShardMap::initial(shared, config.cores);
+    map.shared_home(partition.as_bytes()).expect("in a shared shard").1.number
+}
+
+/// Two partition names that a new data directory made with `config` keeps in different
+/// shards.
+pub fn partitions_in_two_shards(config: &EngineConfig) -> (String, String) {
+    let names: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
+    let a = names[0].clone();
+    let b =
+        names.iter().find(|n| home_shard(config, n) != home_shard(config, &a)).expect("two shards");
+    (a, b.clone())
+}
+
+/// The only log file of the shared shard holding `partition`.
+pub fn wal_file(dir: &Path, config: &EngineConfig, partition: &str) -> PathBuf {
+    let shard = shardcast_engine::shard::shard_dir(dir, home_shard(config, partition));
     let mut wals: Vec<_> = std::fs::read_dir(&shard)
         .unwrap()
         .map(|e| e.unwrap().path())

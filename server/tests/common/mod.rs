@@ -45,6 +45,21 @@ impl Server {
         s
     }
 
+    /// Starts a server on an existing data directory (`dir`, absolute), with extra flags.
+    pub fn start_at(dir: &std::path::Path, args: &[&str]) -> Server {
+        let mut s = Server {
+            port: free_port(),
+            dir: dir.to_owned(),
+            cwd: None,
+            data_dir_flag: true,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
     /// Starts a server as a newcomer does with the README's command: the current directory a
     /// fresh folder named after `name`, no flag but `--port` and `args` (which may hold a
     /// relative `--data-dir`). `data_dir` is where the data is expected, relative to it.
@@ -208,10 +223,11 @@ impl Drop for Server {
 /// One row of `SHARDCAST SHARDS`.
 #[derive(Debug, Clone)]
 pub struct ShardRow {
+    /// The partition whose own shard it is, or `(shared)`.
     pub partition: String,
     pub shard: i64,
-    pub lo: u64,
-    pub hi: u64,
+    /// Inclusive position ranges.
+    pub ranges: Vec<(u128, u128)>,
     pub core: i64,
     pub keys: i64,
     pub epoch: i64,
@@ -229,13 +245,17 @@ pub fn shards(c: &mut redis::Connection) -> Vec<ShardRow> {
             }
             let s = |k: &str| -> String { redis::from_redis_value(&m[k]).unwrap() };
             let i = |k: &str| -> i64 { redis::from_redis_value(&m[k]).unwrap() };
-            let range = s("range");
-            let (lo, hi) = range.split_once('-').unwrap();
+            let ranges = s("ranges")
+                .split(',')
+                .map(|r| {
+                    let (lo, hi) = r.split_once('-').unwrap();
+                    (u128::from_str_radix(lo, 16).unwrap(), u128::from_str_radix(hi, 16).unwrap())
+                })
+                .collect();
             ShardRow {
                 partition: s("partition"),
                 shard: i("shard"),
-                lo: u64::from_str_radix(lo, 16).unwrap(),
-                hi: u64::from_str_radix(hi, 16).unwrap(),
+                ranges,
                 core: i("core"),
                 keys: i("keys"),
                 epoch: i("epoch"),
@@ -244,31 +264,37 @@ pub fn shards(c: &mut redis::Connection) -> Vec<ShardRow> {
         .collect()
 }
 
-/// Checks that every partition's shards tile its hash space exactly (each key has exactly
-/// one owner); returns the number of shards per partition.
+/// Checks that the shards' ranges tile the whole position space exactly (each key has exactly
+/// one owner) and that a partition's own shards lie in its span; returns the number of own
+/// shards per partition (shared shards are not counted).
 pub fn assert_tiled(rows: &[ShardRow]) -> std::collections::BTreeMap<String, usize> {
-    let mut by: std::collections::BTreeMap<String, Vec<&ShardRow>> = Default::default();
-    for r in rows {
-        by.entry(r.partition.clone()).or_default().push(r);
-    }
-    let mut counts = std::collections::BTreeMap::new();
-    for (p, mut list) in by {
-        list.sort_by_key(|r| r.lo);
-        let mut next = 0u64;
-        for (i, r) in list.iter().enumerate() {
-            assert_eq!(
-                r.lo, next,
-                "partition {p}: gap or overlap before shard {}: {list:?}",
-                r.shard
-            );
-            assert!(r.hi >= r.lo);
-            if i + 1 < list.len() {
-                next = r.hi + 1;
-            } else {
-                assert_eq!(r.hi, u64::MAX, "partition {p} does not reach the end: {list:?}");
-            }
+    let mut all: Vec<(u128, u128, &ShardRow)> =
+        rows.iter().flat_map(|r| r.ranges.iter().map(move |&(lo, hi)| (lo, hi, r))).collect();
+    all.sort_by_key(|x| x.0);
+    let mut next = Some(0u128);
+    for (lo, hi, r) in &all {
+        assert_eq!(Some(*lo), next, "gap or overlap before shard {}: {rows:?}", r.shard);
+        assert!(hi >= lo);
+        if r.partition != "(shared)" {
+            let name = if r.partition == "(default)" { "" } else { r.partition.as_str() };
+            let (plo, phi) = shardcast_engine::routing::partition_span(name.as_bytes());
+            assert!(plo <= *lo && *hi <= phi, "shard {} strays outside {}", r.shard, r.partition);
         }
-        counts.insert(p, list.len());
+        next = hi.checked_add(1);
+    }
+    assert_eq!(next, None, "the ranges do not reach the end of the space: {rows:?}");
+    let mut counts = std::collections::BTreeMap::new();
+    for r in rows.iter().filter(|r| r.partition != "(shared)") {
+        *counts.entry(r.partition.clone()).or_insert(0) += 1;
     }
     counts
+}
+
+/// The core holding `partition` (its first position), by `SHARDCAST SHARDS`.
+pub fn core_of_partition(rows: &[ShardRow], partition: &str) -> i64 {
+    let (lo, _) = shardcast_engine::routing::partition_span(partition.as_bytes());
+    rows.iter()
+        .find(|r| r.ranges.iter().any(|&(a, b)| (a..=b).contains(&lo)))
+        .expect("the shards tile the space")
+        .core
 }

@@ -1,0 +1,163 @@
+//! Recovery of a shard's keyspace from its files: the newest segment, then every later log
+//! record; a torn tail is truncated, damage that a later record proves was synced is refused.
+
+use super::{new_wal_file, parse_numbered, segment, segment_name, wal_name, Shard};
+use crate::error::{EngineError, Result};
+use crate::keyspace::Keyspace;
+use crate::log::reader::{read_log, LogEnd};
+use crate::log::writer::Wal;
+use crate::storage::{read_all, Storage, StorageFile};
+use std::path::{Path, PathBuf};
+
+/// What the files of a shard directory hold.
+pub struct RecoveredKeyspace {
+    pub keyspace: Keyspace,
+    /// LSN of the segment loaded (0 if none).
+    pub segment_lsn: u64,
+    pub segment_len: u64,
+    /// The last LSN read from the logs.
+    pub last_lsn: Option<u64>,
+    /// Sequence numbers of the log files, ascending.
+    pub wals: Vec<u64>,
+    /// A torn tail to truncate: file and offset.
+    pub torn: Option<(PathBuf, u64)>,
+    /// Log files that hold no record.
+    pub empty_files: Vec<PathBuf>,
+}
+
+/// Reads the keyspace a shard directory holds, changing nothing on disk (the upgrade of an
+/// old layout reads old shards this way; `Shard::recover` then repairs the files).
+pub async fn read_keyspace<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    separator: u8,
+) -> Result<RecoveredKeyspace> {
+    let names = storage.list_dir(dir)?;
+    let mut segments: Vec<u64> =
+        names.iter().filter_map(|n| parse_numbered(n, "seg-", ".rkyv")).collect();
+    segments.sort_unstable();
+    let mut wals: Vec<u64> =
+        names.iter().filter_map(|n| parse_numbered(n, "wal-", ".log")).collect();
+    wals.sort_unstable();
+
+    let mut keyspace = Keyspace::with_separator(separator);
+    let mut segment_lsn = 0;
+    let mut segment_len = 0;
+    if let Some(&lsn) = segments.last() {
+        let path = dir.join(segment_name(lsn));
+        let file = storage.open_rw(&path, false).await?;
+        let bytes = read_all(&file).await?;
+        file.close().await?;
+        let summary = segment::decode_segment(&bytes, |e| {
+            keyspace.load(&e.key, e.value.to_vec(), e.expire_at_ms.to_native())
+        })
+        .map_err(|e| match e {
+            segment::SegmentError::Checksum { offset, expected, got } => {
+                EngineError::ChecksumMismatch { path: path.clone(), offset, expected, got }
+            }
+            other => EngineError::Corrupt {
+                path: path.clone(),
+                offset: other.offset(),
+                reason: other.to_string(),
+            },
+        })?;
+        if summary.lsn != lsn {
+            return Err(EngineError::Corrupt {
+                path,
+                offset: 16,
+                reason: format!("segment holds LSN {} but is named {lsn}", summary.lsn),
+            });
+        }
+        segment_lsn = lsn;
+        segment_len = bytes.len() as u64;
+    }
+
+    let mut last_lsn: Option<u64> = None;
+    let mut torn: Option<(PathBuf, u64)> = None;
+    let mut empty_files = Vec::new();
+    for &seq in &wals {
+        let path = dir.join(wal_name(seq));
+        let file = storage.open_rw(&path, false).await?;
+        let bytes = read_all(&file).await?;
+        file.close().await?;
+        let mut records = 0u64;
+        // Continuity is required only past the segment: files it covers may survive a
+        // snapshot's removals in any subset (their removal is not atomic).
+        let expected = last_lsn.filter(|&l| l >= segment_lsn).map(|l| l + 1);
+        let mut first_in_file = None;
+        let end = read_log(&bytes, expected, |lsn, record| {
+            first_in_file.get_or_insert(lsn);
+            records += 1;
+            last_lsn = Some(lsn);
+            if lsn > segment_lsn {
+                keyspace.apply_record(record);
+            }
+        });
+        if records > 0 {
+            if let Some((torn_path, offset)) = torn.take() {
+                return Err(EngineError::Corrupt {
+                    path: torn_path,
+                    offset,
+                    reason: "damaged record followed by records in a later log file".into(),
+                });
+            }
+            if expected.is_none() && first_in_file.unwrap() > segment_lsn + 1 {
+                return Err(EngineError::Corrupt {
+                    path,
+                    offset: 0,
+                    reason: format!(
+                        "log starts at LSN {} but the segment ends at {segment_lsn}",
+                        first_in_file.unwrap()
+                    ),
+                });
+            }
+        }
+        match end {
+            LogEnd::Clean { .. } => {}
+            LogEnd::Torn { offset } => {
+                tracing::warn!(path = %path.display(), offset, "a torn log tail");
+                torn = Some((path.clone(), offset));
+            }
+            LogEnd::Corrupt { offset, reason } => {
+                return Err(EngineError::Corrupt { path, offset, reason });
+            }
+        }
+        if records == 0 {
+            empty_files.push(path);
+        }
+    }
+    Ok(RecoveredKeyspace { keyspace, segment_lsn, segment_len, last_lsn, wals, torn, empty_files })
+}
+
+impl<S: Storage> Shard<S> {
+    /// Recovers the keyspace and repairs the files: leftover temporaries removed, a torn tail
+    /// truncated, empty log files removed; a new log file is started.
+    pub(super) async fn recover(&mut self) -> Result<()> {
+        let names = self.storage.list_dir(&self.dir)?;
+        for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+            self.storage.remove(&self.dir.join(name)).await?;
+        }
+        let found =
+            read_keyspace(&self.storage, &self.dir, self.config.partition_separator).await?;
+        if let Some((path, offset)) = &found.torn {
+            tracing::warn!(path = %path.display(), offset, "truncating a torn log tail");
+            let file = self.storage.open_rw(path, false).await?;
+            file.truncate(*offset).await?;
+            file.sync().await?;
+            file.close().await?;
+        }
+        for path in &found.empty_files {
+            self.storage.remove(path).await?;
+        }
+        self.segment_len.set(found.segment_len);
+        let next_lsn = found.last_lsn.unwrap_or(0).max(found.segment_lsn) + 1;
+        let seq = found.wals.last().copied().unwrap_or(0) + 1;
+        let (file, path) =
+            new_wal_file(&self.storage, &self.dir, seq, self.config.wal_prealloc_bytes).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        self.wal = Some(Wal::new(file, path, next_lsn, self.config.wal_prealloc_bytes));
+        self.wal_seq.set(seq);
+        *self.keyspace.get_mut() = found.keyspace;
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! Snapshots: the log is rotated, the keyspace is captured by sharing reference counts at the
+//! rotation point, and a checksummed segment is written while foreground traffic continues;
+//! the log files it makes obsolete go after its rename is synced.
+
+use super::{new_wal_file, parse_numbered, segment, segment_name, Shard, SEGMENT_WRITE_BYTES};
+use crate::error::Result;
+use crate::log::writer::Wal;
+use crate::shard::segment::SegmentEntry;
+use crate::storage::{Storage, StorageFile, IO_ALIGN};
+
+impl<S: Storage> Shard<S> {
+    /// Whether the log has grown enough to be worth a snapshot.
+    pub fn wants_snapshot(&self) -> bool {
+        match &self.wal {
+            Some(wal) if self.failure.is_none() && !self.snapshot_running.get() => {
+                let grown = wal.bytes_since_rotation();
+                grown >= self.config.snapshot_min_wal_bytes && grown >= self.segment_len.get()
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes a snapshot segment of the keyspace and removes the log files it makes obsolete.
+    /// Foreground traffic continues meanwhile: the keyspace is captured by sharing reference
+    /// counts at the rotation point, and the encoding yields between chunks.
+    pub async fn snapshot(&self) -> Result<()> {
+        let wal = self.serving_wal()?;
+        if self.snapshot_running.replace(true) {
+            return Ok(());
+        }
+        let result = self.snapshot_inner(wal).await;
+        self.snapshot_running.set(false);
+        if let Err(e) = &result {
+            tracing::error!(shard = %self.meta.name(), error = %e, "snapshot failed");
+        }
+        result
+    }
+
+    async fn snapshot_inner(&self, wal: &Wal<S::File>) -> Result<()> {
+        let seq = self.wal_seq.get() + 1;
+        let (file, path) =
+            new_wal_file(&self.storage, &self.dir, seq, self.config.wal_prealloc_bytes).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        let (entries, lsn) = {
+            let _lock = wal.lock().await;
+            let rotated = wal.rotate(file, path, self.config.wal_prealloc_bytes);
+            self.wal_seq.set(seq);
+            let entries = self.keyspace.borrow().share_range(0, crate::routing::Position::MAX);
+            let lsn = wal.last_lsn();
+            wal.finish_rotation(rotated).await?;
+            (entries, lsn)
+        };
+        let tmp = self.dir.join(format!("{}.tmp", segment_name(lsn)));
+        let file = self.storage.open_rw(&tmp, true).await?;
+        let mut buf = Vec::with_capacity(SEGMENT_WRITE_BYTES * 2);
+        let mut written = 0u64;
+        segment::encode_header(lsn, &mut buf);
+        let (mut chunks, total) = (0u64, entries.len() as u64);
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0usize;
+        let mut iter = entries.into_iter().peekable();
+        while iter.peek().is_some() {
+            for (key, entry) in iter.by_ref() {
+                chunk_bytes += key.len() + entry.value.len();
+                chunk.push(SegmentEntry {
+                    key: key.to_vec(),
+                    value: entry.value.to_vec(),
+                    expire_at_ms: entry.expire_at_ms,
+                });
+                if chunk.len() >= segment::CHUNK_ENTRIES_MAX
+                    || chunk_bytes >= segment::CHUNK_BYTES_TARGET
+                {
+                    break;
+                }
+            }
+            segment::encode_chunk(std::mem::take(&mut chunk), &mut buf);
+            chunk_bytes = 0;
+            chunks += 1;
+            if buf.len() >= SEGMENT_WRITE_BYTES {
+                let whole = buf.len() / IO_ALIGN * IO_ALIGN;
+                file.write_at(written, &buf[..whole]).await?;
+                buf.drain(..whole);
+                written += whole as u64;
+            }
+            glommio::yield_if_needed().await;
+        }
+        segment::encode_footer(lsn, chunks, total, &mut buf);
+        buf.resize(crate::storage::align_up(buf.len() as u64) as usize, 0);
+        file.write_at(written, &buf).await?;
+        written += buf.len() as u64;
+        file.sync().await?;
+        file.close().await?;
+        let final_path = self.dir.join(segment_name(lsn));
+        self.storage.rename(&tmp, &final_path).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        self.segment_len.set(written);
+        // The segment covers everything up to `lsn`: older segments and logs are obsolete.
+        for name in self.storage.list_dir(&self.dir)? {
+            let obsolete = parse_numbered(&name, "seg-", ".rkyv").is_some_and(|l| l < lsn)
+                || parse_numbered(&name, "wal-", ".log").is_some_and(|s| s < seq);
+            if obsolete {
+                self.storage.remove(&self.dir.join(&name)).await?;
+            }
+        }
+        self.storage.sync_dir(&self.dir).await?;
+        self.stats.snapshots.set(self.stats.snapshots.get() + 1);
+        tracing::debug!(shard = %self.meta.name(), lsn, entries = total, bytes = written, "snapshot written");
+        Ok(())
+    }
+}
