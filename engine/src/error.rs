@@ -39,6 +39,8 @@ pub enum EngineError {
     Unavailable { reason: String },
     /// A split or merge was refused or failed (the reason says which and why).
     Rebalance { reason: String },
+    /// The data directory was made under settings that differ from the ones given now.
+    Setting { name: &'static str, reason: String },
     /// A multi-key request met a range that is moving; retrying succeeds (Redis Cluster's
     /// TRYAGAIN during resharding).
     TryAgain,
@@ -81,6 +83,7 @@ impl fmt::Display for EngineError {
             ),
             EngineError::Unavailable { reason } => write!(f, "engine unavailable: {reason}"),
             EngineError::Rebalance { reason } => write!(f, "{reason}"),
+            EngineError::Setting { name, reason } => write!(f, "{name}: {reason}"),
             EngineError::TryAgain => write!(f, "Multiple keys request during rehashing of slot"),
         }
     }

@@ -108,3 +108,39 @@ fn keys_outside_the_range_go_even_after_the_log_failed() {
         assert!(!s.holds_foreign_keys());
     });
 }
+
+/// A batch holding a key outside the range it is applied to is refused whole, before any of it
+/// is applied (a damaged or misrouted batch must not plant keys in the wrong shard).
+#[test]
+fn a_batch_with_a_key_outside_its_range_is_refused_whole() {
+    use shardcast_engine::migration::MigrationBatch;
+    use shardcast_engine::shard::segment::SegmentEntry;
+    run_local(|| async {
+        let storage = SimStorage::new();
+        let s = shard(&storage, FsyncPolicy::EverySec).await;
+        let (lo, hi) = partition_span(b"p");
+        let entry = |k: &str| SegmentEntry {
+            key: k.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            expire_at_ms: 0,
+        };
+        let batch = MigrationBatch {
+            clear_range: false,
+            puts: vec![entry("p:1"), entry("q:1")],
+            deletes: vec![],
+        };
+        let err = s.apply_batch(batch, lo, hi).unwrap_err().to_string();
+        assert!(err.contains("outside its range"), "{err}");
+        assert_eq!(s.key_count(), 0, "nothing applied");
+        let batch = MigrationBatch {
+            clear_range: false,
+            puts: vec![entry("p:1")],
+            deletes: vec![b"q:2".to_vec()],
+        };
+        assert!(s.apply_batch(batch, lo, hi).is_err(), "deletes are checked too");
+        let batch =
+            MigrationBatch { clear_range: false, puts: vec![entry("p:1")], deletes: vec![] };
+        s.apply_batch(batch, lo, hi).unwrap();
+        assert_eq!(s.key_count(), 1);
+    });
+}

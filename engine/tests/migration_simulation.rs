@@ -544,7 +544,7 @@ impl World {
         }
         self.run = None;
         self.busy = vec![false; KEYS];
-        let init = LayoutInit { shared_shards: SHARED, cores: CORES };
+        let init = LayoutInit { shared_shards: SHARED, cores: CORES, separator: b':' };
         let map = recover_layout(&self.storage, &self.dir, init, &config(), self.clock.clone())
             .await
             .unwrap();
@@ -658,7 +658,7 @@ async fn run_seed(seed: u64) -> Stats {
         storage: storage.clone(),
         clock: clock.clone(),
         dir: dir.clone(),
-        map: ShardMap::initial(SHARED, CORES),
+        map: ShardMap::initial(SHARED, CORES, b':'),
         cores: Vec::new(),
         queues: (0..(CORES + 1) * (CORES + 1)).map(|_| VecDeque::new()).collect(),
         run: None,

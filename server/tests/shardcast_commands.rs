@@ -318,8 +318,9 @@ fn a_failed_split_is_rolled_back() {
     }
     let err = error_text(admin(&mut c, &["SPLIT", a]));
     assert!(
-        err.starts_with(&format!("ERR split of partition '{a}' abandoned, nothing moved: core "))
-            && err.contains("already holds 1 shards (shards-per-core-max)"),
+        err.starts_with(&format!(
+            "ERR carve-out of partition '{a}' abandoned, nothing moved: core "
+        )) && err.contains("already holds 1 shards (shards-per-core-max)"),
         "{err}"
     );
     let info: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();

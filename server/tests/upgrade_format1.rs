@@ -190,3 +190,34 @@ fn a_damaged_format_1_manifest_stops_the_start_and_names_the_file() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Without its format-1 shard map, a directory holding split shards (numbers past 0) cannot be
+/// placed: the conversion refuses, as format 1 did, and changes nothing. A stray file whose
+/// name looks like a format-1 directory is no format-1 directory and is left alone.
+#[test]
+fn a_format_1_directory_without_its_map_is_refused_and_strays_are_left_alone() {
+    let dir = std::env::temp_dir().join(format!("shardcast-upgrade-nomap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&fixture("v1-split"), &dir);
+    std::fs::remove_file(dir.join("SHARDMAP")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast-server"))
+        .args(["--port", "0", "--cores", "2", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only the shard map can place it"), "{stderr}");
+    assert!(dir.join("user-99e389d25c10af32/1/meta").is_file(), "nothing removed");
+    assert!(!dir.join("shards").exists(), "nothing converted");
+    std::fs::remove_dir_all(&dir).ok();
+
+    let mut server = Server::start("stray", &["--cores", "2"]);
+    server.terminate();
+    let stray = server.dir.join("notes-0123456789abcdef");
+    std::fs::write(&stray, b"mine").unwrap();
+    server.restart();
+    let () = redis::cmd("SET").arg("k").arg("v").query(&mut server.client()).unwrap();
+    server.terminate();
+    assert_eq!(std::fs::read(&stray).unwrap(), b"mine");
+}

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 /// Default space reserved when a log file is created, so appends within it do not change the
-/// file size (fdatasync then has no size to write). Small, because every partition has a log.
+/// file size (fdatasync then has no size to write). Small, because every shard has a log.
 pub const WAL_PREALLOC_BYTES: u64 = 1024 * 1024;
 /// Largest growth step of a log file's reservation (steps double up to this).
 pub const WAL_PREALLOC_STEP_MAX_BYTES: u64 = 64 * 1024 * 1024;

@@ -12,7 +12,7 @@
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
-use crate::placement::shard_map::{MigrationKind, ShardMap};
+use crate::placement::shard_map::ShardMap;
 use crate::shard::{partition_display, remove_shard_dir, shard_dir, shards_dir};
 use crate::shard::{Shard, ShardConfig, ShardMeta};
 use crate::storage::{read_all, Storage, StorageFile};
@@ -70,6 +70,8 @@ pub struct LayoutInit {
     pub shared_shards: usize,
     /// Cores to spread them over.
     pub cores: usize,
+    /// The partition separator: a new directory records it, an existing one must match it.
+    pub separator: u8,
 }
 
 /// Brings the data directory to the state its manifest describes, before shards open: a new
@@ -95,7 +97,8 @@ pub async fn recover_layout<S: Storage>(
     let on_disk: Vec<(String, u64)> = storage
         .list_dir(&shards)?
         .into_iter()
-        .filter_map(|n| n.parse::<u64>().ok().map(|number| (n, number)))
+        // Only canonical numbers name shards (`7`, not `007`): anything else is not ours.
+        .filter_map(|n| n.parse::<u64>().ok().filter(|x| x.to_string() == n).map(|x| (n, x)))
         .collect();
     let mut map = match found {
         Some(map) => map,
@@ -112,12 +115,24 @@ pub async fn recover_layout<S: Storage>(
                     ),
                 });
             }
-            let map = ShardMap::initial(init.shared_shards, init.cores);
+            let map = ShardMap::initial(init.shared_shards, init.cores, init.separator);
             tracing::info!(shared_shards = init.shared_shards, "a new data directory");
             write_manifest(storage, data_dir, &map).await?;
             map
         }
     };
+    if map.separator != init.separator {
+        return Err(EngineError::Setting {
+            name: "partition-separator",
+            reason: format!(
+                "the data directory {} was made with {:?} and the configuration says {:?}; a key's partition, so where it is stored, depends on it: start with partition-separator = {:?}",
+                data_dir.display(),
+                map.separator as char,
+                init.separator as char,
+                map.separator as char,
+            ),
+        });
+    }
     let mut removed = false;
     for (name, number) in on_disk {
         if map.shard(number).is_none() {
@@ -131,10 +146,7 @@ pub async fn recover_layout<S: Storage>(
         storage.sync_dir(&shards).await?;
     }
     if let Some(m) = map.migration.take() {
-        let what = match m.kind {
-            MigrationKind::Split => "split",
-            MigrationKind::Merge => "merge",
-        };
+        let what = map.describe(&m);
         tracing::warn!(partition = %partition_display(&m.partition), source = m.source,
             target = m.target, "rolling back an interrupted {what}: the source keeps its range");
         write_manifest(storage, data_dir, &map).await?;

@@ -111,6 +111,9 @@ pub struct MigrationRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMap {
     pub epoch: u64,
+    /// The partition separator the data directory was made with: it decides every key's
+    /// position, so a directory keeps it for good.
+    pub separator: u8,
     ranges: Vec<RangePlace>,
     shards: BTreeMap<u64, ShardPlace>,
     /// The number the next new shard gets.
@@ -120,8 +123,9 @@ pub struct ShardMap {
 
 impl ShardMap {
     /// The map of a new data directory: `shared` shared shards, spread round robin over
-    /// `cores`, cutting the space into equal ranges at partition boundaries.
-    pub fn initial(shared: usize, cores: usize) -> Self {
+    /// `cores`, cutting the space into equal ranges at partition boundaries; keys' partitions
+    /// end at `separator`.
+    pub fn initial(shared: usize, cores: usize, separator: u8) -> Self {
         assert!(shared > 0 && shared <= SHARDS_MAX && cores > 0);
         let n = shared as u128;
         let mut ranges = Vec::with_capacity(shared);
@@ -138,8 +142,14 @@ impl ShardMap {
         for i in 0..shared {
             ranges[i].hi = ranges.get(i + 1).map_or(Position::MAX, |next| next.lo - 1);
         }
-        let map =
-            ShardMap { epoch: 0, ranges, shards, next_number: shared as u64, migration: None };
+        let map = ShardMap {
+            epoch: 0,
+            separator,
+            ranges,
+            shards,
+            next_number: shared as u64,
+            migration: None,
+        };
         map.check();
         map
     }
@@ -207,6 +217,18 @@ impl ShardMap {
         let r = self.find(lo);
         let s = &self.shards[&r.shard];
         (s.is_shared() && r.hi >= hi).then_some((*r, s))
+    }
+
+    /// What a migration recorded in this map (its intent) is, in words: a carve-out (a split
+    /// of a shared shard), a split, a fold-back (a merge into a shared shard) or a merge.
+    pub fn describe(&self, m: &MigrationRecord) -> &'static str {
+        let shared = |n: u64| self.shard(n).is_some_and(|s| s.is_shared());
+        match m.kind {
+            MigrationKind::Split if shared(m.source) => "carve-out",
+            MigrationKind::Split => "split",
+            MigrationKind::Merge if shared(m.target) => "fold-back",
+            MigrationKind::Merge => "merge",
+        }
     }
 
     /// Shards of every partition that has its own: partition -> shard count.
@@ -376,6 +398,7 @@ impl ShardMap {
         let mut body = Vec::new();
         body.extend_from_slice(&self.epoch.to_le_bytes());
         body.extend_from_slice(&self.next_number.to_le_bytes());
+        body.push(self.separator);
         body.extend_from_slice(&(self.shards.len() as u32).to_le_bytes());
         for s in self.shards.values() {
             body.extend_from_slice(&s.number.to_le_bytes());
@@ -456,13 +479,18 @@ impl ShardMap {
         let mut r = Reader { body, at: 0, path };
         let epoch = r.u64()?;
         let next_number = r.u64()?;
+        let separator = r.u8()?;
         let count = r.u32()? as usize;
         if count > SHARDS_MAX {
-            return Err(corrupt(MANIFEST_HEADER_LEN + 16, format!("{count} shards")));
+            return Err(corrupt(MANIFEST_HEADER_LEN + 17, format!("{count} shards")));
         }
         let mut shards = BTreeMap::new();
         for _ in 0..count {
+            let at = MANIFEST_HEADER_LEN + r.at;
             let (number, core) = (r.u64()?, r.u32()?);
+            if shards.last_key_value().is_some_and(|(last, _)| *last >= number) {
+                return Err(corrupt(at, format!("shard {number} out of order or twice")));
+            }
             let partition = match r.u8()? {
                 0 => None,
                 1 => Some(r.name()?),
@@ -479,7 +507,8 @@ impl ShardMap {
         if count > RANGES_MAX {
             return Err(corrupt(MANIFEST_HEADER_LEN + r.at - 4, format!("{count} ranges")));
         }
-        let mut ranges: Vec<RangePlace> = Vec::with_capacity(count);
+        // Each range takes 24 body bytes: a damaged count cannot make this allocate much.
+        let mut ranges: Vec<RangePlace> = Vec::with_capacity(count.min(body.len() / 24));
         for _ in 0..count {
             let (lo, shard) = (r.u128()?, r.u64()?);
             if let Some(prev) = ranges.last_mut() {
@@ -510,7 +539,7 @@ impl ShardMap {
         if r.at != body.len() {
             return Err(corrupt(MANIFEST_HEADER_LEN + r.at, "trailing bytes in the body".into()));
         }
-        let map = ShardMap { epoch, ranges, shards, next_number, migration };
+        let map = ShardMap { epoch, separator, ranges, shards, next_number, migration };
         map.validate().map_err(|e| corrupt(MANIFEST_HEADER_LEN, e))?;
         if let Some(m) = &map.migration {
             let sound = m.lo <= m.hi
@@ -583,7 +612,7 @@ mod tests {
 
     #[test]
     fn the_initial_map_cuts_at_partition_boundaries() {
-        let map = ShardMap::initial(4, 2);
+        let map = ShardMap::initial(4, 2, b':');
         assert_eq!(map.ranges().len(), 4);
         assert!(map.ranges().iter().all(|r| is_partition_start(r.lo)));
         assert_eq!(map.shards().filter(|s| s.core == 1).count(), 2);
@@ -592,14 +621,14 @@ mod tests {
             assert_eq!(map.find(position_of(&[p, b":1"].concat(), b':')).shard, home.number);
         }
         assert_eq!(
-            ShardMap::initial(1, 3).ranges(),
+            ShardMap::initial(1, 3, b':').ranges(),
             &[RangePlace { lo: 0, hi: Position::MAX, shard: 0 }]
         );
     }
 
     #[test]
     fn carve_split_merge_and_fold_keep_the_space_covered() {
-        let map = ShardMap::initial(2, 2);
+        let map = ShardMap::initial(2, 2, b':');
         let (lo, hi) = partition_span(b"user");
         let home = map.shared_home(b"user").unwrap().1.number;
         let carved = carve(&map, b"user", 1);
@@ -634,23 +663,23 @@ mod tests {
     #[test]
     fn invalid_maps_are_refused() {
         // A boundary inside a partition between two shared shards.
-        let mut bad = ShardMap::initial(2, 2);
+        let mut bad = ShardMap::initial(2, 2, b':');
         let cut = bad.ranges[1].lo + 6;
         bad.ranges[0].hi = cut - 1;
         bad.ranges[1].lo = cut;
         assert!(bad.validate().unwrap_err().contains("cuts a partition"));
-        let mut uncoalesced = ShardMap::initial(2, 2);
+        let mut uncoalesced = ShardMap::initial(2, 2, b':');
         uncoalesced.ranges[1].shard = 0;
         uncoalesced.shards.remove(&1);
         assert!(uncoalesced.validate().unwrap_err().contains("not coalesced"));
-        let mut gap = ShardMap::initial(2, 2);
+        let mut gap = ShardMap::initial(2, 2, b':');
         gap.ranges[1].lo += 1 << 64;
         assert!(gap.validate().is_err());
     }
 
     #[test]
     fn manifest_round_trips_and_detects_damage() {
-        let mut map = carve(&ShardMap::initial(3, 2), b"user", 1);
+        let mut map = carve(&ShardMap::initial(3, 2, b':'), b"user", 1);
         let (lo, hi) = partition_span(b"user");
         let t = map.partition_shards(b"user")[0].1.number;
         let n = map.reserve_number();
@@ -683,7 +712,7 @@ mod tests {
     #[test]
     fn damaged_manifests_never_panic() {
         let mut rng = crate::testing::SplitMix64::new(0x5eed);
-        let map = carve(&carve(&ShardMap::initial(4, 2), b"user", 1), b"orders", 0);
+        let map = carve(&carve(&ShardMap::initial(4, 2, b':'), b"user", 1), b"orders", 0);
         let good = map.encode();
         for _ in 0..20_000 {
             let mut bytes = good.clone();

@@ -32,12 +32,43 @@ use std::rc::Rc;
 /// Largest format-1 manifest body read.
 const V1_BODY_LEN_MAX: usize = 256 * 1024 * 1024;
 
-/// Whether `name` is a format-1 partition directory (`<readable>-<16 hex digits>`).
+/// Whether `name` looks like a format-1 partition directory (`<readable>-<16 hex digits>`).
 fn is_partition_dir_name(name: &str) -> bool {
     match name.rsplit_once('-') {
         Some((_, hash)) => hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
         None => false,
     }
+}
+
+/// Whether a format-1 shard directory is there: `meta` starting with the format-1 magic.
+async fn holds_v1_shard<S: Storage>(storage: &S, dir: &Path) -> Result<bool> {
+    if !storage.list_dir(dir)?.iter().any(|n| n == "meta") {
+        return Ok(false);
+    }
+    let file = storage.open_rw(&dir.join("meta"), false).await?;
+    let bytes = read_all(&file).await?;
+    file.close().await?;
+    Ok(bytes.starts_with(META_MAGIC_V1))
+}
+
+/// The format-1 partition directories: named so, a directory (a file of that name is not
+/// one), and holding at least one format-1 shard. Nothing else is ever converted or removed.
+async fn old_partition_dirs<S: Storage>(storage: &S, data_dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in storage.list_dir(data_dir)?.into_iter().filter(|n| is_partition_dir_name(n)) {
+        let Ok(entries) = storage.list_dir(&data_dir.join(&name)) else { continue };
+        let mut found = false;
+        for entry in entries.iter().filter(|e| e.parse::<u64>().is_ok()) {
+            if holds_v1_shard(storage, &data_dir.join(&name).join(entry)).await.unwrap_or(false) {
+                found = true;
+                break;
+            }
+        }
+        if found {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 async fn manifest_magic<S: Storage>(storage: &S, data_dir: &Path) -> Result<Option<Vec<u8>>> {
@@ -54,7 +85,7 @@ async fn manifest_magic<S: Storage>(storage: &S, data_dir: &Path) -> Result<Opti
 /// Whether the data directory holds format-1 files: partition directories or a format-1
 /// manifest.
 pub async fn holds_old_layout<S: Storage>(storage: &S, data_dir: &Path) -> Result<bool> {
-    if storage.list_dir(data_dir)?.iter().any(|n| is_partition_dir_name(n)) {
+    if !old_partition_dirs(storage, data_dir).await?.is_empty() {
         return Ok(true);
     }
     let bytes = manifest_magic(storage, data_dir).await?;
@@ -116,6 +147,10 @@ pub fn decode_manifest_v1(bytes: &[u8], path: &Path) -> Result<MapV1> {
     if bytes.len() < MANIFEST_HEADER_LEN || &bytes[0..8] != MANIFEST_MAGIC_V1 {
         return Err(corrupt(0, "not a format-1 shard map".into()));
     }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if version != 1 {
+        return Err(corrupt(8, format!("format-1 shard map of version {version}")));
+    }
     let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     if len > V1_BODY_LEN_MAX || bytes.len() < MANIFEST_HEADER_LEN + len {
         return Err(corrupt(12, format!("body length {len} exceeds the file")));
@@ -131,37 +166,48 @@ pub fn decode_manifest_v1(bytes: &[u8], path: &Path) -> Result<MapV1> {
             got,
         });
     }
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Result<&[u8]> {
-        if body.len() - at < n {
-            return Err(corrupt(MANIFEST_HEADER_LEN + at, "body ends early".into()));
+    struct Body<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+    impl Body<'_> {
+        fn take(&mut self, n: usize) -> std::result::Result<&[u8], usize> {
+            if self.bytes.len() - self.at < n {
+                return Err(MANIFEST_HEADER_LEN + self.at);
+            }
+            self.at += n;
+            Ok(&self.bytes[self.at - n..self.at])
         }
-        at += n;
-        Ok(&body[at - n..at])
-    };
-    let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
-    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
-    let _epoch = u64_of(take(8)?);
-    let count = u32_of(take(4)?) as usize;
+        fn u32(&mut self) -> std::result::Result<u32, usize> {
+            Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+        }
+        fn u64(&mut self) -> std::result::Result<u64, usize> {
+            Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+        }
+    }
+    let early = |at: usize| corrupt(at, "body ends early".into());
+    let mut r = Body { bytes: body, at: 0 };
+    let _epoch = r.u64().map_err(early)?;
+    let count = r.u32().map_err(early)? as usize;
     let mut map = MapV1::new();
     for _ in 0..count {
-        let name_len = u32_of(take(4)?) as usize;
+        let at = MANIFEST_HEADER_LEN + r.at;
+        let name_len = r.u32().map_err(early)? as usize;
         if name_len > PARTITION_LEN_MAX {
-            return Err(corrupt(
-                MANIFEST_HEADER_LEN,
-                format!("partition name of {name_len} bytes"),
-            ));
+            return Err(corrupt(at, format!("partition name of {name_len} bytes")));
         }
-        let name = take(name_len)?.to_vec();
-        let _next = u64_of(take(8)?);
-        let shards = u32_of(take(4)?) as usize;
+        let name = r.take(name_len).map_err(early)?.to_vec();
+        let _next = r.u64().map_err(early)?;
+        let at = MANIFEST_HEADER_LEN + r.at;
+        let shards = r.u32().map_err(early)? as usize;
         if shards > 4096 {
-            return Err(corrupt(MANIFEST_HEADER_LEN, format!("{shards} shards in one partition")));
+            return Err(corrupt(at, format!("{shards} shards in one partition")));
         }
         let mut list = Vec::with_capacity(shards);
         for _ in 0..shards {
-            let (number, lo, hi) = (u64_of(take(8)?), u64_of(take(8)?), u64_of(take(8)?));
-            let _core = take(4)?;
+            let (number, lo, hi) =
+                (r.u64().map_err(early)?, r.u64().map_err(early)?, r.u64().map_err(early)?);
+            let _core = r.u32().map_err(early)?;
             list.push((number, lo, hi));
         }
         map.insert(name, list);
@@ -177,8 +223,7 @@ pub async fn convert<S: Storage>(
     config: &ShardConfig,
     clock: Rc<dyn Clock>,
 ) -> Result<()> {
-    let old_dirs: Vec<String> =
-        storage.list_dir(data_dir)?.into_iter().filter(|n| is_partition_dir_name(n)).collect();
+    let old_dirs = old_partition_dirs(storage, data_dir).await?;
     let manifest = manifest_magic(storage, data_dir).await?;
     let committed = manifest.as_ref().is_some_and(|b| !b.starts_with(MANIFEST_MAGIC_V1));
     if !committed {
@@ -225,6 +270,43 @@ async fn copy_into_new_shards<S: Storage>(
     config: &ShardConfig,
     clock: Rc<dyn Clock>,
 ) -> Result<(usize, u64)> {
+    // First decide, for every old shard, the range of key positions its map gave it; a
+    // refusal changes nothing.
+    let mut sources: Vec<(usize, PathBuf, u64, u64)> = Vec::new();
+    for (p, name) in old_dirs.iter().enumerate() {
+        let pdir = data_dir.join(name);
+        for shard_name in storage.list_dir(&pdir)? {
+            let dir: PathBuf = pdir.join(&shard_name);
+            if !storage.list_dir(&dir)?.iter().any(|n| n == "meta") {
+                continue;
+            }
+            let meta_path = dir.join("meta");
+            let file = storage.open_rw(&meta_path, false).await?;
+            let meta = decode_meta_v1(&read_all(&file).await?, &meta_path)?;
+            file.close().await?;
+            let range = match (old_map, old_map.and_then(|m| m.get(&meta.partition))) {
+                (_, Some(list)) => list.iter().find(|s| s.0 == meta.number).map(|s| (s.1, s.2)),
+                (Some(_), None) | (None, None) if meta.number == 0 => Some((0, u64::MAX)),
+                (Some(_), None) => None,
+                (None, None) => {
+                    // Only a format-1 map creates shards past 0: without it, which keys this
+                    // one owns is unknown. Refuse, as format 1 did, and change nothing.
+                    return Err(EngineError::Corrupt {
+                        path: manifest_path(data_dir),
+                        offset: 0,
+                        reason: format!(
+                            "missing, but format-1 shard directory {} exists and only the shard map can place it",
+                            dir.display()
+                        ),
+                    });
+                }
+            };
+            // Not in the old map: an uncommitted split's target, or a merged-away donor.
+            if let Some((lo, hi)) = range {
+                sources.push((p, dir, lo, hi));
+            }
+        }
+    }
     // The remains of an interrupted conversion.
     let shards = shards_dir(data_dir);
     if storage.list_dir(data_dir)?.iter().any(|n| n == SHARDS_DIR) {
@@ -233,7 +315,7 @@ async fn copy_into_new_shards<S: Storage>(
         }
         storage.sync_dir(&shards).await?;
     }
-    let map = ShardMap::initial(init.shared_shards, init.cores);
+    let map = ShardMap::initial(init.shared_shards, init.cores, init.separator);
     let mut new_shards: HashMap<u64, Shard<S>> = HashMap::new();
     for place in map.shards() {
         let meta = ShardMeta::shared(place.number);
@@ -244,33 +326,13 @@ async fn copy_into_new_shards<S: Storage>(
         new_shards.insert(place.number, shard);
     }
     let now = clock.now_ms();
-    let (mut partitions, mut keys) = (0usize, 0u64);
+    let mut partitions: std::collections::HashSet<usize> = Default::default();
+    let mut keys = 0u64;
     let mut pending: HashMap<u64, MigrationBatch> = HashMap::new();
-    for name in old_dirs {
-        let pdir = data_dir.join(name);
-        let mut counted = false;
-        for shard_name in storage.list_dir(&pdir)? {
-            let dir: PathBuf = pdir.join(&shard_name);
-            if !storage.list_dir(&dir)?.iter().any(|n| n == "meta") {
-                continue;
-            }
-            let meta_path = dir.join("meta");
-            let file = storage.open_rw(&meta_path, false).await?;
-            let meta = decode_meta_v1(&read_all(&file).await?, &meta_path)?;
-            file.close().await?;
-            let range = match old_map.and_then(|m| m.get(&meta.partition)) {
-                Some(list) => list.iter().find(|s| s.0 == meta.number).map(|s| (s.1, s.2)),
-                None => (meta.number == 0).then_some((0, u64::MAX)),
-            };
-            let Some((lo, hi)) = range else {
-                // Not in the old map: an uncommitted split's target, or a merged-away donor.
-                continue;
-            };
+    for (p, dir, lo, hi) in sources {
+        partitions.insert(p);
+        {
             let found = read_keyspace(storage, &dir, config.partition_separator).await?;
-            if !counted {
-                partitions += 1;
-                counted = true;
-            }
             for (_, key) in found.keyspace.index().iter() {
                 let entry = found.keyspace.peek(key).expect("indexed keys are mapped");
                 let live = entry.expire_at_ms == 0 || entry.expire_at_ms > now;
@@ -303,5 +365,5 @@ async fn copy_into_new_shards<S: Storage>(
     crate::fault_point!("upgrade:before_commit");
     write_manifest(storage, data_dir, &map).await?;
     crate::fault_point!("upgrade:committed");
-    Ok((partitions, keys))
+    Ok((partitions.len(), keys))
 }

@@ -77,16 +77,6 @@ pub(super) fn closed() -> EngineError {
     EngineError::Unavailable { reason: "migration lock closed".into() }
 }
 
-impl MigrationRecord {
-    /// What the migration is, in words: split, carve-out, merge or fold-back.
-    pub fn describe(&self) -> &'static str {
-        match self.kind {
-            MigrationKind::Split => "split",
-            MigrationKind::Merge => "merge",
-        }
-    }
-}
-
 impl Core {
     /// One step more for `partition`: carves it out of its shared shard into a shard of its
     /// own, or splits its busiest shard at the load median. Returns once the new map is
@@ -296,6 +286,7 @@ impl Core {
     ) -> Result<MigrationReport> {
         let started = Instant::now();
         let m = intent.migration.clone().expect("an intent records its migration");
+        let what = intent.describe(&m);
         let cores = self.config.cores;
         let source_core = intent.shard(m.source).expect("the source is mapped").core(cores);
         let target_core = m.target_core as usize % cores;
@@ -359,7 +350,7 @@ impl Core {
         c.last_bytes.store(report.bytes, Ordering::Relaxed);
         c.last_keys.store(report.keys, Ordering::Relaxed);
         c.last_micros.store(report.micros, Ordering::Relaxed);
-        tracing::info!(partition = %partition_display(&m.partition), what = m.describe(),
+        tracing::info!(partition = %partition_display(&m.partition), what,
             epoch = committed.epoch, keys = report.keys, bytes = report.bytes,
             ms = report.micros / 1000, "migration committed");
         Ok(report)
@@ -375,6 +366,7 @@ impl Core {
         cause: EngineError,
     ) -> EngineError {
         self.migrations.aborted.fetch_add(1, Ordering::Relaxed);
+        let what = intent.describe(m);
         let mut rolled = intent;
         rolled.migration = None;
         if let Err(e) = write_manifest(&self.storage, &self.config.data_dir, &rolled).await {
@@ -406,7 +398,7 @@ impl Core {
         EngineError::Rebalance {
             reason: format!(
                 "{} of partition '{}' abandoned, nothing moved: {cause}",
-                m.describe(),
+                what,
                 partition_display(&m.partition)
             ),
         }

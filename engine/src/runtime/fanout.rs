@@ -4,6 +4,7 @@
 use super::*;
 use crate::error::{EngineError, Result};
 use crate::glob::glob_match;
+use crate::routing::Position;
 
 impl Core {
     /// Keys in the whole engine (DBSIZE), each counted once even during a migration.
@@ -149,6 +150,24 @@ impl Core {
                 let (_, key) = ks.index().first_from(at).or_else(|| ks.index().first_from(0))?;
                 let key = key.clone();
                 (ks.exists(&key, now) && shard.owns_key(&key)).then(|| key.to_vec())
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        // Sixteen random probes met expired or foreign keys only: walk from a random position
+        // (wrapping) to the first live key this core owns, so a live key is never missed.
+        let at = ((rng.next_u64() as u128) << 64) | rng.next_u64() as u128;
+        for shard in &shards {
+            let found = shard.with_keyspace(|ks| {
+                let live = |k: &crate::keyspace::Key| {
+                    ks.peek(k).is_some_and(|e| e.expire_at_ms == 0 || e.expire_at_ms > now)
+                        && shard.owns_key(k)
+                };
+                let index = ks.index();
+                let wrapped =
+                    index.range(at, Position::MAX).chain(index.range(0, at.saturating_sub(1)));
+                wrapped.map(|(_, k)| k).find(|k| live(k)).map(|k| k.to_vec())
             });
             if found.is_some() {
                 return found;

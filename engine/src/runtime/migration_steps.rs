@@ -177,7 +177,7 @@ impl Core {
         let pass = std::time::Instant::now();
         let entries = shard.begin_outgoing(lo, hi);
         tracing::debug!(shard = %shard.meta().name(), keys = entries.len(),
-            us = pass.elapsed().as_micros() as u64, "migration: range taken (one pass)");
+            us = pass.elapsed().as_micros() as u64, "migration: range taken (an index walk of the range)");
         let me = self.me.upgrade().expect("a running core");
         let s = shard.clone();
         let bulk = async move { me.stream_bulk(&s, entries, target_core).await };

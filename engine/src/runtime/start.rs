@@ -146,6 +146,7 @@ impl Core {
             let init = LayoutInit {
                 shared_shards: config.cores * config.shared_shards_per_core,
                 cores: config.cores,
+                separator: config.partition_separator,
             };
             let clock: Rc<dyn Clock> = Rc::new(SystemClock);
             let r =
@@ -235,7 +236,13 @@ impl Core {
                 self.clock.clone(),
             )
             .await?;
-            tracing::info!(core = self.id, shard = %shard.meta().name(), "shard created empty");
+            if map.epoch == 0 && shard.meta().partition.is_none() {
+                tracing::info!(core = self.id, shard = %shard.meta().name(), "shard created");
+            } else {
+                // The map has moved on since the directory was made: its files were lost.
+                tracing::error!(core = self.id, shard = %shard.meta().name(),
+                    "a shard of the shard map had no files: created empty; keys it held are lost");
+            }
             self.insert_local(Rc::new(shard));
         }
         Ok(())

@@ -5,7 +5,7 @@
 //! partition's keys).
 
 use super::{gaps, Shard, WalSink};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::keyspace::{Entry, Key, NoLog};
 use crate::migration::{Gate, MigrationBatch, Outgoing};
 use crate::routing::Position;
@@ -113,9 +113,26 @@ impl<S: Storage> Shard<S> {
 
     /// Applies a migration batch for `lo..=hi` through the log. The keys stay foreign until
     /// the map gives this shard the range.
+    /// A batch with a key outside `lo..=hi` is refused whole, before anything is applied.
     pub fn apply_batch(&self, batch: MigrationBatch, lo: Position, hi: Position) -> Result<()> {
         self.check_writable()?;
         let wal = self.serving_wal()?;
+        let keys = batch
+            .puts
+            .iter()
+            .map(|e| e.key.as_slice())
+            .chain(batch.deletes.iter().map(Vec::as_slice));
+        for key in keys {
+            if !(lo..=hi).contains(&self.position(key)) {
+                return Err(EngineError::Rebalance {
+                    reason: format!(
+                        "a migration batch for {} holds key {:?} outside its range",
+                        self.meta.name(),
+                        String::from_utf8_lossy(key)
+                    ),
+                });
+            }
+        }
         if !super::covers(&self.ranges.borrow(), lo, hi) {
             self.foreign.set(true);
         }

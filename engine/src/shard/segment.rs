@@ -1,8 +1,9 @@
 //! Snapshot segments: a shard's keyspace at one LSN, as a series of checksummed rkyv chunks.
 //!
-//! Pure encoding and decoding; the shard writes the bytes through the storage seam. The same
-//! chunk format is what a migration streams (bounded chunks, a crc each). Layout in
-//! `docs/format.md`:
+//! Pure encoding and decoding; the shard writes the bytes through the storage seam. A migration
+//! batch (`migration::batch`) carries the same `SegmentEntry` values in its own framing (one
+//! rkyv archive of a `MigrationBatch` behind a magic, length, crc32 and sequence number), not
+//! these chunks. Layout in `docs/format.md`:
 //! ```text
 //! header  32 B : magic "SCSEG001" | u32 version | u32 header crc | u64 lsn | u64 reserved
 //! chunk*       : u32 payload_len | u32 crc32(payload) | u64 entries | payload (rkyv) | pad to 16

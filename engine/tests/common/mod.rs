@@ -65,7 +65,11 @@ pub fn value(s: &str) -> Reply {
 /// The shared shard that holds `partition` in a new data directory made with `config`.
 pub fn home_shard(config: &EngineConfig, partition: &str) -> u64 {
     let shared = config.cores * config.shared_shards_per_core;
-    let map = shardcast_engine::placement::shard_map::ShardMap::initial(shared, config.cores);
+    let map = shardcast_engine::placement::shard_map::ShardMap::initial(
+        shared,
+        config.cores,
+        config.partition_separator,
+    );
     map.shared_home(partition.as_bytes()).expect("in a shared shard").1.number
 }
 
