@@ -5,9 +5,11 @@
 #   benches/migration.sh [rounds=3] [keys=500000] [value_bytes=100]
 #
 # 1. Loads <keys> keys of <value_bytes> into one partition ("key", redis-benchmark's keys).
-# 2. Throughput: SHARDCAST SPLIT key then MERGE key, <rounds> times; each migration's keys,
-#    batch bytes and wall time come from INFO shards (migration_last_*). MB/s = batch bytes /
-#    wall time from the intent to the end of the install.
+# 2. Throughput: SHARDCAST SPLIT key then MERGE key, <rounds> times (since the shared-shard
+#    layout: a carve-out of the whole partition out of its shared shard, then its fold-back);
+#    each migration's keys, batch bytes and wall time come from INFO shards
+#    (migration_last_*). MB/s = batch bytes / wall time from the intent to the end of the
+#    install.
 # 3. Foreground: redis-benchmark GET (-c 50 -P 1) alternating, <rounds> times, a steady run
 #    and a run during which SPLIT/MERGE loop without pause; p50/p99 from its CSV line.
 # Raw rows in benches/results/<stamp>-migration/; the summary is printed.
@@ -73,8 +75,9 @@ for round in $(seq 1 "$ROUNDS"); do
     line=$(redis-benchmark -p $port -t get -n 400000 -c 50 -P 1 -r "$KEYS" --csv | tail -1 | tr -d '"')
     # Stop the loop after its current migration, so none runs into the next steady run.
     if [ -n "$loop" ]; then touch "$work/stop"; wait $loop; fi
-    # Let a migration in flight finish before the next steady run.
-    while [ "$(redis-cli -p $port shardcast shards | grep -c '^key$')" != 1 ]; do
+    # Back to the steady layout before the next run: the partition folded back into its
+    # shared shard (no shard of its own).
+    while [ "$(redis-cli -p $port shardcast shards | grep -c '^key$')" != 0 ]; do
       redis-cli -p $port shardcast merge key >/dev/null 2>&1 || sleep 0.1
     done
     after=$(field migrations_completed)
@@ -86,7 +89,7 @@ python3 - "$out" <<'EOF'
 import csv, statistics, sys
 out = sys.argv[1]
 rows = list(csv.DictReader(open(out + "/throughput.csv")))
-for verb in ("SPLIT", "MERGE"):
+for verb in ("SPLIT", "MERGE"):  # carve-out and fold-back of the whole partition
     r = [x for x in rows if x["verb"] == verb]
     print("%s: median %.0f keys, %.1f MB in %.0f ms = %.1f MB/s, cutover pause %.2f ms" % (
         verb, statistics.median(float(x["keys"]) for x in r),
