@@ -26,7 +26,7 @@ use shardcast_engine::ops::{Op, Reply};
 use shardcast_engine::placement::manifest::{
     create_placed_shard, open_placed_shards, recover_layout, write_manifest, LayoutInit,
 };
-use shardcast_engine::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
+use shardcast_engine::placement::shard_map::{MigrationKind, ShardMap};
 use shardcast_engine::routing::{partition_span, position_of, Position};
 use shardcast_engine::shard::{remove_shard_dir, Shard, ShardConfig, ShardMeta};
 use shardcast_engine::storage::sim::SimStorage;
@@ -298,9 +298,8 @@ impl World {
         let own: Vec<_> =
             self.map.partition_shards(partition).into_iter().map(|(r, p)| (r, p.clone())).collect();
         let grow = own.is_empty() || (own.len() < SHARDS_MAX && self.rng.chance(1, 2));
-        let mut intent = self.map.clone();
-        let (record, committed) = if grow {
-            let target = intent.reserve_number();
+        // The map's own planning, as the coordinator's: intent and committed map.
+        let (intent, committed) = if grow {
             let target_core = self.rng.below(CORES as u64) as u32;
             let (source, lo, hi) = if own.is_empty() {
                 let (lo, hi) = partition_span(partition);
@@ -311,30 +310,11 @@ impl World {
                 let Some(cut) = self.shard_of(place.number).split_point() else { return };
                 (place.number, cut, range.hi)
             };
-            let record = MigrationRecord {
-                kind: MigrationKind::Split,
-                partition: partition.to_vec(),
-                source,
-                target,
-                lo,
-                hi,
-                target_core,
-            };
-            (record, intent.with_split(source, lo, hi, target, target_core, partition))
+            self.map.plan_split(partition, source, lo, hi, target_core)
         } else {
             let (donor, absorber) = if own.len() == 1 {
-                let donor = own[0].0;
-                let shared = |p: Position| {
-                    let n = self.map.find(p).shard;
-                    self.map.shard(n).filter(|s| s.is_shared()).map(|s| s.number)
-                };
-                let beside = donor
-                    .lo
-                    .checked_sub(1)
-                    .and_then(shared)
-                    .or_else(|| donor.hi.checked_add(1).and_then(shared));
-                let any = self.map.shards().find(|s| s.is_shared()).map(|s| s.number);
-                (donor, beside.or(any).expect("a shared shard"))
+                // The coordinator's own choice of the shared shard to fold into.
+                (own[0].0, self.map.fold_target(&own[0].0))
             } else {
                 let i = self.rng.below(own.len() as u64 - 1) as usize;
                 let (a, b) = (&own[i], &own[i + 1]);
@@ -344,18 +324,9 @@ impl World {
                     (b.0, a.1.number)
                 }
             };
-            let record = MigrationRecord {
-                kind: MigrationKind::Merge,
-                partition: partition.to_vec(),
-                source: donor.shard,
-                target: absorber,
-                lo: donor.lo,
-                hi: donor.hi,
-                target_core: self.map.shard(absorber).unwrap().core,
-            };
-            (record, intent.with_merge(donor.shard, absorber))
+            self.map.plan_merge(partition, &donor, absorber)
         };
-        intent.migration = Some(record.clone());
+        let record = intent.migration.clone().expect("an intent records its migration");
         write_manifest(&self.storage, &self.dir, &intent).await.unwrap();
         self.map = intent;
         // Prepare the target.

@@ -339,6 +339,11 @@ async fn run_seed(seed: u64) {
     let mut history = vec![model.clone()];
     let mut acked = 0;
     let trace = std::env::var("SHARDCAST_TRACE").is_ok();
+    let reopen = || {
+        let (storage, dir, config, clock) =
+            (storage.clone(), dir.clone(), config.clone(), clock_rc.clone());
+        async move { Shard::open(storage, dir, vec![(0, u128::MAX)], config, clock).await.unwrap() }
+    };
     for step in 0..OPS_PER_SEED {
         let now = clock.now_ms();
         let choice = rng.below(100);
@@ -348,15 +353,7 @@ async fn run_seed(seed: u64) {
         match choice {
             0..=3 => {
                 storage.crash(rng.next_u64());
-                shard = Shard::open(
-                    storage.clone(),
-                    dir.clone(),
-                    vec![(0, u128::MAX)],
-                    config.clone(),
-                    clock_rc.clone(),
-                )
-                .await
-                .unwrap();
+                shard = reopen().await;
                 assert!(shard.is_serving(), "seed {seed}, step {step}: {:?}", shard.failure());
                 model = check_crash_state(&shard, &history, acked, now, seed, step);
                 history = vec![model.clone()];
@@ -364,15 +361,7 @@ async fn run_seed(seed: u64) {
             }
             4..=5 => {
                 shard.flush(true).await.unwrap();
-                shard = Shard::open(
-                    storage.clone(),
-                    dir.clone(),
-                    vec![(0, u128::MAX)],
-                    config.clone(),
-                    clock_rc.clone(),
-                )
-                .await
-                .unwrap();
+                shard = reopen().await;
                 check_state(&shard, &mut model, now, seed, step);
                 history = vec![model.clone()];
                 acked = 0;

@@ -231,6 +231,27 @@ impl ShardMap {
         }
     }
 
+    /// The shared shard a partition's last shard (owning `donor`) folds back into: the one
+    /// owning the positions just below it, else just above (so the ranges coalesce again);
+    /// else, when both neighbours are other partitions' shards, the nearest shared shard below
+    /// (wrapping).
+    pub fn fold_target(&self, donor: &RangePlace) -> u64 {
+        let shared = |p: Position| {
+            let n = self.find(p).shard;
+            self.shard(n).filter(|s| s.is_shared()).map(|s| s.number)
+        };
+        let below = donor.lo.checked_sub(1).and_then(shared);
+        let above = donor.hi.checked_add(1).and_then(shared);
+        below.or(above).unwrap_or_else(|| {
+            let i = self.ranges.partition_point(|r| r.hi < donor.lo);
+            let n = self.ranges.len();
+            (1..n)
+                .map(|k| self.ranges[(i + n - k) % n].shard)
+                .find(|&s| self.shard(s).is_some_and(|p| p.is_shared()))
+                .expect("a shared shard exists: they only ever lose ranges to carve-outs")
+        })
+    }
+
     /// Shards of every partition that has its own: partition -> shard count.
     pub fn partitions_with_shards(&self) -> BTreeMap<Vec<u8>, usize> {
         let mut out = BTreeMap::new();
@@ -240,6 +261,54 @@ impl ShardMap {
             }
         }
         out
+    }
+
+    /// A split (or carve-out) planned: the intent (this map with the migration recorded and a
+    /// shard number reserved for the new shard) and the map its commit gives. `lo..=hi` of
+    /// `source` goes to the new shard on `core`, labelled `partition`.
+    pub fn plan_split(
+        &self,
+        partition: &[u8],
+        source: u64,
+        lo: Position,
+        hi: Position,
+        core: u32,
+    ) -> (ShardMap, ShardMap) {
+        let mut intent = self.clone();
+        let target = intent.reserve_number();
+        let committed = intent.with_split(source, lo, hi, target, core, partition);
+        intent.migration = Some(MigrationRecord {
+            kind: MigrationKind::Split,
+            partition: partition.to_vec(),
+            source,
+            target,
+            lo,
+            hi,
+            target_core: core,
+        });
+        (intent, committed)
+    }
+
+    /// A merge (or fold-back) planned: the intent and the map its commit gives. The shard
+    /// owning `donor` (its only range) gives it to `absorber`.
+    pub fn plan_merge(
+        &self,
+        partition: &[u8],
+        donor: &RangePlace,
+        absorber: u64,
+    ) -> (ShardMap, ShardMap) {
+        let mut intent = self.clone();
+        intent.migration = Some(MigrationRecord {
+            kind: MigrationKind::Merge,
+            partition: partition.to_vec(),
+            source: donor.shard,
+            target: absorber,
+            lo: donor.lo,
+            hi: donor.hi,
+            target_core: self.shard(absorber).expect("a mapped absorber").core,
+        });
+        let committed = intent.with_merge(donor.shard, absorber);
+        (intent, committed)
     }
 
     /// The map after a committed split: `lo..=hi`, owned by `source`, goes to the new shard
@@ -454,28 +523,7 @@ impl ShardMap {
         if bytes.len() >= 8 && &bytes[0..8] == MANIFEST_MAGIC_V1 {
             return Err(corrupt(0, "a shard map of the layout before shared shards (format 1); the server converts such a data directory at start".into()));
         }
-        if bytes.len() < MANIFEST_HEADER_LEN || &bytes[0..8] != MANIFEST_MAGIC {
-            return Err(corrupt(0, "not a shard map manifest".into()));
-        }
-        let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-        let version = u32_at(bytes, 8);
-        if version != MANIFEST_VERSION {
-            return Err(corrupt(8, format!("unsupported manifest version {version}")));
-        }
-        let len = u32_at(bytes, 12) as usize;
-        if len > MANIFEST_BODY_LEN_MAX || bytes.len() < MANIFEST_HEADER_LEN + len {
-            return Err(corrupt(12, format!("body length {len} exceeds the file")));
-        }
-        let body = &bytes[MANIFEST_HEADER_LEN..MANIFEST_HEADER_LEN + len];
-        let (expected, got) = (u32_at(bytes, 16), crc32fast::hash(body));
-        if expected != got {
-            return Err(EngineError::ChecksumMismatch {
-                path: path.to_owned(),
-                offset: 16,
-                expected,
-                got,
-            });
-        }
+        let body = manifest_body(bytes, path, MANIFEST_MAGIC, MANIFEST_VERSION)?;
         let mut r = Reader { body, at: 0, path };
         let epoch = r.u64()?;
         let next_number = r.u64()?;
@@ -552,6 +600,44 @@ impl ShardMap {
         }
         Ok(map)
     }
+}
+
+/// The body of a manifest file, after checking its header: the magic, the version, a body
+/// length within the file and `MANIFEST_BODY_LEN_MAX`, and the body's crc (every format of the
+/// manifest has this header).
+pub(crate) fn manifest_body<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+) -> Result<&'a [u8]> {
+    let corrupt = |offset: u64, reason: String| EngineError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason,
+    };
+    if bytes.len() < MANIFEST_HEADER_LEN || &bytes[0..8] != magic {
+        return Err(corrupt(0, "not a shard map manifest".into()));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+    if u32_at(8) != version {
+        return Err(corrupt(8, format!("unsupported manifest version {}", u32_at(8))));
+    }
+    let len = u32_at(12) as usize;
+    if len > MANIFEST_BODY_LEN_MAX || bytes.len() < MANIFEST_HEADER_LEN + len {
+        return Err(corrupt(12, format!("body length {len} exceeds the file")));
+    }
+    let body = &bytes[MANIFEST_HEADER_LEN..MANIFEST_HEADER_LEN + len];
+    let (expected, got) = (u32_at(16), crc32fast::hash(body));
+    if expected != got {
+        return Err(EngineError::ChecksumMismatch {
+            path: path.to_owned(),
+            offset: 16,
+            expected,
+            got,
+        });
+    }
+    Ok(body)
 }
 
 struct Reader<'a> {

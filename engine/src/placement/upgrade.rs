@@ -16,7 +16,7 @@
 //! rolled back as format 1 did: each old shard keeps the range its map gave it.
 
 use super::manifest::{manifest_path, write_manifest, LayoutInit, MANIFEST_FILE};
-use super::shard_map::{ShardMap, MANIFEST_HEADER_LEN, MANIFEST_MAGIC_V1};
+use super::shard_map::{manifest_body, ShardMap, MANIFEST_HEADER_LEN, MANIFEST_MAGIC_V1};
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::migration::{MigrationBatch, BATCH_ENTRIES_MAX};
@@ -28,9 +28,6 @@ use crate::storage::{read_all, Storage, StorageFile};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-
-/// Largest format-1 manifest body read.
-const V1_BODY_LEN_MAX: usize = 256 * 1024 * 1024;
 
 /// Whether `name` looks like a format-1 partition directory (`<readable>-<16 hex digits>`).
 fn is_partition_dir_name(name: &str) -> bool {
@@ -144,28 +141,7 @@ pub fn decode_manifest_v1(bytes: &[u8], path: &Path) -> Result<MapV1> {
         offset: offset as u64,
         reason,
     };
-    if bytes.len() < MANIFEST_HEADER_LEN || &bytes[0..8] != MANIFEST_MAGIC_V1 {
-        return Err(corrupt(0, "not a format-1 shard map".into()));
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version != 1 {
-        return Err(corrupt(8, format!("format-1 shard map of version {version}")));
-    }
-    let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    if len > V1_BODY_LEN_MAX || bytes.len() < MANIFEST_HEADER_LEN + len {
-        return Err(corrupt(12, format!("body length {len} exceeds the file")));
-    }
-    let body = &bytes[MANIFEST_HEADER_LEN..MANIFEST_HEADER_LEN + len];
-    let expected = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
-    let got = crc32fast::hash(body);
-    if expected != got {
-        return Err(EngineError::ChecksumMismatch {
-            path: path.to_owned(),
-            offset: 16,
-            expected,
-            got,
-        });
-    }
+    let body = manifest_body(bytes, path, MANIFEST_MAGIC_V1, 1)?;
     struct Body<'a> {
         bytes: &'a [u8],
         at: usize,

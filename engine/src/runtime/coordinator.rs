@@ -31,7 +31,7 @@ use super::migration_steps::MigrationWork;
 use crate::error::{EngineError, Result};
 use crate::fault_point;
 use crate::placement::manifest::write_manifest;
-use crate::placement::shard_map::{MigrationKind, MigrationRecord, RangePlace, ShardMap};
+use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
 use crate::routing::partition_span;
 use crate::runtime::{Core, CoreResult, CoreWork, ShardSummary};
 use crate::shard::partition_display;
@@ -163,8 +163,6 @@ impl Core {
         let map = self.shard_map();
         let cores = self.config.cores;
         let own = map.partition_shards(partition);
-        let mut intent = (*map).clone();
-        let target = intent.reserve_number();
         let (source, lo, hi, source_core) = if own.is_empty() {
             // Carve-out: the partition's whole span leaves its shared shard.
             let (lo, hi) = partition_span(partition);
@@ -213,16 +211,7 @@ impl Core {
         };
         // The target refuses a new shard past shards-per-core-max (then this rolls back).
         let target_core = self.least_loaded_core(&summaries, source_core);
-        intent.migration = Some(MigrationRecord {
-            kind: MigrationKind::Split,
-            partition: partition.to_vec(),
-            source,
-            target,
-            lo,
-            hi,
-            target_core: target_core as u32,
-        });
-        let committed = intent.with_split(source, lo, hi, target, target_core as u32, partition);
+        let (intent, committed) = map.plan_split(partition, source, lo, hi, target_core as u32);
         self.run_migration(intent, committed).await
     }
 
@@ -244,7 +233,7 @@ impl Core {
                 })
             }
             // Fold-back: the last shard goes to a shared shard.
-            1 => (own[0].0, fold_target(&map, &own[0].0)),
+            1 => (own[0].0, map.fold_target(&own[0].0)),
             _ => {
                 let load = |n: u64| stat(n).map_or(0.0, |s| s.ops_per_sec);
                 let i = (0..own.len() - 1)
@@ -264,17 +253,7 @@ impl Core {
                 }
             }
         };
-        let mut intent = (*map).clone();
-        intent.migration = Some(MigrationRecord {
-            kind: MigrationKind::Merge,
-            partition: partition.to_vec(),
-            source: donor.shard,
-            target: absorber,
-            lo: donor.lo,
-            hi: donor.hi,
-            target_core: map.shard(absorber).expect("a mapped absorber").core,
-        });
-        let committed = intent.with_merge(donor.shard, absorber);
+        let (intent, committed) = map.plan_merge(partition, &donor, absorber);
         self.run_migration(intent, committed).await
     }
 
@@ -410,27 +389,6 @@ impl Core {
             other => Err(unexpected("migration step", other)),
         }
     }
-}
-
-/// The shared shard a partition's last shard folds back into: the one owning the positions
-/// just below its span, else just above (so the ranges coalesce again); else, when both
-/// neighbours are other partitions' shards, the nearest shared shard below (wrapping).
-fn fold_target(map: &ShardMap, donor: &RangePlace) -> u64 {
-    let shared = |p: crate::routing::Position| {
-        let n = map.find(p).shard;
-        map.shard(n).filter(|s| s.is_shared()).map(|s| s.number)
-    };
-    let below = donor.lo.checked_sub(1).and_then(shared);
-    let above = donor.hi.checked_add(1).and_then(shared);
-    below.or(above).unwrap_or_else(|| {
-        let ranges = map.ranges();
-        let i = ranges.partition_point(|r| r.hi < donor.lo);
-        let n = ranges.len();
-        (1..n)
-            .map(|k| ranges[(i + n - k) % n].shard)
-            .find(|&s| map.shard(s).is_some_and(|p| p.is_shared()))
-            .expect("a shared shard exists")
-    })
 }
 
 impl Core {

@@ -32,32 +32,12 @@ impl Server {
     pub fn start(name: &str, args: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(format!("shardcast-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut s = Server {
-            port: free_port(),
-            dir,
-            cwd: None,
-            data_dir_flag: true,
-            child: None,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: Vec::new(),
-        };
-        s.spawn();
-        s
+        Server::launch(dir, None, args)
     }
 
     /// Starts a server on an existing data directory (`dir`, absolute), with extra flags.
     pub fn start_at(dir: &std::path::Path, args: &[&str]) -> Server {
-        let mut s = Server {
-            port: free_port(),
-            dir: dir.to_owned(),
-            cwd: None,
-            data_dir_flag: true,
-            child: None,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: Vec::new(),
-        };
-        s.spawn();
-        s
+        Server::launch(dir.to_owned(), None, args)
     }
 
     /// Starts a server as a newcomer does with the README's command: the current directory a
@@ -67,11 +47,17 @@ impl Server {
         let cwd = std::env::temp_dir().join(format!("shardcast-cwd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&cwd);
         std::fs::create_dir_all(&cwd).unwrap();
+        Server::launch(cwd.join(data_dir), Some(cwd), args)
+    }
+
+    /// Starts a server whose data is in `dir`: passed as `--data-dir` unless `cwd` is given
+    /// (then the process runs there, and `args` say where the data goes).
+    fn launch(dir: PathBuf, cwd: Option<PathBuf>, args: &[&str]) -> Server {
         let mut s = Server {
             port: free_port(),
-            dir: cwd.join(data_dir),
-            cwd: Some(cwd),
-            data_dir_flag: false,
+            dir,
+            data_dir_flag: cwd.is_none(),
+            cwd,
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
