@@ -18,11 +18,13 @@ use std::rc::Rc;
 pub struct PositionIndex {
     separator: u8,
     set: BTreeSet<(Position, Key)>,
+    /// The empty key, the smallest at a position: range bounds are `(position, empty)`.
+    empty: Key,
 }
 
 impl PositionIndex {
     pub fn new(separator: u8) -> Self {
-        PositionIndex { separator, set: BTreeSet::new() }
+        PositionIndex { separator, set: BTreeSet::new(), empty: Rc::from(&[][..]) }
     }
 
     /// The position of a key under this index's partition separator.
@@ -55,12 +57,11 @@ impl PositionIndex {
 
     /// Keys with positions in `lo..=hi`, in position order.
     pub fn range(&self, lo: Position, hi: Position) -> impl Iterator<Item = &(Position, Key)> {
-        let empty: Key = Rc::from(&[][..]);
         let upper = match hi.checked_add(1) {
-            Some(next) => Bound::Excluded((next, empty.clone())),
+            Some(next) => Bound::Excluded((next, self.empty.clone())),
             None => Bound::Unbounded,
         };
-        self.set.range((Bound::Included((lo, empty)), upper))
+        self.set.range((Bound::Included((lo, self.empty.clone())), upper))
     }
 
     /// The first key at `position` or after it.

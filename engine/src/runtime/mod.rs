@@ -32,7 +32,6 @@ pub use work::{CoreJob, CoreResult, CoreWork, ScanPage, ShardSummary};
 
 use crate::clock::Clock;
 use crate::placement::shard_map::ShardMap;
-use crate::routing::position_of;
 use crate::shard::Shard;
 use crate::storage::dma::DmaStorage;
 use glommio::channels::channel_mesh::Senders;
@@ -144,8 +143,7 @@ impl Core {
     /// The core that owns a key's shard, as this core's map says.
     #[inline]
     pub fn owner_of(&self, key: &[u8]) -> usize {
-        let position = position_of(key, self.config.partition_separator);
-        self.routes.borrow().find(position).core
+        self.routes.borrow().core_of_key(key, self.config.partition_separator)
     }
 
     /// The serving shards of this core, by number.

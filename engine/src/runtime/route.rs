@@ -6,7 +6,7 @@ use crate::error::{EngineError, Result};
 use crate::log::writer::FsyncPolicy;
 use crate::migration::Gate;
 use crate::ops::{Op, Reply};
-use crate::routing::{position_of, Position};
+use crate::routing::{key_position, partition_of, partition_span, position_of, Position};
 use crate::shard::Shard;
 use crate::storage::dma::DmaStorage;
 use std::rc::Rc;
@@ -61,6 +61,19 @@ impl RouteTable {
     pub(super) fn find(&self, position: Position) -> &RouteEntry {
         let i = self.entries.partition_point(|e| e.hi < position);
         &self.entries[i]
+    }
+
+    /// The core owning `key`. A partition that one range holds whole (every partition but a
+    /// split one) is placed by its hash alone, so the key's own hash is taken only when a
+    /// range boundary cuts the partition's span.
+    #[inline]
+    pub(super) fn core_of_key(&self, key: &[u8], separator: u8) -> usize {
+        let (lo, hi) = partition_span(partition_of(key, separator));
+        let entry = self.find(lo);
+        if entry.hi >= hi {
+            return entry.core;
+        }
+        self.find(lo | key_position(key) as u128).core
     }
 }
 
@@ -283,5 +296,29 @@ impl Core {
             shard.wait_durable(lsn).await?;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hash-of-the-partition shortcut places every key where its full position does, for
+    /// partitions held whole and for a partition cut over several shards.
+    #[test]
+    fn owner_by_partition_agrees_with_owner_by_position() {
+        let map = ShardMap::initial(2, 2, b':');
+        let (lo, hi) = crate::routing::partition_span(b"user");
+        let home = map.shared_home(b"user").unwrap().1.number;
+        let (_, carved) = map.plan_split(b"user", home, lo, hi, 1);
+        let own = carved.partition_shards(b"user")[0].1.number;
+        let (_, split) = carved.plan_split(b"user", own, lo + (1u128 << 63), hi, 0);
+        let table = RouteTable::build(&split, 2, 0, &HashMap::new());
+        for i in 0..2000 {
+            for key in [format!("user:{i}"), format!("plain{i}"), format!("{{t{i}}}x")] {
+                let by_position = table.find(position_of(key.as_bytes(), b':')).core;
+                assert_eq!(table.core_of_key(key.as_bytes(), b':'), by_position, "{key}");
+            }
+        }
     }
 }
