@@ -21,6 +21,7 @@ pub mod routing;
 pub mod runtime;
 pub mod shard;
 pub mod storage;
+pub mod telemetry;
 pub mod testing;
 
 pub use error::{EngineError, Result};

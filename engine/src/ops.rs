@@ -112,6 +112,16 @@ impl Op {
 }
 
 impl Op {
+    /// Bytes the client sent for this op: the key and any value (telemetry's bytes in).
+    pub fn payload_bytes(&self) -> u64 {
+        let value = match self {
+            Op::Set { value, .. } | Op::SetRange { value, .. } => value.len(),
+            Op::Append { suffix, .. } => suffix.len(),
+            _ => 0,
+        };
+        (self.key().len() + value) as u64
+    }
+
     /// Whether the op may add data (refused past `maxmemory`).
     pub fn may_grow(&self) -> bool {
         matches!(self.kind(), OpKind::Write)
@@ -125,6 +135,17 @@ pub enum OpKind {
     Write,
     Delete,
     Other,
+}
+
+impl Reply {
+    /// Value bytes in this reply (telemetry's bytes out).
+    pub fn payload_bytes(&self) -> u64 {
+        match self {
+            Reply::Value(v) => v.len() as u64,
+            Reply::Set { old: Some(v), .. } => v.len() as u64,
+            _ => 0,
+        }
+    }
 }
 
 /// The reply to an `Op`.

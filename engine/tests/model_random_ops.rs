@@ -271,6 +271,13 @@ fn actual_state(shard: &Shard<SimStorage>, now: u64) -> Model {
             assert_eq!(*position, ks.index().position(key));
         }
         assert!(indexed.windows(2).all(|w| w[0] < w[1]), "the index is in position order");
+        let mut per_partition = std::collections::HashMap::<u64, u64>::new();
+        for (position, _) in &indexed {
+            *per_partition.entry((*position >> 64) as u64).or_default() += 1;
+        }
+        for (hash, n) in per_partition {
+            assert_eq!(ks.index().partition_keys(hash), n, "keys counted per partition");
+        }
         ks.iter()
             .filter(|(_, e)| e.expire_at_ms == 0 || e.expire_at_ms > now)
             .map(|(k, e)| (k.to_vec(), (e.value.to_vec(), e.expire_at_ms)))

@@ -9,7 +9,7 @@
 
 use super::Key;
 use crate::routing::{position_of, scan_cursor, scan_start, Position};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::rc::Rc;
 
@@ -18,13 +18,21 @@ use std::rc::Rc;
 pub struct PositionIndex {
     separator: u8,
     set: BTreeSet<(Position, Key)>,
+    /// Keys per partition hash (the high half of the position): what a shared shard's
+    /// partitions hold, for telemetry. One entry per partition present.
+    partition_keys: HashMap<u64, u64, ahash::RandomState>,
     /// The empty key, the smallest at a position: range bounds are `(position, empty)`.
     empty: Key,
 }
 
 impl PositionIndex {
     pub fn new(separator: u8) -> Self {
-        PositionIndex { separator, set: BTreeSet::new(), empty: Rc::from(&[][..]) }
+        PositionIndex {
+            separator,
+            set: BTreeSet::new(),
+            partition_keys: HashMap::default(),
+            empty: Rc::from(&[][..]),
+        }
     }
 
     /// The position of a key under this index's partition separator.
@@ -34,17 +42,34 @@ impl PositionIndex {
     }
 
     pub fn insert(&mut self, key: &Key) {
-        let fresh = self.set.insert((self.position(key), key.clone()));
+        let position = self.position(key);
+        let fresh = self.set.insert((position, key.clone()));
         debug_assert!(fresh, "a key indexed twice");
+        *self.partition_keys.entry((position >> 64) as u64).or_default() += 1;
     }
 
     pub fn remove(&mut self, key: &Key) {
-        let removed = self.set.remove(&(self.position(key), key.clone()));
+        let position = self.position(key);
+        let removed = self.set.remove(&(position, key.clone()));
         debug_assert!(removed, "removing a key the index does not hold");
+        let hash = (position >> 64) as u64;
+        if let Some(n) = self.partition_keys.get_mut(&hash) {
+            *n -= 1;
+            if *n == 0 {
+                self.partition_keys.remove(&hash);
+            }
+        }
     }
 
     pub fn clear(&mut self) {
         self.set.clear();
+        self.partition_keys.clear();
+    }
+
+    /// Keys of the partition whose hash is `partition_hash` (expired ones not yet removed
+    /// included).
+    pub fn partition_keys(&self, partition_hash: u64) -> u64 {
+        self.partition_keys.get(&partition_hash).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {

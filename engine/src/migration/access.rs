@@ -35,6 +35,11 @@ impl AccessHistogram {
         self.counts.iter().sum()
     }
 
+    /// The count of every bucket, from the range's start.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts[..]
+    }
+
     /// Where to cut `lo..=hi` so each side gets about half the accesses: the bucket boundary
     /// nearest the median, or the midpoint when too little was counted. Always in
     /// `lo+1..=hi`; `None` if the range is a single position.

@@ -5,9 +5,6 @@ use crate::routing::PARTITION_SEPARATOR_DEFAULT;
 use crate::shard::ShardConfig;
 use std::path::PathBuf;
 
-/// Period over which per-shard ops/s are measured.
-pub(super) const OPS_RATE_PERIOD_MS: u64 = 1000;
-
 /// Name of the file every executor opens first (the iopoll workaround).
 pub const IOPOLL_PROBE_FILE: &str = ".iopoll-probe";
 
@@ -56,6 +53,14 @@ pub struct EngineConfig {
     pub shared_shards_per_core: usize,
     /// Most shards one partition may be split into.
     pub shards_per_partition_max: usize,
+    /// Length of a statistics tick: per-shard ops/s and top partitions are measured over
+    /// it, and each core sends a `CoreTick` to `tick_sink` at its end.
+    pub tick_ms: u64,
+    /// Gather the per-op sketches of a tick (bytes, service times, distinct keys, hot keys,
+    /// applications); off leaves only the counters.
+    pub telemetry: bool,
+    /// Where the cores send their ticks; `None` sends nothing.
+    pub tick_sink: Option<crate::telemetry::TickSink>,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +87,9 @@ impl Default for EngineConfig {
             shards_per_core_max: 1024,
             shared_shards_per_core: 1,
             shards_per_partition_max: 64,
+            tick_ms: crate::telemetry::TICK_MS_DEFAULT,
+            telemetry: true,
+            tick_sink: None,
         }
     }
 }
@@ -93,6 +101,7 @@ impl EngineConfig {
             snapshot_min_wal_bytes: self.snapshot_min_wal_bytes,
             wal_prealloc_bytes: self.wal_prealloc_bytes,
             partition_separator: self.partition_separator,
+            telemetry: self.telemetry,
         }
     }
 }

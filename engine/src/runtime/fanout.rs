@@ -22,7 +22,9 @@ impl Core {
 
     pub(super) async fn run_work(&self, work: CoreWork) -> CoreResult {
         match work {
-            CoreWork::Ops { ops, hops } => CoreResult::Ops(self.execute_local(ops, hops).await),
+            CoreWork::Ops { ops, hops, app } => {
+                CoreResult::Ops(self.execute_local(ops, hops, app).await)
+            }
             CoreWork::DbSize => CoreResult::Count(
                 self.shards.borrow().values().map(|s| s.owned_key_count() as u64).sum(),
             ),

@@ -119,18 +119,20 @@ impl Core {
 
     pub(super) fn on_message(self: &Rc<Self>, msg: MeshMsg) {
         match msg {
-            MeshMsg::Request { id, from, work: CoreWork::Ops { ops, hops } } => {
+            MeshMsg::Request { id, from, work: CoreWork::Ops { ops, hops, app } } => {
                 match self.resolve_inline(&ops) {
                     Some(targets) => {
                         // Fast path: nothing here can await (shards exist, no durability
                         // wait), so run it in the receive loop instead of spawning a task.
-                        let result = CoreResult::Ops(self.execute_now(ops, targets));
+                        let _in_flight = self.enter_queue();
+                        let result = CoreResult::Ops(self.execute_now(ops, targets, app));
                         self.reply_to(from, id, result);
                     }
                     None => {
                         let core = self.clone();
                         glommio::spawn_local(async move {
-                            let result = CoreResult::Ops(core.execute_local(ops, hops).await);
+                            let _in_flight = core.enter_queue();
+                            let result = CoreResult::Ops(core.execute_local(ops, hops, app).await);
                             let _ = core.senders.send_to(from, MeshMsg::Reply { id, result }).await;
                         })
                         .detach();
@@ -141,6 +143,7 @@ impl Core {
                 let core = self.clone();
                 let background = work.is_background();
                 let task = async move {
+                    let _in_flight = core.enter_queue();
                     let result = core.run_work(work).await;
                     // The requester's receive loop always drains, so this cannot deadlock.
                     let _ = core.senders.send_to(from, MeshMsg::Reply { id, result }).await;

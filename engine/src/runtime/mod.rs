@@ -24,7 +24,7 @@ mod work;
 
 pub use config::EngineConfig;
 pub use config::IOPOLL_PROBE_FILE;
-use config::{IOPOLL_PROBE_LEN, OPS_RATE_PERIOD_MS};
+use config::IOPOLL_PROBE_LEN;
 use mesh::{wait_reply, MeshMsg, ReplySlot};
 pub use route::ROUTE_HOPS_MAX;
 pub use start::{apply_iopoll_workaround, run, run_until};
@@ -95,6 +95,19 @@ pub struct Core {
     /// Set after every core's work ended: ops are refused so nothing changes after the final
     /// flush.
     pub(crate) draining: Cell<bool>,
+    /// Requests in progress here (client batches, work from other cores), and the most since
+    /// the last tick: the core's queue depth.
+    in_flight: Rc<Cell<u64>>,
+    in_flight_max: Cell<u64>,
+}
+
+/// Counts a request in progress on a core until dropped.
+pub(crate) struct InFlight(Rc<Cell<u64>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl Core {
@@ -182,6 +195,16 @@ impl Core {
             }
         }
         v
+    }
+
+    /// Counts a request in progress until the guard drops.
+    pub(crate) fn enter_queue(&self) -> InFlight {
+        let n = self.in_flight.get() + 1;
+        self.in_flight.set(n);
+        if n > self.in_flight_max.get() {
+            self.in_flight_max.set(n);
+        }
+        InFlight(self.in_flight.clone())
     }
 
     pub(crate) fn local_shard_count(&self) -> usize {

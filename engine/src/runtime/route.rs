@@ -9,6 +9,7 @@ use crate::ops::{Op, Reply};
 use crate::routing::{key_position, partition_of, partition_span, position_of, Position};
 use crate::shard::Shard;
 use crate::storage::dma::DmaStorage;
+use crate::telemetry::AppId;
 use std::rc::Rc;
 
 /// Where an op goes, as this core sees it now.
@@ -105,10 +106,21 @@ impl Core {
 
     /// Executes ops on their owning cores: one message per remote core, replies in op order.
     pub async fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
-        self.execute_routed(ops, 0).await
+        self.execute_for(ops, AppId::UNNAMED).await
     }
 
-    pub(super) async fn execute_routed(&self, ops: Vec<Op>, hops: u32) -> Vec<Result<Reply>> {
+    /// `execute` for a client of application `app` (counted per application).
+    pub async fn execute_for(&self, ops: Vec<Op>, app: AppId) -> Vec<Result<Reply>> {
+        let _in_flight = self.enter_queue();
+        self.execute_routed(ops, 0, app).await
+    }
+
+    pub(super) async fn execute_routed(
+        &self,
+        ops: Vec<Op>,
+        hops: u32,
+        app: AppId,
+    ) -> Vec<Result<Reply>> {
         if hops > ROUTE_HOPS_MAX {
             let e = EngineError::Unavailable {
                 reason: format!("routing did not settle after {ROUTE_HOPS_MAX} forwards"),
@@ -118,7 +130,7 @@ impl Core {
         // One owner lookup per op: the ops before the first remote one are known local.
         let Some(first_remote) = ops.iter().position(|op| self.owner_of(op.key()) != self.id)
         else {
-            return self.execute_local(ops, hops).await;
+            return self.execute_local(ops, hops, app).await;
         };
         let n = ops.len();
         let mut per_core: Vec<(Vec<usize>, Vec<Op>)> =
@@ -137,12 +149,12 @@ impl Core {
             if c == self.id {
                 local = Some((idx, ops));
             } else {
-                waiting.push((idx, self.send(c, CoreWork::Ops { ops, hops }).await));
+                waiting.push((idx, self.send(c, CoreWork::Ops { ops, hops, app }).await));
             }
         }
         let mut out: Vec<Option<Result<Reply>>> = (0..n).map(|_| None).collect();
         if let Some((idx, ops)) = local {
-            for (i, r) in idx.into_iter().zip(self.execute_local(ops, hops).await) {
+            for (i, r) in idx.into_iter().zip(self.execute_local(ops, hops, app).await) {
                 out[i] = Some(r);
             }
         }
@@ -183,13 +195,16 @@ impl Core {
         &self,
         ops: Vec<Op>,
         targets: Vec<(Rc<Shard<DmaStorage>>, Position)>,
+        app: AppId,
     ) -> Vec<Result<Reply>> {
         let mut out = Vec::with_capacity(ops.len());
+        let mut timer = ServiceTimer::start(self.config.telemetry);
         for (op, (shard, position)) in ops.into_iter().zip(targets) {
-            out.push(shard.execute_at(op, position).map(|(reply, wait)| {
+            out.push(shard.execute_at(op, position, app).map(|(reply, wait)| {
                 debug_assert!(wait.is_none(), "no durability wait outside fsync=always");
                 reply
             }));
+            timer.lap(&shard);
             self.after_write(&shard);
         }
         self.publish_memory();
@@ -199,7 +214,12 @@ impl Core {
     /// Executes ops sent here, in order; waits for durability per policy. Ops this core no
     /// longer owns (the map changed while they travelled) are forwarded; ops on a range in
     /// cutover wait for it to end, then route again.
-    pub(super) async fn execute_local(&self, ops: Vec<Op>, hops: u32) -> Vec<Result<Reply>> {
+    pub(super) async fn execute_local(
+        &self,
+        ops: Vec<Op>,
+        hops: u32,
+        app: AppId,
+    ) -> Vec<Result<Reply>> {
         let targets = loop {
             if self.draining.get() {
                 let e = EngineError::Unavailable { reason: "shutting down".into() };
@@ -215,7 +235,7 @@ impl Core {
                         break;
                     }
                     Route::Remote => {
-                        return Box::pin(self.execute_routed(ops, hops + 1)).await;
+                        return Box::pin(self.execute_routed(ops, hops + 1, app)).await;
                     }
                 }
             }
@@ -227,8 +247,11 @@ impl Core {
         };
         let mut out = Vec::with_capacity(ops.len());
         let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
+        let mut timer = ServiceTimer::start(self.config.telemetry);
         for (i, (op, (shard, position))) in ops.into_iter().zip(targets).enumerate() {
-            match shard.execute_at(op, position) {
+            let done = shard.execute_at(op, position, app);
+            timer.lap(&shard);
+            match done {
                 Ok((reply, wait)) => {
                     out.push(Ok(reply));
                     if let Some(lsn) = wait {
@@ -296,6 +319,25 @@ impl Core {
             shard.wait_durable(lsn).await?;
         }
         Ok(true)
+    }
+}
+
+/// Times each op of a batch with one clock read per op (an op ends where the next begins);
+/// off when telemetry is.
+struct ServiceTimer(Option<std::time::Instant>);
+
+impl ServiceTimer {
+    fn start(on: bool) -> Self {
+        ServiceTimer(on.then(std::time::Instant::now))
+    }
+
+    #[inline]
+    fn lap(&mut self, shard: &Shard<DmaStorage>) {
+        if let Some(at) = &mut self.0 {
+            let now = std::time::Instant::now();
+            shard.stats.record_service_ns(now.duration_since(*at).as_nanos() as u64);
+            *at = now;
+        }
     }
 }
 

@@ -186,6 +186,8 @@ impl Core {
             stopping,
             memory,
             draining: Cell::new(false),
+            in_flight: Rc::new(Cell::new(0)),
+            in_flight_max: Cell::new(0),
         });
         core.recover_local_shards().await?;
         core.publish_memory();

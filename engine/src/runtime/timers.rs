@@ -1,12 +1,40 @@
 //! Per-core timers and the work that follows a write: log flushes, snapshots, active
-//! expiry and the ops/s rate.
+//! expiry and the statistics tick.
 
 use super::*;
 use crate::log::writer::FsyncPolicy;
 use crate::shard::Shard;
 use crate::storage::dma::DmaStorage;
+use crate::telemetry::{CoreTick, ShardTick};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The share of wall time the executor spent running tasks or polling I/O. glommio's
+/// `executor_stats()` hands over the time accumulated since its previous call and resets it,
+/// so this is its only caller.
+struct BusyMeter {
+    at: Instant,
+}
+
+impl BusyMeter {
+    fn start() -> Self {
+        let _ = glommio::executor().executor_stats();
+        BusyMeter { at: Instant::now() }
+    }
+
+    /// The share since the last call (or the start), 0..=1.
+    fn ratio(&mut self) -> f64 {
+        let busy = glommio::executor().executor_stats().total_runtime().as_secs_f64();
+        let now = Instant::now();
+        let wall = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        if wall > 0.0 {
+            (busy / wall).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+}
 
 impl Core {
     pub(super) fn spawn_timers(self: Rc<Self>) {
@@ -24,20 +52,56 @@ impl Core {
             })
             .detach();
         }
-        let core = self;
+        let core = self.clone();
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(Duration::from_millis(core.config.expire_cycle_interval_ms))
                     .await;
-                let now = core.clock.now_ms();
                 for shard in core.all_local_shards() {
                     shard.remove_expired(core.config.expire_cycle_keys_max);
-                    shard.stats.update_rate(now, OPS_RATE_PERIOD_MS);
                 }
                 core.publish_memory();
             }
         })
         .detach();
+        let core = self;
+        glommio::spawn_local(async move {
+            let tick_ms = core.config.tick_ms.max(1);
+            let mut busy = BusyMeter::start();
+            // Every core ends its ticks on the same wall-clock boundaries (multiples of the
+            // tick), so a listener can put the cores' ticks of one interval together.
+            core.end_tick(0, 0.0);
+            loop {
+                let now = core.clock.now_ms();
+                glommio::timer::sleep(Duration::from_millis(tick_ms - now % tick_ms)).await;
+                let tick = core.end_tick(tick_ms, busy.ratio());
+                if let Some(sink) = &core.config.tick_sink {
+                    sink.send(tick);
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Ends the statistics tick of every local shard and describes the core's; `seq` is the
+    /// number of the tick boundary it ended at (wall time / `tick_ms`, rounded).
+    fn end_tick(&self, tick_ms: u64, busy_ratio: f64) -> CoreTick {
+        let now = self.clock.now_ms();
+        let seq = (now + tick_ms / 2).checked_div(tick_ms).unwrap_or(0);
+        let shards: Vec<ShardTick> =
+            self.all_local_shards().iter().map(|s| s.end_tick(now)).collect();
+        let depth = self.in_flight.get();
+        let depth_max = self.in_flight_max.replace(depth);
+        CoreTick {
+            core: self.id,
+            seq,
+            at_ms: now,
+            elapsed_ms: shards.first().map_or(self.config.tick_ms, |s| s.counts.elapsed_ms),
+            busy_ratio,
+            queue_depth: depth,
+            queue_depth_max: depth_max.max(depth),
+            shards,
+        }
     }
 
     /// Keeps log buffers bounded and starts snapshots when a log has grown.

@@ -8,10 +8,12 @@ use std::rc::Rc;
 /// Work that is not a single-key op, run on every core.
 #[derive(Debug, Clone)]
 pub enum CoreWork {
-    /// Ops whose keys the receiving core owned when they were sent; `hops` counts forwards.
+    /// Ops whose keys the receiving core owned when they were sent; `hops` counts forwards;
+    /// `app` is the client's application (for the statistics).
     Ops {
         ops: Vec<Op>,
         hops: u32,
+        app: crate::telemetry::AppId,
     },
     /// Keys on the core (expired ones not yet collected included, as Redis's DBSIZE).
     DbSize,

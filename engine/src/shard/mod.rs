@@ -26,7 +26,11 @@ mod stats;
 
 pub use meta::{partition_display, shard_dir, shards_dir, ShardMeta, META_MAGIC_V1, SHARDS_DIR};
 pub use recover::{read_keyspace, RecoveredKeyspace};
-pub use stats::{PartitionLoad, PartitionTopK, ShardStats, PARTITION_STATS_MAX};
+use stats::OpSample;
+pub use stats::{
+    new_service_histogram, PartitionLoad, PartitionTopK, ShardStats, TickCounts,
+    PARTITION_STATS_MAX, SERVICE_NS_MAX,
+};
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
@@ -35,8 +39,11 @@ use crate::log::record::{Record, KEY_LEN_MAX};
 use crate::log::writer::{FsyncPolicy, Wal, WAL_PREALLOC_BYTES};
 use crate::migration::{AccessHistogram, Outgoing};
 use crate::ops::{Op, OpKind, Reply};
-use crate::routing::{partition_of, position_of, Position, PARTITION_SEPARATOR_DEFAULT};
+use crate::routing::{
+    hash_tag, partition_of, position_of, stable_hash, Position, PARTITION_SEPARATOR_DEFAULT,
+};
 use crate::storage::{read_all, Storage, StorageFile};
+use crate::telemetry::{AppId, ShardTick};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -52,6 +59,9 @@ pub struct ShardConfig {
     pub wal_prealloc_bytes: u64,
     /// Where a key's partition prefix ends (it decides the key's position).
     pub partition_separator: u8,
+    /// Gather telemetry's per-tick sketches (bytes, distinct keys, hot keys, applications)
+    /// on every op, besides the counters that are always kept.
+    pub telemetry: bool,
 }
 
 impl Default for ShardConfig {
@@ -61,6 +71,7 @@ impl Default for ShardConfig {
             snapshot_min_wal_bytes: 64 * 1024 * 1024,
             wal_prealloc_bytes: WAL_PREALLOC_BYTES,
             partition_separator: PARTITION_SEPARATOR_DEFAULT,
+            telemetry: true,
         }
     }
 }
@@ -263,6 +274,28 @@ impl<S: Storage> Shard<S> {
         self.keyspace.borrow().used_bytes()
     }
 
+    /// Ends this shard's tick at `now_ms` (see `ShardStats::end_tick`) and describes it.
+    pub fn end_tick(&self, now_ms: u64) -> ShardTick {
+        let mut counts = self.stats.end_tick(now_ms);
+        {
+            let ks = self.keyspace.borrow();
+            for l in &mut counts.partitions {
+                l.keys = ks.index().partition_keys(stable_hash(&l.partition));
+            }
+        }
+        ShardTick {
+            number: self.meta.number,
+            partition: self.meta.partition.clone(),
+            ranges: self.ranges(),
+            counts,
+            keys: self.owned_key_count() as u64,
+            used_bytes: self.used_bytes(),
+            access: self.access.borrow().counts().to_vec(),
+            failure: self.failure.as_ref().map(|e| e.to_string()),
+            migrating: self.outgoing.borrow().is_some(),
+        }
+    }
+
     pub fn wal(&self) -> Option<&Wal<S::File>> {
         self.wal.as_ref()
     }
@@ -375,11 +408,17 @@ impl<S: Storage> Shard<S> {
     /// (before replying) when the fsync policy is `always`.
     pub fn execute(&self, op: Op) -> Result<(Reply, Option<u64>)> {
         let position = self.position(op.key());
-        self.execute_at(op, position)
+        self.execute_at(op, position, AppId::UNNAMED)
     }
 
-    /// `execute`, with the key's position already computed by the router.
-    pub fn execute_at(&self, op: Op, position: Position) -> Result<(Reply, Option<u64>)> {
+    /// `execute`, with the key's position already computed by the router, for a client of
+    /// application `app` (counted in the statistics).
+    pub fn execute_at(
+        &self,
+        op: Op,
+        position: Position,
+        app: AppId,
+    ) -> Result<(Reply, Option<u64>)> {
         let wal = self.serving_wal()?;
         let kind = op.kind();
         debug_assert!(self.owns(position), "{} got a key outside its range", self.meta.name());
@@ -394,15 +433,53 @@ impl<S: Storage> Shard<S> {
                 return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
             }
         }
-        self.stats.count(kind);
-        if self.meta.partition.is_none() {
-            let partition = partition_of(op.key(), self.config.partition_separator);
-            self.stats.count_partition((position >> 64) as u64, partition, kind);
-        }
+        let detail = self.config.telemetry;
+        let key = op.key();
+        let key_hash = match detail {
+            false => 0,
+            // Every key of a tag sits at the tag's hash: the sketches need the key's own.
+            true if hash_tag(key).is_some() => stable_hash(key),
+            true => position as u64,
+        };
+        let sample = OpSample {
+            key,
+            key_hash,
+            kind,
+            app,
+            bytes_in: if detail { op.payload_bytes() } else { 0 },
+        };
+        let partition = match self.meta.partition {
+            Some(_) => None,
+            None => {
+                let name = partition_of(key, self.config.partition_separator);
+                Some(((position >> 64) as u64, name))
+            }
+        };
+        let slot = self.stats.record(&sample, partition, detail);
         self.access.borrow_mut().record(position);
         if kind != OpKind::Read {
             self.note_outgoing_write(op.key(), position);
         }
+        let reply = self.apply(op, wal)?;
+        if detail {
+            self.stats.add_bytes_out(slot, reply.payload_bytes());
+        }
+        // Under `always` no reply may reveal state that is not durable yet: a write waits for
+        // its own record, and a read (or a write that changed nothing, such as SET NX on an
+        // existing key) waits for the records it observed. Redis likewise replies only after
+        // the fsync of the event-loop turn. After a failed log write, reads still answer.
+        let wait = match self.config.fsync {
+            FsyncPolicy::Always if wal.failure().is_none() => {
+                let last = wal.last_lsn();
+                (last > wal.durable_lsn()).then_some(last)
+            }
+            _ => None,
+        };
+        Ok((reply, wait))
+    }
+
+    /// Runs `op` on the keyspace, logging what it changes.
+    fn apply(&self, op: Op, wal: &Wal<S::File>) -> Result<Reply> {
         let now = self.clock.now_ms();
         let mut sink = WalSink { wal, last_lsn: None };
         let mut ks = self.keyspace.borrow_mut();
@@ -446,18 +523,7 @@ impl<S: Storage> Shard<S> {
                 Reply::Value(out)
             }
         };
-        // Under `always` no reply may reveal state that is not durable yet: a write waits for
-        // its own record, and a read (or a write that changed nothing, such as SET NX on an
-        // existing key) waits for the records it observed. Redis likewise replies only after
-        // the fsync of the event-loop turn. After a failed log write, reads still answer.
-        let wait = match self.config.fsync {
-            FsyncPolicy::Always if wal.failure().is_none() => {
-                let last = wal.last_lsn();
-                (last > wal.durable_lsn()).then_some(last)
-            }
-            _ => None,
-        };
-        Ok((reply, wait))
+        Ok(reply)
     }
 
     /// Ok if the shard accepts writes now (serving, and its log has not failed).

@@ -1,0 +1,104 @@
+//! Telemetry: what every shard and core did in a tick, gathered on the owning core without
+//! locks and sent, one `CoreTick` per core per tick, to whoever listens (the server's control
+//! thread). The engine only measures; it does not judge (health) or keep history.
+//!
+//! Bounded: a tick holds per shard one service-time histogram (`SERVICE_SIGNIFICANT_DIGITS`,
+//! about 15 KiB), one HyperLogLog (1 KiB), `TOP_KEYS_MAX` keys, `APPS_MAX` application
+//! counters and, for a shared shard, `PARTITION_STATS_MAX` partitions (each with its own
+//! HyperLogLog). A listener that falls behind loses ticks (counted), never blocks a core:
+//! the queue holds `TICK_QUEUE_PER_CORE_MAX` ticks per core.
+
+mod apps;
+mod hll;
+mod top_keys;
+
+pub use apps::{app_names, AppCounts, AppId, APPS_MAX};
+pub use hll::{Hll, HLL_PRECISION_BITS, HLL_REGISTERS, HLL_STANDARD_ERROR};
+pub use top_keys::{KeyCount, TopKeys, TOP_KEYS_MAX};
+
+use crate::routing::Position;
+use crate::shard::TickCounts;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+/// The default tick.
+pub const TICK_MS_DEFAULT: u64 = 1000;
+/// Ticks queued per core before new ones are dropped.
+pub const TICK_QUEUE_PER_CORE_MAX: usize = 8;
+
+/// One core's tick.
+#[derive(Debug, Clone)]
+pub struct CoreTick {
+    pub core: usize,
+    /// The tick boundary this tick ended at: wall time / tick, rounded. Every core ends its
+    /// ticks on the same boundaries, so the ticks of one interval share it.
+    pub seq: u64,
+    /// Wall clock (Unix ms) at the end of the tick.
+    pub at_ms: u64,
+    /// Length of the tick (since this core's previous one).
+    pub elapsed_ms: u64,
+    /// Share of the tick the executor spent running tasks or polling I/O (glommio's
+    /// `total_runtime`), 0..=1; 1 when it was blocked by a long task.
+    pub busy_ratio: f64,
+    /// Requests in progress on the core (client batches and work from other cores) at the
+    /// end of the tick, and the most at any time during it.
+    pub queue_depth: u64,
+    pub queue_depth_max: u64,
+    pub shards: Vec<ShardTick>,
+}
+
+/// One shard's tick.
+#[derive(Debug, Clone)]
+pub struct ShardTick {
+    pub number: u64,
+    /// The partition whose own shard this is; `None` for a shared shard.
+    pub partition: Option<Vec<u8>>,
+    pub ranges: Vec<(Position, Position)>,
+    pub counts: TickCounts,
+    pub keys: u64,
+    pub used_bytes: u64,
+    /// Accesses over the buckets of the shard's range since the range last changed (where a
+    /// split would cut).
+    pub access: Vec<u64>,
+    /// Why the shard does not serve, if it does not.
+    pub failure: Option<String>,
+    /// Part of it is moving away.
+    pub migrating: bool,
+}
+
+/// Where cores send their ticks: a bounded queue, never blocking a core.
+#[derive(Clone)]
+pub struct TickSink {
+    tx: SyncSender<CoreTick>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for TickSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TickSink(dropped {})", self.dropped.load(Ordering::Relaxed))
+    }
+}
+
+impl TickSink {
+    /// A sink for `cores` cores and the receiver the listener reads.
+    pub fn new(cores: usize) -> (TickSink, Receiver<CoreTick>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(cores.max(1) * TICK_QUEUE_PER_CORE_MAX);
+        (TickSink { tx, dropped: Arc::new(AtomicU64::new(0)) }, rx)
+    }
+
+    /// Queues a tick; drops it (and counts it) if the queue is full or nobody listens.
+    pub fn send(&self, tick: CoreTick) {
+        match self.tx.try_send(tick) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Ticks dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
