@@ -8,7 +8,6 @@ use crate::resp::Writer;
 use crate::shared::Shared;
 use crate::table::{Spec, COMMANDS};
 use shardcast_engine::glob::glob_match;
-use shardcast_engine::shard::partition_display;
 use shardcast_engine::{Core, CoreResult, CoreWork, ShardSummary};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -17,19 +16,14 @@ use std::sync::atomic::Ordering;
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 /// Most keys KEYS returns before it refuses (it would otherwise build an unbounded reply).
 pub const KEYS_REPLY_MAX: usize = 10_000_000;
-/// Partitions SHARDCAST PARTITIONS lists without COUNT.
-pub const PARTITIONS_REPLY_DEFAULT: usize = 20;
-/// Most partitions SHARDCAST PARTITIONS lists (each shared shard tracks at most
-/// `PARTITION_STATS_MAX` of its own anyway).
-pub const PARTITIONS_REPLY_MAX: usize = 10_000;
 /// COUNT above this is clamped (a single SCAN step stays bounded).
 pub const SCAN_COUNT_MAX: usize = 100_000;
 
-fn lower(arg: &[u8]) -> String {
+pub(crate) fn lower(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).to_ascii_lowercase()
 }
 
-fn unknown_subcommand(w: &mut Writer, sub: &[u8], cmd: &str) {
+pub(crate) fn unknown_subcommand(w: &mut Writer, sub: &[u8], cmd: &str) {
     w.error(&format!(
         "ERR unknown subcommand '{}'. Try {} HELP.",
         String::from_utf8_lossy(sub),
@@ -104,8 +98,40 @@ pub async fn run(
             core.request_stop();
             s.close = true;
         }
-        "shardcast" => shardcast(core, s, &args).await,
+        "shardcast" => crate::shardcast::run(core, shared, s, &args).await,
+        "debug" => debug(s, &args),
         other => unreachable!("{other} is plannable"),
+    }
+}
+
+/// The longest DEBUG SLEEP.
+pub const DEBUG_SLEEP_SECONDS_MAX: f64 = 60.0;
+
+/// DEBUG SLEEP <seconds>: blocks this connection's core, as Redis's blocks its one thread
+/// (to test what a stalled core looks like: its health, its clients' latency).
+fn debug(s: &mut Session, args: &[Vec<u8>]) {
+    match (lower(&args[1]).as_str(), args.len()) {
+        ("sleep", 3) => {
+            let secs = std::str::from_utf8(&args[2]).ok().and_then(|t| t.parse::<f64>().ok());
+            match secs {
+                Some(v) if (0.0..=DEBUG_SLEEP_SECONDS_MAX).contains(&v) => {
+                    std::thread::sleep(std::time::Duration::from_secs_f64(v));
+                    s.w.ok();
+                }
+                Some(_) => s.w.error(&format!(
+                    "ERR DEBUG SLEEP takes 0 to {DEBUG_SLEEP_SECONDS_MAX} seconds"
+                )),
+                None => s.w.error("ERR value is not a valid float"),
+            }
+        }
+        ("help", 2) => {
+            s.w.array(2);
+            s.w.simple("DEBUG SLEEP <seconds>");
+            s.w.simple("    Stop the server's core serving this connection for <seconds>.");
+        }
+        _ => s.w.error(
+            "ERR unknown subcommand or wrong number of arguments for 'debug'. Try DEBUG HELP.",
+        ),
     }
 }
 
@@ -178,7 +204,7 @@ fn hello(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         return s.w.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if let Some(name) = new_name {
-        *s.client.name.lock().expect("client name poisoned") = name;
+        set_client_name(s, name);
     }
     s.w.resp3 = proto == 3;
     s.client.resp3.store(s.w.resp3, Ordering::Relaxed);
@@ -197,6 +223,13 @@ fn hello(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     s.w.bulk(b"master");
     s.w.bulk(b"modules");
     s.w.array(0);
+}
+
+/// Names the client (CLIENT SETNAME, HELLO SETNAME); its ops count for that application.
+fn set_client_name(s: &Session, name: Vec<u8>) {
+    let app = shardcast_engine::telemetry::AppId::of(&name);
+    s.client.app.store(app.0, std::sync::atomic::Ordering::Relaxed);
+    *s.client.name.lock().expect("client name poisoned") = name;
 }
 
 fn valid_client_name(name: &[u8]) -> bool {
@@ -236,7 +269,7 @@ fn client(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 );
             }
-            *s.client.name.lock().expect("client name poisoned") = args[2].clone();
+            set_client_name(s, args[2].clone());
             s.w.ok();
         }
         ("getname", 2) => {
@@ -504,7 +537,7 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     }
 }
 
-async fn shard_summaries(core: &Core) -> Vec<ShardSummary> {
+pub(crate) async fn shard_summaries(core: &Core) -> Vec<ShardSummary> {
     let mut all = Vec::new();
     for r in core.on_every_core(CoreWork::ShardInfo).await {
         if let CoreResult::Shards(v) = r {
@@ -513,86 +546,6 @@ async fn shard_summaries(core: &Core) -> Vec<ShardSummary> {
     }
     all.sort_by_key(|s| s.number);
     all
-}
-
-/// A shard's partition as SHARDCAST SHARDS and INFO show it: the partition whose own shard it
-/// is, or `(shared)`.
-fn shard_partition(sh: &ShardSummary) -> String {
-    sh.partition.as_deref().map_or_else(|| "(shared)".to_owned(), partition_display)
-}
-
-/// A shard's ranges as 32-hex-digit `lo-hi` pairs, comma-separated.
-fn ranges_text(sh: &ShardSummary) -> String {
-    let pairs: Vec<String> =
-        sh.ranges.iter().map(|(lo, hi)| format!("{lo:032x}-{hi:032x}")).collect();
-    pairs.join(",")
-}
-
-/// One partition's load as SHARDCAST PARTITIONS shows it.
-struct PartitionRow {
-    partition: Vec<u8>,
-    /// Shards of its own (0: it lives in a shared shard).
-    shards: usize,
-    keys: Option<u64>,
-    ops_per_sec: f64,
-    reads: f64,
-    writes: f64,
-    deletes: f64,
-    others: f64,
-    /// For a partition in a shared shard, how much its ops/s may be overstated (top-k bound).
-    error_per_sec: f64,
-}
-
-/// Partitions with shards of their own (their shards' figures summed), and the busiest of
-/// those living in shared shards (from each shared shard's bounded top-k), busiest first.
-fn partition_rows(shards: &[ShardSummary]) -> Vec<PartitionRow> {
-    let mut rows: Vec<PartitionRow> = Vec::new();
-    for sh in shards {
-        match &sh.partition {
-            Some(p) => {
-                let row = match rows.iter_mut().position(|r| r.partition == *p && r.shards > 0) {
-                    Some(i) => &mut rows[i],
-                    None => {
-                        rows.push(PartitionRow {
-                            partition: p.clone(),
-                            shards: 0,
-                            keys: Some(0),
-                            ops_per_sec: 0.0,
-                            reads: 0.0,
-                            writes: 0.0,
-                            deletes: 0.0,
-                            others: 0.0,
-                            error_per_sec: 0.0,
-                        });
-                        rows.last_mut().expect("just pushed")
-                    }
-                };
-                row.shards += 1;
-                row.keys = row.keys.map(|k| k + sh.keys);
-                row.ops_per_sec += sh.ops_per_sec;
-            }
-            None => {
-                for l in &sh.top_partitions {
-                    let per_sec = if l.ops > 0 { l.ops_per_sec / l.ops as f64 } else { 0.0 };
-                    rows.push(PartitionRow {
-                        partition: l.partition.clone(),
-                        shards: 0,
-                        keys: None,
-                        ops_per_sec: l.ops_per_sec,
-                        reads: l.reads as f64 * per_sec,
-                        writes: l.writes as f64 * per_sec,
-                        deletes: l.deletes as f64 * per_sec,
-                        others: l.others as f64 * per_sec,
-                        error_per_sec: l.error as f64 * per_sec,
-                    });
-                }
-            }
-        }
-    }
-    rows.sort_by(|a, b| {
-        b.ops_per_sec.total_cmp(&a.ops_per_sec).then(a.partition.cmp(&b.partition))
-    });
-    rows
 }
 
 async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
@@ -692,8 +645,8 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         for (i, sh) in shards.iter().enumerate() {
             let _ = write!(
                 out,
-                "shard{i}:partition={},number={},core={},ranges={},keys={},bytes={},reads={},writes={},deletes={},others={},snapshots={},ops_per_sec={:.0},state={}\r\n",
-                shard_partition(sh),
+                "shard{i}:partition={},number={},core={},ranges={},keys={},bytes={},reads={},writes={},deletes={},others={},snapshots={},ops_per_sec={:.0},state={},health={}\r\n",
+                crate::shardcast::shard_partition(sh),
                 sh.number,
                 sh.core,
                 sh.ranges.len(),
@@ -706,8 +659,10 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                 sh.snapshots,
                 sh.ops_per_sec,
                 if sh.failure.is_some() { "failed" } else { "serving" },
+                crate::shardcast::shard_health(shared, sh.number).0,
             );
         }
+        crate::shardcast::info_health(shared, &mut out);
         out.push_str("\r\n");
     }
     s.w.bulk(out.as_bytes());
@@ -825,137 +780,5 @@ async fn msetnx(core: &Core, s: &mut Session, mut args: Vec<Vec<u8>>) {
     match result {
         Ok(n) => s.w.int(n),
         Err(e) => s.w.error(&error_text(&e)),
-    }
-}
-
-async fn shardcast(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
-    match lower(&args[1]).as_str() {
-        "shards" if args.len() == 2 => {
-            let shards = shard_summaries(core).await;
-            let epoch = core.map_epoch();
-            s.w.array(shards.len());
-            for sh in shards {
-                s.w.map(12);
-                s.w.bulk(b"partition");
-                s.w.bulk(shard_partition(&sh).as_bytes());
-                s.w.bulk(b"shard");
-                s.w.int(sh.number as i64);
-                s.w.bulk(b"ranges");
-                s.w.bulk(ranges_text(&sh).as_bytes());
-                s.w.bulk(b"core");
-                s.w.int(sh.core as i64);
-                s.w.bulk(b"keys");
-                s.w.int(sh.keys as i64);
-                s.w.bulk(b"reads");
-                s.w.int(sh.reads as i64);
-                s.w.bulk(b"writes");
-                s.w.int((sh.writes + sh.deletes + sh.others) as i64);
-                s.w.bulk(b"ops_per_sec");
-                s.w.int(sh.ops_per_sec.round() as i64);
-                s.w.bulk(b"epoch");
-                s.w.int(epoch as i64);
-                s.w.bulk(b"migrating");
-                s.w.int(sh.migrating as i64);
-                s.w.bulk(b"state");
-                s.w.bulk(sh.failure.as_deref().unwrap_or("serving").as_bytes());
-                s.w.bulk(b"top_partitions");
-                let top: Vec<String> = sh
-                    .top_partitions
-                    .iter()
-                    .map(|l| format!("{}={:.0}", partition_display(&l.partition), l.ops_per_sec))
-                    .collect();
-                s.w.bulk(top.join(",").as_bytes());
-            }
-        }
-        "partitions" if matches!(args.len(), 2 | 4) => {
-            let count = match args.get(2).map(|a| lower(a)) {
-                None => PARTITIONS_REPLY_DEFAULT,
-                Some(w) if w == "count" => match int_arg(&args[3]) {
-                    Ok(n) if n > 0 => (n as usize).min(PARTITIONS_REPLY_MAX),
-                    Ok(_) => return s.w.error("ERR value is out of range, must be positive"),
-                    Err(e) => return s.w.error(&e),
-                },
-                Some(_) => return s.w.error(ERR_SYNTAX),
-            };
-            let shards = shard_summaries(core).await;
-            let mut rows = partition_rows(&shards);
-            rows.truncate(count);
-            s.w.array(rows.len());
-            for r in rows {
-                s.w.map(9);
-                s.w.bulk(b"partition");
-                s.w.bulk(partition_display(&r.partition).as_bytes());
-                s.w.bulk(b"shards");
-                s.w.int(r.shards as i64);
-                s.w.bulk(b"keys");
-                match r.keys {
-                    Some(k) => s.w.int(k as i64),
-                    None => s.w.null(),
-                }
-                s.w.bulk(b"ops_per_sec");
-                s.w.int(r.ops_per_sec.round() as i64);
-                s.w.bulk(b"reads_per_sec");
-                s.w.int(r.reads.round() as i64);
-                s.w.bulk(b"writes_per_sec");
-                s.w.int(r.writes.round() as i64);
-                s.w.bulk(b"deletes_per_sec");
-                s.w.int(r.deletes.round() as i64);
-                s.w.bulk(b"others_per_sec");
-                s.w.int(r.others.round() as i64);
-                s.w.bulk(b"error_per_sec");
-                s.w.int(r.error_per_sec.round() as i64);
-            }
-        }
-        sub @ ("split" | "merge") if args.len() == 3 => {
-            let partition = partition_arg(&args[2]);
-            let result = if sub == "split" {
-                core.split(&partition).await
-            } else {
-                core.merge(&partition).await
-            };
-            match result {
-                Ok(_) => s.w.simple("OK"),
-                Err(e) => s.w.error(&error_text(&e)),
-            }
-        }
-        "help" if args.len() == 2 => {
-            let lines = [
-                "SHARDCAST <subcommand> [<arg> ...]. Subcommands are:",
-                "SHARDS",
-                "    List every shard: its partition (or (shared)), number, position ranges, core,",
-                "    keys, load, state, and a shared shard's busiest partitions.",
-                "PARTITIONS [COUNT <count>]",
-                "    The busiest partitions over the last second: those with shards of their own and",
-                "    the busiest of those living in shared shards.",
-                "SPLIT <partition>",
-                "    One step more for the partition, online: carve it out of its shared shard into",
-                "    a shard of its own, or cut its busiest shard at the load median. The new shard",
-                "    goes to the least loaded other core. `(default)` names the default partition.",
-                "MERGE <partition>",
-                "    One step less: move the smaller of its least loaded adjacent pair of shards into",
-                "    the other, or fold its last shard back into a shared shard.",
-                "HELP",
-                "    Print this help.",
-            ];
-            s.w.array(lines.len());
-            for l in lines {
-                s.w.simple(l);
-            }
-        }
-        "shards" | "split" | "merge" | "help" | "partitions" => {
-            let name = format!("shardcast|{}", lower(&args[1]));
-            s.w.error(&format!("ERR wrong number of arguments for '{name}' command"))
-        }
-        _ => unknown_subcommand(&mut s.w, &args[1], "shardcast"),
-    }
-}
-
-/// A partition named in an admin command: `(default)` (as SHARDCAST SHARDS shows it) or an
-/// empty string name the default partition.
-fn partition_arg(arg: &[u8]) -> Vec<u8> {
-    if arg == b"(default)" {
-        Vec::new()
-    } else {
-        arg.to_vec()
     }
 }

@@ -47,6 +47,13 @@ pub struct Flags {
     /// Most simultaneous client connections.
     #[arg(long)]
     pub maxclients: Option<u64>,
+    /// Statistics tick in ms (telemetry, health, load history).
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Gather per-op telemetry (bytes, service times, distinct and hot keys, applications):
+    /// yes | no.
+    #[arg(long)]
+    pub telemetry: Option<String>,
     /// TOML file with any of these settings (flags win over it).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -75,6 +82,12 @@ pub struct FileConfig {
     pub shards_per_core_max: Option<usize>,
     pub shards_per_partition_max: Option<usize>,
     pub shared_shards_per_core: Option<usize>,
+    pub tick_ms: Option<u64>,
+    pub telemetry: Option<bool>,
+    pub history_partitions_max: Option<usize>,
+    pub history_tick_rows_max: Option<usize>,
+    pub history_minute_rows_max: Option<usize>,
+    pub history_save_interval_ms: Option<u64>,
 }
 
 /// Everything the server runs with.
@@ -90,8 +103,18 @@ pub struct ServerConfig {
     pub config_file: Option<PathBuf>,
     /// Move a connection to the core that owns (nearly) all the keys it uses.
     pub migrate_connections: bool,
+    /// Limits of the load history.
+    pub history: shardcast_predictor::history::HistoryLimits,
+    /// How often the load history is written to the data directory (and at shutdown).
+    pub history_save_interval_ms: u64,
     pub engine: EngineConfig,
 }
+
+/// The shortest and longest statistics tick.
+pub const TICK_MS_MIN: u64 = 10;
+pub const TICK_MS_MAX: u64 = 60_000;
+/// The default interval between writes of the load history.
+pub const HISTORY_SAVE_INTERVAL_MS_DEFAULT: u64 = 60_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -105,6 +128,8 @@ impl Default for ServerConfig {
             query_buffer_max_bytes: QUERY_BUFFER_MAX_BYTES_DEFAULT,
             config_file: None,
             migrate_connections: true,
+            history: Default::default(),
+            history_save_interval_ms: HISTORY_SAVE_INTERVAL_MS_DEFAULT,
             engine: EngineConfig::default(),
         }
     }
@@ -167,6 +192,16 @@ impl ServerConfig {
         }
         if let Some(v) = flags.maxclients {
             c.maxclients = v;
+        }
+        if let Some(v) = flags.tick_ms {
+            c.engine.tick_ms = v;
+        }
+        if let Some(v) = flags.telemetry {
+            c.engine.telemetry = match v.to_ascii_lowercase().as_str() {
+                "yes" | "true" | "on" => true,
+                "no" | "false" | "off" => false,
+                _ => return Err(format!("telemetry: '{v}' is not yes or no")),
+            };
         }
         c.engine.data_dir = absolute_dir(&c.engine.data_dir)?;
         c.validate()?;
@@ -245,6 +280,24 @@ impl ServerConfig {
         if let Some(v) = f.migrate_connections {
             self.migrate_connections = v;
         }
+        if let Some(v) = f.tick_ms {
+            self.engine.tick_ms = v;
+        }
+        if let Some(v) = f.telemetry {
+            self.engine.telemetry = v;
+        }
+        if let Some(v) = f.history_partitions_max {
+            self.history.partitions_max = v;
+        }
+        if let Some(v) = f.history_tick_rows_max {
+            self.history.tick_rows_max = v;
+        }
+        if let Some(v) = f.history_minute_rows_max {
+            self.history.minute_rows_max = v;
+        }
+        if let Some(v) = f.history_save_interval_ms {
+            self.history_save_interval_ms = v;
+        }
         if let Some(v) = f.partition_separator {
             let [b] = v.as_bytes() else {
                 return Err("partition-separator: must be exactly one byte".into());
@@ -268,6 +321,16 @@ impl ServerConfig {
         }
         if self.maxclients == 0 {
             return Err("maxclients: must be at least 1".into());
+        }
+        if !(TICK_MS_MIN..=TICK_MS_MAX).contains(&self.engine.tick_ms) {
+            return Err(format!("tick-ms: must be {TICK_MS_MIN} to {TICK_MS_MAX}"));
+        }
+        if self.history_save_interval_ms < 1000 {
+            return Err("history-save-interval-ms: must be at least 1000".into());
+        }
+        let h = &self.history;
+        if h.partitions_max == 0 || h.tick_rows_max == 0 || h.minute_rows_max == 0 {
+            return Err("history limits: must be at least 1".into());
         }
         Ok(())
     }

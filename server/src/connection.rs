@@ -72,11 +72,13 @@ pub struct Carry {
     pub resp3: bool,
     /// Bytes read but not yet parsed.
     pub pending: Vec<u8>,
+    /// Nothing was read yet: the connection may still turn out to be HTTP.
+    pub fresh: bool,
 }
 
 impl Carry {
     pub fn new(client: Arc<ClientInfo>) -> Self {
-        Carry { client, authenticated: false, resp3: false, pending: Vec::new() }
+        Carry { client, authenticated: false, resp3: false, pending: Vec::new(), fresh: true }
     }
 }
 
@@ -125,7 +127,19 @@ async fn serve(
     let mut input: Vec<u8> = vec![0; READ_CHUNK_BYTES.max(carry.pending.len() * 2)];
     let (mut start, mut end) = (0, carry.pending.len());
     input[..end].copy_from_slice(&carry.pending);
+    // Until the first command, the connection may turn out to be an HTTP request.
+    let mut may_be_http = carry.fresh;
     loop {
+        if may_be_http && end > 0 {
+            match crate::http::sniff(&input[..end]) {
+                crate::http::Sniff::Http => {
+                    crate::http::serve(core, shared, stream, input[..end].to_vec()).await;
+                    return Ended::Closed;
+                }
+                crate::http::Sniff::NotHttp => may_be_http = false,
+                crate::http::Sniff::NeedMore => {}
+            }
+        }
         let limits =
             Limits { bulk_len_max: shared.proto_max_bulk_len.load(Ordering::Relaxed) as usize };
         let mut commands = Vec::new();
@@ -172,6 +186,7 @@ async fn serve(
                     authenticated: s.authenticated,
                     resp3: s.w.resp3,
                     pending: input[start..end].to_vec(),
+                    fresh: false,
                 };
                 match crate::sockets::duplicate(&stream) {
                     Ok(fd) => {
@@ -313,7 +328,11 @@ async fn flush_batch(
     ops: &mut Vec<Op>,
     plans: &mut Vec<Plan>,
 ) {
-    let results = if ops.is_empty() { Vec::new() } else { core.execute(std::mem::take(ops)).await };
+    let results = if ops.is_empty() {
+        Vec::new()
+    } else {
+        core.execute_for(std::mem::take(ops), s.client.app()).await
+    };
     let mut results = results.into_iter();
     let (mut hits, mut misses) = (0, 0);
     for p in plans.drain(..) {

@@ -6,7 +6,10 @@ pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod control;
+pub mod http;
 pub mod resp;
+pub mod shardcast;
 pub mod shared;
 pub mod sockets;
 pub mod table;
@@ -27,20 +30,36 @@ pub fn run(config: config::ServerConfig) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("signal handler: {e}"))?;
     }
-    let engine_config = config.engine.clone();
+    let mut engine_config = config.engine.clone();
     let addr = format!("{}:{}", config.bind, config.port);
     // Fail fast with a clear message if another process holds the port (SO_REUSEPORT would
     // otherwise let us share it with that process, owned by the same user).
     std::net::TcpListener::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let (sink, ticks) = shardcast_engine::telemetry::TickSink::new(engine_config.cores);
+    engine_config.tick_sink = Some(sink.clone());
+    let control = control::Control::start(
+        control::ControlConfig {
+            cores: engine_config.cores,
+            tick_ms: engine_config.tick_ms,
+            separator: engine_config.partition_separator,
+            data_dir: engine_config.data_dir.clone(),
+            history: config.history,
+            history_save_interval_ms: config.history_save_interval_ms,
+            health: Default::default(),
+        },
+        sink,
+        ticks,
+    );
     let shared = Arc::new(shared::Shared::new(config));
+    let _ = shared.control.set(control.clone());
     tracing::info!(%addr, cores = engine_config.cores, fsync = %engine_config.fsync,
         data_dir = %engine_config.data_dir.display(), "starting");
-    shardcast_engine::run_until(engine_config, stop, move |core| async move {
+    let served = shardcast_engine::run_until(engine_config, stop, move |core| async move {
         serve_core(core, shared, addr).await
-    })
-    .map_err(|e| e.to_string())?
-    .into_iter()
-    .collect::<Result<Vec<()>, String>>()?;
+    });
+    // The history is written last, whatever the engine's outcome.
+    control.stop();
+    served.map_err(|e| e.to_string())?.into_iter().collect::<Result<Vec<()>, String>>()?;
     tracing::info!("stopped; all shards flushed");
     Ok(())
 }

@@ -63,6 +63,15 @@ pub struct ClientInfo {
     /// Index of the last command in the command table.
     pub last_command: AtomicU64,
     pub resp3: AtomicBool,
+    /// The application id of `name` (`CLIENT SETNAME`), which every op of the client carries
+    /// for the per-application statistics.
+    pub app: std::sync::atomic::AtomicU16,
+}
+
+impl ClientInfo {
+    pub fn app(&self) -> shardcast_engine::telemetry::AppId {
+        shardcast_engine::telemetry::AppId(self.app.load(Ordering::Relaxed))
+    }
 }
 
 /// The server's shared state.
@@ -80,6 +89,8 @@ pub struct Shared {
     pub started: Instant,
     pub started_unix_s: u64,
     pub run_id: String,
+    /// The control thread (telemetry, health, load history), once started.
+    pub control: std::sync::OnceLock<Arc<crate::control::Control>>,
 }
 
 impl Shared {
@@ -110,6 +121,7 @@ impl Shared {
             started: Instant::now(),
             started_unix_s,
             run_id: run_id[..40].to_owned(),
+            control: std::sync::OnceLock::new(),
             config,
         }
     }
@@ -134,6 +146,7 @@ impl Shared {
             last_command_ms: AtomicU64::new(0),
             last_command: AtomicU64::new(u64::MAX),
             resp3: AtomicBool::new(false),
+            app: std::sync::atomic::AtomicU16::new(0),
         });
         clients.insert(id, info.clone());
         self.stats.connections_received.fetch_add(1, Ordering::Relaxed);

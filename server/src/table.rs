@@ -90,7 +90,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("info", -1, &[], 0, 0, 0, "server", "1.0.0", "Returns information and statistics about the server."),
     spec!("time", 1, F, 0, 0, 0, "server", "2.6.0", "Returns the server time."),
     spec!("shutdown", -1, A, 0, 0, 0, "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the Redis server."),
-    spec!("shardcast", -2, A, 0, 0, 0, "server", "7.0.0", "Shardcast administration: SHARDCAST SHARDS | PARTITIONS [COUNT n] | SPLIT <partition> | MERGE <partition> | HELP."),
+    spec!("shardcast", -2, A, 0, 0, 0, "server", "7.0.0", "Shardcast administration: SHARDCAST SHARDS | PARTITIONS [COUNT n] | HISTORY <partition> [COUNT n] | SPLIT <partition> | MERGE <partition> | HELP."),
+    spec!("debug", -2, A, 0, 0, 0, "server", "1.0.0", "A container for debugging commands."),
 ];
 
 /// Finds a command by name, case-insensitively; returns its index and spec.

@@ -80,12 +80,17 @@ impl Server {
             if let Some(cwd) = &self.cwd {
                 command.current_dir(cwd);
             }
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())
+                .expect("server log file");
             let mut child = command
                 .args(&self.args)
                 .env("SHARDCAST_LOG", "warn")
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(Stdio::from(log))
                 .spawn()
                 .expect("start shardcast-server");
             let stdout = child.stdout.take().unwrap();
@@ -107,9 +112,21 @@ impl Server {
                     let _ = child.wait();
                     self.port = free_port();
                 }
-                Err(e) => panic!("server did not become ready: {e}"),
+                Err(e) => panic!("server did not become ready: {e}\n{}", self.log()),
             }
         }
+    }
+
+    /// Where the server's log (stderr) goes: a file in the temporary directory named after
+    /// the data directory, kept over restarts, removed at drop.
+    pub fn log_path(&self) -> PathBuf {
+        let name = self.dir.display().to_string().replace('/', "_");
+        std::env::temp_dir().join(format!("shardcast-log{name}.log"))
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -200,6 +217,7 @@ impl Drop for Server {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.log_path());
         if let Some(cwd) = &self.cwd {
             let _ = std::fs::remove_dir_all(cwd);
         }

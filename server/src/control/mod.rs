@@ -1,0 +1,232 @@
+//! The control thread: receives every core's `CoreTick`, puts the ticks of each interval
+//! together (`view`), judges health (the predictor's `HealthMonitor`), appends each
+//! partition's row to the load history (the predictor's `LoadHistory`), persists that
+//! history (`persist`), and publishes the result for INFO, SHARDCAST and HTTP to read.
+//!
+//! It is a plain thread, not a data core: nothing on the data path waits for it. Cores never
+//! block on it either: their ticks go through a bounded queue (`TickSink`), and a full queue
+//! drops ticks (counted). Readers take the published `ControlView` (an `Arc` swapped under a
+//! mutex once per tick) and lock the history only to copy rows out.
+//!
+//! Invariant: a round (one interval) is closed when every core's tick for it arrived or
+//! `ROUND_GRACE_MS` after its end; a tick arriving later is counted in the next round, never
+//! lost or counted twice.
+
+pub mod persist;
+pub mod view;
+
+use shardcast_engine::telemetry::{CoreTick, TickSink};
+use shardcast_predictor::health::{
+    CoreFigures, HealthChange, HealthMonitor, HealthThresholds, ShardFigures, Subject,
+};
+use shardcast_predictor::history::{HistoryLimits, LoadHistory};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+pub use view::{ControlView, CoreView, ShardView};
+
+/// How long after an interval's end its round waits for late cores.
+pub const ROUND_GRACE_MS_MAX: u64 = 250;
+
+/// Settings of the control thread.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub cores: usize,
+    pub tick_ms: u64,
+    pub separator: u8,
+    pub data_dir: PathBuf,
+    pub history: HistoryLimits,
+    /// How often the history is written to the data directory (and at shutdown).
+    pub history_save_interval_ms: u64,
+    pub health: HealthThresholds,
+}
+
+/// What the control thread publishes; shared by every core.
+pub struct Control {
+    pub config: ControlConfig,
+    view: Mutex<Arc<ControlView>>,
+    history: Mutex<LoadHistory>,
+    stop: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    sink: TickSink,
+}
+
+impl Control {
+    /// Loads the history and starts the thread; the engine's cores send to `sink`.
+    pub fn start(config: ControlConfig, sink: TickSink, rx: Receiver<CoreTick>) -> Arc<Control> {
+        let history = persist::load(&config.data_dir, config.history);
+        let control = Arc::new(Control {
+            config,
+            view: Mutex::new(Arc::new(ControlView::default())),
+            history: Mutex::new(history),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            sink,
+        });
+        let c = control.clone();
+        let handle = std::thread::Builder::new()
+            .name("shardcast-control".into())
+            .spawn(move || c.run(rx))
+            .expect("spawn the control thread");
+        *control.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        control
+    }
+
+    /// The last round's views.
+    pub fn view(&self) -> Arc<ControlView> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` on the load history (briefly: the control thread waits meanwhile).
+    pub fn with_history<T>(&self, f: impl FnOnce(&LoadHistory) -> T) -> T {
+        f(&self.history.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Stops the thread and writes the history one last time.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+
+    fn run(&self, rx: Receiver<CoreTick>) {
+        let tick_ms = self.config.tick_ms.max(1);
+        let grace_ms = (tick_ms / 2).min(ROUND_GRACE_MS_MAX);
+        let mut monitor = HealthMonitor::new(self.config.health.clone());
+        let mut totals = HashMap::new();
+        let mut missed = vec![0u32; self.config.cores];
+        let mut pending: BTreeMap<u64, Vec<CoreTick>> = BTreeMap::new();
+        let mut next_round = now_ms() / tick_ms + 1;
+        let mut rounds = 0u64;
+        let mut late = 0u64;
+        let mut saved_at = now_ms();
+        while !self.stop.load(Ordering::SeqCst) {
+            match rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(t) => {
+                    let round = if t.seq < next_round {
+                        late += 1;
+                        next_round
+                    } else {
+                        t.seq
+                    };
+                    pending.entry(round).or_default().push(t);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = now_ms();
+            loop {
+                let complete = pending
+                    .get(&next_round)
+                    .is_some_and(|v| (0..self.config.cores).all(|c| v.iter().any(|t| t.core == c)));
+                if !complete && now < next_round * tick_ms + grace_ms {
+                    break;
+                }
+                let ticks = pending.remove(&next_round).unwrap_or_default();
+                let mut view = view::build_round(
+                    &ticks,
+                    self.config.cores,
+                    next_round * tick_ms,
+                    tick_ms,
+                    self.config.separator,
+                    &mut totals,
+                    &mut missed,
+                );
+                rounds += 1;
+                self.judge(&mut monitor, &mut view);
+                view.rounds = rounds;
+                view.ticks_late = late;
+                view.ticks_dropped = self.sink.dropped();
+                {
+                    let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+                    for row in &view.partitions {
+                        history.record(row.clone());
+                    }
+                }
+                *self.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+                next_round += 1;
+            }
+            if now.saturating_sub(saved_at) >= self.config.history_save_interval_ms {
+                self.save();
+                saved_at = now;
+            }
+        }
+        self.save();
+    }
+
+    fn judge(&self, monitor: &mut HealthMonitor, view: &mut ControlView) {
+        let cores: Vec<CoreFigures> = view
+            .cores
+            .iter()
+            .map(|c| CoreFigures {
+                core: c.core,
+                ticks_missed: c.ticks_missed,
+                busy_ratio: c.busy_ratio,
+                queue_depth_max: c.queue_depth_max,
+                ops: c.ops,
+                service_p99_ns: c.service_ns[1],
+            })
+            .collect();
+        let shards: Vec<ShardFigures> = view
+            .shards
+            .iter()
+            .map(|s| ShardFigures {
+                shard: s.number,
+                core: s.core,
+                failure: s.failure.clone(),
+                ops: s.ops,
+                service_p99_ns: s.service_ns[1],
+            })
+            .collect();
+        // A core whose tick is missing keeps its shards from the last view it sent.
+        let previous = self.view();
+        let mut shards = shards;
+        for s in &previous.shards {
+            let silent = view.cores.get(s.core).is_some_and(|c| c.ticks_missed > 0);
+            if silent && !shards.iter().any(|x| x.shard == s.number) {
+                shards.push(ShardFigures {
+                    shard: s.number,
+                    core: s.core,
+                    failure: s.failure.clone(),
+                    ops: 0,
+                    service_p99_ns: 0,
+                });
+                view.shards.push(s.clone());
+            }
+        }
+        for change in monitor.observe(&cores, &shards) {
+            log_change(view, &change);
+        }
+        view::apply_health(view, |c| monitor.core(c), |s| monitor.shard(s));
+    }
+
+    fn save(&self) {
+        let bytes = self.with_history(|h| h.encode());
+        if let Err(e) = persist::save(&self.config.data_dir, &bytes) {
+            tracing::error!(error = %e, "could not write the load history");
+        }
+    }
+}
+
+fn log_change(view: &ControlView, c: &HealthChange) {
+    let what = match c.subject {
+        Subject::Core(n) => format!("core {n}"),
+        Subject::Shard(n) => match view.shard(n) {
+            Some(s) => format!("shard {n} ({}, core {})", s.partition_label(), s.core),
+            None => format!("shard {n}"),
+        },
+    };
+    if c.to > c.from {
+        tracing::warn!(from = %c.from, to = %c.to, reason = %c.reason, "{what} is {}", c.to);
+    } else {
+        tracing::info!(from = %c.from, to = %c.to, "{what} is {} again", c.to);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
