@@ -47,6 +47,10 @@ pub struct Args {
     /// Directory for summary.json, intervals.csv, latency.hlog, shards.csv and plot.svg.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write what was sent, one row per partition per interval, in the trace format
+    /// (docs/trace-format.md) to this file.
+    #[arg(long)]
+    pub trace_out: Option<PathBuf>,
     /// Client threads (connections are dealt over them).
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
@@ -124,6 +128,7 @@ pub fn config(a: &Args) -> Result<RunConfig, String> {
     c.verify_keys = a.verify_keys;
     c.time_compression = a.time_compression;
     c.out_dir = a.out.clone();
+    c.trace_out = a.trace_out.clone();
     c.interval = secs("--interval", a.interval).map_err(e)?;
     c.progress = !a.quiet;
     c.password = a.password.clone();

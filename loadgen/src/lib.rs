@@ -17,6 +17,7 @@ pub mod profile;
 pub mod resp;
 pub mod rng;
 pub mod runner;
+pub mod sent;
 pub mod stats;
 pub mod verify;
 pub mod workload;

@@ -89,6 +89,8 @@ pub struct RunConfig {
     /// Before the run, SET every key of every application's keyspace once (YCSB's load
     /// phase), so reads find values. Not measured.
     pub preload: bool,
+    /// Write what was sent, per partition and interval, in the trace format to this file.
+    pub trace_out: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -118,6 +120,7 @@ impl RunConfig {
             },
             drain_timeout: Duration::from_secs(5),
             track_shards: true,
+            trace_out: None,
             preload: false,
         }
     }
@@ -381,6 +384,8 @@ struct AppGen {
 /// Per-worker statistics since the last interval.
 pub(crate) struct WorkerStats {
     pub ops: Vec<Option<OpStats>>,
+    /// Keys sent per application (with `--trace-out` only).
+    pub sent: Vec<crate::sent::Sent>,
     pub verify: Vec<VerifyCounts>,
     pub errors: Vec<(String, u64)>,
     pub connections_lost: u64,
@@ -396,6 +401,7 @@ impl WorkerStats {
         }
         WorkerStats {
             ops,
+            sent: apps.iter().map(|_| Default::default()).collect(),
             verify: vec![VerifyCounts::default(); apps.len()],
             errors: Vec::new(),
             connections_lost: 0,
@@ -403,8 +409,12 @@ impl WorkerStats {
     }
 
     fn take(&mut self) -> WorkerStats {
+        // `take` leaves each application's counts empty and returns the interval's.
+        let sent: Vec<crate::sent::Sent> = self.sent.iter_mut().map(|s| s.take()).collect();
+        let emptied = std::mem::replace(&mut self.sent, sent);
         let fresh = WorkerStats {
             ops: self.ops.iter().map(|o| o.as_ref().map(|_| OpStats::new())).collect(),
+            sent: emptied,
             verify: vec![VerifyCounts::default(); self.verify.len()],
             errors: Vec::new(),
             connections_lost: 0,
@@ -441,7 +451,13 @@ struct Worker {
     tx: Sender<Msg>,
     addr: SocketAddr,
     password: Option<String>,
+    /// Count the keys sent (`--trace-out`), noted per op in `notes` (reused).
+    trace: bool,
+    notes: Vec<KeyNote>,
 }
+
+/// A key an op sent: its kind, id, whether it is a counter key (`c` infix) and value length.
+type KeyNote = (crate::sent::Kind, u64, bool, usize);
 
 impl Worker {
     #[inline]
@@ -553,6 +569,9 @@ impl Worker {
 
     /// Encodes one request of the connection's application.
     fn issue(&mut self, ci: usize, intended_ns: u64, now: u64) {
+        use crate::sent::Kind;
+        let mut notes = std::mem::take(&mut self.notes);
+        notes.clear();
         let app_i = self.conns[ci].app;
         let plan = &self.apps.apps[app_i];
         let g = &mut self.gens[app_i];
@@ -588,22 +607,29 @@ impl Worker {
             }
         };
         let value_len = |rng: &mut Rng| plan.value.sample(rng) as usize;
-        let put_get = |c: &mut Conn, id: u64| {
+        let put_get = |c: &mut Conn, id: u64, notes: &mut Vec<KeyNote>| {
             resp::put_array(&mut c.out, 2);
             resp::put_bulk(&mut c.out, b"GET");
             resp::put_key(&mut c.out, &plan.prefix, b"", id);
+            notes.push((Kind::Read, id, false, 0));
         };
         // A SET's key and value (or an MSET pair), and the verification entry of its write.
         let filler = &self.filler;
-        let put_pair =
-            |c: &mut Conn, rng: &mut Rng, id: u64, w: Option<(u32, u64)>, nv: &mut u16| {
-                resp::put_key(&mut c.out, &plan.prefix, b"", id);
-                put_value(&mut c.out, value_len(rng), id, w.map(|x| (x.1, run_tag)), filler);
-                if let Some((slot, version)) = w {
-                    c.vq.push_back(VEntry::Write { slot, version, delete: false });
-                    *nv += 1;
-                }
-            };
+        let put_pair = |c: &mut Conn,
+                        rng: &mut Rng,
+                        id: u64,
+                        w: Option<(u32, u64)>,
+                        nv: &mut u16,
+                        notes: &mut Vec<KeyNote>| {
+            resp::put_key(&mut c.out, &plan.prefix, b"", id);
+            let len = value_len(rng);
+            put_value(&mut c.out, len, id, w.map(|x| (x.1, run_tag)), filler);
+            notes.push((Kind::Write, id, false, len));
+            if let Some((slot, version)) = w {
+                c.vq.push_back(VEntry::Write { slot, version, delete: false });
+                *nv += 1;
+            }
+        };
         match op {
             Op::Get | Op::Set | Op::Del | Op::Insert | Op::Rmw => {
                 let id = if op == Op::Insert {
@@ -612,7 +638,7 @@ impl Worker {
                     key(&mut g.rng)
                 };
                 if op == Op::Rmw {
-                    put_get(c, id);
+                    put_get(c, id, &mut notes);
                     let mut rnv = 0;
                     push_read(c, id, 0, &mut rnv);
                     c.inflight.push_back(InFlight {
@@ -629,13 +655,14 @@ impl Worker {
                 match (op, write) {
                     // A write converted to a GET stays counted under its op.
                     (Op::Get, _) | (_, Err(())) => {
-                        put_get(c, id);
+                        put_get(c, id, &mut notes);
                         push_read(c, id, 0, &mut nv);
                     }
                     (Op::Del, Ok(w)) => {
                         resp::put_array(&mut c.out, 2);
                         resp::put_bulk(&mut c.out, b"DEL");
                         resp::put_key(&mut c.out, &plan.prefix, b"", id);
+                        notes.push((Kind::Delete, id, false, 0));
                         if let Some((slot, version)) = w {
                             c.vq.push_back(VEntry::Write { slot, version, delete: true });
                             nv += 1;
@@ -644,7 +671,7 @@ impl Worker {
                     (_, Ok(w)) => {
                         resp::put_array(&mut c.out, 3);
                         resp::put_bulk(&mut c.out, b"SET");
-                        put_pair(c, &mut g.rng, id, w, &mut nv);
+                        put_pair(c, &mut g.rng, id, w, &mut nv, &mut notes);
                     }
                 }
             }
@@ -653,6 +680,7 @@ impl Worker {
                 resp::put_array(&mut c.out, 2);
                 resp::put_bulk(&mut c.out, b"INCR");
                 resp::put_key(&mut c.out, &plan.prefix, b"c", id);
+                notes.push((Kind::Write, id, true, 0));
             }
             Op::Mget => {
                 let n =
@@ -669,6 +697,7 @@ impl Worker {
                         key(&mut g.rng)
                     };
                     resp::put_key(&mut c.out, &plan.prefix, b"", id);
+                    notes.push((Kind::Read, id, false, 0));
                     push_read(c, id, pos as u16, &mut nv);
                 }
             }
@@ -684,13 +713,13 @@ impl Worker {
                 }
                 if self.scratch.is_empty() {
                     let id = key(&mut g.rng);
-                    put_get(c, id);
+                    put_get(c, id, &mut notes);
                     push_read(c, id, 0, &mut nv);
                 } else {
                     resp::put_array(&mut c.out, 1 + 2 * self.scratch.len());
                     resp::put_bulk(&mut c.out, b"MSET");
                     for &(id, w) in &self.scratch {
-                        put_pair(c, &mut g.rng, id, w, &mut nv);
+                        put_pair(c, &mut g.rng, id, w, &mut nv, &mut notes);
                     }
                 }
             }
@@ -698,6 +727,21 @@ impl Worker {
         c.inflight.push_back(InFlight { intended_ns, sent_ns: now, op: op as u8, nv });
         self.inflight_total += 1 + usize::from(op == Op::Rmw);
         self.mark_dirty(ci);
+        if self.trace {
+            let prefix = &self.apps.apps[app_i].prefix;
+            let sent = &mut self.stats.sent[app_i];
+            let mut key = Vec::with_capacity(prefix.len() + 21);
+            for &(kind, id, counter, value_len) in &notes {
+                key.clear();
+                key.extend_from_slice(prefix);
+                if counter {
+                    key.push(b'c');
+                }
+                key.extend_from_slice(id.to_string().as_bytes());
+                sent.note(&key, kind, value_len);
+            }
+        }
+        self.notes = notes;
     }
 
     /// Closed loop: top the connection's pipeline up.
@@ -867,6 +911,7 @@ impl Worker {
             index: self.interval_idx,
             end_ns,
             ops: s.ops,
+            sent: s.sent,
             verify: s.verify,
             errors: s.errors,
             connections_lost: s.connections_lost,
@@ -1084,6 +1129,7 @@ pub fn run(cfg: &RunConfig) -> Result<stats::Report, RunError> {
         let (pipeline, seed, open, interval_ns) =
             (cfg.pipeline as usize, cfg.seed, plan.open, cfg.interval.as_nanos() as u64);
         let password = cfg.password.clone();
+        let trace = cfg.trace_out.is_some();
         let retry = Retry { attempts: cfg.retry.attempts.min(3), ..cfg.retry.clone() };
         let h = std::thread::Builder::new()
             .name(format!("loadgen-{w}"))
@@ -1127,6 +1173,7 @@ pub fn run(cfg: &RunConfig) -> Result<stats::Report, RunError> {
                     password,
                 ) {
                     Ok(mut worker) => {
+                        worker.trace = trace;
                         let r = worker.run();
                         if let Err(e) = r {
                             let _ = tx.send(Msg::Fatal(w, e));
@@ -1165,6 +1212,19 @@ pub fn run(cfg: &RunConfig) -> Result<stats::Report, RunError> {
         return Err(RunError::Failed(f));
     }
     let start = *start_at.get().expect("set");
+    let mut trace_out = match &cfg.trace_out {
+        None => None,
+        Some(path) => {
+            let apps: Vec<(Vec<u8>, String)> =
+                plan.apps.iter().map(|a| (a.prefix.clone(), a.client_name.clone())).collect();
+            let start_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let out = crate::sent::TraceOut::create(path, &apps, start_ms)
+                .map_err(|e| RunError::Failed(format!("cannot write {}: {e}", path.display())))?;
+            Some(out)
+        }
+    };
 
     let mut agg = Aggregator::new(&plan, cfg, threads);
     let mut fatal: Vec<String> = Vec::new();
@@ -1216,6 +1276,11 @@ pub fn run(cfg: &RunConfig) -> Result<stats::Report, RunError> {
                         Err(_) => probe = None,
                     }
                 }
+            }
+            let sent = std::mem::take(&mut rec.sent);
+            if let Some(t) = trace_out.as_mut() {
+                t.interval(rec.start_s, &sent)
+                    .map_err(|e| RunError::Failed(format!("cannot write the trace: {e}")))?;
             }
             if cfg.progress {
                 stats::progress_line(&rec, &agg, plan.duration);
@@ -1322,6 +1387,8 @@ impl Worker {
             tx,
             addr,
             password,
+            trace: false,
+            notes: Vec::new(),
         };
         for (ci, s) in streams.into_iter().enumerate() {
             w.register(ci, s).map_err(|e| format!("cannot register a connection: {e}"))?;

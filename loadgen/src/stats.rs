@@ -57,6 +57,8 @@ pub struct WorkerInterval {
     pub index: u64,
     pub end_ns: u64,
     pub ops: Vec<Option<OpStats>>,
+    /// Keys sent per application (`--trace-out`).
+    pub sent: Vec<crate::sent::Sent>,
     pub verify: Vec<VerifyCounts>,
     pub errors: Vec<(String, u64)>,
     pub connections_lost: u64,
@@ -69,6 +71,9 @@ impl WorkerInterval {
             if let (Some(a), Some(b)) = (a.as_mut(), b) {
                 a.add(&b);
             }
+        }
+        for (a, b) in self.sent.iter_mut().zip(&o.sent) {
+            a.merge(b);
         }
         for (a, b) in self.verify.iter_mut().zip(&o.verify) {
             a.add(b);
@@ -140,6 +145,8 @@ pub struct IntervalRecord {
     /// This interval's histograms per (application, op), for the interval log; emptied once
     /// written.
     pub hists: Vec<Option<Histogram<u64>>>,
+    /// Keys sent per application (`--trace-out`).
+    pub sent: Vec<crate::sent::Sent>,
 }
 
 /// Merges worker intervals into interval records, in order, and keeps the run's totals.
@@ -232,13 +239,19 @@ impl Aggregator {
         if !complete {
             return None;
         }
-        let iv = self.pending.remove(&idx)?;
+        let mut iv = self.pending.remove(&idx)?;
         self.next_index += 1;
         let start_s = idx as f64 * self.interval_s;
         let end_s = (iv.end_ns as f64 / 1e9).max(start_s + 1e-3);
         let span = end_s - start_s;
         let mid = (start_s + end_s) / 2.0;
-        let mut rec = IntervalRecord { index: idx, start_s, end_s, ..Default::default() };
+        let mut rec = IntervalRecord {
+            index: idx,
+            start_s,
+            end_s,
+            sent: std::mem::take(&mut iv.sent),
+            ..Default::default()
+        };
         let mut all_h = new_histogram();
         let mut all = AppInterval::default();
         let mut any_target = false;
