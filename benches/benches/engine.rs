@@ -10,6 +10,7 @@ use shardcast_engine::ops::Op;
 use shardcast_engine::runtime::apply_iopoll_workaround;
 use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
 use shardcast_engine::storage::dma::DmaStorage;
+use shardcast_engine::telemetry::TelemetrySwitch;
 use shardcast_engine::FsyncPolicy;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,10 +31,19 @@ fn set_op(i: u64) -> Op {
 }
 
 async fn new_shard(name: &str, fsync: FsyncPolicy) -> Shard<DmaStorage> {
+    new_shard_with(name, fsync, true).await
+}
+
+async fn new_shard_with(name: &str, fsync: FsyncPolicy, telemetry: bool) -> Shard<DmaStorage> {
     let dir = bench_dir(name);
     apply_iopoll_workaround(&dir).await.unwrap();
     let clock: Rc<dyn Clock> = Rc::new(SystemClock);
-    let config = ShardConfig { fsync, snapshot_min_wal_bytes: u64::MAX, ..ShardConfig::default() };
+    let config = ShardConfig {
+        fsync,
+        snapshot_min_wal_bytes: u64::MAX,
+        telemetry: TelemetrySwitch::new(telemetry),
+        ..ShardConfig::default()
+    };
     Shard::create(DmaStorage, &dir, ShardMeta::shared(0), vec![(0, u128::MAX)], config, clock)
         .await
         .unwrap()
@@ -82,6 +92,58 @@ fn shard_ops(c: &mut Criterion) {
     g.finish();
 }
 
+/// What telemetry adds to an op inside a shard (bytes, HyperLogLog, hot keys, applications,
+/// the partition top-k's sketches), on and off in the same run; plus the one clock read per op
+/// that the runtime adds for service times (`clock/instant_now`).
+fn telemetry(c: &mut Criterion) {
+    let mut g = c.benchmark_group("telemetry");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    for on in [true, false] {
+        let state = if on { "on" } else { "off" };
+        g.bench_function(format!("get_64B_hit_{state}"), |b| {
+            b.iter_custom(|iters| {
+                time_on_executor(move || async move {
+                    let shard = new_shard_with("tget", FsyncPolicy::No, on).await;
+                    for i in 0..KEYSPACE {
+                        shard.execute(set_op(i)).unwrap();
+                    }
+                    let ops: Vec<Op> = (0..iters)
+                        .map(|i| Op::Get {
+                            key: format!("bench:{:08}", (i * 7919) % KEYSPACE).into_bytes(),
+                        })
+                        .collect();
+                    let start = Instant::now();
+                    for op in ops {
+                        criterion::black_box(shard.execute(op).unwrap());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        g.bench_function(format!("set_64B_{state}"), |b| {
+            b.iter_custom(|iters| {
+                time_on_executor(move || async move {
+                    let shard = new_shard_with("tset", FsyncPolicy::No, on).await;
+                    let ops: Vec<Op> = (0..iters).map(set_op).collect();
+                    let start = Instant::now();
+                    for op in ops {
+                        shard.execute(op).unwrap();
+                        if shard.wal().unwrap().unwritten_bytes() >= 1 << 20 {
+                            shard.flush(false).await.unwrap();
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("clock");
+    g.bench_function("instant_now", |b| b.iter(|| criterion::black_box(Instant::now())));
+    g.finish();
+}
+
 fn wal_append(c: &mut Criterion) {
     let mut g = c.benchmark_group("wal_append");
     g.throughput(Throughput::Elements(1));
@@ -123,5 +185,5 @@ fn wal_append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, shard_ops, wal_append);
+criterion_group!(benches, shard_ops, telemetry, wal_append);
 criterion_main!(benches);

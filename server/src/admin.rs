@@ -453,6 +453,8 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("databases", "1".into()),
         ("timeout", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
+        ("telemetry", if c.engine.telemetry.is_on() { "yes" } else { "no" }.into()),
+        ("tick-ms", c.engine.tick_ms.to_string()),
     ]
 }
 
@@ -498,6 +500,7 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                             _ => Ok(v),
                         }),
                     "requirepass" => Ok(0),
+                    "telemetry" => crate::config::parse_yes_no(&value).map(u64::from),
                     _ => {
                         return s.w.error(&format!(
                             "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
@@ -518,6 +521,7 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                     "maxmemory" => shared.maxmemory_bytes.store(v, Ordering::Relaxed),
                     "maxclients" => shared.maxclients.store(v, Ordering::Relaxed),
                     "proto-max-bulk-len" => shared.proto_max_bulk_len.store(v, Ordering::Relaxed),
+                    "telemetry" => shared.config.engine.telemetry.set(v == 1),
                     _ => shared.set_password(Some(value).filter(|p| !p.is_empty())),
                 }
             }

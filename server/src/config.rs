@@ -156,6 +156,15 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     lower.parse().map_err(|_| format!("invalid memory size '{s}'"))
 }
 
+/// `yes`/`no` (also `true`/`false`, `on`/`off`), as Redis's boolean settings.
+pub fn parse_yes_no(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" => Ok(true),
+        "no" | "false" | "off" => Ok(false),
+        _ => Err(format!("'{v}' is not yes or no")),
+    }
+}
+
 fn fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
 }
@@ -197,11 +206,7 @@ impl ServerConfig {
             c.engine.tick_ms = v;
         }
         if let Some(v) = flags.telemetry {
-            c.engine.telemetry = match v.to_ascii_lowercase().as_str() {
-                "yes" | "true" | "on" => true,
-                "no" | "false" | "off" => false,
-                _ => return Err(format!("telemetry: '{v}' is not yes or no")),
-            };
+            c.engine.telemetry.set(parse_yes_no(&v).map_err(|e| format!("telemetry: {e}"))?);
         }
         c.engine.data_dir = absolute_dir(&c.engine.data_dir)?;
         c.validate()?;
@@ -284,7 +289,7 @@ impl ServerConfig {
             self.engine.tick_ms = v;
         }
         if let Some(v) = f.telemetry {
-            self.engine.telemetry = v;
+            self.engine.telemetry.set(v);
         }
         if let Some(v) = f.history_partitions_max {
             self.history.partitions_max = v;

@@ -49,7 +49,7 @@ pub fn info_health(shared: &Shared, out: &mut String) {
     let _ = write!(
         out,
         "telemetry:{}\r\ntick_ms:{}\r\nticks_dropped:{}\r\nhistory_partitions:{}\r\n",
-        if shared.config.engine.telemetry { "on" } else { "off" },
+        if shared.config.engine.telemetry.is_on() { "on" } else { "off" },
         view.tick_ms,
         view.ticks_dropped,
         control.with_history(|h| h.stats().partitions),

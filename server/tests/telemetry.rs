@@ -316,3 +316,82 @@ fn http_serves_metrics_and_history_on_the_main_port() {
     assert_eq!(status, 200);
     promtool_check(&text);
 }
+
+/// CONFIG SET telemetry no stops the per-op sketches at once (ops are still counted by kind),
+/// and yes starts them again; a bad value gets Redis's CONFIG SET error.
+#[test]
+fn telemetry_is_switched_off_and_on_at_run_time() {
+    let srv = Server::start("telemetry-switch", &["--tick-ms", "100", "--cores", "2"]);
+    let mut c = srv.client();
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("switcher").query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("telemetry").arg("no").query(&mut c).unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("telemetry").query(&mut c).unwrap();
+    assert_eq!(got, vec!["telemetry", "no"]);
+    for i in 0..10 {
+        let _: () = redis::cmd("SET").arg(format!("off:{i}")).arg("v").query(&mut c).unwrap();
+    }
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("telemetry").arg("yes").query(&mut c).unwrap();
+    for i in 0..10 {
+        let _: () = redis::cmd("SET").arg(format!("on:{i}")).arg("v").query(&mut c).unwrap();
+    }
+    let rows = wait_for("both partitions' writes", || {
+        let (_, body) = get(srv.port, "/history.csv?resolution=tick");
+        let rows = parse_trace(&body).unwrap();
+        if sums(&rows, "off").writes == 10 && sums(&rows, "on").writes == 10 {
+            Ok(rows)
+        } else {
+            Err(body)
+        }
+    });
+    let (off, on) = (sums(&rows, "off"), sums(&rows, "on"));
+    assert_eq!((off.bytes_in, off.apps.len()), (0, 0), "no sketches while off: {off:?}");
+    assert_eq!(on.bytes_in, 10 * 5);
+    assert_eq!(on.apps, vec![(b"switcher".to_vec(), 10)]);
+    let err = redis::cmd("CONFIG").arg("SET").arg("telemetry").arg("maybe").query::<()>(&mut c);
+    let text = err.unwrap_err().to_string();
+    assert!(text.contains("CONFIG SET failed") && text.contains("telemetry"), "{text}");
+}
+
+/// The load generator's `--trace-out` and the server's history of the same run agree, row
+/// sums per partition: ops by kind, bytes in and ops per application.
+#[test]
+fn the_load_generators_trace_matches_the_servers_history() {
+    use shardcast_loadgen::{run, LoopMode, RunConfig, Workload};
+    let srv = Server::start("telemetry-loadgen", &["--tick-ms", "200", "--cores", "2"]);
+    let trace = srv.dir.with_extension("trace.csv");
+    let mut c = RunConfig::new("127.0.0.1", srv.port, Workload::load("diurnal-3apps").unwrap());
+    c.duration = Some(Duration::from_secs(3));
+    c.interval = Duration::from_millis(500);
+    c.rate = Some(2000.0);
+    c.connections = 6;
+    c.pipeline = 4;
+    c.mode = LoopMode::Open;
+    c.preload = false;
+    c.trace_out = Some(trace.clone());
+    let report = run(&c).unwrap();
+    assert_eq!(report.errors, 0, "{}", report.table());
+    let sent = parse_trace(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    std::fs::remove_file(&trace).ok();
+    let mut partitions: Vec<Vec<u8>> = sent.iter().map(|r| r.partition.clone()).collect();
+    partitions.sort();
+    partitions.dedup();
+    assert!(partitions.len() >= 2, "{partitions:?}");
+    wait_for("the server's history to hold every op sent", || {
+        let (_, body) = get(srv.port, "/history.csv?resolution=tick");
+        let served = parse_trace(&body).unwrap();
+        let mut differences = String::new();
+        for p in &partitions {
+            let name = String::from_utf8_lossy(p).into_owned();
+            let (a, b) = (sums(&sent, &name), sums(&served, &name));
+            let kinds = |r: &TraceRow| (r.reads, r.writes, r.deletes, r.other, r.bytes_in);
+            if kinds(&a) != kinds(&b) || a.apps != b.apps {
+                differences += &format!("{name}: sent {a:?}\n served {b:?}\n");
+            }
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(differences)
+        }
+    });
+}

@@ -57,8 +57,8 @@ pub struct EngineConfig {
     /// it, and each core sends a `CoreTick` to `tick_sink` at its end.
     pub tick_ms: u64,
     /// Gather the per-op sketches of a tick (bytes, service times, distinct keys, hot keys,
-    /// applications); off leaves only the counters.
-    pub telemetry: bool,
+    /// applications); off leaves only the counters. Switchable while running.
+    pub telemetry: crate::telemetry::TelemetrySwitch,
     /// Where the cores send their ticks; `None` sends nothing.
     pub tick_sink: Option<crate::telemetry::TickSink>,
 }
@@ -88,7 +88,7 @@ impl Default for EngineConfig {
             shared_shards_per_core: 1,
             shards_per_partition_max: 64,
             tick_ms: crate::telemetry::TICK_MS_DEFAULT,
-            telemetry: true,
+            telemetry: Default::default(),
             tick_sink: None,
         }
     }
@@ -101,7 +101,7 @@ impl EngineConfig {
             snapshot_min_wal_bytes: self.snapshot_min_wal_bytes,
             wal_prealloc_bytes: self.wal_prealloc_bytes,
             partition_separator: self.partition_separator,
-            telemetry: self.telemetry,
+            telemetry: self.telemetry.clone(),
         }
     }
 }

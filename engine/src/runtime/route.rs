@@ -198,7 +198,7 @@ impl Core {
         app: AppId,
     ) -> Vec<Result<Reply>> {
         let mut out = Vec::with_capacity(ops.len());
-        let mut timer = ServiceTimer::start(self.config.telemetry);
+        let mut timer = ServiceTimer::start(self.config.telemetry.is_on());
         for (op, (shard, position)) in ops.into_iter().zip(targets) {
             out.push(shard.execute_at(op, position, app).map(|(reply, wait)| {
                 debug_assert!(wait.is_none(), "no durability wait outside fsync=always");
@@ -247,7 +247,7 @@ impl Core {
         };
         let mut out = Vec::with_capacity(ops.len());
         let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
-        let mut timer = ServiceTimer::start(self.config.telemetry);
+        let mut timer = ServiceTimer::start(self.config.telemetry.is_on());
         for (i, (op, (shard, position))) in ops.into_iter().zip(targets).enumerate() {
             let done = shard.execute_at(op, position, app);
             timer.lap(&shard);

@@ -43,7 +43,7 @@ use crate::routing::{
     hash_tag, partition_of, position_of, stable_hash, Position, PARTITION_SEPARATOR_DEFAULT,
 };
 use crate::storage::{read_all, Storage, StorageFile};
-use crate::telemetry::{AppId, ShardTick};
+use crate::telemetry::{AppId, ShardTick, TelemetrySwitch};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -61,7 +61,7 @@ pub struct ShardConfig {
     pub partition_separator: u8,
     /// Gather telemetry's per-tick sketches (bytes, distinct keys, hot keys, applications)
     /// on every op, besides the counters that are always kept.
-    pub telemetry: bool,
+    pub telemetry: TelemetrySwitch,
 }
 
 impl Default for ShardConfig {
@@ -71,7 +71,7 @@ impl Default for ShardConfig {
             snapshot_min_wal_bytes: 64 * 1024 * 1024,
             wal_prealloc_bytes: WAL_PREALLOC_BYTES,
             partition_separator: PARTITION_SEPARATOR_DEFAULT,
-            telemetry: true,
+            telemetry: TelemetrySwitch::default(),
         }
     }
 }
@@ -433,7 +433,7 @@ impl<S: Storage> Shard<S> {
                 return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
             }
         }
-        let detail = self.config.telemetry;
+        let detail = self.config.telemetry.is_on();
         let key = op.key();
         let key_hash = match detail {
             false => 0,
