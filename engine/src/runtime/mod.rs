@@ -99,6 +99,8 @@ pub struct Core {
     /// the last tick: the core's queue depth.
     in_flight: Rc<Cell<u64>>,
     in_flight_max: Cell<u64>,
+    /// Ops seen by the service-time sampler (`telemetry::SERVICE_SAMPLE_EVERY`).
+    service_sample: Cell<u32>,
 }
 
 /// Counts a request in progress on a core until dropped.

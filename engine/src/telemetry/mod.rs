@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
+/// One op in this many has its service time measured (two clock reads); the histogram is a
+/// sample of the ops' service times.
+pub const SERVICE_SAMPLE_EVERY: u32 = 8;
+
 /// The default tick.
 pub const TICK_MS_DEFAULT: u64 = 1000;
 /// Ticks queued per core before new ones are dropped.
