@@ -92,6 +92,7 @@ impl Core {
                     deletes: s.stats.deletes.get(),
                     others: s.stats.others.get(),
                     snapshots: s.stats.snapshots.get(),
+                    snapshot_tasks: s.stats.snapshot_tasks.get(),
                     ops_per_sec: s.stats.ops_per_sec.get(),
                     accesses: s.access_total(),
                     migrating: s.is_migrating(),

@@ -346,7 +346,7 @@ impl<'a> ServiceTimer<'a> {
         }
         let n = self.counter.get().wrapping_add(1);
         self.counter.set(n);
-        (n % SERVICE_SAMPLE_EVERY == 0).then(std::time::Instant::now)
+        n.is_multiple_of(SERVICE_SAMPLE_EVERY).then(std::time::Instant::now)
     }
 
     /// After the op: records its service time if it was timed.

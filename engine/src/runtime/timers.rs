@@ -117,13 +117,17 @@ impl Core {
         }
         if shard.wants_snapshot() {
             let s = shard.clone();
-            let _ = glommio::spawn_local_into(
+            let spawned = glommio::spawn_local_into(
                 async move {
                     let _ = s.snapshot().await;
                 },
                 self.background,
-            )
-            .map(|t| t.detach());
+            );
+            if let Ok(task) = spawned {
+                shard.set_snapshot_scheduled(true);
+                shard.stats.snapshot_tasks.set(shard.stats.snapshot_tasks.get() + 1);
+                task.detach();
+            }
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct ShardSummary {
     pub deletes: u64,
     pub others: u64,
     pub snapshots: u64,
+    /// Snapshot tasks spawned (at most one waits to start at any time).
+    pub snapshot_tasks: u64,
     /// Operations per second over the last second.
     pub ops_per_sec: f64,
     /// Accesses counted by the split histogram since the range last changed.

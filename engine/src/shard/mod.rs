@@ -154,6 +154,8 @@ pub struct Shard<S: Storage> {
     wal_seq: Cell<u64>,
     segment_len: Cell<u64>,
     snapshot_running: Cell<bool>,
+    /// A task that will run `snapshot` is spawned and has not started.
+    snapshot_scheduled: Cell<bool>,
     /// A background log write is scheduled (at most one at a time).
     write_scheduled: Cell<bool>,
     /// The inclusive ranges of positions this shard owns now, sorted and disjoint.
@@ -362,6 +364,7 @@ impl<S: Storage> Shard<S> {
             wal_seq: Cell::new(0),
             segment_len: Cell::new(0),
             snapshot_running: Cell::new(false),
+            snapshot_scheduled: Cell::new(false),
             write_scheduled: Cell::new(false),
             foreign: Cell::new(false),
             outgoing: RefCell::new(None),

@@ -9,10 +9,15 @@ use crate::shard::segment::SegmentEntry;
 use crate::storage::{Storage, StorageFile, IO_ALIGN};
 
 impl<S: Storage> Shard<S> {
-    /// Whether the log has grown enough to be worth a snapshot.
+    /// Whether the log has grown enough to be worth a snapshot, and none is running or
+    /// scheduled.
     pub fn wants_snapshot(&self) -> bool {
         match &self.wal {
-            Some(wal) if self.failure.is_none() && !self.snapshot_running.get() => {
+            Some(wal)
+                if self.failure.is_none()
+                    && !self.snapshot_running.get()
+                    && !self.snapshot_scheduled.get() =>
+            {
                 let grown = wal.bytes_since_rotation();
                 grown >= self.config.snapshot_min_wal_bytes && grown >= self.segment_len.get()
             }
@@ -20,10 +25,18 @@ impl<S: Storage> Shard<S> {
         }
     }
 
+    /// Notes that a task will run `snapshot` (see `wants_snapshot`): until it starts, ops that
+    /// see the grown log do not schedule another. Without this, a run of ops that never
+    /// yields (a deep pipeline, a bench loop) spawned one task per op.
+    pub fn set_snapshot_scheduled(&self, scheduled: bool) {
+        self.snapshot_scheduled.set(scheduled);
+    }
+
     /// Writes a snapshot segment of the keyspace and removes the log files it makes obsolete.
     /// Foreground traffic continues meanwhile: the keyspace is captured by sharing reference
     /// counts at the rotation point, and the encoding yields between chunks.
     pub async fn snapshot(&self) -> Result<()> {
+        self.snapshot_scheduled.set(false);
         let wal = self.serving_wal()?;
         if self.snapshot_running.replace(true) {
             return Ok(());

@@ -21,6 +21,8 @@ pub struct ShardStats {
     pub deletes: Cell<u64>,
     pub others: Cell<u64>,
     pub snapshots: Cell<u64>,
+    /// Snapshot tasks spawned.
+    pub snapshot_tasks: Cell<u64>,
     /// Operations per second over the last tick (`end_tick`).
     pub ops_per_sec: Cell<f64>,
     /// The counters at the last tick.
