@@ -49,6 +49,24 @@ async fn new_shard_with(name: &str, fsync: FsyncPolicy, telemetry: bool) -> Shar
         .unwrap()
 }
 
+/// `iters` GETs of existing keys on a fresh shard of `KEYSPACE` keys (loading untimed).
+fn time_gets(name: &'static str, telemetry: bool, iters: u64) -> Duration {
+    time_on_executor(move || async move {
+        let shard = new_shard_with(name, FsyncPolicy::No, telemetry).await;
+        for i in 0..KEYSPACE {
+            shard.execute(set_op(i)).unwrap();
+        }
+        let ops: Vec<Op> = (0..iters)
+            .map(|i| Op::Get { key: format!("bench:{:08}", (i * 7919) % KEYSPACE).into_bytes() })
+            .collect();
+        let start = Instant::now();
+        for op in ops {
+            criterion::black_box(shard.execute(op).unwrap());
+        }
+        start.elapsed()
+    })
+}
+
 fn shard_ops(c: &mut Criterion) {
     let mut g = c.benchmark_group("shard");
     g.throughput(Throughput::Elements(1));
@@ -69,26 +87,7 @@ fn shard_ops(c: &mut Criterion) {
             })
         })
     });
-    g.bench_function("get_64B_hit", |b| {
-        b.iter_custom(|iters| {
-            time_on_executor(move || async move {
-                let shard = new_shard("get", FsyncPolicy::No).await;
-                for i in 0..KEYSPACE {
-                    shard.execute(set_op(i)).unwrap();
-                }
-                let ops: Vec<Op> = (0..iters)
-                    .map(|i| Op::Get {
-                        key: format!("bench:{:08}", (i * 7919) % KEYSPACE).into_bytes(),
-                    })
-                    .collect();
-                let start = Instant::now();
-                for op in ops {
-                    criterion::black_box(shard.execute(op).unwrap());
-                }
-                start.elapsed()
-            })
-        })
-    });
+    g.bench_function("get_64B_hit", |b| b.iter_custom(|iters| time_gets("get", true, iters)));
     g.finish();
 }
 
@@ -102,24 +101,7 @@ fn telemetry(c: &mut Criterion) {
     for on in [true, false] {
         let state = if on { "on" } else { "off" };
         g.bench_function(format!("get_64B_hit_{state}"), |b| {
-            b.iter_custom(|iters| {
-                time_on_executor(move || async move {
-                    let shard = new_shard_with("tget", FsyncPolicy::No, on).await;
-                    for i in 0..KEYSPACE {
-                        shard.execute(set_op(i)).unwrap();
-                    }
-                    let ops: Vec<Op> = (0..iters)
-                        .map(|i| Op::Get {
-                            key: format!("bench:{:08}", (i * 7919) % KEYSPACE).into_bytes(),
-                        })
-                        .collect();
-                    let start = Instant::now();
-                    for op in ops {
-                        criterion::black_box(shard.execute(op).unwrap());
-                    }
-                    start.elapsed()
-                })
-            })
+            b.iter_custom(|iters| time_gets("tget", on, iters))
         });
         g.bench_function(format!("set_64B_{state}"), |b| {
             b.iter_custom(|iters| {

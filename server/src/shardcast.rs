@@ -48,10 +48,10 @@ pub fn info_health(shared: &Shared, out: &mut String) {
     }
     let _ = write!(
         out,
-        "telemetry:{}\r\ntick_ms:{}\r\nticks_dropped:{}\r\nhistory_partitions:{}\r\n",
+        "telemetry:{}\r\ntick_ms:{}\r\nticks_deferred:{}\r\nhistory_partitions:{}\r\n",
         if shared.config.engine.telemetry.is_on() { "on" } else { "off" },
         view.tick_ms,
-        view.ticks_dropped,
+        view.ticks_deferred,
         control.with_history(|h| h.stats().partitions),
     );
 }

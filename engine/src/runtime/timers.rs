@@ -69,14 +69,17 @@ impl Core {
             let tick_ms = core.config.tick_ms.max(1);
             let mut busy = BusyMeter::start();
             // Every core ends its ticks on the same wall-clock boundaries (multiples of the
-            // tick), so a listener can put the cores' ticks of one interval together.
-            core.end_tick(0, 0.0);
+            // tick), so a listener can put the cores' ticks of one interval together. A
+            // shard's first tick starts when the shard opens (`ShardStats::starting_at`): ops
+            // it serves before this task first runs belong to that tick.
             loop {
                 let now = core.clock.now_ms();
                 glommio::timer::sleep(Duration::from_millis(tick_ms - now % tick_ms)).await;
-                let tick = core.end_tick(tick_ms, busy.ratio());
-                if let Some(sink) = &core.config.tick_sink {
-                    sink.send(tick);
+                match &core.config.tick_sink {
+                    // The listener is behind: keep counting, the next tick covers this one.
+                    Some(sink) if !sink.has_room() => continue,
+                    Some(sink) => sink.send(core.end_tick(tick_ms, busy.ratio())),
+                    None => drop(core.end_tick(tick_ms, busy.ratio())),
                 }
             }
         })

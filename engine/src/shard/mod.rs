@@ -350,6 +350,7 @@ impl<S: Storage> Shard<S> {
         clock: Rc<dyn Clock>,
     ) -> Self {
         let (lo, hi) = (ranges[0].0, ranges[ranges.len() - 1].1);
+        let stats = ShardStats::starting_at(clock.now_ms());
         Shard {
             ranges: RefCell::new(ranges),
             access: RefCell::new(AccessHistogram::new(lo, hi)),
@@ -368,7 +369,7 @@ impl<S: Storage> Shard<S> {
             write_scheduled: Cell::new(false),
             foreign: Cell::new(false),
             outgoing: RefCell::new(None),
-            stats: ShardStats::default(),
+            stats,
         }
     }
 

@@ -58,6 +58,13 @@ struct TickDetail {
 }
 
 impl ShardStats {
+    /// Counters whose first tick starts at `now_ms`.
+    pub fn starting_at(now_ms: u64) -> Self {
+        let stats = ShardStats::default();
+        stats.tick_at_ms.set(now_ms);
+        stats
+    }
+
     fn counter(&self, kind: OpKind) -> &Cell<u64> {
         match kind {
             OpKind::Read => &self.reads,

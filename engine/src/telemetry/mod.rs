@@ -5,8 +5,9 @@
 //! Bounded: a tick holds per shard one service-time histogram (`SERVICE_SIGNIFICANT_DIGITS`,
 //! about 15 KiB), one HyperLogLog (1 KiB), `TOP_KEYS_MAX` keys, `APPS_MAX` application
 //! counters and, for a shared shard, `PARTITION_STATS_MAX` partitions (each with its own
-//! HyperLogLog). A listener that falls behind loses ticks (counted), never blocks a core:
-//! the queue holds `TICK_QUEUE_PER_CORE_MAX` ticks per core.
+//! HyperLogLog). A listener that falls behind never blocks a core and loses no count: the
+//! queue holds `TICK_QUEUE_PER_CORE_MAX` ticks per core, and a core that finds it full keeps
+//! counting into its next tick (`TickSink`).
 
 mod apps;
 mod hll;
@@ -18,9 +19,10 @@ pub use top_keys::{KeyCount, TopKeys, TOP_KEYS_MAX};
 
 use crate::routing::Position;
 use crate::shard::TickCounts;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One op in this many has its service time measured (two clock reads); the histogram is a
 /// sample of the ops' service times.
@@ -28,7 +30,7 @@ pub const SERVICE_SAMPLE_EVERY: u32 = 8;
 
 /// The default tick.
 pub const TICK_MS_DEFAULT: u64 = 1000;
-/// Ticks queued per core before new ones are dropped.
+/// Ticks queued per core; past that, cores fold their ticks into the next.
 pub const TICK_QUEUE_PER_CORE_MAX: usize = 8;
 
 /// One core's tick.
@@ -98,38 +100,76 @@ impl Default for TelemetrySwitch {
     }
 }
 
-/// Where cores send their ticks: a bounded queue, never blocking a core.
+/// Where cores send their ticks: a bounded queue that never blocks a core and never loses a
+/// count. A core ends its tick only when the queue has room; otherwise it keeps counting, and
+/// its next tick covers both intervals (`CoreTick::elapsed_ms` says how long), so a listener
+/// that falls behind gets coarser ticks, not fewer ops.
 #[derive(Clone)]
 pub struct TickSink {
     tx: SyncSender<CoreTick>,
-    dropped: Arc<AtomicU64>,
+    /// Ticks sent and not yet received.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    deferred: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TickSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TickSink(dropped {})", self.dropped.load(Ordering::Relaxed))
+        write!(f, "TickSink(deferred {})", self.deferred.load(Ordering::Relaxed))
+    }
+}
+
+/// The listener's end of a `TickSink`.
+pub struct TickReceiver {
+    rx: Receiver<CoreTick>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl TickReceiver {
+    /// The next tick, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<CoreTick, RecvTimeoutError> {
+        let tick = self.rx.recv_timeout(timeout)?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Ok(tick)
     }
 }
 
 impl TickSink {
     /// A sink for `cores` cores and the receiver the listener reads.
-    pub fn new(cores: usize) -> (TickSink, Receiver<CoreTick>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(cores.max(1) * TICK_QUEUE_PER_CORE_MAX);
-        (TickSink { tx, dropped: Arc::new(AtomicU64::new(0)) }, rx)
+    pub fn new(cores: usize) -> (TickSink, TickReceiver) {
+        let capacity = cores.max(1) * TICK_QUEUE_PER_CORE_MAX;
+        // Room for every core past the check in `has_room`, so a send never fails for space.
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity + cores.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let sink = TickSink {
+            tx,
+            queued: queued.clone(),
+            capacity,
+            deferred: Arc::new(AtomicU64::new(0)),
+        };
+        (sink, TickReceiver { rx, queued })
     }
 
-    /// Queues a tick; drops it (and counts it) if the queue is full or nobody listens.
+    /// Whether a tick may be sent now; if not, the caller keeps counting (counted as a
+    /// deferred tick).
+    pub fn has_room(&self) -> bool {
+        let room = self.queued.load(Ordering::Relaxed) < self.capacity;
+        if !room {
+            self.deferred.fetch_add(1, Ordering::Relaxed);
+        }
+        room
+    }
+
+    /// Queues a tick (after `has_room`). A listener that is gone drops it.
     pub fn send(&self, tick: CoreTick) {
-        match self.tx.try_send(tick) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(tick).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// Ticks dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Ticks deferred so far (folded into a later tick because the queue was full).
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
     }
 }

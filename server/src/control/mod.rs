@@ -4,8 +4,8 @@
 //! history (`persist`), and publishes the result for INFO, SHARDCAST and HTTP to read.
 //!
 //! It is a plain thread, not a data core: nothing on the data path waits for it. Cores never
-//! block on it either: their ticks go through a bounded queue (`TickSink`), and a full queue
-//! drops ticks (counted). Readers take the published `ControlView` (an `Arc` swapped under a
+//! block on it either: their ticks go through a bounded queue (`TickSink`); when it is full a
+//! core keeps counting and its next tick covers both intervals (counted as deferred). Readers take the published `ControlView` (an `Arc` swapped under a
 //! mutex once per tick) and lock the history only to copy rows out.
 //!
 //! Invariant: a round (one interval) is closed when every core's tick for it arrived or
@@ -15,7 +15,7 @@
 pub mod persist;
 pub mod view;
 
-use shardcast_engine::telemetry::{CoreTick, TickSink};
+use shardcast_engine::telemetry::{CoreTick, TickReceiver, TickSink};
 use shardcast_predictor::health::{
     CoreFigures, HealthChange, HealthMonitor, HealthThresholds, ShardFigures, Subject,
 };
@@ -23,7 +23,7 @@ use shardcast_predictor::history::{HistoryLimits, LoadHistory};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use view::{ControlView, CoreView, ShardView};
@@ -56,7 +56,7 @@ pub struct Control {
 
 impl Control {
     /// Loads the history and starts the thread; the engine's cores send to `sink`.
-    pub fn start(config: ControlConfig, sink: TickSink, rx: Receiver<CoreTick>) -> Arc<Control> {
+    pub fn start(config: ControlConfig, sink: TickSink, rx: TickReceiver) -> Arc<Control> {
         let history = persist::load(&config.data_dir, config.history);
         let control = Arc::new(Control {
             config,
@@ -93,7 +93,7 @@ impl Control {
         }
     }
 
-    fn run(&self, rx: Receiver<CoreTick>) {
+    fn run(&self, rx: TickReceiver) {
         let tick_ms = self.config.tick_ms.max(1);
         let grace_ms = (tick_ms / 2).min(ROUND_GRACE_MS_MAX);
         let mut monitor = HealthMonitor::new(self.config.health.clone());
@@ -140,7 +140,7 @@ impl Control {
                 self.judge(&mut monitor, &mut view);
                 view.rounds = rounds;
                 view.ticks_late = late;
-                view.ticks_dropped = self.sink.dropped();
+                view.ticks_deferred = self.sink.deferred();
                 {
                     let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
                     for row in &view.partitions {
@@ -159,6 +159,17 @@ impl Control {
     }
 
     fn judge(&self, monitor: &mut HealthMonitor, view: &mut ControlView) {
+        // A core whose tick is missing keeps its shards in the view, as last seen and with
+        // nothing served this round, so they are judged with it (failed with a stuck core).
+        let previous = self.view();
+        for s in &previous.shards {
+            let silent = view.cores.get(s.core).is_some_and(|c| c.ticks_missed > 0);
+            if silent && view.shard(s.number).is_none() {
+                let mut kept = s.clone();
+                (kept.ops, kept.ops_per_sec, kept.service_ns) = (0, 0.0, [0; 3]);
+                view.shards.push(kept);
+            }
+        }
         let cores: Vec<CoreFigures> = view
             .cores
             .iter()
@@ -182,22 +193,6 @@ impl Control {
                 service_p99_ns: s.service_ns[1],
             })
             .collect();
-        // A core whose tick is missing keeps its shards from the last view it sent.
-        let previous = self.view();
-        let mut shards = shards;
-        for s in &previous.shards {
-            let silent = view.cores.get(s.core).is_some_and(|c| c.ticks_missed > 0);
-            if silent && !shards.iter().any(|x| x.shard == s.number) {
-                shards.push(ShardFigures {
-                    shard: s.number,
-                    core: s.core,
-                    failure: s.failure.clone(),
-                    ops: 0,
-                    service_p99_ns: 0,
-                });
-                view.shards.push(s.clone());
-            }
-        }
         for change in monitor.observe(&cores, &shards) {
             log_change(view, &change);
         }

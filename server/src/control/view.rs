@@ -80,7 +80,7 @@ pub struct ControlView {
     pub shards: Vec<ShardView>,
     /// One trace row per partition that had ops in the round, busiest first.
     pub partitions: Vec<TraceRow>,
-    pub ticks_dropped: u64,
+    pub ticks_deferred: u64,
     pub ticks_late: u64,
 }
 
@@ -102,6 +102,30 @@ struct PartitionAcc {
     distinct_sum: u64,
     apps: BTreeMap<AppId, u64>,
     top_key_ops: u64,
+}
+
+impl PartitionAcc {
+    /// Adds one shard's counts of the partition: ops by kind, bytes, keys held, ops per app.
+    fn add(
+        &mut self,
+        ops: [u64; 4],
+        bytes_in: u64,
+        bytes_out: u64,
+        keys: u64,
+        apps: impl Iterator<Item = (AppId, u64)>,
+    ) {
+        let r = &mut self.row;
+        r.reads += ops[0];
+        r.writes += ops[1];
+        r.deletes += ops[2];
+        r.other += ops[3];
+        r.bytes_in += bytes_in;
+        r.bytes_out += bytes_out;
+        r.keys += keys;
+        for (app, n) in apps {
+            *self.apps.entry(app).or_default() += n;
+        }
+    }
 }
 
 /// Builds the round's views from the cores' ticks (a core may have sent none, or more than
@@ -238,18 +262,8 @@ fn add_partitions(partitions: &mut HashMap<Vec<u8>, PartitionAcc>, st: &ShardTic
     match &st.partition {
         Some(p) => {
             let acc = partitions.entry(p.clone()).or_default();
-            let r = &mut acc.row;
-            r.reads += c.ops[0];
-            r.writes += c.ops[1];
-            r.deletes += c.ops[2];
-            r.other += c.ops[3];
-            r.bytes_in += c.bytes_in;
-            r.bytes_out += c.bytes_out;
-            r.keys += st.keys;
+            acc.add(c.ops, c.bytes_in, c.bytes_out, st.keys, c.apps.nonzero());
             acc.distinct.get_or_insert_with(Hll::default).merge(&c.distinct);
-            for (app, n) in c.apps.nonzero() {
-                *acc.apps.entry(app).or_default() += n;
-            }
             if let Some(k) = c.top_keys.first() {
                 acc.top_key_ops = acc.top_key_ops.max(k.count);
             }
@@ -257,18 +271,9 @@ fn add_partitions(partitions: &mut HashMap<Vec<u8>, PartitionAcc>, st: &ShardTic
         None => {
             for l in &c.partitions {
                 let acc = partitions.entry(l.partition.clone()).or_default();
-                let r = &mut acc.row;
-                r.reads += l.reads;
-                r.writes += l.writes;
-                r.deletes += l.deletes;
-                r.other += l.others;
-                r.bytes_in += l.bytes_in;
-                r.bytes_out += l.bytes_out;
-                r.keys += l.keys;
+                let ops = [l.reads, l.writes, l.deletes, l.others];
+                acc.add(ops, l.bytes_in, l.bytes_out, l.keys, l.apps.iter().copied());
                 acc.distinct_sum += l.distinct_keys;
-                for &(app, n) in &l.apps {
-                    *acc.apps.entry(app).or_default() += n;
-                }
                 // The partition's hottest key, if it is among the shard's hottest.
                 if let Some(k) =
                     c.top_keys.iter().find(|k| partition_of(&k.key, sep) == l.partition)

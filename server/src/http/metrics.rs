@@ -24,7 +24,7 @@
 //! | `shardcast_migration_bytes_total` | counter | | bytes moved by migrations |
 //! | `shardcast_migration_keys_total` | counter | | keys moved by migrations |
 //! | `shardcast_shard_map_epoch` | gauge | | the shard map's epoch |
-//! | `shardcast_telemetry_ticks_dropped_total` | counter | | core ticks lost to a full queue |
+//! | `shardcast_telemetry_ticks_deferred_total` | counter | | core ticks folded into the next because the queue to the control thread was full (no count is lost) |
 //! | `shardcast_history_partitions` | gauge | | partitions in the load history |
 //! | `shardcast_history_rows` | gauge | resolution | rows kept |
 //!
@@ -109,11 +109,11 @@ pub(super) fn render(core: &Core, _shared: &Shared, control: &Control) -> String
     o.family("shardcast_shard_map_epoch", "gauge", "Epoch of the shard map.");
     o.sample("shardcast_shard_map_epoch", &[], core.map_epoch() as f64);
     o.family(
-        "shardcast_telemetry_ticks_dropped_total",
+        "shardcast_telemetry_ticks_deferred_total",
         "counter",
-        "Core ticks dropped because the control thread's queue was full.",
+        "Core ticks folded into the next because the control thread's queue was full (no count is lost).",
     );
-    o.sample("shardcast_telemetry_ticks_dropped_total", &[], view.ticks_dropped as f64);
+    o.sample("shardcast_telemetry_ticks_deferred_total", &[], view.ticks_deferred as f64);
     let stats = control.with_history(|h| h.stats());
     o.family("shardcast_history_partitions", "gauge", "Partitions in the load history.");
     o.sample("shardcast_history_partitions", &[], stats.partitions as f64);
