@@ -6,11 +6,14 @@
 //! - `trace`: the trace format (CSV) shared by the server's history export, the load
 //!   generator's `--trace-out` and the simulator's replay; `docs/trace-format.md` is its
 //!   reference.
+//! - `forecast`: load forecasting: series, features, models (last value, seasonal naive,
+//!   SPAR) and their walk-forward evaluation.
 //! - `health`: the health monitor's rules: a state per core and shard from each tick's
 //!   figures.
 //! - `history`: the bounded per-partition load history the server records every tick, at full
 //!   resolution and folded into minutes, with its byte encoding for persistence.
 
+pub mod forecast;
 pub mod health;
 pub mod history;
 pub mod trace;
