@@ -21,8 +21,9 @@ const FORBIDDEN_IN_PREDICTOR: [(&str, &str); 12] = [
     ("RandomState", "randomness from the OS"),
 ];
 
-/// The only dependencies the predictor may have.
-const PREDICTOR_DEPENDENCIES: [&str; 1] = ["crc32fast"];
+/// The only dependencies the predictor may have. forust-ml has a thread pool (rayon) and a
+/// seeded generator: the predictor sets `parallel = false` and a fixed seed (forecast/gbt.rs).
+const PREDICTOR_DEPENDENCIES: [&str; 2] = ["crc32fast", "forust-ml"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -3,7 +3,7 @@
 
 use shardcast_predictor::forecast::evaluate::{evaluate, reference_for, EvalConfig, Tally};
 use shardcast_predictor::forecast::models::{LastValue, Model, Period, SeasonalNaive, Spar};
-use shardcast_predictor::forecast::{Seasons, Series};
+use shardcast_predictor::forecast::{Gbt, Seasons, Series};
 use shardcast_predictor::trace::TraceRow;
 use std::time::Instant;
 
@@ -46,6 +46,7 @@ pub fn models() -> Vec<Box<dyn Model>> {
         Box::new(SeasonalNaive(Period::Week)),
         Box::new(Spar::new(Period::Day)),
         Box::new(Spar::new(Period::Week)),
+        Box::new(Gbt::default()),
     ]
 }
 

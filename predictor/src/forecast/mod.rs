@@ -5,8 +5,8 @@
 //! - `features`: pure feature functions of a history (calendar, lags, rolling statistics,
 //!   trend, op mix, sketches, application shares).
 //! - `models`: the models behind one trait, `Model`: last value, seasonal naive (a day or a
-//!   week ago) and SPAR, the sparse periodic auto-regression of P-Store (Taft et al., SIGMOD
-//!   2018).
+//!   week ago), SPAR, the sparse periodic auto-regression of P-Store (Taft et al., SIGMOD
+//!   2018), and gradient-boosted regression trees (`gbt`, forust-ml) of the peak.
 //! - `evaluate`: walk-forward evaluation: at each forecast origin a model sees the values
 //!   before it and nothing later; peaks are scored by MAPE, MASE against a seasonal naive,
 //!   and the coverage of the upper quantile.
@@ -16,11 +16,13 @@
 
 pub mod evaluate;
 pub mod features;
+pub mod gbt;
 mod linalg;
 pub mod models;
 pub mod series;
 
 pub use evaluate::{evaluate, Evaluation, ModelScore};
+pub use gbt::Gbt;
 pub use models::{LastValue, Model, SeasonalNaive, Spar};
 pub use series::Series;
 
