@@ -1,9 +1,11 @@
 //! `shardcast-sim forecast`: every model walked forward over every partition of a trace, the
 //! scores pooled over partitions (docs/forecasting.md).
 
-use shardcast_predictor::forecast::evaluate::{evaluate, reference_for, EvalConfig, Tally};
+use shardcast_predictor::forecast::evaluate::{
+    evaluate, evaluate_global, reference_for, EvalConfig, Tally,
+};
 use shardcast_predictor::forecast::models::{LastValue, Model, Period, SeasonalNaive, Spar};
-use shardcast_predictor::forecast::{Gbt, Seasons, Series};
+use shardcast_predictor::forecast::{Gbt, GlobalGbt, Seasons, Series};
 use shardcast_predictor::trace::TraceRow;
 use std::time::Instant;
 
@@ -91,6 +93,10 @@ pub fn run(rows: &[TraceRow], cfg: &ForecastRun) -> Result<Report, String> {
             }
         }
     }
+    // One model for every partition, fit on all of them (cross-learning).
+    let values: Vec<&[f64]> = series.iter().map(|s| s.values.as_slice()).collect();
+    let tally = evaluate_global(&values, &mut GlobalGbt::default(), &eval, &now_ns);
+    rows_out.push(Row { model: "gbt_global".into(), tally });
     if rows_out.iter().all(|r| r.tally.origins == 0) {
         let len = series.iter().map(|s| s.values.len()).max().unwrap_or(0);
         let need = eval.warmup.max(reference_for(len, &eval).0.steps(seasons)) + horizon;

@@ -187,6 +187,63 @@ pub fn evaluate(
     Evaluation { reference: reference.name_for_report(), scores }
 }
 
+/// Walks one model of all series (`GlobalGbt`) forward over series of equal length (the
+/// partitions of one trace on one grid): at each origin it is refit (per `retrain_every`) on
+/// every series' prefix and forecasts every series' peak in one batch. Scored as `evaluate`
+/// scores a model, pooled over the series.
+pub fn evaluate_global(
+    series: &[&[f64]],
+    model: &mut super::gbt::GlobalGbt,
+    cfg: &EvalConfig,
+    now_ns: &dyn Fn() -> u64,
+) -> Tally {
+    let h = cfg.horizon.max(1);
+    let len = series.iter().map(|s| s.len()).min().unwrap_or(0);
+    let reference = reference_for(len, cfg);
+    let at = origins(len, cfg, &reference);
+    let mut t = Tally::default();
+    let mut pending: VecDeque<(usize, Vec<f64>)> = VecDeque::new();
+    let mut known: Vec<VecDeque<f64>> = vec![VecDeque::new(); series.len()];
+    for (n, &o) in at.iter().enumerate() {
+        let prefixes: Vec<&[f64]> = series.iter().map(|s| &s[..o]).collect();
+        if n % cfg.retrain_every.max(1) == 0 {
+            let start = now_ns();
+            model.fit(&prefixes, cfg.seasons, h);
+            t.fit_ns += now_ns().saturating_sub(start);
+        }
+        let start = now_ns();
+        let peaks = model.forecast_peaks(&prefixes, cfg.seasons, h);
+        t.forecast_ns += now_ns().saturating_sub(start);
+        while pending.front().is_some_and(|(p, _)| p + h <= o) {
+            let (_, errors) = pending.pop_front().expect("checked");
+            for (k, e) in known.iter_mut().zip(errors) {
+                k.push_back(e);
+                if k.len() > RESIDUALS_MAX {
+                    k.pop_front();
+                }
+            }
+        }
+        let mut errors = Vec::with_capacity(series.len());
+        for (i, s) in series.iter().enumerate() {
+            let actual = peak(&s[o..o + h]);
+            let error = actual - peaks[i];
+            let upper = peaks[i] + quantile(&known[i], cfg.quantile).max(0.0);
+            let reference_peak = peak(&reference.forecast(&s[..o], cfg.seasons, h));
+            t.origins += 1;
+            t.abs_error += error.abs();
+            t.reference_abs_error += (actual - reference_peak).abs();
+            if actual > 0.0 {
+                t.ape_sum += error.abs() / actual;
+                t.ape_count += 1;
+            }
+            t.covered += u64::from(actual <= upper);
+            errors.push(error);
+        }
+        pending.push_back((o, errors));
+    }
+    t
+}
+
 impl SeasonalNaive {
     fn name_for_report(&self) -> String {
         use super::models::Model as _;

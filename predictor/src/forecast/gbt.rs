@@ -104,41 +104,77 @@ fn features(y: &[f64], t: usize, seasons: Seasons, h: usize) -> [f64; FEATURES] 
     ]
 }
 
+/// Training samples of `histories`: up to `per_series` of the newest origins of each whose
+/// horizon is inside it. Each sample's features use only the values before its origin.
+fn samples(
+    histories: &[&[f64]],
+    seasons: Seasons,
+    h: usize,
+    per_series: usize,
+) -> (Vec<[f64; FEATURES]>, Vec<f64>) {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for history in histories {
+        let last = history.len().saturating_sub(h);
+        let first = last.saturating_sub(per_series).max(h.max(3));
+        for t in first..last {
+            xs.push(features(&history[..t], t, seasons, h));
+            let s = scale(&history[..t], seasons);
+            ys.push(history[t..t + h].iter().copied().fold(f64::MIN, f64::max) / s);
+        }
+    }
+    (xs, ys)
+}
+
+/// Boosted trees fit on `samples`, or `None` with too few.
+fn fit_booster(xs: &[[f64; FEATURES]], ys: &[f64]) -> Option<GradientBooster> {
+    let rows = xs.len();
+    if rows < GBT_SAMPLES_MIN {
+        return None;
+    }
+    let mut data = vec![0.0; rows * FEATURES];
+    for (r, x) in xs.iter().enumerate() {
+        for (c, v) in x.iter().enumerate() {
+            data[c * rows + r] = *v;
+        }
+    }
+    let matrix = Matrix::new(&data, rows, FEATURES);
+    let mut booster = GradientBooster::default()
+        .set_objective_type(ObjectiveType::SquaredLoss)
+        .set_iterations(GBT_TREES)
+        .set_max_depth(GBT_DEPTH)
+        .set_learning_rate(GBT_LEARNING_RATE)
+        .set_parallel(false)
+        .set_seed(0);
+    let weights = vec![1.0; rows];
+    booster.fit(&matrix, ys, &weights, None).ok().map(|_| booster)
+}
+
+/// The forecast peaks of every history at its end, in one batch through `booster`.
+fn predict_peaks(
+    booster: &GradientBooster,
+    histories: &[&[f64]],
+    seasons: Seasons,
+    h: usize,
+) -> Vec<f64> {
+    let rows = histories.len();
+    let mut data = vec![0.0; rows * FEATURES];
+    for (r, history) in histories.iter().enumerate() {
+        for (c, v) in features(history, history.len(), seasons, h).iter().enumerate() {
+            data[c * rows + r] = *v;
+        }
+    }
+    let out = booster.predict(&Matrix::new(&data, rows, FEATURES), false);
+    out.iter().zip(histories).map(|(p, history)| (p * scale(history, seasons)).max(0.0)).collect()
+}
+
 impl Model for Gbt {
     fn name(&self) -> String {
         "gbt".into()
     }
 
     fn fit(&mut self, history: &[f64], seasons: Seasons, horizon: usize) {
-        let h = horizon.max(1);
-        let last = history.len().saturating_sub(h);
-        let first = last.saturating_sub(GBT_TRAIN_SAMPLES_MAX).max(h.max(3));
-        if last < first + GBT_SAMPLES_MIN {
-            self.booster = None;
-            return;
-        }
-        let rows = last - first;
-        let mut data = vec![0.0; rows * FEATURES];
-        let mut target = Vec::with_capacity(rows);
-        for (r, t) in (first..last).enumerate() {
-            // Only the values before `t` make its features; its target is the peak after.
-            let f = features(&history[..t + h], t, seasons, h);
-            for (c, v) in f.iter().enumerate() {
-                data[c * rows + r] = *v;
-            }
-            let s = scale(&history[..t], seasons);
-            target.push(history[t..t + h].iter().copied().fold(f64::MIN, f64::max) / s);
-        }
-        let matrix = Matrix::new(&data, rows, FEATURES);
-        let mut booster = GradientBooster::default()
-            .set_objective_type(ObjectiveType::SquaredLoss)
-            .set_iterations(GBT_TREES)
-            .set_max_depth(GBT_DEPTH)
-            .set_learning_rate(GBT_LEARNING_RATE)
-            .set_parallel(false)
-            .set_seed(0);
-        let weights = vec![1.0; rows];
-        self.booster = booster.fit(&matrix, &target, &weights, None).ok().map(|_| booster);
+        let (xs, ys) = samples(&[history], seasons, horizon.max(1), GBT_TRAIN_SAMPLES_MAX);
+        self.booster = fit_booster(&xs, &ys);
     }
 
     fn forecast(&self, history: &[f64], seasons: Seasons, horizon: usize) -> Vec<f64> {
@@ -147,10 +183,47 @@ impl Model for Gbt {
             return super::models::SeasonalNaive(super::models::Period::Day)
                 .forecast(history, seasons, horizon);
         };
-        let f = features(history, history.len(), seasons, h);
-        let matrix = Matrix::new(&f, 1, FEATURES);
-        let peak = booster.predict(&matrix, false)[0] * scale(history, seasons);
-        vec![peak.max(0.0); horizon]
+        vec![predict_peaks(booster, &[history], seasons, h)[0]; horizon]
+    }
+}
+
+/// One boosted-trees model for every partition (cross-learning, as the M5 winners did): fit
+/// on the samples of all partitions together (the features are scale-free), forecast every
+/// partition's peak in one batch.
+#[derive(Default)]
+pub struct GlobalGbt {
+    booster: Option<GradientBooster>,
+}
+
+impl GlobalGbt {
+    /// Fits on every history (at most `GBT_TRAIN_SAMPLES_MAX` samples in all, the newest
+    /// origins of each series alike).
+    pub fn fit(&mut self, histories: &[&[f64]], seasons: Seasons, horizon: usize) {
+        let per_series = GBT_TRAIN_SAMPLES_MAX / histories.len().max(1);
+        let (xs, ys) = samples(histories, seasons, horizon.max(1), per_series.max(1));
+        self.booster = fit_booster(&xs, &ys);
+    }
+
+    /// The forecast peak of the `horizon` after each history; the daily seasonal naive's
+    /// while unfitted.
+    pub fn forecast_peaks(
+        &self,
+        histories: &[&[f64]],
+        seasons: Seasons,
+        horizon: usize,
+    ) -> Vec<f64> {
+        let h = horizon.max(1);
+        match &self.booster {
+            Some(b) => predict_peaks(b, histories, seasons, h),
+            None => histories
+                .iter()
+                .map(|y| {
+                    let f = super::models::SeasonalNaive(super::models::Period::Day)
+                        .forecast(y, seasons, h);
+                    f.into_iter().fold(0.0, f64::max)
+                })
+                .collect(),
+        }
     }
 }
 
@@ -217,6 +290,33 @@ mod tests {
             "{:?}",
             names.iter().zip(&mae).collect::<Vec<_>>()
         );
+    }
+
+    /// One model fit on two partitions at once (at different load levels: the features are
+    /// scale-free) forecasts both better than last value.
+    #[test]
+    fn a_global_model_learns_partitions_of_different_levels_together() {
+        use crate::forecast::evaluate::evaluate_global;
+        let a = series();
+        let b: Vec<f64> = a.iter().map(|v| v * 7.0 + 300.0).collect();
+        let s = Seasons { day_steps: 24, week_steps: 168 };
+        let cfg = EvalConfig {
+            seasons: s,
+            horizon: 3,
+            every: 3,
+            retrain_every: 16,
+            quantile: 0.9,
+            warmup: 24 * 9,
+        };
+        let global = evaluate_global(&[&a, &b], &mut GlobalGbt::default(), &cfg, &|| 0);
+        let mut last = 0.0;
+        for y in [&a, &b] {
+            let mut models: Vec<Box<dyn Model>> = vec![Box::new(LastValue)];
+            last += evaluate(y, &mut models, &cfg, &|| 0).scores[0].tally.abs_error;
+        }
+        let per_series = evaluate(&a, &mut [Box::new(LastValue) as Box<dyn Model>], &cfg, &|| 0);
+        assert_eq!(global.origins, 2 * per_series.scores[0].tally.origins);
+        assert!(global.abs_error < last / 2.0, "global {} last value {last}", global.abs_error);
     }
 
     /// A fitted model survives a JSON round trip with the same forecasts.

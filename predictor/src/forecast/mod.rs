@@ -22,7 +22,7 @@ pub mod models;
 pub mod series;
 
 pub use evaluate::{evaluate, Evaluation, ModelScore};
-pub use gbt::Gbt;
+pub use gbt::{Gbt, GlobalGbt};
 pub use models::{LastValue, Model, SeasonalNaive, Spar};
 pub use series::Series;
 
