@@ -626,6 +626,9 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         }
         out.push_str("\r\n");
     }
+    if want("predictor") {
+        crate::shardcast::info_predictor(shared, &mut out);
+    }
     if want("shards") {
         let m = core.migration_counters();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

@@ -88,6 +88,10 @@ pub struct FileConfig {
     pub history_tick_rows_max: Option<usize>,
     pub history_minute_rows_max: Option<usize>,
     pub history_save_interval_ms: Option<u64>,
+    pub predict_step_s: Option<f64>,
+    pub predict_day_s: Option<f64>,
+    pub predict_horizon_s: Option<f64>,
+    pub predict_fit_interval_s: Option<f64>,
 }
 
 /// Everything the server runs with.
@@ -107,7 +111,34 @@ pub struct ServerConfig {
     pub history: shardcast_predictor::history::HistoryLimits,
     /// How often the load history is written to the data directory (and at shutdown).
     pub history_save_interval_ms: u64,
+    /// The forecaster's settings (docs/forecasting.md 6).
+    pub predict: PredictSettings,
     pub engine: EngineConfig,
+}
+
+/// The forecaster's settings, in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PredictSettings {
+    /// Step of the forecast series: 60 s (or more) uses the history's minute rows, less its
+    /// tick rows (10 minutes of them at the defaults).
+    pub step_ms: u64,
+    /// A day's length (shorter in demos and tests: a compressed day).
+    pub day_ms: u64,
+    /// How far ahead the peak is forecast.
+    pub horizon_ms: u64,
+    /// How often the models are refit.
+    pub fit_interval_ms: u64,
+}
+
+impl Default for PredictSettings {
+    fn default() -> Self {
+        PredictSettings {
+            step_ms: 60_000,
+            day_ms: 86_400_000,
+            horizon_ms: 300_000,
+            fit_interval_ms: 600_000,
+        }
+    }
 }
 
 /// The shortest and longest statistics tick.
@@ -130,6 +161,7 @@ impl Default for ServerConfig {
             migrate_connections: true,
             history: Default::default(),
             history_save_interval_ms: HISTORY_SAVE_INTERVAL_MS_DEFAULT,
+            predict: PredictSettings::default(),
             engine: EngineConfig::default(),
         }
     }
@@ -303,6 +335,25 @@ impl ServerConfig {
         if let Some(v) = f.history_save_interval_ms {
             self.history_save_interval_ms = v;
         }
+        let secs = |name: &str, v: f64| -> Result<u64, String> {
+            if v.is_finite() && v > 0.0 && v <= 1e8 {
+                Ok(((v * 1000.0).round() as u64).max(1))
+            } else {
+                Err(format!("{name}: must be a positive number of seconds"))
+            }
+        };
+        if let Some(v) = f.predict_step_s {
+            self.predict.step_ms = secs("predict-step-s", v)?;
+        }
+        if let Some(v) = f.predict_day_s {
+            self.predict.day_ms = secs("predict-day-s", v)?;
+        }
+        if let Some(v) = f.predict_horizon_s {
+            self.predict.horizon_ms = secs("predict-horizon-s", v)?;
+        }
+        if let Some(v) = f.predict_fit_interval_s {
+            self.predict.fit_interval_ms = secs("predict-fit-interval-s", v)?;
+        }
         if let Some(v) = f.partition_separator {
             let [b] = v.as_bytes() else {
                 return Err("partition-separator: must be exactly one byte".into());
@@ -332,6 +383,14 @@ impl ServerConfig {
         }
         if self.history_save_interval_ms < 1000 {
             return Err("history-save-interval-ms: must be at least 1000".into());
+        }
+        let p = &self.predict;
+        if p.step_ms < self.engine.tick_ms || p.day_ms < p.step_ms || p.horizon_ms < p.step_ms {
+            return Err(
+                "predict-step-s must be at least a tick, and predict-day-s and predict-horizon-s \
+                 at least a step"
+                    .into(),
+            );
         }
         let h = &self.history;
         if h.partitions_max == 0 || h.tick_rows_max == 0 || h.minute_rows_max == 0 {

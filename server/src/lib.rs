@@ -46,6 +46,7 @@ pub fn run(config: config::ServerConfig) -> Result<(), String> {
             history: config.history,
             history_save_interval_ms: config.history_save_interval_ms,
             health: Default::default(),
+            predict: config.predict,
         },
         sink,
         ticks,

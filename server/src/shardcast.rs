@@ -181,6 +181,7 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
             }
         }
         "history" if matches!(args.len(), 3 | 5) => history(shared, s, args),
+        "predict" if matches!(args.len(), 2 | 3) => predict(shared, s, args.get(2)),
         "partitions" if matches!(args.len(), 2 | 4) => {
             let count = match args.get(2).map(|a| lower(a)) {
                 None => PARTITIONS_REPLY_DEFAULT,
@@ -244,6 +245,9 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
                 "HISTORY <partition> [COUNT <count>]",
                 "    The partition's most recent load rows (one per tick) in the trace format, the",
                 "    header first (docs/trace-format.md).",
+                "PREDICT [<partition>]",
+                "    The forecast peak of each partition (or one) over the horizon, in ops/s, with",
+                "    its upper quantile and how it was made (docs/forecasting.md).",
                 "SPLIT <partition>",
                 "    One step more for the partition, online: carve it out of its shared shard into",
                 "    a shard of its own, or cut its busiest shard at the load median. The new shard",
@@ -259,7 +263,7 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
                 s.w.simple(l);
             }
         }
-        "shards" | "split" | "merge" | "help" | "partitions" | "history" => {
+        "shards" | "split" | "merge" | "help" | "partitions" | "history" | "predict" => {
             let name = format!("shardcast|{}", lower(&args[1]));
             s.w.error(&format!("ERR wrong number of arguments for '{name}' command"))
         }
@@ -301,4 +305,57 @@ fn history(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     for r in &rows {
         s.w.bulk(shardcast_predictor::trace::format_row(r, &apps).trim_end().as_bytes());
     }
+}
+
+/// SHARDCAST PREDICT [partition]: the last forecasts, highest upper quantile first.
+fn predict(shared: &Shared, s: &mut Session, partition: Option<&Vec<u8>>) {
+    let Some(control) = shared.control.get() else {
+        return s.w.error("ERR telemetry is not running");
+    };
+    let f = control.forecasts();
+    let wanted = partition.map(|p| partition_arg(p));
+    let rows: Vec<_> =
+        f.partitions.iter().filter(|p| wanted.as_ref().is_none_or(|w| &p.partition == w)).collect();
+    s.w.array(rows.len());
+    for p in rows {
+        s.w.map(8);
+        s.w.bulk(b"partition");
+        s.w.bulk(partition_display(&p.partition).as_bytes());
+        s.w.bulk(b"peak_ops_per_sec");
+        s.w.bulk(format!("{:.1}", p.peak).as_bytes());
+        s.w.bulk(b"upper_ops_per_sec");
+        s.w.bulk(format!("{:.1}", p.upper).as_bytes());
+        s.w.bulk(b"horizon_s");
+        s.w.bulk(format!("{}", f.horizon_ms as f64 / 1000.0).as_bytes());
+        s.w.bulk(b"basis");
+        s.w.bulk(p.basis.as_str().as_bytes());
+        s.w.bulk(b"borrowed_from");
+        s.w.bulk(p.borrowed_from.as_deref().map(partition_display).unwrap_or_default().as_bytes());
+        s.w.bulk(b"history_steps");
+        s.w.int(p.history_steps as i64);
+        s.w.bulk(b"recent_mae_ops_per_sec");
+        s.w.bulk(p.recent_mae.map(|m| format!("{m:.1}")).unwrap_or_default().as_bytes());
+    }
+}
+
+/// INFO's `# Predictor` section.
+pub fn info_predictor(shared: &Shared, out: &mut String) {
+    let Some(control) = shared.control.get() else { return };
+    let f = control.forecasts();
+    let p = &shared.config.predict;
+    let cold =
+        f.partitions.iter().filter(|p| matches!(p.basis.as_str(), "similar" | "reactive")).count();
+    let _ = write!(
+        out,
+        "# Predictor\r\npredictor_models:spar,gbt_global\r\npredictor_step_s:{}\r\npredictor_day_s:{}\r\npredictor_horizon_s:{}\r\npredictor_partitions:{}\r\npredictor_cold_partitions:{}\r\npredictor_last_forecast_ms:{}\r\npredictor_forecast_duration_ms:{:.3}\r\npredictor_last_fit_ms:{}\r\npredictor_fit_duration_ms:{:.3}\r\n\r\n",
+        p.step_ms as f64 / 1000.0,
+        p.day_ms as f64 / 1000.0,
+        p.horizon_ms as f64 / 1000.0,
+        f.partitions.len(),
+        cold,
+        f.at_ms,
+        f.forecast_ms,
+        f.fit_at_ms,
+        f.fit_ms,
+    );
 }

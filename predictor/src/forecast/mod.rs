@@ -7,6 +7,8 @@
 //! - `models`: the models behind one trait, `Model`: last value, seasonal naive (a day or a
 //!   week ago), SPAR, the sparse periodic auto-regression of P-Store (Taft et al., SIGMOD
 //!   2018), and gradient-boosted regression trees (`gbt`, forust-ml) of the peak.
+//! - `forecaster`: what the server runs: per partition the better of SPAR and the global GBT
+//!   by recent error, an upper quantile, and the cold-start rule.
 //! - `evaluate`: walk-forward evaluation: at each forecast origin a model sees the values
 //!   before it and nothing later; peaks are scored by MAPE, MASE against a seasonal naive,
 //!   and the coverage of the upper quantile.
@@ -16,6 +18,7 @@
 
 pub mod evaluate;
 pub mod features;
+pub mod forecaster;
 pub mod gbt;
 mod linalg;
 pub mod models;

@@ -12,6 +12,7 @@
 //! `ROUND_GRACE_MS` after its end; a tick arriving later is counted in the next round, never
 //! lost or counted twice.
 
+pub mod forecast;
 pub mod persist;
 pub mod view;
 
@@ -42,6 +43,7 @@ pub struct ControlConfig {
     /// How often the history is written to the data directory (and at shutdown).
     pub history_save_interval_ms: u64,
     pub health: HealthThresholds,
+    pub predict: crate::config::PredictSettings,
 }
 
 /// What the control thread publishes; shared by every core.
@@ -52,6 +54,7 @@ pub struct Control {
     stop: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     sink: TickSink,
+    forecasts: Mutex<Arc<forecast::Forecasts>>,
 }
 
 impl Control {
@@ -65,6 +68,7 @@ impl Control {
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
             sink,
+            forecasts: Mutex::new(Arc::new(forecast::Forecasts::default())),
         });
         let c = control.clone();
         let handle = std::thread::Builder::new()
@@ -78,6 +82,11 @@ impl Control {
     /// The last round's views.
     pub fn view(&self) -> Arc<ControlView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The last forecasts of every partition.
+    pub fn forecasts(&self) -> Arc<forecast::Forecasts> {
+        self.forecasts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Runs `f` on the load history (briefly: the control thread waits meanwhile).
@@ -104,6 +113,7 @@ impl Control {
         let mut rounds = 0u64;
         let mut late = 0u64;
         let mut saved_at = now_ms();
+        let mut predictor = forecast::Predictor::new(self.config.predict);
         while !self.stop.load(Ordering::SeqCst) {
             match rx.recv_timeout(Duration::from_millis(10)) {
                 Ok(t) => {
@@ -149,6 +159,9 @@ impl Control {
                 }
                 *self.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
                 next_round += 1;
+            }
+            if let Some(f) = predictor.maybe_run(now, &self.history) {
+                *self.forecasts.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(f);
             }
             if now.saturating_sub(saved_at) >= self.config.history_save_interval_ms {
                 self.save();

@@ -20,6 +20,7 @@
 //! | `shardcast_partition_distinct_keys` | gauge | partition | distinct keys touched in the last tick |
 //! | `shardcast_partition_top_key_share` | gauge | partition | share of the ops that went to the hottest key |
 //! | `shardcast_partition_app_ops_per_second` | gauge | partition, app | per client application (`CLIENT SETNAME`) |
+//! | `shardcast_partition_forecast_ops_per_second` | gauge | partition, bound | the forecast peak over the horizon (`bound="peak"`) and its upper quantile (`bound="upper"`) |
 //! | `shardcast_migrations_total` | counter | outcome | migrations completed / aborted |
 //! | `shardcast_migration_bytes_total` | counter | | bytes moved by migrations |
 //! | `shardcast_migration_keys_total` | counter | | keys moved by migrations |
@@ -86,6 +87,7 @@ pub(super) fn render(core: &Core, _shared: &Shared, control: &Control) -> String
     shards(&mut o, &view);
     cores(&mut o, &view);
     partitions(&mut o, &view);
+    forecasts(&mut o, control);
     let m = core.migration_counters();
     o.family(
         "shardcast_migrations_total",
@@ -303,5 +305,16 @@ fn partitions(o: &mut Out, view: &ControlView) {
                 *n as f64 / secs,
             );
         }
+    }
+}
+
+fn forecasts(o: &mut Out, control: &Control) {
+    let f = control.forecasts();
+    let name = "shardcast_partition_forecast_ops_per_second";
+    o.family(name, "gauge", "Forecast peak ops/s of the partition over the predictor's horizon, and its upper quantile.");
+    for p in f.partitions.iter().take(METRICS_PARTITIONS_MAX) {
+        let partition = partition_display(&p.partition);
+        o.sample(name, &[("partition", &partition), ("bound", "peak")], p.peak);
+        o.sample(name, &[("partition", &partition), ("bound", "upper")], p.upper);
     }
 }

@@ -1,0 +1,116 @@
+//! The forecaster on the control thread: every `step` it forecasts every partition of the
+//! load history (the predictor's `Forecaster`), refitting every `fit_interval`; the result is
+//! published for SHARDCAST PREDICT, INFO predictor and /metrics. Fitting runs here, never on
+//! a data core.
+
+use crate::config::PredictSettings;
+use shardcast_predictor::forecast::forecaster::{Forecaster, PartitionForecast, PartitionInput};
+use shardcast_predictor::forecast::{Seasons, Series};
+use shardcast_predictor::history::LoadHistory;
+use shardcast_predictor::trace::TraceRow;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The published forecasts, in ops per second.
+#[derive(Debug, Clone, Default)]
+pub struct Forecasts {
+    /// Unix ms of the forecast (0: none yet).
+    pub at_ms: u64,
+    pub step_ms: u64,
+    pub horizon_ms: u64,
+    pub partitions: Vec<PartitionForecast>,
+    /// When the models were last fit, and how long that took.
+    pub fit_at_ms: u64,
+    pub fit_ms: f64,
+    pub forecast_ms: f64,
+}
+
+/// Runs the forecaster when due.
+pub struct Predictor {
+    settings: PredictSettings,
+    forecaster: Forecaster,
+    next_at_ms: u64,
+    next_fit_at_ms: u64,
+    fit_at_ms: u64,
+    fit_ms: f64,
+}
+
+impl Predictor {
+    pub fn new(settings: PredictSettings) -> Predictor {
+        let seasons = Seasons::new(settings.step_ms, settings.day_ms);
+        let horizon = (settings.horizon_ms / settings.step_ms).max(1) as usize;
+        Predictor {
+            settings,
+            forecaster: Forecaster::new(seasons, horizon, 0.9),
+            next_at_ms: 0,
+            next_fit_at_ms: 0,
+            fit_at_ms: 0,
+            fit_ms: 0.0,
+        }
+    }
+
+    /// The forecasts, if a step has passed since the last ones.
+    pub fn maybe_run(&mut self, now_ms: u64, history: &Mutex<LoadHistory>) -> Option<Forecasts> {
+        if now_ms < self.next_at_ms {
+            return None;
+        }
+        let step = self.settings.step_ms;
+        self.next_at_ms = now_ms - now_ms % step + step;
+        // Copy the rows out, so the history's lock is held only that long.
+        let rows: Vec<TraceRow> = {
+            let h = history.lock().unwrap_or_else(|e| e.into_inner());
+            if step >= 60_000 {
+                h.minutes(None)
+            } else {
+                h.ticks(None)
+            }
+        };
+        // The series end at the last complete step: the one in progress is not over yet.
+        let complete: Vec<TraceRow> =
+            rows.into_iter().filter(|r| r.ts_ms + step <= now_ms - now_ms % step).collect();
+        let series = Series::from_rows(&complete, step);
+        let by_partition: Vec<Vec<TraceRow>> = series
+            .iter()
+            .map(|s| complete.iter().filter(|r| r.partition == s.partition).cloned().collect())
+            .collect();
+        let inputs: Vec<PartitionInput<'_>> = series
+            .iter()
+            .zip(&by_partition)
+            .map(|(s, rows)| PartitionInput {
+                partition: &s.partition,
+                first_step: s.start_ms / step,
+                values: &s.values,
+                rows,
+            })
+            .collect();
+        if now_ms >= self.next_fit_at_ms {
+            let start = Instant::now();
+            self.forecaster.fit(&inputs);
+            self.fit_ms = start.elapsed().as_secs_f64() * 1000.0;
+            self.fit_at_ms = now_ms;
+            self.next_fit_at_ms = now_ms + self.settings.fit_interval_ms;
+        }
+        let start = Instant::now();
+        let mut partitions = self.forecaster.forecast(&inputs);
+        let forecast_ms = start.elapsed().as_secs_f64() * 1000.0;
+        // Ops per step to ops per second.
+        let per_sec = 1000.0 / step as f64;
+        for p in &mut partitions {
+            p.peak *= per_sec;
+            p.upper *= per_sec;
+            p.recent_mae = p.recent_mae.map(|m| m * per_sec);
+        }
+        partitions.sort_by(|a, b| {
+            b.upper.total_cmp(&a.upper).then_with(|| a.partition.cmp(&b.partition))
+        });
+        Some(Forecasts {
+            at_ms: now_ms,
+            step_ms: step,
+            horizon_ms: self.settings.horizon_ms,
+            partitions,
+            fit_at_ms: self.fit_at_ms,
+            fit_ms: self.fit_ms,
+            forecast_ms,
+        })
+    }
+}
