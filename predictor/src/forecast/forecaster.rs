@@ -1,10 +1,11 @@
 //! The forecaster the server runs on its control thread: every partition's peak over the
 //! horizon, with an upper quantile, from the load history, refit periodically.
 //!
-//! Per partition it keeps two candidates: SPAR (day period, fit per partition) and one global
-//! GBT over all partitions; each forecast is scored against the peak that then arrives, and a
-//! partition's forecast comes from the candidate with the lower mean absolute error over its
-//! last `SCORE_WINDOW` scored forecasts (SPAR until both have scores). The upper quantile is
+//! Per partition it keeps three candidates: SPAR (day period, fit per partition), one global
+//! GBT over all partitions, and the last horizon's peak (for load without a season, such as
+//! a flash crowd); each forecast is scored against the peak that then arrives, and a
+//! partition's forecast comes from the candidate with the lowest mean absolute error over its
+//! last `SCORE_WINDOW` scored forecasts (SPAR until all have scores). The upper quantile is
 //! the peak plus the chosen candidate's `quantile` of past errors.
 //!
 //! Cold start: a partition with less than `cold_start_steps` of history since its first op (a
@@ -36,6 +37,8 @@ pub const FORECAST_PARTITIONS_MAX: usize = 10_000;
 pub enum Basis {
     Spar,
     Gbt,
+    /// The peak of the last horizon (the best guess for load without a season).
+    LastPeak,
     /// Borrowed from a similar partition (cold start).
     Similar,
     /// The reactive rule (cold start, nothing similar).
@@ -47,6 +50,7 @@ impl Basis {
         match self {
             Basis::Spar => "spar",
             Basis::Gbt => "gbt_global",
+            Basis::LastPeak => "last_peak",
             Basis::Similar => "similar",
             Basis::Reactive => "reactive",
         }
@@ -82,10 +86,10 @@ pub struct PartitionInput<'a> {
 #[derive(Default)]
 struct Track {
     spar: Option<Spar>,
-    errors: [VecDeque<f64>; 2],
+    errors: [VecDeque<f64>; 3],
     /// Forecasts waiting for their horizon: (absolute step of the origin, peaks by
     /// candidate).
-    pending: VecDeque<(u64, [f64; 2])>,
+    pending: VecDeque<(u64, [f64; 3])>,
 }
 
 /// The server's forecaster (see the module doc).
@@ -206,22 +210,28 @@ impl Forecaster {
                 Some(m) => peak(&m.forecast(p.values, self.seasons, h)),
                 None => peak(&p.values[n.saturating_sub(h)..]),
             };
-            let peaks = [spar_peak, gbt_peaks[k]];
+            let last_peak = peak(&p.values[n.saturating_sub(h)..]);
+            let peaks = [spar_peak, gbt_peaks[k], last_peak];
             if track.pending.back().is_none_or(|(o, _)| *o < end) {
                 track.pending.push_back((end, peaks));
             }
             let mae =
                 |c: usize| mean(&track.errors[c].iter().map(|e| e.abs()).collect::<VecDeque<_>>());
-            let chosen = match (mae(0), mae(1)) {
-                (Some(a), Some(b)) if b < a => 1,
-                _ => 0,
+            // The candidate with the lowest recent error; SPAR until all have scores.
+            let scores: Vec<Option<f64>> = (0..3).map(mae).collect();
+            let chosen = if scores.iter().all(Option::is_some) {
+                (0..3)
+                    .min_by(|&a, &b| scores[a].unwrap().total_cmp(&scores[b].unwrap()))
+                    .unwrap_or(0)
+            } else {
+                0
             };
             let upper = peaks[chosen] + quantile(&track.errors[chosen], self.quantile).max(0.0);
             out[i] = Some(PartitionForecast {
                 partition: p.partition.to_vec(),
                 peak: peaks[chosen],
                 upper,
-                basis: if chosen == 0 { Basis::Spar } else { Basis::Gbt },
+                basis: [Basis::Spar, Basis::Gbt, Basis::LastPeak][chosen],
                 borrowed_from: None,
                 history_steps: n,
                 recent_mae: mae(chosen),
