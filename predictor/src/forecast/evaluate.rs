@@ -112,12 +112,13 @@ pub fn origins(len: usize, cfg: &EvalConfig, reference: &SeasonalNaive) -> Vec<u
     (first..=len - h).step_by(cfg.every.max(1)).collect()
 }
 
-fn peak(v: &[f64]) -> f64 {
+/// The largest value (0 for none: loads are not negative).
+pub(crate) fn peak(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
 }
 
 /// The `q` quantile of `v` (nearest rank), 0 for none.
-fn quantile(v: &VecDeque<f64>, q: f64) -> f64 {
+pub(crate) fn quantile(v: &VecDeque<f64>, q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

@@ -15,6 +15,7 @@
 //! Without a similar partition, the reactive rule: peak = the largest value of its last
 //! horizon, upper = 1.5 x peak.
 
+use super::evaluate::{peak, quantile};
 use super::features::{app_shares, op_mix};
 use super::gbt::GlobalGbt;
 use super::models::{Model, Period, Spar};
@@ -104,19 +105,6 @@ pub struct Forecaster {
 
 fn mean(v: &VecDeque<f64>) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
-fn quantile(v: &VecDeque<f64>, q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s: Vec<f64> = v.iter().copied().collect();
-    s.sort_by(f64::total_cmp);
-    s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1]
-}
-
-fn peak(v: &[f64]) -> f64 {
-    v.iter().copied().fold(0.0, f64::max)
 }
 
 fn recent_mean(v: &[f64], h: usize) -> f64 {
