@@ -347,7 +347,7 @@ pub fn info_predictor(shared: &Shared, out: &mut String) {
         f.partitions.iter().filter(|p| matches!(p.basis.as_str(), "similar" | "reactive")).count();
     let _ = write!(
         out,
-        "# Predictor\r\npredictor_models:spar,gbt_global,last_peak\r\npredictor_step_s:{}\r\npredictor_day_s:{}\r\npredictor_horizon_s:{}\r\npredictor_partitions:{}\r\npredictor_cold_partitions:{}\r\npredictor_last_forecast_ms:{}\r\npredictor_forecast_duration_ms:{:.3}\r\npredictor_last_fit_ms:{}\r\npredictor_fit_duration_ms:{:.3}\r\n\r\n",
+        "# Predictor\r\npredictor_candidates:spar,gbt_global,last_peak\r\npredictor_step_s:{}\r\npredictor_day_s:{}\r\npredictor_horizon_s:{}\r\npredictor_partitions:{}\r\npredictor_cold_partitions:{}\r\npredictor_last_forecast_ms:{}\r\npredictor_forecast_duration_ms:{:.3}\r\npredictor_last_fit_ms:{}\r\npredictor_fit_duration_ms:{:.3}\r\npredictor_models:{}\r\n\r\n",
         p.step_ms as f64 / 1000.0,
         p.day_ms as f64 / 1000.0,
         p.horizon_ms as f64 / 1000.0,
@@ -357,5 +357,6 @@ pub fn info_predictor(shared: &Shared, out: &mut String) {
         f.forecast_ms,
         f.fit_at_ms,
         f.fit_ms,
+        if f.models_loaded { "loaded" } else { "fitted" },
     );
 }

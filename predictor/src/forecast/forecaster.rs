@@ -5,7 +5,8 @@
 //! GBT over all partitions, and the last horizon's peak (for load without a season, such as
 //! a flash crowd); each forecast is scored against the peak that then arrives, and a
 //! partition's forecast comes from the candidate with the lowest mean absolute error over its
-//! last `SCORE_WINDOW` scored forecasts (SPAR until all have scores). The upper quantile is
+//! last `SCORE_WINDOW` scored forecasts (until all have scores: SPAR if fitted, else the GBT
+//! if fitted, else the last peak). The upper quantile is
 //! the peak plus the chosen candidate's `quantile` of past errors.
 //!
 //! Cold start: a partition with less than `cold_start_steps` of history since its first op (a
@@ -116,6 +117,35 @@ fn recent_mean(v: &[f64], h: usize) -> f64 {
     }
 }
 
+/// Magic of an encoded forecaster state.
+pub const STATE_MAGIC: [u8; 8] = *b"SCPRED01";
+/// The largest state decoded (a bigger one is refused as damaged).
+pub const STATE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Reads little-endian fields of an encoded state, refusing lengths past its end.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = end.ok_or_else(|| format!("truncated at byte {}", self.at))?;
+        let out = &self.b[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<usize, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
+    }
+
+    fn f64(&mut self) -> Result<f64, String> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+}
+
 /// Op-mix and application-share distance of two partitions' rows (0 = alike, at most 4).
 pub fn distance(a: &[TraceRow], b: &[TraceRow]) -> f64 {
     let (ma, mb) = (op_mix(a), op_mix(b));
@@ -149,6 +179,75 @@ impl Forecaster {
             global: GlobalGbt::default(),
             tracks: HashMap::new(),
         }
+    }
+
+    /// The fitted models as bytes (magic, then the global GBT as JSON and each partition's
+    /// SPAR coefficients, then a crc32 of all before it), so a restart resumes warm. Scores
+    /// are not kept: they rebuild within a horizon.
+    pub fn encode_state(&self) -> Vec<u8> {
+        let mut out = STATE_MAGIC.to_vec();
+        let json = self.global.to_json().unwrap_or_default();
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json.as_bytes());
+        let mut fitted: Vec<(&Vec<u8>, &Spar)> =
+            self.tracks.iter().filter_map(|(k, t)| t.spar.as_ref().map(|s| (k, s))).collect();
+        fitted.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend_from_slice(&(fitted.len() as u32).to_le_bytes());
+        for (name, spar) in fitted {
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name);
+            let c = spar.coefficients();
+            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            for v in c.iter().flatten() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Restores `encode_state`'s models; a damaged state is an error and changes nothing.
+    pub fn decode_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.len() > STATE_BYTES_MAX || bytes.len() < STATE_MAGIC.len() + 4 {
+            return Err(format!("{} bytes is not a forecaster state", bytes.len()));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let (expected, got) =
+            (u32::from_le_bytes(crc.try_into().expect("4")), crc32fast::hash(body));
+        if expected != got {
+            return Err(format!("checksum mismatch: expected {expected:08x}, got {got:08x}"));
+        }
+        if body[..8] != STATE_MAGIC {
+            return Err("not a forecaster state (bad magic)".into());
+        }
+        let mut r = Reader { b: body, at: 8 };
+        let n = r.u32()?;
+        let json = std::str::from_utf8(r.take(n)?).map_err(|_| "the GBT is not UTF-8")?;
+        let global =
+            if json.is_empty() { GlobalGbt::default() } else { GlobalGbt::from_json(json)? };
+        let mut tracks: HashMap<Vec<u8>, Track> = HashMap::new();
+        for _ in 0..r.u32()? {
+            let len = r.u32()?;
+            let name = r.take(len)?.to_vec();
+            let steps = r.u32()?;
+            let width = super::models::SPAR_PERIODS + super::models::SPAR_LAGS + 1;
+            if steps.saturating_mul(width * 8) > body.len() {
+                return Err(format!("{steps} SPAR steps do not fit in the state"));
+            }
+            let mut c = Vec::with_capacity(steps);
+            for _ in 0..steps {
+                c.push((0..width).map(|_| r.f64()).collect::<Result<Vec<f64>, String>>()?);
+            }
+            let spar = Spar::from_coefficients(Period::Day, c).ok_or("bad SPAR coefficients")?;
+            tracks.entry(name).or_default().spar = Some(spar);
+        }
+        if r.at != body.len() {
+            return Err(format!("{} bytes after the state", body.len() - r.at));
+        }
+        self.global = global;
+        self.tracks = tracks;
+        Ok(())
     }
 
     /// Refits the models on the inputs' histories (the caller decides how often).
@@ -205,14 +304,22 @@ impl Forecaster {
             }
             let mae =
                 |c: usize| mean(&track.errors[c].iter().map(|e| e.abs()).collect::<VecDeque<_>>());
-            // The candidate with the lowest recent error; SPAR until all have scores.
+            // The candidate with the lowest recent error among those that exist (a fitted
+            // SPAR, a fitted GBT, the last peak always); until all have scores, the first
+            // that exists.
+            let exists = [track.spar.is_some(), self.global.is_fitted(), true];
             let scores: Vec<Option<f64>> = (0..3).map(mae).collect();
-            let chosen = if scores.iter().all(Option::is_some) {
-                (0..3)
-                    .min_by(|&a, &b| scores[a].unwrap().total_cmp(&scores[b].unwrap()))
-                    .unwrap_or(0)
+            let available: Vec<usize> = (0..3).filter(|&c| exists[c]).collect();
+            let chosen = if available.iter().all(|&c| scores[c].is_some()) {
+                available
+                    .iter()
+                    .copied()
+                    .min_by(|&a, &b| {
+                        scores[a].unwrap_or(f64::MAX).total_cmp(&scores[b].unwrap_or(f64::MAX))
+                    })
+                    .unwrap_or(2)
             } else {
-                0
+                available[0]
             };
             let upper = peaks[chosen] + quantile(&track.errors[chosen], self.quantile).max(0.0);
             out[i] = Some(PartitionForecast {
@@ -328,6 +435,31 @@ mod tests {
         assert_eq!(out[2].basis, Basis::Reactive);
         assert_eq!((out[2].peak, out[2].upper), (9.0, 9.0 * REACTIVE_HEADROOM));
         assert!(distance(&rw, &rl) < 1e-9 && distance(&rw, &ro) > 3.0);
+    }
+
+    /// A fitted forecaster's state round-trips: the restored one forecasts the same; a
+    /// damaged state is refused and leaves the models as they were.
+    #[test]
+    fn the_state_round_trips_and_damage_is_refused() {
+        let (a, b) = (daily(10, 100.0), daily(10, 300.0));
+        let rw = rows(1, 1, "a");
+        let inputs = [
+            PartitionInput { partition: b"a", first_step: 0, values: &a, rows: &rw },
+            PartitionInput { partition: b"b", first_step: 0, values: &b, rows: &rw },
+        ];
+        let mut f = Forecaster::new(S, 3, 0.9);
+        f.fit(&inputs);
+        let state = f.encode_state();
+        let mut g = Forecaster::new(S, 3, 0.9);
+        g.decode_state(&state).unwrap();
+        assert_eq!(f.forecast(&inputs), g.forecast(&inputs));
+        for i in [0, 9, state.len() / 2, state.len() - 1] {
+            let mut bad = state.clone();
+            bad[i] ^= 0x40;
+            assert!(g.decode_state(&bad).is_err(), "flip at {i}");
+        }
+        assert!(g.decode_state(&state[..state.len() - 7]).is_err());
+        assert_eq!(f.forecast(&inputs), g.forecast(&inputs), "unchanged by refused states");
     }
 
     /// Forecasts are scored when their horizon has passed, and the candidate with the lower

@@ -196,6 +196,22 @@ pub struct GlobalGbt {
 }
 
 impl GlobalGbt {
+    pub fn is_fitted(&self) -> bool {
+        self.booster.is_some()
+    }
+
+    /// The fitted trees as JSON, if fitted.
+    pub fn to_json(&self) -> Option<String> {
+        self.booster.as_ref().and_then(|b| b.json_dump().ok())
+    }
+
+    /// A model from `to_json`'s text.
+    pub fn from_json(text: &str) -> Result<GlobalGbt, String> {
+        GradientBooster::from_json(text)
+            .map(|b| GlobalGbt { booster: Some(b) })
+            .map_err(|e| format!("not a boosted-trees model: {e}"))
+    }
+
     /// Fits on every history (at most `GBT_TRAIN_SAMPLES_MAX` samples in all, the newest
     /// origins of each series alike).
     pub fn fit(&mut self, histories: &[&[f64]], seasons: Seasons, horizon: usize) {

@@ -103,6 +103,20 @@ impl Spar {
         Spar { period, coefficients: Vec::new() }
     }
 
+    /// The fitted coefficients, per horizon step (for persisting a fitted model).
+    pub fn coefficients(&self) -> &[Vec<f64>] {
+        &self.coefficients
+    }
+
+    /// A fitted model from `coefficients` (each step's `a`, `b` and `c`); `None` if a step
+    /// has the wrong number of them or a value that is not finite.
+    pub fn from_coefficients(period: Period, coefficients: Vec<Vec<f64>>) -> Option<Spar> {
+        let ok = coefficients
+            .iter()
+            .all(|c| c.len() == SPAR_PERIODS + SPAR_LAGS + 1 && c.iter().all(|v| v.is_finite()));
+        ok.then_some(Spar { period, coefficients })
+    }
+
     /// The regressors for forecasting `tau` steps after origin `t` (exclusive end of the
     /// known values), or `None` if the history is too short.
     fn regressors(y: &[f64], t: usize, tau: usize, p: usize) -> Option<Vec<f64>> {

@@ -23,11 +23,20 @@ pub struct Forecasts {
     pub fit_at_ms: u64,
     pub fit_ms: f64,
     pub forecast_ms: f64,
+    /// The models in use came from the state file of a previous run (not yet refit).
+    pub models_loaded: bool,
 }
+
+/// The forecaster's fitted models in the data directory (written after each fit and at
+/// shutdown, read at start; a damaged one is set aside and the models refit).
+pub const PREDICTOR_STATE_FILE: &str = "predictor.state";
 
 /// Runs the forecaster when due.
 pub struct Predictor {
     settings: PredictSettings,
+    dir: std::path::PathBuf,
+    /// The models came from the state file (until the next fit).
+    pub loaded: bool,
     forecaster: Forecaster,
     next_at_ms: u64,
     next_fit_at_ms: u64,
@@ -36,16 +45,48 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    pub fn new(settings: PredictSettings) -> Predictor {
+    /// A predictor for `dir`'s history; its models come from `dir`'s state file if it has a
+    /// good one (the first refit is then a fit interval away: the restart is warm).
+    pub fn new(settings: PredictSettings, dir: &std::path::Path, now_ms: u64) -> Predictor {
         let seasons = Seasons::new(settings.step_ms, settings.day_ms);
         let horizon = (settings.horizon_ms / settings.step_ms).max(1) as usize;
-        Predictor {
+        let mut p = Predictor {
             settings,
+            dir: dir.to_path_buf(),
+            loaded: false,
             forecaster: Forecaster::new(seasons, horizon, 0.9),
             next_at_ms: 0,
             next_fit_at_ms: 0,
             fit_at_ms: 0,
             fit_ms: 0.0,
+        };
+        let file = dir.join(PREDICTOR_STATE_FILE);
+        match std::fs::read(&file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "cannot read the forecaster's state")
+            }
+            Ok(bytes) => match p.forecaster.decode_state(&bytes) {
+                Ok(()) => {
+                    p.loaded = true;
+                    p.next_fit_at_ms = now_ms + settings.fit_interval_ms;
+                    tracing::info!(file = %file.display(), "forecaster models read");
+                }
+                Err(e) => {
+                    let aside = super::persist::set_aside(dir, PREDICTOR_STATE_FILE);
+                    tracing::error!(file = %file.display(), error = %e, set_aside = %aside.display(),
+                        "the forecaster's state could not be read: set aside, the models will be refit");
+                }
+            },
+        }
+        p
+    }
+
+    /// Writes the fitted models to the data directory.
+    pub fn save(&self) {
+        let bytes = self.forecaster.encode_state();
+        if let Err(e) = super::persist::save_as(&self.dir, PREDICTOR_STATE_FILE, &bytes) {
+            tracing::error!(error = %e, "could not write the forecaster's state");
         }
     }
 
@@ -89,6 +130,8 @@ impl Predictor {
             self.fit_ms = start.elapsed().as_secs_f64() * 1000.0;
             self.fit_at_ms = now_ms;
             self.next_fit_at_ms = now_ms + self.settings.fit_interval_ms;
+            self.loaded = false;
+            self.save();
         }
         let start = Instant::now();
         let mut partitions = self.forecaster.forecast(&inputs);
@@ -111,6 +154,7 @@ impl Predictor {
             fit_at_ms: self.fit_at_ms,
             fit_ms: self.fit_ms,
             forecast_ms,
+            models_loaded: self.loaded,
         })
     }
 }

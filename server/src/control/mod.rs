@@ -113,7 +113,8 @@ impl Control {
         let mut rounds = 0u64;
         let mut late = 0u64;
         let mut saved_at = now_ms();
-        let mut predictor = forecast::Predictor::new(self.config.predict);
+        let mut predictor =
+            forecast::Predictor::new(self.config.predict, &self.config.data_dir, now_ms());
         while !self.stop.load(Ordering::SeqCst) {
             match rx.recv_timeout(Duration::from_millis(10)) {
                 Ok(t) => {
@@ -169,6 +170,7 @@ impl Control {
             }
         }
         self.save();
+        predictor.save();
     }
 
     fn judge(&self, monitor: &mut HealthMonitor, view: &mut ControlView) {

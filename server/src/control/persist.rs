@@ -35,10 +35,8 @@ pub fn load(dir: &Path, limits: HistoryLimits) -> LoadHistory {
             h
         }
         Err(e) => {
-            let aside = dir.join(format!("{HISTORY_FILE}.corrupt-{}", unix_ms()));
-            let moved = std::fs::rename(&file, &aside);
+            let aside = set_aside(dir, HISTORY_FILE);
             tracing::error!(file = %file.display(), error = %e, set_aside = %aside.display(),
-                moved = moved.is_ok(),
                 "the load history could not be read: set aside, starting with an empty history");
             LoadHistory::new(limits)
         }
@@ -47,16 +45,28 @@ pub fn load(dir: &Path, limits: HistoryLimits) -> LoadHistory {
 
 /// Writes `bytes` as the history of `dir`, atomically.
 pub fn save(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    save_as(dir, HISTORY_FILE, bytes)
+}
+
+/// Writes `bytes` as `dir/name`: a temporary file, fsync, rename, fsync of the directory.
+pub fn save_as(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    let tmp = dir.join(format!("{HISTORY_FILE}.tmp"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, path(dir))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Renames `dir/name` to `name.corrupt-<unix ms>`; returns the new path.
+pub fn set_aside(dir: &Path, name: &str) -> PathBuf {
+    let aside = dir.join(format!("{name}.corrupt-{}", unix_ms()));
+    let _ = std::fs::rename(dir.join(name), &aside);
+    aside
 }
 
 fn unix_ms() -> u128 {
