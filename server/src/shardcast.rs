@@ -183,14 +183,10 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
         "history" if matches!(args.len(), 3 | 5) => history(shared, s, args),
         "predict" if matches!(args.len(), 2 | 3) => predict(shared, s, args.get(2)),
         "partitions" if matches!(args.len(), 2 | 4) => {
-            let count = match args.get(2).map(|a| lower(a)) {
-                None => PARTITIONS_REPLY_DEFAULT,
-                Some(w) if w == "count" => match int_arg(&args[3]) {
-                    Ok(n) if n > 0 => (n as usize).min(PARTITIONS_REPLY_MAX),
-                    Ok(_) => return s.w.error("ERR value is out of range, must be positive"),
-                    Err(e) => return s.w.error(&e),
-                },
-                Some(_) => return s.w.error(ERR_SYNTAX),
+            let count = match count_arg(&args[2..], PARTITIONS_REPLY_DEFAULT, PARTITIONS_REPLY_MAX)
+            {
+                Ok(n) => n,
+                Err(e) => return s.w.error(&e),
             };
             let shards = shard_summaries(core).await;
             let mut rows = partition_rows(&shards);
@@ -281,17 +277,25 @@ fn partition_arg(arg: &[u8]) -> Vec<u8> {
     }
 }
 
+/// An optional `COUNT n` (the caller checked there are 0 or 2 arguments): `default` without
+/// it, at most `max`, Redis's error texts otherwise.
+fn count_arg(args: &[Vec<u8>], default: usize, max: usize) -> Result<usize, String> {
+    match args.first().map(|a| lower(a)) {
+        None => Ok(default),
+        Some(w) if w == "count" => match int_arg(&args[1])? {
+            n if n > 0 => Ok((n as usize).min(max)),
+            _ => Err("ERR value is out of range, must be positive".into()),
+        },
+        Some(_) => Err(ERR_SYNTAX.into()),
+    }
+}
+
 /// SHARDCAST HISTORY <partition> [COUNT n]: the header, then the newest n tick rows, oldest
 /// first, each a trace-format CSV line.
 fn history(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
-    let count = match args.get(3).map(|a| lower(a)) {
-        None => HISTORY_REPLY_DEFAULT,
-        Some(w) if w == "count" => match int_arg(&args[4]) {
-            Ok(n) if n > 0 => (n as usize).min(HISTORY_REPLY_MAX),
-            Ok(_) => return s.w.error("ERR value is out of range, must be positive"),
-            Err(e) => return s.w.error(&e),
-        },
-        Some(_) => return s.w.error(ERR_SYNTAX),
+    let count = match count_arg(&args[3..], HISTORY_REPLY_DEFAULT, HISTORY_REPLY_MAX) {
+        Ok(n) => n,
+        Err(e) => return s.w.error(&e),
     };
     let Some(control) = shared.control.get() else {
         return s.w.error("ERR telemetry is not running");

@@ -202,14 +202,12 @@ impl GlobalGbt {
 
     /// The fitted trees as JSON, if fitted.
     pub fn to_json(&self) -> Option<String> {
-        self.booster.as_ref().and_then(|b| b.json_dump().ok())
+        booster_json(&self.booster)
     }
 
     /// A model from `to_json`'s text.
     pub fn from_json(text: &str) -> Result<GlobalGbt, String> {
-        GradientBooster::from_json(text)
-            .map(|b| GlobalGbt { booster: Some(b) })
-            .map_err(|e| format!("not a boosted-trees model: {e}"))
+        booster_from_json(text).map(|b| GlobalGbt { booster: Some(b) })
     }
 
     /// Fits on every history (at most `GBT_TRAIN_SAMPLES_MAX` samples in all, the newest
@@ -246,15 +244,21 @@ impl GlobalGbt {
 impl Gbt {
     /// The fitted trees as JSON (so the server can persist them and restart warm), if fitted.
     pub fn to_json(&self) -> Option<String> {
-        self.booster.as_ref().and_then(|b| b.json_dump().ok())
+        booster_json(&self.booster)
     }
 
     /// A model from `to_json`'s text.
     pub fn from_json(text: &str) -> Result<Gbt, String> {
-        GradientBooster::from_json(text)
-            .map(|b| Gbt { booster: Some(b) })
-            .map_err(|e| format!("not a boosted-trees model: {e}"))
+        booster_from_json(text).map(|b| Gbt { booster: Some(b) })
     }
+}
+
+fn booster_json(booster: &Option<GradientBooster>) -> Option<String> {
+    booster.as_ref().and_then(|b| b.json_dump().ok())
+}
+
+fn booster_from_json(text: &str) -> Result<GradientBooster, String> {
+    GradientBooster::from_json(text).map_err(|e| format!("not a boosted-trees model: {e}"))
 }
 
 #[cfg(test)]
