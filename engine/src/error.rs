@@ -37,8 +37,24 @@ pub enum EngineError {
     TooManyShards { core: usize, max: usize },
     /// The engine is shutting down or a core stopped answering.
     Unavailable { reason: String },
-    /// A split or merge was refused or failed (the reason says which and why).
-    Rebalance { reason: String },
+    /// A layout change (split, merge, move) does not fit the current shard map: the shard is
+    /// gone, elsewhere, not the partition's, or the change would do nothing. Plan again from
+    /// the current map.
+    NotApplicable { reason: String },
+    /// A split would give a partition more shards than `shards-per-partition-max`.
+    PartitionShardsMax { partition: String, shards: usize, max: usize },
+    /// The shard covers a single position: there is nowhere to cut it.
+    Unsplittable { shard: u64 },
+    /// A migration failed before its commit and was rolled back: nothing moved.
+    MigrationAbandoned { what: &'static str, partition: String, cause: Box<EngineError> },
+    /// A step of a migration's protocol was refused (a batch out of order or out of range, a
+    /// core already receiving): always reported inside `MigrationAbandoned`.
+    MigrationStep { reason: String },
+    /// Layout changes and FLUSHALL are refused until a restart: a rollback could not be
+    /// recorded, so the map on disk is unknown.
+    RebalanceBroken { reason: String },
+    /// A core did not answer `what` within `ms` milliseconds.
+    CoreTimeout { core: usize, what: &'static str, ms: u64 },
     /// The data directory was made under settings that differ from the ones given now.
     Setting { name: &'static str, reason: String },
     /// A multi-key request met a range that is moving; retrying succeeds (Redis Cluster's
@@ -82,7 +98,24 @@ impl fmt::Display for EngineError {
                 "core {core} already holds {max} shards (shards-per-core-max)"
             ),
             EngineError::Unavailable { reason } => write!(f, "engine unavailable: {reason}"),
-            EngineError::Rebalance { reason } => write!(f, "{reason}"),
+            EngineError::NotApplicable { reason } => write!(f, "{reason}"),
+            EngineError::PartitionShardsMax { partition, shards, max } => write!(
+                f,
+                "partition '{partition}' already has {shards} shards (shards-per-partition-max is {max})"
+            ),
+            EngineError::Unsplittable { shard } => {
+                write!(f, "shard {shard} covers a single position and cannot be split")
+            }
+            EngineError::MigrationAbandoned { what, partition, cause } => {
+                write!(f, "{what} of partition '{partition}' abandoned, nothing moved: {cause}")
+            }
+            EngineError::MigrationStep { reason } => write!(f, "{reason}"),
+            EngineError::RebalanceBroken { reason } => {
+                write!(f, "refused until the server restarts: {reason}")
+            }
+            EngineError::CoreTimeout { core, what, ms } => {
+                write!(f, "core {core} did not answer {what} within {ms} ms")
+            }
             EngineError::Setting { name, reason } => write!(f, "{name}: {reason}"),
             EngineError::TryAgain => write!(f, "Multiple keys request during rehashing of slot"),
         }

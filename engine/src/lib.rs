@@ -27,6 +27,7 @@ pub mod testing;
 pub use error::{EngineError, Result};
 
 pub use log::writer::FsyncPolicy;
+pub use runtime::layout::LayoutChange;
 pub use runtime::{
     run, run_until, Core, CoreJob, CoreResult, CoreWork, EngineConfig, ShardSummary,
 };

@@ -54,6 +54,9 @@ pub struct Flags {
     /// yes | no.
     #[arg(long)]
     pub telemetry: Option<String>,
+    /// How shards follow load: static | reactive | predictive (docs/allocator.md).
+    #[arg(long)]
+    pub policy: Option<String>,
     /// TOML file with any of these settings (flags win over it).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -89,9 +92,16 @@ pub struct FileConfig {
     pub history_minute_rows_max: Option<usize>,
     pub history_save_interval_ms: Option<u64>,
     pub predict_step_s: Option<f64>,
+    #[serde(alias = "day-s")]
     pub predict_day_s: Option<f64>,
+    #[serde(alias = "forecast-horizon-s")]
     pub predict_horizon_s: Option<f64>,
     pub predict_fit_interval_s: Option<f64>,
+    pub policy: Option<String>,
+    pub target_utilization: Option<f64>,
+    pub merge_delay_s: Option<f64>,
+    pub migrations_per_minute_max: Option<u32>,
+    pub core_capacity_ops: Option<f64>,
 }
 
 /// Everything the server runs with.
@@ -113,6 +123,9 @@ pub struct ServerConfig {
     pub history_save_interval_ms: u64,
     /// The forecaster's settings (docs/forecasting.md 6).
     pub predict: PredictSettings,
+    /// The allocator's settings (docs/allocator.md); its `shards_per_partition_max` follows
+    /// the engine's.
+    pub allocator: shardcast_predictor::allocator::Settings,
     pub engine: EngineConfig,
 }
 
@@ -162,6 +175,7 @@ impl Default for ServerConfig {
             history: Default::default(),
             history_save_interval_ms: HISTORY_SAVE_INTERVAL_MS_DEFAULT,
             predict: PredictSettings::default(),
+            allocator: Default::default(),
             engine: EngineConfig::default(),
         }
     }
@@ -196,6 +210,14 @@ pub fn parse_yes_no(v: &str) -> Result<bool, String> {
         _ => Err(format!("'{v}' is not yes or no")),
     }
 }
+
+fn policy(s: &str) -> Result<shardcast_predictor::allocator::Policy, String> {
+    shardcast_predictor::allocator::Policy::parse(s)
+        .ok_or_else(|| format!("policy: '{s}' is not static, reactive or predictive"))
+}
+
+/// The most migrations per minute `migrations-per-minute-max` accepts.
+pub const MIGRATIONS_PER_MINUTE_LIMIT: u32 = 600;
 
 fn fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
@@ -240,6 +262,10 @@ impl ServerConfig {
         if let Some(v) = flags.telemetry {
             c.engine.telemetry.set(parse_yes_no(&v).map_err(|e| format!("telemetry: {e}"))?);
         }
+        if let Some(v) = flags.policy {
+            c.allocator.policy = policy(&v)?;
+        }
+        c.allocator.shards_per_partition_max = c.engine.shards_per_partition_max;
         c.engine.data_dir = absolute_dir(&c.engine.data_dir)?;
         c.validate()?;
         Ok(c)
@@ -353,6 +379,35 @@ impl ServerConfig {
         }
         if let Some(v) = f.predict_fit_interval_s {
             self.predict.fit_interval_ms = secs("predict-fit-interval-s", v)?;
+        }
+        if let Some(v) = f.policy {
+            self.allocator.policy = policy(&v)?;
+        }
+        if let Some(v) = f.target_utilization {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err("target-utilization: must be above 0 and at most 1".into());
+            }
+            self.allocator.target_utilization = v;
+        }
+        if let Some(v) = f.merge_delay_s {
+            if !(v.is_finite() && (0.0..=1e7).contains(&v)) {
+                return Err("merge-delay-s: must be 0 to 10000000 seconds".into());
+            }
+            self.allocator.merge_delay_ms = (v * 1000.0).round() as u64;
+        }
+        if let Some(v) = f.migrations_per_minute_max {
+            if !(1..=MIGRATIONS_PER_MINUTE_LIMIT).contains(&v) {
+                return Err(format!(
+                    "migrations-per-minute-max: must be 1 to {MIGRATIONS_PER_MINUTE_LIMIT}"
+                ));
+            }
+            self.allocator.migrations_per_minute_max = v;
+        }
+        if let Some(v) = f.core_capacity_ops {
+            if !(v.is_finite() && v >= 1.0) {
+                return Err("core-capacity-ops: must be at least 1 op/s".into());
+            }
+            self.allocator.core_capacity_ops = Some(v);
         }
         if let Some(v) = f.partition_separator {
             let [b] = v.as_bytes() else {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod http;
+pub mod layout_cmds;
 pub mod resp;
 pub mod shardcast;
 pub mod shared;
@@ -22,6 +23,8 @@ use std::time::Duration;
 
 /// How often accept loops look at the stop flag.
 const STOP_POLL_MS: u64 = 50;
+/// The shard manager's task queue shares (client connections' queue has the default 1000).
+const SHARD_MANAGER_SHARES: usize = 50;
 
 /// Runs the server until SIGINT, SIGTERM or SHUTDOWN; returns after every shard is durable.
 pub fn run(config: config::ServerConfig) -> Result<(), String> {
@@ -47,6 +50,7 @@ pub fn run(config: config::ServerConfig) -> Result<(), String> {
             history_save_interval_ms: config.history_save_interval_ms,
             health: Default::default(),
             predict: config.predict,
+            allocator: config.allocator.clone(),
         },
         sink,
         ticks,
@@ -78,6 +82,23 @@ async fn serve_core(
             return Err(format!("core {}: cannot listen on {addr}: {e}", core.id()));
         }
     };
+    if core.id() == shardcast_engine::runtime::coordinator::COORDINATOR_CORE {
+        if let Some(control) = shared.control.get() {
+            // Its own queue with few shares: client traffic on this core comes first.
+            let queue = glommio::executor().create_task_queue(
+                glommio::Shares::Static(SHARD_MANAGER_SHARES),
+                glommio::Latency::NotImportant,
+                "shard-manager",
+            );
+            let manager = control::manage_shards(core.clone(), control.clone());
+            match glommio::spawn_local_into(manager, queue) {
+                Ok(task) => {
+                    task.detach();
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the shard manager"),
+            };
+        }
+    }
     if core.id() == 0 {
         tracing::info!("Ready to accept connections tcp on {addr}");
         println!("Ready to accept connections tcp on {addr}");

@@ -1,9 +1,11 @@
 //! SHARDCAST: the administration of shards and partitions (SHARDS, PARTITIONS, HISTORY,
-//! SPLIT, MERGE, HELP), and the health lines INFO shows.
+//! PREDICT, HELP; the layout subcommands SPLIT, MERGE, MOVE, POLICY, EXPLAIN are in
+//! `layout_cmds`), and the health lines INFO shows.
 
 use crate::admin::{lower, shard_summaries, unknown_subcommand};
-use crate::commands::{error_text, int_arg, ERR_SYNTAX};
+use crate::commands::{int_arg, ERR_SYNTAX};
 use crate::connection::Session;
+use crate::layout_cmds;
 use crate::shared::Shared;
 use shardcast_engine::shard::partition_display;
 use shardcast_engine::{Core, ShardSummary};
@@ -219,15 +221,29 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
         }
         sub @ ("split" | "merge") if args.len() == 3 => {
             let partition = partition_arg(&args[2]);
-            let result = if sub == "split" {
-                core.split(&partition).await
-            } else {
-                core.merge(&partition).await
+            layout_cmds::split_or_merge(core, shared, s, sub == "split", &partition).await
+        }
+        "move" if args.len() == 5 => {
+            layout_cmds::move_shard(core, s, partition_arg(&args[2]), &args[3], &args[4]).await
+        }
+        "policy" if matches!(args.len(), 2 | 3) => layout_cmds::policy(shared, s, args.get(2)),
+        "explain" if (2..=5).contains(&args.len()) => {
+            // EXPLAIN [partition] [COUNT n]: a lone argument or one before COUNT n is the
+            // partition.
+            let rest = &args[2..];
+            let (partition, count_args) = match rest.len() {
+                1 | 3 => (Some(partition_arg(&rest[0])), &rest[1..]),
+                _ => (None, rest),
             };
-            match result {
-                Ok(_) => s.w.simple("OK"),
-                Err(e) => s.w.error(&error_text(&e)),
-            }
+            let count = match count_arg(
+                count_args,
+                layout_cmds::EXPLAIN_REPLY_DEFAULT,
+                layout_cmds::EXPLAIN_REPLY_MAX,
+            ) {
+                Ok(n) => n,
+                Err(e) => return s.w.error(&e),
+            };
+            layout_cmds::explain(shared, s, partition, count)
         }
         "help" if args.len() == 2 => {
             let lines = [
@@ -251,6 +267,13 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
                 "MERGE <partition>",
                 "    One step less: move the smaller of its least loaded adjacent pair of shards into",
                 "    the other, or fold its last shard back into a shared shard.",
+                "MOVE <partition> <shard> <core>",
+                "    Move one of the partition's own shards, whole and online, to another core.",
+                "POLICY [static|reactive|predictive]",
+                "    Show or set how the allocator follows load (docs/allocator.md).",
+                "EXPLAIN [<partition>] [COUNT <count>]",
+                "    The allocator's newest decisions (and decisions not to act near a threshold)",
+                "    with the figures behind them, newest first.",
                 "HELP",
                 "    Print this help.",
             ];
@@ -259,7 +282,8 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
                 s.w.simple(l);
             }
         }
-        "shards" | "split" | "merge" | "help" | "partitions" | "history" | "predict" => {
+        "shards" | "split" | "merge" | "help" | "partitions" | "history" | "predict" | "move"
+        | "policy" | "explain" => {
             let name = format!("shardcast|{}", lower(&args[1]));
             s.w.error(&format!("ERR wrong number of arguments for '{name}' command"))
         }
@@ -320,11 +344,23 @@ fn predict(shared: &Shared, s: &mut Session, partition: Option<&Vec<u8>>) {
     let wanted = partition.map(|p| partition_arg(p));
     let rows: Vec<_> =
         f.partitions.iter().filter(|p| wanted.as_ref().is_none_or(|w| &p.partition == w)).collect();
+    let round = control.view();
+    let secs = round.tick_ms.max(1) as f64 / 1000.0;
+    let actual = |p: &[u8]| -> f64 {
+        round
+            .partitions
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| (r.reads + r.writes + r.deletes + r.other) as f64 / secs)
+            .sum()
+    };
     s.w.array(rows.len());
     for p in rows {
-        s.w.map(8);
+        s.w.map(9);
         s.w.bulk(b"partition");
         s.w.bulk(partition_display(&p.partition).as_bytes());
+        s.w.bulk(b"actual_ops_per_sec");
+        s.w.bulk(format!("{:.1}", actual(&p.partition)).as_bytes());
         s.w.bulk(b"peak_ops_per_sec");
         s.w.bulk(format!("{:.1}", p.peak).as_bytes());
         s.w.bulk(b"upper_ops_per_sec");
@@ -351,7 +387,7 @@ pub fn info_predictor(shared: &Shared, out: &mut String) {
         f.partitions.iter().filter(|p| matches!(p.basis.as_str(), "similar" | "reactive")).count();
     let _ = write!(
         out,
-        "# Predictor\r\npredictor_candidates:spar,gbt_global,last_peak\r\npredictor_step_s:{}\r\npredictor_day_s:{}\r\npredictor_horizon_s:{}\r\npredictor_partitions:{}\r\npredictor_cold_partitions:{}\r\npredictor_last_forecast_ms:{}\r\npredictor_forecast_duration_ms:{:.3}\r\npredictor_last_fit_ms:{}\r\npredictor_fit_duration_ms:{:.3}\r\npredictor_models:{}\r\n\r\n",
+        "# Predictor\r\npredictor_candidates:spar,gbt_global,last_peak\r\npredictor_step_s:{}\r\npredictor_day_s:{}\r\npredictor_horizon_s:{}\r\npredictor_partitions:{}\r\npredictor_cold_partitions:{}\r\npredictor_last_forecast_ms:{}\r\npredictor_forecast_duration_ms:{:.3}\r\npredictor_last_fit_ms:{}\r\npredictor_fit_duration_ms:{:.3}\r\npredictor_models:{}\r\n",
         p.step_ms as f64 / 1000.0,
         p.day_ms as f64 / 1000.0,
         p.horizon_ms as f64 / 1000.0,
@@ -363,4 +399,6 @@ pub fn info_predictor(shared: &Shared, out: &mut String) {
         f.fit_ms,
         if f.models_loaded { "loaded" } else { "fitted" },
     );
+    layout_cmds::info_allocator(shared, out);
+    out.push_str("\r\n");
 }

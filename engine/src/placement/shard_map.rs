@@ -223,8 +223,10 @@ impl ShardMap {
     /// of a shared shard), a split, a fold-back (a merge into a shared shard) or a merge.
     pub fn describe(&self, m: &MigrationRecord) -> &'static str {
         let shared = |n: u64| self.shard(n).is_some_and(|s| s.is_shared());
+        let whole = |n: u64| self.ranges_of(n) == [(m.lo, m.hi)];
         match m.kind {
             MigrationKind::Split if shared(m.source) => "carve-out",
+            MigrationKind::Split if whole(m.source) => "move",
             MigrationKind::Split => "split",
             MigrationKind::Merge if shared(m.target) => "fold-back",
             MigrationKind::Merge => "merge",
@@ -263,7 +265,7 @@ impl ShardMap {
         out
     }
 
-    /// A split (or carve-out) planned: the intent (this map with the migration recorded and a
+    /// A split (or carve-out, or move) planned: the intent (this map with the migration recorded and a
     /// shard number reserved for the new shard) and the map its commit gives. `lo..=hi` of
     /// `source` goes to the new shard on `core`, labelled `partition`.
     pub fn plan_split(
@@ -313,8 +315,9 @@ impl ShardMap {
 
     /// The map after a committed split: `lo..=hi`, owned by `source`, goes to the new shard
     /// `target` on `core`, labelled `partition` (the range must lie in that partition's span).
-    /// A carve-out is the split of a shared shard at a partition's span; epoch advanced,
-    /// migration cleared.
+    /// A carve-out is the split of a shared shard at a partition's span; a move is the split of
+    /// an own shard's whole range, after which the source owns nothing and is gone. Epoch
+    /// advanced, migration cleared.
     pub fn with_split(
         &self,
         source: u64,
@@ -341,6 +344,10 @@ impl ShardMap {
             pieces.push(RangePlace { lo: hi + 1, hi: r.hi, shard: source });
         }
         next.ranges.splice(i..=i, pieces);
+        if !next.ranges.iter().any(|r| r.shard == source) {
+            assert!(!next.shards[&source].is_shared(), "a shared shard never moves whole");
+            next.shards.remove(&source);
+        }
         next.shards.insert(
             target,
             ShardPlace { number: target, core, partition: Some(partition.to_vec()) },
@@ -744,6 +751,31 @@ mod tests {
         assert_eq!(folded.ranges(), map.ranges());
         assert_eq!(folded.next_number(), 4, "numbers are never reused");
         assert_eq!(folded.epoch, 4);
+    }
+
+    #[test]
+    fn a_move_gives_the_whole_range_to_a_new_shard_and_the_old_one_is_gone() {
+        let map = ShardMap::initial(2, 2, b':');
+        let carved = carve(&map, b"user", 1);
+        let (range, place) = carved.partition_shards(b"user")[0];
+        let old = place.number;
+        let (intent, moved) = carved.plan_split(b"user", old, range.lo, range.hi, 0);
+        assert_eq!(intent.describe(intent.migration.as_ref().unwrap()), "move");
+        let own = moved.partition_shards(b"user");
+        assert_eq!(own.len(), 1);
+        assert_eq!((own[0].0.lo, own[0].0.hi, own[0].1.core), (range.lo, range.hi, 0));
+        assert_ne!(own[0].1.number, old);
+        assert!(moved.shard(old).is_none(), "the source owns nothing and is unmapped");
+        assert_eq!(moved.epoch, carved.epoch + 1);
+        // A carve-out is not a move, even though the new shard takes the partition's span.
+        let (intent, _) = map.plan_split(
+            b"user",
+            map.shared_home(b"user").unwrap().1.number,
+            range.lo,
+            range.hi,
+            1,
+        );
+        assert_eq!(intent.describe(intent.migration.as_ref().unwrap()), "carve-out");
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! its steps (`migration_steps`), commits it by writing the next map, and installs that map on
 //! every core.
 //!
-//! What `SHARDCAST SPLIT p` and `SHARDCAST MERGE p` do depends on where `p` lives:
-//! - `p` lives in a shared shard: SPLIT **carves it out**: its whole span moves to a new shard
-//!   of its own on the least loaded other core; MERGE is refused (nothing to merge).
-//! - `p` has shards of its own: SPLIT cuts the busiest at its load median and moves the upper
-//!   part to the least loaded other core; MERGE moves the smaller of the least loaded adjacent
-//!   pair into the other; with one shard left, MERGE **folds it back** into a shared shard
-//!   (the one beside its span, so the ranges coalesce again).
+//! The coordinator chooses nothing: a `LayoutChange` names the shards and the target core
+//! (the predictor's allocator or an operator chose them); it is checked against the map
+//! (`NotApplicable` if it no longer fits) and becomes one migration:
+//! - carve-out: a partition's whole span leaves its shared shard for a new shard of its own;
+//! - split: an own shard is cut at its load median (the only choice made here, by the shard's
+//!   core, which alone knows its access histogram); the upper part goes to a new shard;
+//! - move: an own shard's whole range goes to a new shard on another core (a split that takes
+//!   everything; the old shard is then gone, as a merge's donor is);
+//! - merge: an own shard gives its range to the adjacent own shard;
+//! - fold-back: a partition's last own shard gives its range to the shared shard beside it.
 //!
 //! Steps (each a `MigrationWork` message; the data plane is `migration`):
 //! 1. intent: the manifest records the migration (the source still owns the range);
@@ -26,21 +29,38 @@
 //! received; a crash before the commit is rolled back the same way by `recover_layout`.
 //! Invariant: at most one migration runs at a time (the lock on core 0), so a core has at most
 //! one incoming and one outgoing range.
+//! Invariant: every wait for another core's answer has a deadline (`STEP_WAIT_MAX` and the
+//! others below); a core that misses one is reported (`CoreTimeout`), and before the commit
+//! the migration rolls back.
 
 use super::migration_steps::MigrationWork;
 use crate::error::{EngineError, Result};
 use crate::fault_point;
 use crate::placement::manifest::write_manifest;
+use crate::placement::shard_map::SHARDS_PER_PARTITION_LIMIT;
 use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
 use crate::routing::partition_span;
-use crate::runtime::{Core, CoreResult, CoreWork, ShardSummary};
+use crate::runtime::layout::LayoutChange;
+use crate::runtime::{Core, CoreResult, CoreWork};
 use crate::shard::partition_display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The core that coordinates migrations.
 pub const COORDINATOR_CORE: usize = 0;
+
+/// How long the coordinator waits for a core to answer a short step (prepare, install,
+/// abort, split point, one batch); past it the core counts as not answering.
+pub const STEP_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How long the coordinator waits for a source to stream its range (35 MB took 0.6 s here;
+/// this allows ~20 GB at that rate).
+pub const STREAM_WAIT_MAX: Duration = Duration::from_secs(600);
+/// How long the coordinator waits for a core's tidy (removing keys given away).
+pub const TIDY_WAIT_MAX: Duration = Duration::from_secs(120);
+/// How long `change_layout` waits for the coordinator: the lock (one migration at a time),
+/// then a whole migration.
+pub const MIGRATION_WAIT_MAX: Duration = Duration::from_secs(1200);
 
 /// What a migration moved and how long it took.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,19 +98,19 @@ pub(super) fn closed() -> EngineError {
 }
 
 impl Core {
-    /// One step more for `partition`: carves it out of its shared shard into a shard of its
-    /// own, or splits its busiest shard at the load median. Returns once the new map is
-    /// installed everywhere.
-    pub async fn split(&self, partition: &[u8]) -> Result<MigrationReport> {
-        let work = MigrationWork::Split { partition: partition.to_vec() };
-        self.to_coordinator(work).await
-    }
-
-    /// One step less for `partition`: merges the least loaded pair of its shards, or folds its
-    /// last shard back into a shared shard.
-    pub async fn merge(&self, partition: &[u8]) -> Result<MigrationReport> {
-        let work = MigrationWork::Merge { partition: partition.to_vec() };
-        self.to_coordinator(work).await
+    /// Carries out one layout change chosen by a policy; returns once the new map is installed
+    /// everywhere. A change that no longer fits the map is refused (`NotApplicable`) and
+    /// nothing moves.
+    pub async fn change_layout(&self, change: LayoutChange) -> Result<MigrationReport> {
+        let work = CoreWork::Migration(MigrationWork::Change(change));
+        match self
+            .on_core_within(COORDINATOR_CORE, work, MIGRATION_WAIT_MAX, "a layout change")
+            .await
+        {
+            CoreResult::Migrated(r) => Ok(r),
+            CoreResult::Done(Err(e)) => Err(e),
+            other => Err(unexpected("coordinator", other)),
+        }
     }
 
     /// FLUSHALL: every key of every core removed, never during a migration.
@@ -119,141 +139,111 @@ impl Core {
         &self.migrations
     }
 
-    async fn to_coordinator(&self, work: MigrationWork) -> Result<MigrationReport> {
-        match self.on_core(COORDINATOR_CORE, CoreWork::Migration(work)).await {
-            CoreResult::Migrated(r) => Ok(r),
-            CoreResult::Done(Err(e)) => Err(e),
-            other => Err(unexpected("coordinator", other)),
-        }
-    }
-
-    async fn summaries(&self) -> Vec<ShardSummary> {
-        let mut out = Vec::new();
-        for r in self.on_every_core(CoreWork::ShardInfo).await {
-            if let CoreResult::Shards(v) = r {
-                out.extend(v);
-            }
-        }
-        out
-    }
-
-    /// The core with the least measured load (then the fewest shards), other than `except`
-    /// when there is another.
-    fn least_loaded_core(&self, summaries: &[ShardSummary], except: usize) -> usize {
+    /// Checks `change` against the map and runs it (on the coordinator, under the lock).
+    pub(super) async fn coordinate(&self, change: LayoutChange) -> Result<MigrationReport> {
+        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
+        assert_eq!(self.id, COORDINATOR_CORE);
+        self.check_rebalance_usable()?;
+        let map = self.shard_map();
         let cores = self.config.cores;
-        let load = |c: usize| {
-            let mine = summaries.iter().filter(|s| s.core == c);
-            let ops: f64 = mine.clone().map(|s| s.ops_per_sec).sum();
-            (ops, mine.count())
-        };
-        (0..cores)
-            .filter(|&c| c != except || cores == 1)
-            .min_by(|&a, &b| {
-                let (la, lb) = (load(a), load(b));
-                la.0.total_cmp(&lb.0).then(la.1.cmp(&lb.1))
+        let partition = change.partition().to_vec();
+        let shown = partition_display(&partition);
+        let not_applicable = |reason: String| EngineError::NotApplicable { reason };
+        let own = map.partition_shards(&partition);
+        let own_shard = |n: u64| {
+            own.iter().find(|(_, p)| p.number == n).copied().ok_or_else(|| {
+                not_applicable(format!("shard {n} is not a shard of partition '{shown}'"))
             })
-            .expect("at least one core")
-    }
-
-    pub(super) async fn coordinate_split(&self, partition: &[u8]) -> Result<MigrationReport> {
-        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
-        assert_eq!(self.id, COORDINATOR_CORE);
-        self.check_rebalance_usable()?;
-        let summaries = self.summaries().await;
-        let map = self.shard_map();
-        let cores = self.config.cores;
-        let own = map.partition_shards(partition);
-        let (source, lo, hi, source_core) = if own.is_empty() {
-            // Carve-out: the partition's whole span leaves its shared shard.
-            let (lo, hi) = partition_span(partition);
-            let (range, home) = map
-                .shared_home(partition)
-                .expect("a partition without shards of its own lies in one shared shard");
-            if range.lo == lo && range.hi == hi && map.ranges_of(home.number).len() == 1 {
-                return Err(EngineError::Rebalance {
-                    reason: format!(
-                        "shared shard {} holds only partition '{}': it is already on its own",
-                        home.number,
-                        partition_display(partition)
-                    ),
-                });
-            }
-            (home.number, lo, hi, home.core(cores))
-        } else {
-            let max = self
-                .config
-                .shards_per_partition_max
-                .min(crate::placement::shard_map::SHARDS_PER_PARTITION_LIMIT);
-            if own.len() >= max {
-                return Err(EngineError::Rebalance {
-                    reason: format!(
-                        "partition '{}' already has {} shards (shards-per-partition-max is {max})",
-                        partition_display(partition),
-                        own.len()
-                    ),
-                });
-            }
-            // The busiest shard (accesses since its range last changed), widest on a tie.
-            let accesses =
-                |n: u64| summaries.iter().find(|s| s.number == n).map_or(0, |s| s.accesses);
-            let (range, place) = *own
-                .iter()
-                .max_by_key(|(r, p)| (accesses(p.number), r.hi - r.lo))
-                .expect("a partition with shards of its own");
-            let source_core = place.core(cores);
-            let work = MigrationWork::SplitPoint { number: place.number };
-            let cut = match self.on_core(source_core, CoreWork::Migration(work)).await {
-                CoreResult::Position(cut) => cut,
-                CoreResult::Done(Err(e)) => return Err(e),
-                other => return Err(unexpected("split point", other)),
-            };
-            (place.number, cut, range.hi, source_core)
         };
-        // The target refuses a new shard past shards-per-core-max (then this rolls back).
-        let target_core = self.least_loaded_core(&summaries, source_core);
-        let (intent, committed) = map.plan_split(partition, source, lo, hi, target_core as u32);
-        self.run_migration(intent, committed).await
-    }
-
-    pub(super) async fn coordinate_merge(&self, partition: &[u8]) -> Result<MigrationReport> {
-        let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
-        assert_eq!(self.id, COORDINATOR_CORE);
-        self.check_rebalance_usable()?;
-        let summaries = self.summaries().await;
-        let map = self.shard_map();
-        let own = map.partition_shards(partition);
-        let stat = |n: u64| summaries.iter().find(|s| s.number == n);
-        let (donor, absorber) = match own.len() {
-            0 => {
-                return Err(EngineError::Rebalance {
-                    reason: format!(
-                        "partition '{}' has no shard of its own: nothing to merge",
-                        partition_display(partition)
-                    ),
-                })
-            }
-            // Fold-back: the last shard goes to a shared shard.
-            1 => (own[0].0, map.fold_target(&own[0].0)),
-            _ => {
-                let load = |n: u64| stat(n).map_or(0.0, |s| s.ops_per_sec);
-                let i = (0..own.len() - 1)
-                    .min_by(|&a, &b| {
-                        let la = load(own[a].1.number) + load(own[a + 1].1.number);
-                        let lb = load(own[b].1.number) + load(own[b + 1].1.number);
-                        la.total_cmp(&lb)
-                    })
-                    .expect("two shards");
-                let (low, high) = (own[i], own[i + 1]);
-                let keys = |n: u64| stat(n).map_or(0, |s| s.keys);
-                // Move the smaller one.
-                if keys(low.1.number) < keys(high.1.number) {
-                    (low.0, high.1.number)
-                } else {
-                    (high.0, low.1.number)
+        let check_core = |c: usize| {
+            (c < cores)
+                .then_some(c)
+                .ok_or_else(|| not_applicable(format!("core {c} does not exist (cores: {cores})")))
+        };
+        let (intent, committed) = match &change {
+            LayoutChange::CarveOut { from_shard, to_core, .. } => {
+                let to_core = check_core(*to_core)?;
+                let (lo, hi) = partition_span(&partition);
+                let Some((range, home)) = map.shared_home(&partition) else {
+                    return Err(not_applicable(format!(
+                        "partition '{shown}' has shards of its own: nothing to carve out"
+                    )));
+                };
+                if home.number != *from_shard {
+                    return Err(not_applicable(format!(
+                        "partition '{shown}' lives in shared shard {}, not {from_shard}",
+                        home.number
+                    )));
                 }
+                if range.lo == lo && range.hi == hi && map.ranges_of(home.number).len() == 1 {
+                    return Err(not_applicable(format!(
+                        "shared shard {} holds only partition '{shown}': it is already on its own",
+                        home.number
+                    )));
+                }
+                map.plan_split(&partition, home.number, lo, hi, to_core as u32)
+            }
+            LayoutChange::Split { shard, to_core, .. } => {
+                let to_core = check_core(*to_core)?;
+                let (range, place) = own_shard(*shard)?;
+                let max = self.config.shards_per_partition_max.min(SHARDS_PER_PARTITION_LIMIT);
+                if own.len() >= max {
+                    return Err(EngineError::PartitionShardsMax {
+                        partition: shown,
+                        shards: own.len(),
+                        max,
+                    });
+                }
+                let source_core = place.core(cores);
+                let work = CoreWork::Migration(MigrationWork::SplitPoint { number: place.number });
+                let cut = match self
+                    .on_core_within(source_core, work, STEP_WAIT_MAX, "split point")
+                    .await
+                {
+                    CoreResult::Position(cut) => cut,
+                    CoreResult::Done(Err(e)) => return Err(e),
+                    other => return Err(unexpected("split point", other)),
+                };
+                if cut <= range.lo || cut > range.hi {
+                    return Err(EngineError::Unsplittable { shard: place.number });
+                }
+                map.plan_split(&partition, place.number, cut, range.hi, to_core as u32)
+            }
+            LayoutChange::Move { shard, to_core, .. } => {
+                let to_core = check_core(*to_core)?;
+                let (range, place) = own_shard(*shard)?;
+                if place.core(cores) == to_core {
+                    return Err(not_applicable(format!(
+                        "shard {shard} of '{shown}' is already on core {to_core}"
+                    )));
+                }
+                // An own shard has one range (its neighbours are the partition's other shards
+                // or other partitions' spans); all of it moves, and the source is then gone.
+                map.plan_split(&partition, place.number, range.lo, range.hi, to_core as u32)
+            }
+            LayoutChange::Merge { donor, absorber, .. } => {
+                let (donor_range, _) = own_shard(*donor)?;
+                let (absorber_range, _) = own_shard(*absorber)?;
+                let adjacent = donor_range.hi.checked_add(1) == Some(absorber_range.lo)
+                    || absorber_range.hi.checked_add(1) == Some(donor_range.lo);
+                if !adjacent || donor == absorber {
+                    return Err(not_applicable(format!(
+                        "shards {donor} and {absorber} of '{shown}' are not neighbours"
+                    )));
+                }
+                map.plan_merge(&partition, &donor_range, *absorber)
+            }
+            LayoutChange::FoldBack { shard, .. } => {
+                let (range, _) = own_shard(*shard)?;
+                if own.len() != 1 {
+                    return Err(not_applicable(format!(
+                        "partition '{shown}' has {} shards: merge them before folding back",
+                        own.len()
+                    )));
+                }
+                map.plan_merge(&partition, &range, map.fold_target(&range))
             }
         };
-        let (intent, committed) = map.plan_merge(partition, &donor, absorber);
         self.run_migration(intent, committed).await
     }
 
@@ -284,11 +274,13 @@ impl Core {
             fault_point!("migrate:target_prepared");
             let stream =
                 MigrationWork::StreamOut { number: m.source, lo: m.lo, hi: m.hi, target_core };
-            let report = match self.on_core(source_core, CoreWork::Migration(stream)).await {
-                CoreResult::Migrated(r) => r,
-                CoreResult::Done(Err(e)) => return Err(e),
-                other => return Err(unexpected("stream", other)),
-            };
+            let stream = CoreWork::Migration(stream);
+            let report =
+                match self.on_core_within(source_core, stream, STREAM_WAIT_MAX, "a stream").await {
+                    CoreResult::Migrated(r) => r,
+                    CoreResult::Done(Err(e)) => return Err(e),
+                    other => return Err(unexpected("stream", other)),
+                };
             fault_point!("migrate:target_durable");
             // The commit point: from here the target owns the range.
             write_manifest(&self.storage, data_dir, &committed).await?;
@@ -355,8 +347,10 @@ impl Core {
                 "cannot record the rollback of a migration; its range stays paused until restart");
             *self.rebalance_broken.borrow_mut() =
                 Some(format!("a migration's rollback could not be recorded ({e})"));
-            return EngineError::Rebalance {
-                reason: format!("migration failed ({cause}) and its rollback could not be recorded ({e}); restart the server"),
+            return EngineError::RebalanceBroken {
+                reason: format!(
+                    "migration failed ({cause}) and its rollback could not be recorded ({e})"
+                ),
             };
         }
         let abort = MigrationWork::Abort { source: m.source };
@@ -374,17 +368,17 @@ impl Core {
             let _ = self.step(c, MigrationWork::Tidy).await;
         }
         tracing::warn!(partition = %partition_display(&m.partition), error = %cause, "migration rolled back");
-        EngineError::Rebalance {
-            reason: format!(
-                "{} of partition '{}' abandoned, nothing moved: {cause}",
-                what,
-                partition_display(&m.partition)
-            ),
+        EngineError::MigrationAbandoned {
+            what,
+            partition: partition_display(&m.partition),
+            cause: Box::new(cause),
         }
     }
 
     pub(super) async fn step(&self, core: usize, work: MigrationWork) -> Result<()> {
-        match self.on_core(core, CoreWork::Migration(work)).await {
+        let limit = if matches!(work, MigrationWork::Tidy) { TIDY_WAIT_MAX } else { STEP_WAIT_MAX };
+        match self.on_core_within(core, CoreWork::Migration(work), limit, "a migration step").await
+        {
             CoreResult::Done(r) => r,
             other => Err(unexpected("migration step", other)),
         }
@@ -396,9 +390,7 @@ impl Core {
     /// on disk is then unknown until a restart reads it.
     fn check_rebalance_usable(&self) -> Result<()> {
         match self.rebalance_broken.borrow().as_ref() {
-            Some(why) => Err(EngineError::Rebalance {
-                reason: format!("refused until the server restarts: {why}"),
-            }),
+            Some(why) => Err(EngineError::RebalanceBroken { reason: why.clone() }),
             None => Ok(()),
         }
     }

@@ -54,6 +54,34 @@ impl Core {
         }
     }
 
+    /// `on_core` with a deadline for another core: past `limit` the answer is `CoreTimeout`
+    /// (a late reply is then dropped when it arrives). Work for this core runs to its end:
+    /// this core is answering, and stopping its work halfway would leave it half done.
+    pub async fn on_core_within(
+        &self,
+        core: usize,
+        work: CoreWork,
+        limit: Duration,
+        what: &'static str,
+    ) -> CoreResult {
+        if core == self.id {
+            return self.run_work(work).await;
+        }
+        let answer = async { Some(self.on_core(core, work).await) };
+        let timer = async {
+            glommio::timer::sleep(limit).await;
+            None
+        };
+        match futures_lite::future::or(answer, timer).await {
+            Some(r) => r,
+            None => CoreResult::Done(Err(EngineError::CoreTimeout {
+                core,
+                what,
+                ms: limit.as_millis() as u64,
+            })),
+        }
+    }
+
     /// Runs `work` on every core (this one included) and returns the results by core index.
     pub async fn on_every_core(&self, work: CoreWork) -> Vec<CoreResult> {
         let mut slots = Vec::new();
@@ -120,6 +148,7 @@ impl Core {
     pub(super) fn on_message(self: &Rc<Self>, msg: MeshMsg) {
         match msg {
             MeshMsg::Request { id, from, work: CoreWork::Ops { ops, hops, app } } => {
+                self.remote_ops.set(self.remote_ops.get() + ops.len() as u64);
                 match self.resolve_inline(&ops) {
                     Some(targets) => {
                         // Fast path: nothing here can await (shards exist, no durability

@@ -23,10 +23,8 @@ use std::sync::Arc;
 /// Migration steps, sent between cores.
 #[derive(Debug, Clone)]
 pub enum MigrationWork {
-    /// To the coordinator: one step more for a partition (carve-out or split).
-    Split { partition: Vec<u8> },
-    /// To the coordinator: one step less (merge or fold-back).
-    Merge { partition: Vec<u8> },
+    /// To the coordinator: run one layout change.
+    Change(super::layout::LayoutChange),
     /// To a source: where to cut shard `number` (its load median).
     SplitPoint { number: u64 },
     /// To a target: get ready to receive `lo..=hi` into shard `number` (a new shard labelled
@@ -74,22 +72,14 @@ impl Core {
         }
         let done = |r: Result<()>| CoreResult::Done(r);
         match work {
-            MigrationWork::Split { partition } => match self.coordinate_split(&partition).await {
-                Ok(r) => CoreResult::Migrated(r),
-                Err(e) => done(Err(e)),
-            },
-            MigrationWork::Merge { partition } => match self.coordinate_merge(&partition).await {
+            MigrationWork::Change(change) => match self.coordinate(change).await {
                 Ok(r) => CoreResult::Migrated(r),
                 Err(e) => done(Err(e)),
             },
             MigrationWork::SplitPoint { number } => {
                 match self.local_shard(number).and_then(|s| s.split_point()) {
                     Some(cut) => CoreResult::Position(cut),
-                    None => done(Err(EngineError::Rebalance {
-                        reason: format!(
-                            "shard {number} covers a single position and cannot be split"
-                        ),
-                    })),
+                    None => done(Err(EngineError::Unsplittable { shard: number })),
                 }
             }
             MigrationWork::Prepare { partition, number, lo, hi, merge } => {
@@ -120,12 +110,12 @@ impl Core {
         merge: bool,
     ) -> Result<()> {
         if self.incoming.borrow().is_some() {
-            return Err(EngineError::Rebalance {
+            return Err(EngineError::MigrationStep {
                 reason: format!("core {} is already receiving a migration", self.id),
             });
         }
         let shard = if merge {
-            let shard = self.local_shard(number).ok_or_else(|| EngineError::Rebalance {
+            let shard = self.local_shard(number).ok_or_else(|| EngineError::MigrationStep {
                 reason: format!("shard {number} is not on core {}", self.id),
             })?;
             shard.check_writable()?;
@@ -164,13 +154,13 @@ impl Core {
         hi: Position,
         target_core: usize,
     ) -> Result<MigrationReport> {
-        let shard = self.local_shard(number).ok_or_else(|| EngineError::Rebalance {
+        let shard = self.local_shard(number).ok_or_else(|| EngineError::MigrationStep {
             reason: format!("shard {number} is not on core {}", self.id),
         })?;
         shard.check_writable()?;
         shard.drop_foreign().await?;
         if shard.is_migrating() {
-            return Err(EngineError::Rebalance {
+            return Err(EngineError::MigrationStep {
                 reason: format!("shard {} is already migrating", shard.meta().name()),
             });
         }
@@ -271,16 +261,16 @@ impl Core {
     }
 
     async fn apply_incoming(&self, bytes: &[u8], last: bool) -> Result<()> {
-        let (seq, batch) = decode_batch(bytes).map_err(|e| EngineError::Rebalance {
+        let (seq, batch) = decode_batch(bytes).map_err(|e| EngineError::MigrationStep {
             reason: format!("migration batch refused: {e}"),
         })?;
         let (shard, lo, hi) = {
             let mut guard = self.incoming.borrow_mut();
-            let inc = guard.as_mut().ok_or_else(|| EngineError::Rebalance {
+            let inc = guard.as_mut().ok_or_else(|| EngineError::MigrationStep {
                 reason: format!("core {} is not receiving a migration", self.id),
             })?;
             if seq != inc.next_seq {
-                return Err(EngineError::Rebalance {
+                return Err(EngineError::MigrationStep {
                     reason: format!("migration batch {seq} arrived, expected {}", inc.next_seq),
                 });
             }

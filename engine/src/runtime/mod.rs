@@ -15,6 +15,7 @@
 mod config;
 pub mod coordinator;
 mod fanout;
+pub mod layout;
 mod mesh;
 pub mod migration_steps;
 mod route;
@@ -99,6 +100,8 @@ pub struct Core {
     /// the last tick: the core's queue depth.
     in_flight: Rc<Cell<u64>>,
     in_flight_max: Cell<u64>,
+    /// Ops other cores sent here (their connections' keys live here) since the last tick.
+    remote_ops: Cell<u64>,
     /// Ops seen by the service-time sampler (`telemetry::SERVICE_SAMPLE_EVERY`).
     service_sample: Cell<u32>,
 }

@@ -188,6 +188,7 @@ impl Core {
             draining: Cell::new(false),
             in_flight: Rc::new(Cell::new(0)),
             in_flight_max: Cell::new(0),
+            remote_ops: Cell::new(0),
             service_sample: Cell::new(0),
         });
         core.recover_local_shards().await?;

@@ -103,6 +103,7 @@ impl Core {
             busy_ratio,
             queue_depth: depth,
             queue_depth_max: depth_max.max(depth),
+            remote_ops: self.remote_ops.replace(0),
             shards,
         }
     }

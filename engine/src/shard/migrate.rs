@@ -124,7 +124,7 @@ impl<S: Storage> Shard<S> {
             .chain(batch.deletes.iter().map(Vec::as_slice));
         for key in keys {
             if !(lo..=hi).contains(&self.position(key)) {
-                return Err(EngineError::Rebalance {
+                return Err(EngineError::MigrationStep {
                     reason: format!(
                         "a migration batch for {} holds key {:?} outside its range",
                         self.meta.name(),

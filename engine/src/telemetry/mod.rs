@@ -51,6 +51,9 @@ pub struct CoreTick {
     /// end of the tick, and the most at any time during it.
     pub queue_depth: u64,
     pub queue_depth_max: u64,
+    /// Ops other cores sent to this one in the tick (a partition split over cores is served
+    /// partly this way; the capacity model weighs their extra cost).
+    pub remote_ops: u64,
     pub shards: Vec<ShardTick>,
 }
 

@@ -23,6 +23,8 @@ pub struct CoreView {
     pub queue_depth_max: u64,
     pub ops: u64,
     pub ops_per_sec: f64,
+    /// Ops other cores sent here in the round, per second.
+    pub remote_ops_per_sec: f64,
     /// Service-time quantiles (`SERVICE_QUANTILES`) in ns over the round.
     pub service_ns: [u64; 3],
     pub health: Health,
@@ -151,6 +153,7 @@ pub fn build_round(
         cv.busy_ratio = cv.busy_ratio.max(t.busy_ratio);
         cv.queue_depth = t.queue_depth;
         cv.queue_depth_max = cv.queue_depth_max.max(t.queue_depth_max);
+        cv.remote_ops_per_sec += t.remote_ops as f64;
         for st in &t.shards {
             let (view, hist) = shards
                 .entry(st.number)
@@ -166,6 +169,7 @@ pub fn build_round(
     let secs = tick_ms.max(1) as f64 / 1000.0;
     for (cv, h) in core_views.iter_mut().zip(&core_hist) {
         cv.ops_per_sec = cv.ops as f64 / secs;
+        cv.remote_ops_per_sec /= secs;
         cv.service_ns = quantiles(h);
         ticks_missed[cv.core] = if seen[cv.core] { 0 } else { ticks_missed[cv.core] + 1 };
         cv.ticks_missed = ticks_missed[cv.core];

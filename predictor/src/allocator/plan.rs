@@ -1,0 +1,690 @@
+//! The allocator's rules, applied once per round (`Allocator::choose`):
+//!
+//! 1. The capacity model takes the round's core figures.
+//! 2. Each partition's demand: the forecast's upper quantile of its peak over the horizon
+//!    (predictive), or its observed load (reactive); a predictive demand also includes the
+//!    observed load *sustained* over the time a migration takes (so a real overload the
+//!    forecast missed is answered, and a spike shorter than a migration is not).
+//! 3. Thresholds with hysteresis: a partition with k shards splits above
+//!    `target · capacity(k)` and merges only when the peak it remembers over `merge-delay`
+//!    fits under `merge_fraction · target · capacity(k - 1)`, and not within `merge-delay` of
+//!    its last change (CockroachDB #41317/#62700: merge against the recent maximum at half the
+//!    split threshold).
+//! 4. A split (or carve-out) only where it pays: a core with room for the new shard's share
+//!    of the load, and, when the machine's idle CPU is known, an idle CPU for it.
+//! 5. When no partition needs a change, a core planned over its target sheds a whole shard to
+//!    the core with the most room (a move).
+//! 6. At most one change at a time (the engine runs one migration at a time), within the
+//!    migration budget per minute, the most urgent first.
+//!
+//! Every change and every near-threshold non-change goes to the explanation log.
+
+use super::capacity::{partition_capacity, CapacityModel, CoreSample};
+use super::explain::{ExplainLog, Explanation};
+use super::{Action, Decision, PartitionState, Policy, Settings, View};
+use std::collections::{HashMap, VecDeque};
+
+/// Partitions the allocator remembers (recent peaks, last change); past it the one seen
+/// longest ago is forgotten.
+pub const PARTITION_MEMORY_MAX: usize = 10_000;
+/// Partitions planned per round: those with own shards, then the busiest of the rest.
+pub const PLAN_PARTITIONS_MAX: usize = 1_000;
+/// Buckets of the remembered peak over `merge-delay`.
+pub const PEAK_BUCKETS: u64 = 30;
+/// Observed rates kept per partition for the spike filter.
+pub const OBSERVED_KEPT_MAX: usize = 600;
+/// A near-threshold explanation for the same partition and reason is repeated at most this
+/// often.
+pub const NOTE_INTERVAL_MS: u64 = 60_000;
+/// A migration whose outcome never came is forgotten after this long.
+pub const IN_FLIGHT_MAX_MS: u64 = 1_200_000;
+/// After a failed change, the partition is left alone this long.
+pub const FAILURE_BACKOFF_MS: u64 = 60_000;
+/// Migration throughput assumed until one is measured: 35 MB in 0.6 s on this project's
+/// machine (docs/benchmarks.md).
+pub const MIGRATION_BYTES_PER_SEC_PRIOR: f64 = 58e6;
+
+/// What became of a decision the server executed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done {
+        at_ms: u64,
+        bytes: u64,
+        micros: u64,
+    },
+    /// Refused or rolled back; `error` is the engine's text.
+    Failed {
+        at_ms: u64,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Memory {
+    seen_ms: u64,
+    /// (bucket start, max demand in it) over the last `merge-delay`.
+    peaks: VecDeque<(u64, f64)>,
+    /// (time, observed ops/s), newest last.
+    observed: VecDeque<(u64, f64)>,
+    last_change_ms: Option<u64>,
+    /// The own shards seen last round: a change made by anyone (an operator, or before a
+    /// restart) counts as a change when the allocator first sees it.
+    own_seen: Option<Vec<u64>>,
+    blocked_until_ms: u64,
+    last_note: Option<(u64, String)>,
+}
+
+/// The allocator and what it remembers between rounds.
+#[derive(Debug, Clone)]
+pub struct Allocator {
+    pub settings: Settings,
+    pub capacity: CapacityModel,
+    pub log: ExplainLog,
+    memory: HashMap<Vec<u8>, Memory>,
+    /// Start times of recent migrations (the budget), newest last.
+    starts: VecDeque<u64>,
+    in_flight: Option<(u64, Action)>,
+    /// Measured migration throughput (smoothed), bytes/s.
+    migration_rate: f64,
+    /// Changes decided, done and failed since the start.
+    pub decided: u64,
+    pub done: u64,
+    pub failed: u64,
+}
+
+/// A partition's figures in one round.
+struct Judged {
+    demand: f64,
+    observed: f64,
+    remembered: f64,
+    split_at: f64,
+    merge_at: f64,
+    wanted: usize,
+    shards: usize,
+    overloaded_now: bool,
+    basis: String,
+}
+
+impl Allocator {
+    pub fn new(cores: usize, settings: Settings) -> Allocator {
+        let capacity = CapacityModel::new(cores, settings.core_capacity_ops);
+        Allocator {
+            settings,
+            capacity,
+            log: ExplainLog::default(),
+            memory: HashMap::new(),
+            starts: VecDeque::new(),
+            in_flight: None,
+            migration_rate: MIGRATION_BYTES_PER_SEC_PRIOR,
+            decided: 0,
+            done: 0,
+            failed: 0,
+        }
+    }
+
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.settings.policy = policy;
+    }
+
+    /// The change being executed, if any.
+    pub fn in_flight(&self) -> Option<&Action> {
+        self.in_flight.as_ref().map(|(_, a)| a)
+    }
+
+    /// The measured migration throughput in bytes/s (the prior until one was measured).
+    pub fn migration_rate(&self) -> f64 {
+        self.migration_rate
+    }
+
+    /// The server reports what became of the decision in flight.
+    pub fn outcome(&mut self, outcome: Outcome) {
+        let Some((_, action)) = self.in_flight.take() else { return };
+        let memory = self.memory.entry(action.partition().to_vec()).or_default();
+        match outcome {
+            Outcome::Done { at_ms, bytes, micros } => {
+                self.done += 1;
+                memory.last_change_ms = Some(at_ms);
+                if bytes > 1_000_000 && micros > 0 {
+                    let rate = bytes as f64 / (micros as f64 / 1e6);
+                    self.migration_rate += 0.3 * (rate - self.migration_rate);
+                }
+            }
+            Outcome::Failed { at_ms, error } => {
+                self.failed += 1;
+                memory.blocked_until_ms = at_ms + FAILURE_BACKOFF_MS;
+                self.log.push(Explanation {
+                    at_ms,
+                    partition: action.partition().to_vec(),
+                    policy: self.settings.policy.as_str().into(),
+                    action: "failed".into(),
+                    change: action.to_string(),
+                    reason: format!(
+                        "the engine did not carry it out: {error}; the partition is left alone for {} s",
+                        FAILURE_BACKOFF_MS / 1000
+                    ),
+                    ..blank()
+                });
+            }
+        }
+    }
+
+    /// One round: the decisions to execute now (at most one), most urgent first.
+    pub fn choose(&mut self, view: &View) -> Vec<Decision> {
+        let now = view.now_ms;
+        let samples: Vec<CoreSample> = view
+            .cores
+            .iter()
+            .filter(|c| c.alive)
+            .map(|c| CoreSample {
+                core: c.core,
+                ops_per_sec: c.ops_per_sec,
+                remote_ops_per_sec: c.remote_ops_per_sec,
+                busy: c.busy,
+            })
+            .collect();
+        self.capacity.observe(&samples);
+        self.remember(view);
+        if self.settings.policy == Policy::Static {
+            return Vec::new();
+        }
+        if let Some((since, _)) = &self.in_flight {
+            if now.saturating_sub(*since) < IN_FLIGHT_MAX_MS {
+                return Vec::new();
+            }
+            self.in_flight = None;
+        }
+        if view.migrating {
+            return Vec::new();
+        }
+        let mut candidates = Vec::new();
+        for p in planned(view) {
+            if let Some(d) = self.judge_partition(view, p) {
+                candidates.push(d);
+            }
+        }
+        if candidates.is_empty() {
+            candidates.extend(self.relieve_cores(view));
+        }
+        candidates.sort_by(|a, b| b.urgency.total_cmp(&a.urgency));
+        let Some(mut best) = candidates.into_iter().next() else { return Vec::new() };
+        while self.starts.front().is_some_and(|t| now.saturating_sub(*t) >= 60_000) {
+            self.starts.pop_front();
+        }
+        if self.starts.len() >= self.settings.migrations_per_minute_max as usize {
+            best.explanation.action = "none".into();
+            best.explanation.rejected = format!(
+                "{} deferred: {} migrations started in the last minute (migrations-per-minute-max)",
+                best.action,
+                self.starts.len()
+            );
+            self.note(best.explanation, now);
+            return Vec::new();
+        }
+        self.starts.push_back(now);
+        self.in_flight = Some((now, best.action.clone()));
+        self.decided += 1;
+        self.log.push(best.explanation.clone());
+        vec![best]
+    }
+
+    /// Updates each partition's remembered peak and observed rates.
+    fn remember(&mut self, view: &View) {
+        let now = view.now_ms;
+        let bucket_ms = (self.settings.merge_delay_ms / PEAK_BUCKETS).max(1);
+        let spike_ms = self.spike_ms(view, 0);
+        for p in &view.partitions {
+            let m = self.memory.entry(p.partition.clone()).or_default();
+            m.seen_ms = now;
+            if m.own_seen.as_ref() != Some(&p.own) {
+                if !p.own.is_empty() || m.own_seen.is_some() {
+                    m.last_change_ms = Some(now);
+                }
+                m.own_seen = Some(p.own.clone());
+            }
+            let demand = match (&p.forecast, self.settings.policy) {
+                (Some(f), Policy::Predictive) => f.upper.max(p.ops_per_sec),
+                _ => p.ops_per_sec,
+            };
+            let bucket = now - now % bucket_ms;
+            match m.peaks.back_mut() {
+                Some((b, max)) if *b == bucket => *max = max.max(demand),
+                _ => m.peaks.push_back((bucket, demand)),
+            }
+            // A bucket is forgotten once all of it is older than the delay (so a peak is
+            // remembered for the delay at least, at most a bucket longer).
+            while m
+                .peaks
+                .front()
+                .is_some_and(|(b, _)| b + bucket_ms + self.settings.merge_delay_ms <= now)
+            {
+                m.peaks.pop_front();
+            }
+            m.observed.push_back((now, p.ops_per_sec));
+            let keep = spike_ms.max(self.settings.reactive_hold_ms);
+            while m.observed.len() > OBSERVED_KEPT_MAX
+                || m.observed.front().is_some_and(|(t, _)| t + keep < now)
+            {
+                m.observed.pop_front();
+            }
+        }
+        if self.memory.len() > PARTITION_MEMORY_MAX {
+            let mut by_age: Vec<(u64, Vec<u8>)> =
+                self.memory.iter().map(|(k, m)| (m.seen_ms, k.clone())).collect();
+            by_age.sort();
+            for (_, k) in by_age.into_iter().take(self.memory.len() - PARTITION_MEMORY_MAX) {
+                self.memory.remove(&k);
+            }
+        }
+    }
+
+    /// How long load must be sustained to count: at least two ticks, and at least as long as
+    /// a migration of `bytes` would take.
+    fn spike_ms(&self, view: &View, bytes: u64) -> u64 {
+        let migration_ms = (bytes as f64 / self.migration_rate * 1000.0) as u64;
+        (2 * view.tick_ms).max(migration_ms)
+    }
+
+    /// The lowest observed rate over the last `ms` (0 if the memory does not reach that far).
+    fn sustained(&self, p: &[u8], now: u64, ms: u64) -> f64 {
+        let Some(m) = self.memory.get(p) else { return 0.0 };
+        let covers = m.observed.front().is_some_and(|(t, _)| *t + ms <= now);
+        if !covers {
+            return 0.0;
+        }
+        m.observed
+            .iter()
+            .filter(|(t, _)| t + ms >= now)
+            .map(|(_, v)| *v)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    fn partition_bytes(view: &View, p: &PartitionState) -> u64 {
+        p.own.iter().filter_map(|n| view.shard(*n)).map(|s| s.bytes).sum()
+    }
+
+    fn judge(&self, view: &View, p: &PartitionState, core_capacity: f64) -> Judged {
+        let s = &self.settings;
+        let r = self.capacity.split_cost().remote_extra;
+        let shards = p.own.len();
+        let k = shards.max(1);
+        let max = s.shards_per_partition_max.max(1);
+        let cap = |k: usize| s.target_utilization * partition_capacity(core_capacity, k, r);
+        let split_at = cap(k);
+        let merge_at = match shards {
+            0 => 0.0,
+            1 => s.fold_back_fraction * s.target_utilization * core_capacity,
+            _ => s.merge_fraction * cap(k - 1),
+        };
+        let now = view.now_ms;
+        let observed = p.ops_per_sec;
+        let (demand, basis) = match (&p.forecast, s.policy) {
+            (Some(f), Policy::Predictive) if f.model != "reactive" => {
+                let spike = self.spike_ms(view, Self::partition_bytes(view, p) / k as u64);
+                let held = self.sustained(&p.partition, now, spike);
+                (f.upper.max(held), f.model.clone())
+            }
+            _ => {
+                let hold = s.reactive_hold_ms.max(self.spike_ms(view, 0));
+                (self.sustained(&p.partition, now, hold), "reactive".to_owned())
+            }
+        };
+        let remembered = self
+            .memory
+            .get(&p.partition)
+            .map_or(demand, |m| m.peaks.iter().map(|(_, v)| *v).fold(demand, f64::max));
+        let wanted = (1..=max).find(|&k| demand <= cap(k)).unwrap_or(max);
+        Judged {
+            demand,
+            observed,
+            remembered,
+            split_at,
+            merge_at,
+            wanted,
+            shards,
+            overloaded_now: observed > split_at,
+            basis,
+        }
+    }
+
+    /// A partition's decision, if it needs one (near-threshold non-decisions are logged).
+    fn judge_partition(&mut self, view: &View, p: &PartitionState) -> Option<Decision> {
+        let now = view.now_ms;
+        let memory = self.memory.get(&p.partition);
+        if memory.is_some_and(|m| m.blocked_until_ms > now) {
+            return None;
+        }
+        let c = self.planning_capacity(view)?;
+        let j = self.judge(view, p, c);
+        let mut e = self.explanation(view, p, &j, c);
+        let loads = core_loads(view, self);
+        let s = &self.settings;
+        if j.demand > j.split_at && j.shards < s.shards_per_partition_max.max(1) {
+            let urgency = j.demand / j.split_at.max(1e-9) + j.overloaded_now as u8 as f64;
+            let (action, new_load, source_core) = match (p.own.as_slice(), p.home) {
+                ([], Some(home)) => {
+                    let home_core = view.shard(home).map_or(usize::MAX, |s| s.core);
+                    (None, j.demand / j.wanted.max(2) as f64, home_core)
+                }
+                ([], None) => return None,
+                (own, _) => {
+                    let busiest = *own
+                        .iter()
+                        .max_by(|a, b| {
+                            let la = view.shard(**a).map_or(0.0, |s| s.ops_per_sec);
+                            let lb = view.shard(**b).map_or(0.0, |s| s.ops_per_sec);
+                            la.total_cmp(&lb).then(b.cmp(a))
+                        })
+                        .expect("own shards");
+                    let core = view.shard(busiest).map_or(usize::MAX, |s| s.core);
+                    (Some(busiest), j.demand / (j.shards + 1) as f64, core)
+                }
+            };
+            let hosting: Vec<usize> =
+                p.own.iter().filter_map(|n| view.shard(*n)).map(|s| s.core).collect();
+            let target =
+                best_core(view, &loads, self, |c| c != source_core && !hosting.contains(&c))
+                    .or_else(|| best_core(view, &loads, self, |c| c != source_core));
+            let what = if p.own.is_empty() { "carve-out" } else { "split" };
+            let Some((to_core, room)) = target else {
+                e.rejected = format!("{what}: no other live core to put a shard on");
+                self.note(e, now);
+                return None;
+            };
+            if room < new_load {
+                e.rejected = format!(
+                    "{what}: no core has room for the new shard's {new_load:.0} ops/s (core {to_core} has {room:.0} below its target); a split with nowhere to go costs CPU and gains nothing"
+                );
+                self.note(e, now);
+                return None;
+            }
+            if let Some(idle) = view.host_idle_cpus {
+                let needed = new_load / self.capacity.core(to_core).unwrap_or(c);
+                if idle < needed {
+                    e.rejected = format!(
+                        "{what}: the machine has {idle:.2} idle CPUs and the new shard needs {needed:.2}: no idle core to go to"
+                    );
+                    self.note(e, now);
+                    return None;
+                }
+            }
+            let action = match action {
+                None => Action::CarveOut {
+                    partition: p.partition.clone(),
+                    from_shard: p.home.expect("checked"),
+                    to_core,
+                },
+                Some(shard) => Action::Split { partition: p.partition.clone(), shard, to_core },
+            };
+            e.action = action.kind().into();
+            e.change = action.to_string();
+            e.reason = format!(
+                "demand {:.0} ops/s ({}) is over the split threshold {:.0} of {} shard(s); {} wanted",
+                j.demand, j.basis, j.split_at, j.shards.max(1), j.wanted
+            );
+            return Some(Decision { action, urgency, explanation: e });
+        }
+        let since_change = memory.and_then(|m| m.last_change_ms).map(|t| now.saturating_sub(t));
+        let settled = since_change.is_none_or(|d| d >= s.merge_delay_ms);
+        if j.shards >= 1 && j.remembered < j.merge_at {
+            if !settled {
+                e.rejected = format!(
+                    "merge: the last change was {} s ago, merge-delay is {} s",
+                    since_change.unwrap_or(0) / 1000,
+                    s.merge_delay_ms / 1000
+                );
+                self.note(e, now);
+                return None;
+            }
+            let action = if j.shards == 1 {
+                Action::FoldBack { partition: p.partition.clone(), shard: p.own[0] }
+            } else {
+                let load = |n: u64| view.shard(n).map_or(0.0, |s| s.ops_per_sec);
+                let i = (0..p.own.len() - 1)
+                    .min_by(|&a, &b| {
+                        let la = load(p.own[a]) + load(p.own[a + 1]);
+                        let lb = load(p.own[b]) + load(p.own[b + 1]);
+                        la.total_cmp(&lb)
+                    })
+                    .expect("two shards");
+                let (low, high) = (p.own[i], p.own[i + 1]);
+                let keys = |n: u64| view.shard(n).map_or(0, |s| s.keys);
+                let (donor, absorber) =
+                    if keys(low) < keys(high) { (low, high) } else { (high, low) };
+                Action::Merge { partition: p.partition.clone(), donor, absorber }
+            };
+            e.action = action.kind().into();
+            e.change = action.to_string();
+            e.reason = format!(
+                "the highest demand of the last {} s, {:.0} ops/s, is under the merge threshold {:.0}",
+                s.merge_delay_ms / 1000,
+                j.remembered,
+                j.merge_at
+            );
+            let urgency = 0.1 * (1.0 - j.remembered / j.merge_at.max(1e-9));
+            return Some(Decision { action, urgency, explanation: e });
+        }
+        // Near a threshold: say why nothing is done.
+        let near = s.near_fraction;
+        if j.demand > j.split_at * (1.0 - near) {
+            e.reason = if j.shards >= s.shards_per_partition_max.max(1) {
+                format!(
+                    "demand {:.0} ops/s is near or over the split threshold {:.0}, but the partition has shards-per-partition-max shards",
+                    j.demand, j.split_at
+                )
+            } else {
+                format!(
+                    "demand {:.0} ops/s is under the split threshold {:.0} (within {:.0}%)",
+                    j.demand,
+                    j.split_at,
+                    near * 100.0
+                )
+            };
+            self.note(e, now);
+        } else if j.shards >= 1 && j.remembered < j.merge_at * (1.0 + near) {
+            e.reason = format!(
+                "the highest demand of the last {} s, {:.0} ops/s, is over the merge threshold {:.0} (within {:.0}%)",
+                s.merge_delay_ms / 1000,
+                j.remembered,
+                j.merge_at,
+                near * 100.0
+            );
+            self.note(e, now);
+        }
+        None
+    }
+
+    /// Moves for cores planned over their target, when no partition needs a change.
+    fn relieve_cores(&mut self, view: &View) -> Option<Decision> {
+        let loads = core_loads(view, self);
+        let target = self.settings.target_utilization;
+        let mut worst: Option<(usize, f64)> = None;
+        for c in view.cores.iter().filter(|c| c.alive) {
+            let Some(cap) = self.capacity.core(c.core) else { continue };
+            let ratio = loads.get(&c.core).copied().unwrap_or(0.0) / (target * cap);
+            if ratio > 1.0 && worst.is_none_or(|(_, r)| ratio > r) {
+                worst = Some((c.core, ratio));
+            }
+        }
+        let (core, ratio) = worst?;
+        let cap = self.capacity.core(core)?;
+        let excess = loads[&core] - target * cap;
+        // The own shard whose move leaves both cores under target, smallest first; else the
+        // one that helps most.
+        let mut best: Option<(f64, u64, Vec<u8>, u64, usize)> = None;
+        for s in view.shards.iter().filter(|s| s.core == core) {
+            let Some(p) = &s.partition else { continue };
+            let Some(state) = view.partition(p) else { continue };
+            if self.memory.get(p).is_some_and(|m| m.blocked_until_ms > view.now_ms) {
+                continue;
+            }
+            let load = shard_demand(view, self, state, s.number);
+            let Some((to, room)) = best_core(view, &loads, self, |c| c != core) else { continue };
+            if room < load {
+                continue;
+            }
+            let leftover = (excess - load).max(0.0);
+            let score = (leftover, s.bytes);
+            if best.as_ref().is_none_or(|b| (score.0, score.1) < (b.0, b.1)) {
+                best = Some((leftover, s.bytes, p.clone(), s.number, to));
+            }
+        }
+        let (_, _, partition, shard, to_core) = best?;
+        let p = view.partition(&partition)?.clone();
+        let c = self.planning_capacity(view)?;
+        let j = self.judge(view, &p, c);
+        let mut e = self.explanation(view, &p, &j, c);
+        let action = Action::Move { partition, shard, to_core };
+        e.action = action.kind().into();
+        e.change = action.to_string();
+        e.reason = format!(
+            "core {core} is planned at {:.0}% of its target ({:.0} ops/s over); the shard fits on core {to_core}",
+            ratio * 100.0,
+            excess
+        );
+        Some(Decision { action, urgency: ratio, explanation: e })
+    }
+
+    /// The capacity the thresholds use: the mean of the live cores' (pinned or measured).
+    fn planning_capacity(&self, view: &View) -> Option<f64> {
+        let caps: Vec<f64> = view
+            .cores
+            .iter()
+            .filter(|c| c.alive)
+            .filter_map(|c| self.capacity.core(c.core))
+            .collect();
+        (!caps.is_empty()).then(|| caps.iter().sum::<f64>() / caps.len() as f64)
+    }
+
+    fn explanation(&self, view: &View, p: &PartitionState, j: &Judged, c: f64) -> Explanation {
+        let f = p.forecast.as_ref();
+        Explanation {
+            at_ms: view.now_ms,
+            partition: p.partition.clone(),
+            policy: self.settings.policy.as_str().into(),
+            action: "none".into(),
+            change: String::new(),
+            observed: j.observed,
+            demand: j.demand,
+            forecast_peak: f.map(|f| f.peak),
+            forecast_upper: f.map(|f| f.upper),
+            quantile: f.map_or(0.0, |f| f.quantile),
+            model: j.basis.clone(),
+            core_capacity: c,
+            split_cost: self.capacity.split_cost().remote_extra,
+            shards: j.shards,
+            wanted: j.wanted,
+            split_at: j.split_at,
+            merge_at: j.merge_at,
+            reason: String::new(),
+            rejected: String::new(),
+        }
+    }
+
+    /// Logs a non-decision, unless the same was said of the partition within
+    /// `NOTE_INTERVAL_MS`.
+    fn note(&mut self, e: Explanation, now: u64) {
+        let said = format!(
+            "{}|{}",
+            e.reason.split(" ops/s").next().unwrap_or(""),
+            e.rejected.split(':').next().unwrap_or("")
+        );
+        let m = self.memory.entry(e.partition.clone()).or_default();
+        if let Some((at, what)) = &m.last_note {
+            if *what == said && now.saturating_sub(*at) < NOTE_INTERVAL_MS {
+                return;
+            }
+        }
+        m.last_note = Some((now, said));
+        self.log.push(e);
+    }
+}
+
+fn blank() -> Explanation {
+    Explanation {
+        at_ms: 0,
+        partition: Vec::new(),
+        policy: String::new(),
+        action: String::new(),
+        change: String::new(),
+        observed: 0.0,
+        demand: 0.0,
+        forecast_peak: None,
+        forecast_upper: None,
+        quantile: 0.0,
+        model: String::new(),
+        core_capacity: 0.0,
+        split_cost: 0.0,
+        shards: 0,
+        wanted: 0,
+        split_at: 0.0,
+        merge_at: 0.0,
+        reason: String::new(),
+        rejected: String::new(),
+    }
+}
+
+/// The partitions planned this round: every one with own shards, then the busiest others,
+/// `PLAN_PARTITIONS_MAX` in all.
+fn planned(view: &View) -> Vec<&PartitionState> {
+    let mut own: Vec<&PartitionState> =
+        view.partitions.iter().filter(|p| !p.own.is_empty()).collect();
+    let mut rest: Vec<&PartitionState> =
+        view.partitions.iter().filter(|p| p.own.is_empty()).collect();
+    let demand =
+        |p: &PartitionState| p.forecast.as_ref().map_or(0.0, |f| f.upper).max(p.ops_per_sec);
+    rest.sort_by(|a, b| {
+        demand(b).total_cmp(&demand(a)).then_with(|| a.partition.cmp(&b.partition))
+    });
+    own.extend(rest);
+    own.truncate(PLAN_PARTITIONS_MAX);
+    own
+}
+
+/// A shard's share of its partition's demand (by its share of the partition's observed ops,
+/// evenly when there were none); a shared shard's observed load.
+fn shard_demand(view: &View, a: &Allocator, p: &PartitionState, shard: u64) -> f64 {
+    let demand = match (&p.forecast, a.settings.policy) {
+        (Some(f), Policy::Predictive) => f.upper.max(p.ops_per_sec),
+        _ => p.ops_per_sec,
+    };
+    let ops = |n: u64| view.shard(n).map_or(0.0, |s| s.ops_per_sec);
+    let total: f64 = p.own.iter().map(|n| ops(*n)).sum();
+    if total > 0.0 {
+        demand * ops(shard) / total
+    } else {
+        demand / p.own.len().max(1) as f64
+    }
+}
+
+/// Each core's planned load: its own shards' demand plus its shared shards' observed load.
+fn core_loads(view: &View, a: &Allocator) -> HashMap<usize, f64> {
+    let mut loads: HashMap<usize, f64> = view.cores.iter().map(|c| (c.core, 0.0)).collect();
+    for s in &view.shards {
+        let load = match s.partition.as_ref().and_then(|p| view.partition(p)) {
+            Some(p) => shard_demand(view, a, p, s.number),
+            None => s.ops_per_sec,
+        };
+        *loads.entry(s.core).or_default() += load;
+    }
+    loads
+}
+
+/// The live core (among those `allowed`) with the most room below its target, and that room
+/// in ops/s.
+fn best_core(
+    view: &View,
+    loads: &HashMap<usize, f64>,
+    a: &Allocator,
+    allowed: impl Fn(usize) -> bool,
+) -> Option<(usize, f64)> {
+    view.cores
+        .iter()
+        .filter(|c| c.alive && allowed(c.core))
+        .filter_map(|c| {
+            let cap = a.capacity.core(c.core)?;
+            let room =
+                a.settings.target_utilization * cap - loads.get(&c.core).copied().unwrap_or(0.0);
+            Some((c.core, room))
+        })
+        .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0)))
+}
