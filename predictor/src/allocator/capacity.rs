@@ -7,9 +7,11 @@
 //! - A split's cost: once a partition spans cores, some of its ops reach their shard from
 //!   another core (`remote_ops`), and each of those costs more CPU. The model fits, over the
 //!   last `COST_SAMPLES_MAX` busy rounds of all cores, CPU per op = a · (1 + r · remote share)
-//!   by least squares; `r` is the extra cost of a remote op relative to a local one. Until the
-//!   rounds spread over enough remote shares (`COST_SPREAD_MIN`) to fit it, `r` is the value
-//!   measured on 16 cores (`SPLIT_COST_PRIOR`), and the model says so.
+//!   by least squares (rounds busier than `COST_BUSY_MIN`); `r` is the extra cost of a remote
+//!   op relative to a local one. Until the
+//!   rounds spread over enough remote shares (`COST_SPREAD_MIN`) to fit it, or while the
+//!   capacity is pinned, `r` is the value measured on 16 cores (`SPLIT_COST_PRIOR`), and the
+//!   model says so.
 
 use std::collections::VecDeque;
 
@@ -17,8 +19,13 @@ use std::collections::VecDeque;
 pub const BUSY_MIN: f64 = 0.05;
 /// Weight of a new round in the smoothed capacity.
 pub const CAPACITY_SMOOTHING: f64 = 0.1;
+/// Rounds busier than this fit the split cost: at low busy an executor's polling and timers
+/// weigh more per op than the ops' own CPU, which hides the remote ops' extra.
+pub const COST_BUSY_MIN: f64 = 0.25;
 /// Rounds kept for fitting the split cost (a bounded window over all cores).
 pub const COST_SAMPLES_MAX: usize = 512;
+/// Rounds needed before a fit replaces the prior.
+pub const COST_SAMPLES_MIN: usize = 64;
 /// The remote shares of the kept rounds must spread this much (standard deviation) before the
 /// fitted cost replaces the prior.
 pub const COST_SPREAD_MIN: f64 = 0.1;
@@ -90,6 +97,9 @@ impl CapacityModel {
                 None => now,
                 Some(old) => old + CAPACITY_SMOOTHING * (now - old),
             });
+            if s.busy < COST_BUSY_MIN {
+                continue;
+            }
             let share = (s.remote_ops_per_sec / s.ops_per_sec).clamp(0.0, 1.0);
             self.samples.push_back((share, s.busy.min(1.0) / s.ops_per_sec));
             if self.samples.len() > COST_SAMPLES_MAX {
@@ -112,7 +122,9 @@ impl CapacityModel {
     pub fn split_cost(&self) -> SplitCost {
         let n = self.samples.len() as f64;
         let prior = SplitCost { remote_extra: SPLIT_COST_PRIOR, measured: false };
-        if n < 16.0 {
+        // A pinned capacity describes another machine than the one measured here, so its
+        // split cost is the prior measured elsewhere too.
+        if self.pinned.is_some() || n < COST_SAMPLES_MIN as f64 {
             return prior;
         }
         let mx = self.samples.iter().map(|s| s.0).sum::<f64>() / n;
