@@ -507,4 +507,59 @@ mod tests {
         assert!(err.contains("fsync") && err.contains("sometimes"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[test]
+    fn allocator_settings_are_read_checked_and_named() {
+        use shardcast_predictor::allocator::Policy;
+        let dir =
+            std::env::temp_dir().join(format!("shardcast-config-alloc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        let load = |text: &str, policy: Option<&str>| {
+            std::fs::write(&file, text).unwrap();
+            ServerConfig::load(Flags {
+                config: Some(file.clone()),
+                policy: policy.map(str::to_owned),
+                ..Flags::default()
+            })
+        };
+        let c = load(
+            "policy = \"reactive\"\ntarget-utilization = 0.6\nmerge-delay-s = 30\n\
+             migrations-per-minute-max = 3\ncore-capacity-ops = 5000\nday-s = 60\n\
+             forecast-horizon-s = 5\npredict-step-s = 1\nshards-per-partition-max = 4\n",
+            None,
+        )
+        .unwrap();
+        let a = &c.allocator;
+        assert_eq!(a.policy, Policy::Reactive);
+        assert_eq!((a.target_utilization, a.merge_delay_ms), (0.6, 30_000));
+        assert_eq!((a.migrations_per_minute_max, a.core_capacity_ops), (3, Some(5000.0)));
+        assert_eq!(a.shards_per_partition_max, 4, "follows the engine's limit");
+        assert_eq!((c.predict.day_ms, c.predict.horizon_ms), (60_000, 5_000));
+        // The flag wins over the file.
+        let c = load("policy = \"reactive\"\n", Some("static")).unwrap();
+        assert_eq!(c.allocator.policy, Policy::Static);
+        assert_eq!(load("", None).unwrap().allocator.policy, Policy::Predictive);
+        for (text, flag, want) in [
+            (
+                "policy = \"psychic\"\n",
+                None,
+                "policy: 'psychic' is not static, reactive or predictive",
+            ),
+            ("", Some("sometimes"), "policy: 'sometimes'"),
+            ("target-utilization = 0\n", None, "target-utilization: must be above 0"),
+            ("target-utilization = 1.5\n", None, "target-utilization"),
+            ("merge-delay-s = -1\n", None, "merge-delay-s"),
+            (
+                "migrations-per-minute-max = 0\n",
+                None,
+                "migrations-per-minute-max: must be 1 to 600",
+            ),
+            ("core-capacity-ops = 0\n", None, "core-capacity-ops: must be at least 1"),
+        ] {
+            let err = load(text, flag).unwrap_err();
+            assert!(err.contains(want), "{text}{flag:?}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

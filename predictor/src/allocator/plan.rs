@@ -12,8 +12,10 @@
 //!    split threshold).
 //! 4. A split (or carve-out) only where it pays: a core with room for the new shard's share
 //!    of the load, and, when the machine's idle CPU is known, an idle CPU for it.
-//! 5. When no partition needs a change, a core planned over its target sheds a whole shard to
-//!    the core with the most room (a move).
+//! 5. When no partition needs a change, a core planned over its target for longer than a
+//!    move takes sheds a whole shard (of a partition settled for `merge-delay`) to a core
+//!    without the partition's other shards, if that lowers the busier core by a margin (a
+//!    move).
 //! 6. At most one change at a time (the engine runs one migration at a time), within the
 //!    migration budget per minute, the most urgent first.
 //!
@@ -84,6 +86,8 @@ pub struct Allocator {
     /// Start times of recent migrations (the budget), newest last.
     starts: VecDeque<u64>,
     in_flight: Option<(u64, Action)>,
+    /// Since when each core has been planned over its target.
+    over_since: HashMap<usize, u64>,
     /// Measured migration throughput (smoothed), bytes/s.
     migration_rate: f64,
     /// Changes decided, done and failed since the start.
@@ -115,6 +119,7 @@ impl Allocator {
             memory: HashMap::new(),
             starts: VecDeque::new(),
             in_flight: None,
+            over_since: HashMap::new(),
             migration_rate: MIGRATION_BYTES_PER_SEC_PRIOR,
             decided: 0,
             done: 0,
@@ -184,6 +189,7 @@ impl Allocator {
             .collect();
         self.capacity.observe(&samples);
         self.remember(view);
+        self.track_cores(view);
         if self.settings.policy == Policy::Static {
             return Vec::new();
         }
@@ -231,7 +237,6 @@ impl Allocator {
     fn remember(&mut self, view: &View) {
         let now = view.now_ms;
         let bucket_ms = (self.settings.merge_delay_ms / PEAK_BUCKETS).max(1);
-        let spike_ms = self.spike_ms(view, 0);
         for p in &view.partitions {
             let m = self.memory.entry(p.partition.clone()).or_default();
             m.seen_ms = now;
@@ -260,10 +265,7 @@ impl Allocator {
                 m.peaks.pop_front();
             }
             m.observed.push_back((now, p.ops_per_sec));
-            let keep = spike_ms.max(self.settings.reactive_hold_ms);
-            while m.observed.len() > OBSERVED_KEPT_MAX
-                || m.observed.front().is_some_and(|(t, _)| t + keep < now)
-            {
+            while m.observed.len() > OBSERVED_KEPT_MAX {
                 m.observed.pop_front();
             }
         }
@@ -493,42 +495,92 @@ impl Allocator {
         None
     }
 
-    /// Moves for cores planned over their target, when no partition needs a change.
-    fn relieve_cores(&mut self, view: &View) -> Option<Decision> {
+    /// Notes since when each live core has been planned over its target.
+    fn track_cores(&mut self, view: &View) {
         let loads = core_loads(view, self);
         let target = self.settings.target_utilization;
+        for c in &view.cores {
+            let over = c.alive
+                && self
+                    .capacity
+                    .core(c.core)
+                    .is_some_and(|cap| loads.get(&c.core).copied().unwrap_or(0.0) > target * cap);
+            if !over {
+                self.over_since.remove(&c.core);
+            } else {
+                self.over_since.entry(c.core).or_insert(view.now_ms);
+            }
+        }
+    }
+
+    /// A move for the core planned furthest over its target, when no partition needs a
+    /// change. A move must pay: the core has been over its target for longer than the move's
+    /// migration takes, the shard's partition has not changed within `merge-delay`, the
+    /// target holds no other shard of the partition (that would undo its split), nothing ends
+    /// over its target, and the busier of the two cores drops by `near_fraction` of the target
+    /// at least (so two cores near their targets do not trade shards back and forth).
+    fn relieve_cores(&mut self, view: &View) -> Option<Decision> {
+        let now = view.now_ms;
+        let loads = core_loads(view, self);
+        let target = self.settings.target_utilization;
+        let near = self.settings.near_fraction;
+        let ratio_of = |core: usize, load: f64| -> Option<f64> {
+            Some(load / (target * self.capacity.core(core)?))
+        };
         let mut worst: Option<(usize, f64)> = None;
         for c in view.cores.iter().filter(|c| c.alive) {
-            let Some(cap) = self.capacity.core(c.core) else { continue };
-            let ratio = loads.get(&c.core).copied().unwrap_or(0.0) / (target * cap);
+            let Some(ratio) = ratio_of(c.core, loads.get(&c.core).copied().unwrap_or(0.0)) else {
+                continue;
+            };
             if ratio > 1.0 && worst.is_none_or(|(_, r)| ratio > r) {
                 worst = Some((c.core, ratio));
             }
         }
         let (core, ratio) = worst?;
-        let cap = self.capacity.core(core)?;
-        let excess = loads[&core] - target * cap;
-        // The own shard whose move leaves both cores under target, smallest first; else the
-        // one that helps most.
+        let over_ms = now.saturating_sub(*self.over_since.get(&core)?);
+        let excess = loads[&core] - target * self.capacity.core(core)?;
         let mut best: Option<(f64, u64, Vec<u8>, u64, usize)> = None;
         for s in view.shards.iter().filter(|s| s.core == core) {
             let Some(p) = &s.partition else { continue };
             let Some(state) = view.partition(p) else { continue };
-            if self.memory.get(p).is_some_and(|m| m.blocked_until_ms > view.now_ms) {
+            let memory = self.memory.get(p);
+            let settled = memory
+                .and_then(|m| m.last_change_ms)
+                .is_none_or(|t| now.saturating_sub(t) >= self.settings.merge_delay_ms);
+            if !settled || memory.is_some_and(|m| m.blocked_until_ms > now) {
+                continue;
+            }
+            if over_ms < self.spike_ms(view, s.bytes) {
                 continue;
             }
             let load = shard_demand(view, self, state, s.number);
-            let Some((to, room)) = best_core(view, &loads, self, |c| c != core) else { continue };
-            if room < load {
-                continue;
-            }
-            let leftover = (excess - load).max(0.0);
-            let score = (leftover, s.bytes);
-            if best.as_ref().is_none_or(|b| (score.0, score.1) < (b.0, b.1)) {
-                best = Some((leftover, s.bytes, p.clone(), s.number, to));
+            let siblings: Vec<usize> = state
+                .own
+                .iter()
+                .filter(|n| **n != s.number)
+                .filter_map(|n| view.shard(*n))
+                .map(|x| x.core)
+                .collect();
+            for to in view.cores.iter().filter(|c| c.alive && c.core != core) {
+                if siblings.contains(&to.core) {
+                    continue;
+                }
+                let Some(after_to) =
+                    ratio_of(to.core, loads.get(&to.core).copied().unwrap_or(0.0) + load)
+                else {
+                    continue;
+                };
+                let after_from = ratio_of(core, loads[&core] - load)?;
+                let after_max = after_to.max(after_from);
+                if after_to > 1.0 || after_max > ratio - near {
+                    continue;
+                }
+                if best.as_ref().is_none_or(|b| (after_max, s.bytes) < (b.0, b.1)) {
+                    best = Some((after_max, s.bytes, p.clone(), s.number, to.core));
+                }
             }
         }
-        let (_, _, partition, shard, to_core) = best?;
+        let (after_max, _, partition, shard, to_core) = best?;
         let p = view.partition(&partition)?.clone();
         let c = self.planning_capacity(view)?;
         let j = self.judge(view, &p, c);
@@ -537,9 +589,11 @@ impl Allocator {
         e.action = action.kind().into();
         e.change = action.to_string();
         e.reason = format!(
-            "core {core} is planned at {:.0}% of its target ({:.0} ops/s over); the shard fits on core {to_core}",
+            "core {core} has been planned at {:.0}% of its target ({:.0} ops/s over) for {} s; after the move the busier of the two is at {:.0}%",
             ratio * 100.0,
-            excess
+            excess,
+            over_ms / 1000,
+            after_max * 100.0
         );
         Some(Decision { action, urgency: ratio, explanation: e })
     }
