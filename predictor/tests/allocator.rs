@@ -414,3 +414,15 @@ fn a_spike_shorter_than_its_migration_causes_no_split_and_a_longer_one_does() {
         }
     }
 }
+
+#[test]
+fn near_threshold_notes_are_not_repeated_every_round() {
+    let mut model = Model::new(2, &["near"], &[1]);
+    let mut a = Allocator::new(2, settings(Policy::Predictive));
+    // Demand wobbling just under the 750 threshold: the same reason with other figures.
+    let load = |t: u64| vec![680.0 + (t % 7) as f64 * 5.0];
+    let done = run(&mut model, &mut a, 600, load, move |t| vec![Some(load(t)[0])]);
+    assert!(done.is_empty(), "{done:?}");
+    let notes = a.log.recent(Some(b"near"), usize::MAX).len();
+    assert!((9..=11).contains(&notes), "{notes} notes in 10 minutes");
+}

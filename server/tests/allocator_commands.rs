@@ -5,21 +5,8 @@
 
 mod common;
 
-use common::{assert_tiled, shards, Server};
+use common::{admin, assert_tiled, error_text, shards, Server};
 use std::time::{Duration, Instant};
-
-fn admin(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
-    let mut cmd = redis::cmd("SHARDCAST");
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-}
-
-fn error_text(r: redis::RedisResult<String>) -> String {
-    let e = r.expect_err("an error reply");
-    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or("")).trim().to_owned()
-}
 
 #[test]
 fn move_keeps_every_key_and_bad_moves_are_refused() {

@@ -4,20 +4,7 @@
 //! maximum and a bad configuration value.
 
 mod common;
-use common::{assert_tiled, shards, Server};
-
-fn admin(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
-    let mut cmd = redis::cmd("SHARDCAST");
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-}
-
-fn error_text(r: redis::RedisResult<String>) -> String {
-    let e = r.expect_err("an error reply");
-    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
-}
+use common::{admin, assert_tiled, error_text, shards, Server};
 
 #[test]
 fn split_merge_and_their_errors() {

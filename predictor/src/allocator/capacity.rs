@@ -113,6 +113,11 @@ impl CapacityModel {
         self.pinned.or_else(|| self.measured.get(core).copied().flatten())
     }
 
+    /// A core's measured capacity, pinned or not (the real machine's ops/s at full busy).
+    pub fn measured(&self, core: usize) -> Option<f64> {
+        self.measured.get(core).copied().flatten()
+    }
+
     /// Whether the capacity is pinned by the operator rather than measured.
     pub fn is_pinned(&self) -> bool {
         self.pinned.is_some()

@@ -400,7 +400,11 @@ impl Allocator {
                 return None;
             }
             if let Some(idle) = view.host_idle_cpus {
-                let needed = new_load / self.capacity.core(to_core).unwrap_or(c);
+                // The real machine's CPU per op (measured, even when the capacity the
+                // thresholds use is pinned to model another machine).
+                let per_op = 1.0
+                    / self.capacity.measured(to_core).or(self.capacity.core(to_core)).unwrap_or(c);
+                let needed = new_load * per_op;
                 if idle < needed {
                     e.rejected = format!(
                         "{what}: the machine has {idle:.2} idle CPUs and the new shard needs {needed:.2}: no idle core to go to"
@@ -635,13 +639,12 @@ impl Allocator {
     }
 
     /// Logs a non-decision, unless the same was said of the partition within
-    /// `NOTE_INTERVAL_MS`.
+    /// `NOTE_INTERVAL_MS` (the same words; the figures in them may differ).
     fn note(&mut self, e: Explanation, now: u64) {
-        let said = format!(
-            "{}|{}",
-            e.reason.split(" ops/s").next().unwrap_or(""),
-            e.rejected.split(':').next().unwrap_or("")
-        );
+        let words = |t: &str| -> String {
+            t.chars().filter(|c| !c.is_ascii_digit() && *c != '.').collect()
+        };
+        let said = format!("{}|{}", words(&e.reason), words(&e.rejected));
         let m = self.memory.entry(e.partition.clone()).or_default();
         if let Some((at, what)) = &m.last_note {
             if *what == said && now.saturating_sub(*at) < NOTE_INTERVAL_MS {

@@ -224,6 +224,21 @@ impl Drop for Server {
     }
 }
 
+/// `SHARDCAST <args...>` with a string reply.
+pub fn admin(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
+    let mut cmd = redis::cmd("SHARDCAST");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+/// An error reply as redis-cli shows it: the code, a space, the detail.
+pub fn error_text(r: redis::RedisResult<String>) -> String {
+    let e = r.expect_err("an error reply");
+    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+}
+
 /// One row of `SHARDCAST SHARDS`.
 #[derive(Debug, Clone)]
 pub struct ShardRow {
