@@ -68,6 +68,7 @@ for round in $(seq 1 "$ROUNDS"); do
       "$root/target/release/shardcast-loadgen" --port $port --workload $workload --duration $duration \
         --open-loop --verify --connections 50 --quiet --out "$run" > "$run/loadgen.txt" 2>&1 || true
       cpu1=$(cpu_ticks $pid)
+      rm -f "$run/latency.hlog" # 1.5 MB a run; summary.json and intervals.csv keep the percentiles
       redis-cli -p $port SHARDCAST EXPLAIN COUNT 1000 > "$run/explain.txt" || true
       redis-cli -p $port SHARDCAST PREDICT > "$run/predict.txt" || true
       redis-cli -p $port INFO > "$run/info.txt" || true

@@ -139,7 +139,15 @@ fn policy_is_set_at_run_time_and_the_allocator_explains_itself_across_a_restart(
     let threshold: f64 = decision["split_threshold_ops_per_sec"].parse().unwrap();
     assert!(demand > threshold && threshold == 225.0, "{decision:?}");
     assert!(decision["reason"].contains("split threshold"), "{decision:?}");
-    let info = server.cli(&["INFO", "predictor"]);
+    // The map shows the new shard a moment before the control loop records the outcome.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = server.cli(&["INFO", "predictor"]);
+        if info.contains("allocator_changes_done:1") || Instant::now() > deadline {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for want in [
         "allocator_policy:reactive",
         "allocator_core_capacity_source:pinned",
