@@ -118,6 +118,7 @@ impl Model {
             partitions: self.partitions.clone(),
             host_idle_cpus: self.host_idle_cpus,
             migrating: false,
+            lookup: Default::default(),
         }
     }
 

@@ -80,11 +80,12 @@ fn a_hundred_thousand_prefixes_and_twenty_thousand_tags_cost_no_shards() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let allowed = [".iopoll-probe", "SHARDMAP", "shards", "history.bin", "predictor.state"];
+    let allowed =
+        [".iopoll-probe", "SHARDMAP", "shards", "history.bin", "predictor.state", "explain.log"];
     assert!(
         top.iter().all(|name| allowed.contains(&name.as_str())),
-        "the data directory holds shards/, SHARDMAP, the probe, the load history and the \
-         forecaster's models, nothing per partition: {top:?}"
+        "the data directory holds shards/, SHARDMAP, the probe, the load history, the \
+         forecaster's models and the allocator's explanations, nothing per partition: {top:?}"
     );
     // The data, its log records' framing, and two preallocated logs (1 MiB each), with room
     // for the blocks' slack: not a megabyte per prefix.

@@ -4,7 +4,10 @@
 //!
 //! - `forecast`: walk-forward evaluation of the forecasting models over a trace
 //!   (`shardcast-sim forecast --trace FILE.csv`).
+//! - `policy`: the allocation policies judged on a simulated machine, with the server's own
+//!   allocator, forecaster and layout functions (`shardcast-sim policy`).
 //! - `cli`: the command line.
 
 pub mod cli;
 pub mod forecast;
+pub mod policy;

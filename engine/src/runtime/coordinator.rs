@@ -37,10 +37,8 @@ use super::migration_steps::MigrationWork;
 use crate::error::{EngineError, Result};
 use crate::fault_point;
 use crate::placement::manifest::write_manifest;
-use crate::placement::shard_map::SHARDS_PER_PARTITION_LIMIT;
 use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
-use crate::routing::partition_span;
-use crate::runtime::layout::LayoutChange;
+use crate::runtime::layout::{self, LayoutChange};
 use crate::runtime::{Core, CoreResult, CoreWork};
 use crate::shard::partition_display;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,104 +144,24 @@ impl Core {
         self.check_rebalance_usable()?;
         let map = self.shard_map();
         let cores = self.config.cores;
-        let partition = change.partition().to_vec();
-        let shown = partition_display(&partition);
-        let not_applicable = |reason: String| EngineError::NotApplicable { reason };
-        let own = map.partition_shards(&partition);
-        let own_shard = |n: u64| {
-            own.iter().find(|(_, p)| p.number == n).copied().ok_or_else(|| {
-                not_applicable(format!("shard {n} is not a shard of partition '{shown}'"))
-            })
-        };
-        let check_core = |c: usize| {
-            (c < cores)
-                .then_some(c)
-                .ok_or_else(|| not_applicable(format!("core {c} does not exist (cores: {cores})")))
-        };
-        let (intent, committed) = match &change {
-            LayoutChange::CarveOut { from_shard, to_core, .. } => {
-                let to_core = check_core(*to_core)?;
-                let (lo, hi) = partition_span(&partition);
-                let Some((range, home)) = map.shared_home(&partition) else {
-                    return Err(not_applicable(format!(
-                        "partition '{shown}' has shards of its own: nothing to carve out"
-                    )));
-                };
-                if home.number != *from_shard {
-                    return Err(not_applicable(format!(
-                        "partition '{shown}' lives in shared shard {}, not {from_shard}",
-                        home.number
-                    )));
-                }
-                if range.lo == lo && range.hi == hi && map.ranges_of(home.number).len() == 1 {
-                    return Err(not_applicable(format!(
-                        "shared shard {} holds only partition '{shown}': it is already on its own",
-                        home.number
-                    )));
-                }
-                map.plan_split(&partition, home.number, lo, hi, to_core as u32)
-            }
-            LayoutChange::Split { shard, to_core, .. } => {
-                let to_core = check_core(*to_core)?;
-                let (range, place) = own_shard(*shard)?;
-                let max = self.config.shards_per_partition_max.min(SHARDS_PER_PARTITION_LIMIT);
-                if own.len() >= max {
-                    return Err(EngineError::PartitionShardsMax {
-                        partition: shown,
-                        shards: own.len(),
-                        max,
-                    });
-                }
-                let source_core = place.core(cores);
+        let max = self.config.shards_per_partition_max;
+        // A split's cut point is the source's load median, which only its core knows.
+        let cut = match layout::check(&map, &change, cores, max)? {
+            Some((range, place)) => {
                 let work = CoreWork::Migration(MigrationWork::SplitPoint { number: place.number });
-                let cut = match self
-                    .on_core_within(source_core, work, STEP_WAIT_MAX, "split point")
-                    .await
-                {
-                    CoreResult::Position(cut) => cut,
+                let source_core = place.core(cores);
+                match self.on_core_within(source_core, work, STEP_WAIT_MAX, "split point").await {
+                    CoreResult::Position(cut) if cut > range.lo && cut <= range.hi => Some(cut),
+                    CoreResult::Position(_) => {
+                        return Err(EngineError::Unsplittable { shard: place.number })
+                    }
                     CoreResult::Done(Err(e)) => return Err(e),
                     other => return Err(unexpected("split point", other)),
-                };
-                if cut <= range.lo || cut > range.hi {
-                    return Err(EngineError::Unsplittable { shard: place.number });
                 }
-                map.plan_split(&partition, place.number, cut, range.hi, to_core as u32)
             }
-            LayoutChange::Move { shard, to_core, .. } => {
-                let to_core = check_core(*to_core)?;
-                let (range, place) = own_shard(*shard)?;
-                if place.core(cores) == to_core {
-                    return Err(not_applicable(format!(
-                        "shard {shard} of '{shown}' is already on core {to_core}"
-                    )));
-                }
-                // An own shard has one range (its neighbours are the partition's other shards
-                // or other partitions' spans); all of it moves, and the source is then gone.
-                map.plan_split(&partition, place.number, range.lo, range.hi, to_core as u32)
-            }
-            LayoutChange::Merge { donor, absorber, .. } => {
-                let (donor_range, _) = own_shard(*donor)?;
-                let (absorber_range, _) = own_shard(*absorber)?;
-                let adjacent = donor_range.hi.checked_add(1) == Some(absorber_range.lo)
-                    || absorber_range.hi.checked_add(1) == Some(donor_range.lo);
-                if !adjacent || donor == absorber {
-                    return Err(not_applicable(format!(
-                        "shards {donor} and {absorber} of '{shown}' are not neighbours"
-                    )));
-                }
-                map.plan_merge(&partition, &donor_range, *absorber)
-            }
-            LayoutChange::FoldBack { shard, .. } => {
-                let (range, _) = own_shard(*shard)?;
-                if own.len() != 1 {
-                    return Err(not_applicable(format!(
-                        "partition '{shown}' has {} shards: merge them before folding back",
-                        own.len()
-                    )));
-                }
-                map.plan_merge(&partition, &range, map.fold_target(&range))
-            }
+            None => None,
         };
+        let (intent, committed) = layout::plan(&map, &change, cut)?;
         self.run_migration(intent, committed).await
     }
 

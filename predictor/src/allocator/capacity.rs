@@ -54,6 +54,8 @@ pub struct CapacityModel {
     measured: Vec<Option<f64>>,
     /// (remote share, busy seconds per op) of recent busy rounds.
     samples: VecDeque<(f64, f64)>,
+    /// The split cost fitted on `samples` (refit when they change, read many times a round).
+    cost: SplitCost,
 }
 
 /// What the model says of the split cost, and whether it was measured here.
@@ -71,11 +73,13 @@ impl CapacityModel {
             pinned: pinned.filter(|c| *c > 0.0),
             measured: vec![None; cores],
             samples: VecDeque::new(),
+            cost: SplitCost { remote_extra: SPLIT_COST_PRIOR, measured: false },
         }
     }
 
     pub fn pin(&mut self, pinned: Option<f64>) {
         self.pinned = pinned.filter(|c| *c > 0.0);
+        self.cost = self.fit_split_cost();
     }
 
     pub fn pinned(&self) -> Option<f64> {
@@ -106,6 +110,7 @@ impl CapacityModel {
                 self.samples.pop_front();
             }
         }
+        self.cost = self.fit_split_cost();
     }
 
     /// A core's capacity in ops/s at full busy: pinned, else measured, else `None`.
@@ -125,6 +130,10 @@ impl CapacityModel {
 
     /// The split cost: fitted when the rounds spread over remote shares, else the prior.
     pub fn split_cost(&self) -> SplitCost {
+        self.cost
+    }
+
+    fn fit_split_cost(&self) -> SplitCost {
         let n = self.samples.len() as f64;
         let prior = SplitCost { remote_extra: SPLIT_COST_PRIOR, measured: false };
         // A pinned capacity describes another machine than the one measured here, so its

@@ -10,6 +10,8 @@
 //! - `explain`: the bounded log of decisions and near-decisions.
 //! - `manual`: the choices behind an operator's `SHARDCAST SPLIT|MERGE <partition>`.
 
+use std::collections::HashMap;
+
 pub mod capacity;
 pub mod explain;
 pub mod manual;
@@ -154,15 +156,38 @@ pub struct View {
     pub host_idle_cpus: Option<f64>,
     /// A migration is running now (the engine runs one at a time).
     pub migrating: bool,
+    /// Positions of `shards` by number and of `partitions` by name, built on first use (the
+    /// allocator looks them up for every shard and partition of a round: with thousands of
+    /// each, a scan per lookup was most of a round).
+    pub lookup: std::cell::OnceCell<Lookup>,
+}
+
+/// `View`'s index (see `View::lookup`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lookup {
+    shards: HashMap<u64, usize>,
+    partitions: HashMap<Vec<u8>, usize>,
 }
 
 impl View {
+    fn index(&self) -> &Lookup {
+        self.lookup.get_or_init(|| Lookup {
+            shards: self.shards.iter().enumerate().map(|(i, s)| (s.number, i)).collect(),
+            partitions: self
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.partition.clone(), i))
+                .collect(),
+        })
+    }
+
     pub fn shard(&self, number: u64) -> Option<&ShardState> {
-        self.shards.iter().find(|s| s.number == number)
+        self.index().shards.get(&number).map(|&i| &self.shards[i])
     }
 
     pub fn partition(&self, p: &[u8]) -> Option<&PartitionState> {
-        self.partitions.iter().find(|x| x.partition == p)
+        self.index().partitions.get(p).map(|&i| &self.partitions[i])
     }
 }
 

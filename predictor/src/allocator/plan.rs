@@ -202,9 +202,10 @@ impl Allocator {
         if view.migrating {
             return Vec::new();
         }
+        let loads = core_loads(view, self);
         let mut candidates = Vec::new();
         for p in planned(view) {
-            if let Some(d) = self.judge_partition(view, p) {
+            if let Some(d) = self.judge_partition(view, p, &loads) {
                 candidates.push(d);
             }
         }
@@ -293,9 +294,11 @@ impl Allocator {
         if !covers {
             return 0.0;
         }
+        // Newest last: walk back only as far as the window reaches.
         m.observed
             .iter()
-            .filter(|(t, _)| t + ms >= now)
+            .rev()
+            .take_while(|(t, _)| t + ms >= now)
             .map(|(_, v)| *v)
             .fold(f64::INFINITY, f64::min)
     }
@@ -349,7 +352,12 @@ impl Allocator {
     }
 
     /// A partition's decision, if it needs one (near-threshold non-decisions are logged).
-    fn judge_partition(&mut self, view: &View, p: &PartitionState) -> Option<Decision> {
+    fn judge_partition(
+        &mut self,
+        view: &View,
+        p: &PartitionState,
+        loads: &HashMap<usize, f64>,
+    ) -> Option<Decision> {
         let now = view.now_ms;
         let memory = self.memory.get(&p.partition);
         if memory.is_some_and(|m| m.blocked_until_ms > now) {
@@ -357,8 +365,16 @@ impl Allocator {
         }
         let c = self.planning_capacity(view)?;
         let j = self.judge(view, p, c);
+        let s = &self.settings;
+        // Far from both thresholds: nothing to decide and nothing to explain (most partitions
+        // of most rounds; the explanation is not even built).
+        let near = s.near_fraction;
+        if j.demand <= j.split_at * (1.0 - near)
+            && !(j.shards >= 1 && j.remembered < j.merge_at * (1.0 + near))
+        {
+            return None;
+        }
         let mut e = self.explanation(view, p, &j, c);
-        let loads = core_loads(view, self);
         let s = &self.settings;
         if j.demand > j.split_at && j.shards < s.shards_per_partition_max.max(1) {
             let urgency = j.demand / j.split_at.max(1e-9) + j.overloaded_now as u8 as f64;
@@ -384,8 +400,8 @@ impl Allocator {
             let hosting: Vec<usize> =
                 p.own.iter().filter_map(|n| view.shard(*n)).map(|s| s.core).collect();
             let target =
-                best_core(view, &loads, self, |c| c != source_core && !hosting.contains(&c))
-                    .or_else(|| best_core(view, &loads, self, |c| c != source_core));
+                best_core(view, loads, self, |c| c != source_core && !hosting.contains(&c))
+                    .or_else(|| best_core(view, loads, self, |c| c != source_core));
             let what = if p.own.is_empty() { "carve-out" } else { "split" };
             let Some((to_core, room)) = target else {
                 e.rejected = format!("{what}: no other live core to put a shard on");
@@ -470,7 +486,6 @@ impl Allocator {
             return Some(Decision { action, urgency, explanation: e });
         }
         // Near a threshold: say why nothing is done.
-        let near = s.near_fraction;
         if j.demand > j.split_at * (1.0 - near) {
             e.reason = if j.shards >= s.shards_per_partition_max.max(1) {
                 format!(
@@ -543,10 +558,69 @@ impl Allocator {
         let (core, ratio) = worst?;
         let over_ms = now.saturating_sub(*self.over_since.get(&core)?);
         let excess = loads[&core] - target * self.capacity.core(core)?;
-        let mut best: Option<(f64, u64, Vec<u8>, u64, usize)> = None;
+        // What could leave the core: an own shard whole (a move), or a partition living in
+        // a shared shard there (a carve-out to another core; shared shards themselves never
+        // move). Each with its load, its bytes, and the cores of its partition's other shards.
+        struct Leaving<'a> {
+            state: &'a PartitionState,
+            shard: u64,
+            shared: bool,
+            load: f64,
+            bytes: u64,
+            siblings: Vec<usize>,
+        }
+        let mut leaving: Vec<Leaving<'_>> = Vec::new();
         for s in view.shards.iter().filter(|s| s.core == core) {
-            let Some(p) = &s.partition else { continue };
-            let Some(state) = view.partition(p) else { continue };
+            match &s.partition {
+                Some(p) => {
+                    let Some(state) = view.partition(p) else { continue };
+                    let siblings = state
+                        .own
+                        .iter()
+                        .filter(|n| **n != s.number)
+                        .filter_map(|n| view.shard(*n))
+                        .map(|x| x.core)
+                        .collect();
+                    let load = shard_demand(view, self, state, s.number);
+                    leaving.push(Leaving {
+                        state,
+                        shard: s.number,
+                        shared: false,
+                        load,
+                        bytes: s.bytes,
+                        siblings,
+                    });
+                }
+                None => {
+                    for state in view.partitions.iter().filter(|p| p.home == Some(s.number)) {
+                        let load = shard_demand(view, self, state, s.number);
+                        if load <= 0.0 {
+                            continue;
+                        }
+                        // Its bytes are not known apart from the shard's: its share of the
+                        // shard's ops stands in.
+                        let share = (state.ops_per_sec / s.ops_per_sec.max(1e-9)).min(1.0);
+                        leaving.push(Leaving {
+                            state,
+                            shard: s.number,
+                            shared: true,
+                            load,
+                            bytes: (s.bytes as f64 * share) as u64,
+                            siblings: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        // A partition carved out must stay clear of the fold-back threshold, or the next
+        // quiet hour folds it back and the core is over again.
+        let fold_back = self.settings.fold_back_fraction * target * self.planning_capacity(view)?;
+        let mut best: Option<(f64, u64, &Leaving<'_>, usize)> = None;
+        for l in &leaving {
+            if l.shared && l.load < 2.0 * fold_back {
+                continue;
+            }
+            let p = &l.state.partition;
             let memory = self.memory.get(p);
             let settled = memory
                 .and_then(|m| m.last_change_ms)
@@ -554,49 +628,47 @@ impl Allocator {
             if !settled || memory.is_some_and(|m| m.blocked_until_ms > now) {
                 continue;
             }
-            if over_ms < self.spike_ms(view, s.bytes) {
+            if over_ms < self.spike_ms(view, l.bytes) {
                 continue;
             }
-            let load = shard_demand(view, self, state, s.number);
-            let siblings: Vec<usize> = state
-                .own
-                .iter()
-                .filter(|n| **n != s.number)
-                .filter_map(|n| view.shard(*n))
-                .map(|x| x.core)
-                .collect();
             for to in view.cores.iter().filter(|c| c.alive && c.core != core) {
-                if siblings.contains(&to.core) {
+                if l.siblings.contains(&to.core) {
                     continue;
                 }
                 let Some(after_to) =
-                    ratio_of(to.core, loads.get(&to.core).copied().unwrap_or(0.0) + load)
+                    ratio_of(to.core, loads.get(&to.core).copied().unwrap_or(0.0) + l.load)
                 else {
                     continue;
                 };
-                let after_from = ratio_of(core, loads[&core] - load)?;
+                let after_from = ratio_of(core, loads[&core] - l.load)?;
                 let after_max = after_to.max(after_from);
                 if after_to > 1.0 || after_max > ratio - near {
                     continue;
                 }
-                if best.as_ref().is_none_or(|b| (after_max, s.bytes) < (b.0, b.1)) {
-                    best = Some((after_max, s.bytes, p.clone(), s.number, to.core));
+                if best.as_ref().is_none_or(|b| (after_max, l.bytes) < (b.0, b.1)) {
+                    best = Some((after_max, l.bytes, l, to.core));
                 }
             }
         }
-        let (after_max, _, partition, shard, to_core) = best?;
+        let (after_max, _, l, to_core) = best?;
+        let (partition, shard, shared) = (l.state.partition.clone(), l.shard, l.shared);
         let p = view.partition(&partition)?.clone();
         let c = self.planning_capacity(view)?;
         let j = self.judge(view, &p, c);
         let mut e = self.explanation(view, &p, &j, c);
-        let action = Action::Move { partition, shard, to_core };
+        let action = if shared {
+            Action::CarveOut { partition, from_shard: shard, to_core }
+        } else {
+            Action::Move { partition, shard, to_core }
+        };
         e.action = action.kind().into();
         e.change = action.to_string();
         e.reason = format!(
-            "core {core} has been planned at {:.0}% of its target ({:.0} ops/s over) for {} s; after the move the busier of the two is at {:.0}%",
+            "core {core} has been planned at {:.0}% of its target ({:.0} ops/s over) for {} s; after the {} the busier of the two is at {:.0}%",
             ratio * 100.0,
             excess,
             over_ms / 1000,
+            action.kind(),
             after_max * 100.0
         );
         Some(Decision { action, urgency: ratio, explanation: e })

@@ -87,6 +87,7 @@ pub fn build_view(
         shards,
         partitions,
         host_idle_cpus,
+        lookup: Default::default(),
     }
 }
 
