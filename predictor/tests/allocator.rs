@@ -427,3 +427,22 @@ fn near_threshold_notes_are_not_repeated_every_round() {
     let notes = a.log.recent(Some(b"near"), usize::MAX).len();
     assert!((9..=11).contains(&notes), "{notes} notes in 10 minutes");
 }
+
+#[test]
+fn a_view_changed_after_a_lookup_still_finds_what_was_added() {
+    use shardcast_predictor::allocator::PartitionState;
+    let state = |name: &str| PartitionState {
+        partition: name.as_bytes().to_vec(),
+        ops_per_sec: 1.0,
+        own: Vec::new(),
+        home: Some(0),
+        forecast: None,
+    };
+    let mut view = View { partitions: vec![state("a")], ..View::default() };
+    assert!(view.partition(b"a").is_some());
+    assert!(view.partition(b"b").is_none());
+    view.partitions.push(state("b"));
+    assert!(view.partition(b"b").is_some(), "a stale index must not hide a new partition");
+    view.refresh_lookup();
+    assert!(view.partition(b"b").is_some() && view.partition(b"a").is_some());
+}

@@ -28,6 +28,7 @@ fn current_view(core: &Core, shared: &Shared, partition: &[u8]) -> View {
     let mut view = build_view(&map, &round, &forecasts, core.cores(), None);
     if view.partition(partition).is_none() {
         view.partitions.push(partition_state(&map, partition.to_vec(), 0.0, None));
+        view.refresh_lookup();
     }
     if round.cores.is_empty() {
         // Before the first round: every core counts as alive and idle.

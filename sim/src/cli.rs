@@ -102,6 +102,9 @@ struct PolicyArgs {
     /// The forecast horizon, seconds (the server's default: 300).
     #[arg(long, default_value_t = 300.0)]
     horizon_s: f64,
+    /// How far ahead the oracle sees the true peak, seconds.
+    #[arg(long, default_value_t = 7_200.0)]
+    oracle_lookahead_s: f64,
     /// Seconds in a day (compressed days for short traces).
     #[arg(long, default_value_t = 86_400.0)]
     day_s: f64,
@@ -172,6 +175,7 @@ fn policy(a: PolicyArgs) -> Result<String, String> {
     cfg.slo_us = a.slo_us;
     cfg.fit_interval_ms = ms("--fit-interval-s", a.fit_interval_s)?;
     cfg.horizon_ms = ms("--horizon-s", a.horizon_s)?;
+    cfg.oracle_lookahead_ms = ms("--oracle-lookahead-s", a.oracle_lookahead_s)?;
     cfg.day_ms = ms("--day-s", a.day_s)?;
     if !a.policies.is_empty() {
         cfg.policies = a

@@ -182,12 +182,32 @@ impl View {
         })
     }
 
+    /// The index, if it still describes the vectors (a view changed after its first lookup,
+    /// as the server's manual commands do when they add the partition asked about, is
+    /// scanned instead; `refresh_lookup` rebuilds it).
+    fn fresh(&self) -> Option<&Lookup> {
+        let l = self.index();
+        (l.shards.len() == self.shards.len() && l.partitions.len() == self.partitions.len())
+            .then_some(l)
+    }
+
+    /// Forgets the index (call after changing `shards` or `partitions`).
+    pub fn refresh_lookup(&mut self) {
+        self.lookup = Default::default();
+    }
+
     pub fn shard(&self, number: u64) -> Option<&ShardState> {
-        self.index().shards.get(&number).map(|&i| &self.shards[i])
+        match self.fresh() {
+            Some(l) => l.shards.get(&number).map(|&i| &self.shards[i]),
+            None => self.shards.iter().find(|s| s.number == number),
+        }
     }
 
     pub fn partition(&self, p: &[u8]) -> Option<&PartitionState> {
-        self.index().partitions.get(p).map(|&i| &self.partitions[i])
+        match self.fresh() {
+            Some(l) => l.partitions.get(p).map(|&i| &self.partitions[i]),
+            None => self.partitions.iter().find(|x| x.partition == p),
+        }
     }
 }
 

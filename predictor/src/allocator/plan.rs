@@ -40,6 +40,9 @@ pub const OBSERVED_KEPT_MAX: usize = 600;
 pub const NOTE_INTERVAL_MS: u64 = 60_000;
 /// A migration whose outcome never came is forgotten after this long.
 pub const IN_FLIGHT_MAX_MS: u64 = 1_200_000;
+/// A shard moved this recently that needs moving again is split instead (see
+/// `relieve_cores`).
+pub const MOVED_RECENTLY_MS: u64 = 3_600_000;
 /// After a failed change, the partition is left alone this long.
 pub const FAILURE_BACKOFF_MS: u64 = 60_000;
 /// Migration throughput assumed until one is measured: 35 MB in 0.6 s on this project's
@@ -69,6 +72,8 @@ struct Memory {
     /// (time, observed ops/s), newest last.
     observed: VecDeque<(u64, f64)>,
     last_change_ms: Option<u64>,
+    /// When one of its shards was last moved.
+    last_move_ms: Option<u64>,
     /// The own shards seen last round: a change made by anyone (an operator, or before a
     /// restart) counts as a change when the allocator first sees it.
     own_seen: Option<Vec<u64>>,
@@ -149,6 +154,9 @@ impl Allocator {
             Outcome::Done { at_ms, bytes, micros } => {
                 self.done += 1;
                 memory.last_change_ms = Some(at_ms);
+                if matches!(action, Action::Move { .. }) {
+                    memory.last_move_ms = Some(at_ms);
+                }
                 if bytes > 1_000_000 && micros > 0 {
                     let rate = bytes as f64 / (micros as f64 / 1e6);
                     self.migration_rate += 0.3 * (rate - self.migration_rate);
@@ -614,7 +622,28 @@ impl Allocator {
         }
         // A partition carved out must stay clear of the fold-back threshold, or the next
         // quiet hour folds it back and the core is over again.
-        let fold_back = self.settings.fold_back_fraction * target * self.planning_capacity(view)?;
+        let planning = self.planning_capacity(view)?;
+        let fold_back = self.settings.fold_back_fraction * target * planning;
+        // A shard that needs moving again within `MOVED_RECENTLY_MS` of its last move, and
+        // carries more than half a core's target, is split instead: whichever core it lands
+        // on, that core's other load rises with the day and it is over again (the simulator
+        // saw one shard moved nine times in a morning). Half of it leaves. A split needs an
+        // idle CPU like any other.
+        let halve_from = 0.5 * target * planning;
+        let max_shards = self.settings.shards_per_partition_max.max(1);
+        let idle_for = |load: f64| view.host_idle_cpus.is_none_or(|idle| idle >= load / planning);
+        let splits = |l: &Leaving<'_>| {
+            let moved_recently = self
+                .memory
+                .get(&l.state.partition)
+                .and_then(|m| m.last_move_ms)
+                .is_some_and(|t| now.saturating_sub(t) < MOVED_RECENTLY_MS);
+            !l.shared
+                && moved_recently
+                && l.load > halve_from
+                && l.state.own.len() < max_shards
+                && idle_for(l.load / 2.0)
+        };
         let mut best: Option<(f64, u64, &Leaving<'_>, usize)> = None;
         for l in &leaving {
             if l.shared && l.load < 2.0 * fold_back {
@@ -635,12 +664,13 @@ impl Allocator {
                 if l.siblings.contains(&to.core) {
                     continue;
                 }
+                let leaves = if splits(l) { l.load / 2.0 } else { l.load };
                 let Some(after_to) =
-                    ratio_of(to.core, loads.get(&to.core).copied().unwrap_or(0.0) + l.load)
+                    ratio_of(to.core, loads.get(&to.core).copied().unwrap_or(0.0) + leaves)
                 else {
                     continue;
                 };
-                let after_from = ratio_of(core, loads[&core] - l.load)?;
+                let after_from = ratio_of(core, loads[&core] - leaves)?;
                 let after_max = after_to.max(after_from);
                 if after_to > 1.0 || after_max > ratio - near {
                     continue;
@@ -651,13 +681,16 @@ impl Allocator {
             }
         }
         let (after_max, _, l, to_core) = best?;
-        let (partition, shard, shared) = (l.state.partition.clone(), l.shard, l.shared);
+        let (partition, shard, shared, split) =
+            (l.state.partition.clone(), l.shard, l.shared, splits(l));
         let p = view.partition(&partition)?.clone();
         let c = self.planning_capacity(view)?;
         let j = self.judge(view, &p, c);
         let mut e = self.explanation(view, &p, &j, c);
         let action = if shared {
             Action::CarveOut { partition, from_shard: shard, to_core }
+        } else if split {
+            Action::Split { partition, shard, to_core }
         } else {
             Action::Move { partition, shard, to_core }
         };

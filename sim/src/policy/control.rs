@@ -49,27 +49,27 @@ fn layout_change(action: &Action) -> LayoutChange {
     }
 }
 
-/// Lays out every partition whose `demand` needs more than one core's target as the shards it
-/// needs, on the least loaded cores (what an operator sizing for that demand would do before
-/// loading the data). A split halves its source, so the biggest shard is split each time and
-/// the count is rounded up to a power of two (shards of equal shares).
-pub fn size_statically(machine: &mut Machine, demand: &[f64], settings: &Settings) {
+/// Lays out every partition as an operator sizing for `profiles` would before loading the
+/// data. A profile is a partition's load per time bucket: one bucket holding its mean (sizing
+/// for the mean), or its peak in each hour (sizing for the peak, knowing when each partition
+/// peaks). A partition over one core's target at its highest gets the shards it needs, rounded
+/// up to a power of two (a split halves its source, so only powers of two divide evenly); one
+/// big enough that the allocator would never fold it back gets a shard of its own; the rest
+/// stay in the shared shards their names hash to. Shards are placed largest first, each on
+/// the core whose highest bucket stays lowest with it, in CPU (an op of a partition with k
+/// shards costs 1 + r (k - 1) / k).
+pub fn size_statically(machine: &mut Machine, profiles: &[Vec<f64>], settings: &Settings) {
     let cap = machine.model.capacity_ops;
     let r = machine.model.remote_extra;
     let max = settings.shards_per_partition_max.min(machine.model.shards_per_partition_max);
     let target = |k: usize| settings.target_utilization * partition_capacity(cap, k, r);
-    let mut core_load = vec![0.0; machine.cores];
-    let mut order: Vec<usize> = (0..demand.len()).collect();
-    order.sort_by(|&a, &b| demand[b].total_cmp(&demand[a]));
-    // A partition big enough that the allocator would never fold it back gets a shard of
-    // its own (placed to balance the cores); one bigger than a core's target, the shards it
-    // needs; the rest stay in the shared shards, where their names hash them.
+    let buckets = profiles.iter().map(|p| p.len()).max().unwrap_or(1).max(1);
+    let demand: Vec<f64> = profiles.iter().map(|p| p.iter().copied().fold(0.0, f64::max)).collect();
     let own_from = 2.0 * settings.fold_back_fraction * target(1);
     let wanted: Vec<usize> = demand
         .iter()
         .map(|&d| {
             if d > target(1) {
-                // A split halves its source, so only a power of two divides evenly.
                 (2..=max).find(|&k| d <= target(k)).unwrap_or(max).next_power_of_two().min(max)
             } else if d >= own_from {
                 1
@@ -78,56 +78,69 @@ pub fn size_statically(machine: &mut Machine, demand: &[f64], settings: &Setting
             }
         })
         .collect();
-    for p in 0..demand.len() {
+    let cores = machine.cores;
+    let mut core_load = vec![vec![0.0; buckets]; cores];
+    let add = |load: &mut Vec<f64>, profile: &[f64], f: f64| {
+        for (t, v) in profile.iter().enumerate() {
+            load[t] += v * f;
+        }
+    };
+    for p in 0..profiles.len() {
         if wanted[p] == 0 {
             let (n, _) = machine.placement(p)[0];
-            let c = machine.map.shard(n).map_or(0, |s| s.core(machine.cores));
-            core_load[c] += demand[p];
+            let c = machine.map.shard(n).map_or(0, |s| s.core(cores));
+            add(&mut core_load[c], &profiles[p], 1.0);
         }
     }
-    let cores = machine.cores;
-    let least = |load: &[f64], used: &[usize]| {
+    // The core whose highest bucket stays lowest with `f` of `profile` added.
+    let best = |load: &[Vec<f64>], profile: &[f64], f: f64, used: &[usize]| {
+        let peak_with =
+            |c: usize| load[c].iter().zip(profile).map(|(l, v)| l + v * f).fold(0.0, f64::max);
         (0..cores)
             .filter(|c| !used.contains(c))
-            .min_by(|&a, &b| load[a].total_cmp(&load[b]))
+            .min_by(|&a, &b| peak_with(a).total_cmp(&peak_with(b)).then(a.cmp(&b)))
             .unwrap_or(0)
     };
-    for &p in &order {
-        if wanted[p] == 0 {
-            continue;
-        }
+    let mut order: Vec<usize> = (0..profiles.len()).filter(|&p| wanted[p] > 0).collect();
+    order.sort_by(|&a, &b| demand[b].total_cmp(&demand[a]).then(a.cmp(&b)));
+    for p in order {
+        let k = wanted[p];
+        let per_shard = (1.0 + r * (k as f64 - 1.0) / k as f64) / k as f64;
         let name = machine_name(machine, p);
         let (home, _) = machine.placement(p)[0];
-        let c = least(&core_load, &[]);
-        let mut used = vec![c];
-        if let Err(e) = machine.apply_now(&LayoutChange::CarveOut {
-            partition: name.clone(),
-            from_shard: home,
-            to_core: c,
-        }) {
-            let _ = e;
+        let c = best(&core_load, &profiles[p], per_shard, &[]);
+        let carve =
+            LayoutChange::CarveOut { partition: name.clone(), from_shard: home, to_core: c };
+        if machine.apply_now(&carve).is_err() {
             continue;
         }
-        for _ in 1..wanted[p] {
+        add(&mut core_load[c], &profiles[p], per_shard);
+        let mut used = vec![c];
+        for _ in 1..k {
             let (biggest, _) = machine
                 .placement(p)
                 .iter()
                 .copied()
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .expect("an own shard");
-            let to = least(&core_load, &used);
+            let to = best(&core_load, &profiles[p], per_shard, &used);
             let split =
                 LayoutChange::Split { partition: name.clone(), shard: biggest, to_core: to };
             if machine.apply_now(&split).is_err() {
                 break;
             }
+            add(&mut core_load[to], &profiles[p], per_shard);
             used.push(to);
         }
-        for (n, share) in machine.placement(p).to_vec() {
-            let c = machine.map.shard(n).map_or(0, |s| s.core(cores));
-            core_load[c] += demand[p] * share;
-        }
     }
+}
+
+/// A partition's load per hour (the peak of each hour), for sizing for the peak.
+pub fn hourly_peaks(workload: &Workload, p: usize) -> Vec<f64> {
+    let per_hour = (3_600_000 / workload.step_ms.max(1)).max(1) as usize;
+    (0..workload.steps.div_ceil(per_hour))
+        .map(|h| workload.peak(p, h * per_hour, (h + 1) * per_hour))
+        .collect()
 }
 
 fn machine_name(machine: &Machine, p: usize) -> Vec<u8> {
@@ -300,10 +313,16 @@ pub fn run_policy(kind: PolicyKind, cfg: &SimConfig, workload: &Workload) -> Pol
     };
     // Every policy starts from a layout sized for the mean; static-peak from one sized for
     // the peak. Sizing uses the whole workload (what the operator knew).
-    let (means, peaks): (Vec<f64>, Vec<f64>) =
-        (0..workload.partitions.len()).map(|p| workload.mean_and_peak(p)).unzip();
-    let sizing = if kind == PolicyKind::StaticPeak { &peaks } else { &means };
-    size_statically(&mut machine, sizing, &settings);
+    let sizing: Vec<Vec<f64>> = (0..workload.partitions.len())
+        .map(|p| {
+            if kind == PolicyKind::StaticPeak {
+                hourly_peaks(workload, p)
+            } else {
+                vec![workload.mean_and_peak(p).0]
+            }
+        })
+        .collect();
+    size_statically(&mut machine, &sizing, &settings);
     let mut allocator = Allocator::new(cfg.cores, settings.clone());
     let mut forecasting = (kind == PolicyKind::Predictive).then(|| Forecasting::new(cfg, workload));
     let horizon = (cfg.horizon_ms / step_ms).max(1) as usize;
@@ -346,7 +365,7 @@ pub fn run_policy(kind: PolicyKind, cfg: &SimConfig, workload: &Workload) -> Pol
             });
             if let Some((load, seen)) = &last {
                 let v = view(&machine, load, seen, &forecasts, done.end_ms, step_ms);
-                decide(&mut allocator, &mut machine, &v, &mut report);
+                decide(&mut allocator, &mut machine, &v, &mut report, scored);
             }
         }
         let p99 = mixture_quantile(&tick.tails, 0.99);
@@ -414,7 +433,7 @@ pub fn run_policy(kind: PolicyKind, cfg: &SimConfig, workload: &Workload) -> Pol
             }
         }
         let v = view(&machine, &tick, &rates, &forecasts, to, step_ms);
-        decide(&mut allocator, &mut machine, &v, &mut report);
+        decide(&mut allocator, &mut machine, &v, &mut report, scored);
         last = Some((tick, rates));
     }
     report.finish(&allocator);
@@ -423,8 +442,17 @@ pub fn run_policy(kind: PolicyKind, cfg: &SimConfig, workload: &Workload) -> Pol
 
 /// One allocator round: its decision (at most one) started on the machine, or its failure
 /// reported back.
-fn decide(allocator: &mut Allocator, machine: &mut Machine, v: &View, report: &mut PolicyReport) {
+fn decide(
+    allocator: &mut Allocator,
+    machine: &mut Machine,
+    v: &View,
+    report: &mut PolicyReport,
+    scored: bool,
+) {
     for d in allocator.choose(v) {
+        if scored {
+            report.explain(&d.explanation);
+        }
         if let Err(e) = machine.start(layout_change(&d.action), v.now_ms) {
             report.failed += 1;
             allocator.outcome(Outcome::Failed { at_ms: v.now_ms, error: e.to_string() });

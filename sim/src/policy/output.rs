@@ -1,4 +1,5 @@
-//! `--out DIR`: the figures as CSV (`summary.csv`, `timeline.csv`, `partitions.csv`) and as
+//! `--out DIR`: the figures as CSV (`summary.csv`, `timeline.csv`, `partitions.csv`,
+//! `explain.csv`: every change decided and the allocator's last notes) and as
 //! SVG plots (`load_forecast.svg`, `shards.svg`, `p99.svg`), self-contained, no scripts.
 
 use super::report::PolicyReport;
@@ -83,6 +84,29 @@ pub fn write(dir: &Path, reports: &[PolicyReport], workload: &Workload) -> Resul
         }
     }
     put("partitions.csv", parts)?;
+    let mut explain =
+        String::from("policy,minute,partition,action,change,demand_ops,split_at_ops,merge_at_ops,model,reason,rejected\n");
+    let field = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    for r in reports {
+        for e in &r.explanations {
+            let _ = writeln!(
+                explain,
+                "{},{:.1},{},{},{},{:.0},{:.0},{:.0},{},{},{}",
+                r.kind.as_str(),
+                e.at_ms.saturating_sub(workload.start_ms) as f64 / 60_000.0,
+                field(&String::from_utf8_lossy(&e.partition)),
+                e.action,
+                field(&e.change),
+                e.demand,
+                e.split_at,
+                e.merge_at,
+                e.model,
+                field(&e.reason),
+                field(&e.rejected)
+            );
+        }
+    }
+    put("explain.csv", explain)?;
     let hours = |step: usize| step as f64 * workload.step_ms as f64 / 3_600_000.0;
     // Load and forecast of the busiest partitions (the predictive policy's forecasts).
     if let Some(pred) =

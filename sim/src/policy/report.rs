@@ -6,10 +6,13 @@ use super::machine::{mixture_quantile, Machine, Tail, TickLoad};
 use super::workload::Workload;
 use super::{PolicyKind, SimConfig};
 use shardcast_engine::LayoutChange;
-use shardcast_predictor::allocator::Allocator;
+use shardcast_predictor::allocator::{Allocator, Explanation};
 
 /// Partitions followed step by step (the busiest by peak).
 pub const TRACKED_PARTITIONS: usize = 4;
+/// Explanations a report keeps (the allocator's log keeps its last 1,000, with the notes on
+/// changes not made; the report keeps every change decided, up to this many).
+pub const EXPLANATIONS_MAX: usize = 100_000;
 
 /// The whole machine at one step.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub struct PolicyReport {
     mape_sum: f64,
     mape_n: u64,
     pub decided: u64,
+    /// Every change decided (scored steps), then the allocator's last log entries.
+    pub explanations: Vec<Explanation>,
     tails: Vec<Tail>,
     pub tracked: Vec<usize>,
     pub timeline: Vec<TimelinePoint>,
@@ -77,6 +82,7 @@ impl PolicyReport {
             mape_sum: 0.0,
             mape_n: 0,
             decided: 0,
+            explanations: Vec::new(),
             tails: Vec::new(),
             tracked: by_peak.iter().take(TRACKED_PARTITIONS).map(|x| x.0).collect(),
             timeline: Vec::new(),
@@ -118,6 +124,19 @@ impl PolicyReport {
         self.p99_us = mixture_quantile(&self.tails, 0.99) * 1e6;
         self.tails = Vec::new();
         self.decided = allocator.decided;
+        // The log's notes (changes not made, and why) that are not decisions already kept.
+        for e in allocator.log.recent(None, usize::MAX) {
+            if !e.rejected.is_empty() && self.explanations.len() < EXPLANATIONS_MAX {
+                self.explanations.push(e);
+            }
+        }
+    }
+
+    /// Keeps a decided change's explanation.
+    pub fn explain(&mut self, e: &Explanation) {
+        if self.explanations.len() < EXPLANATIONS_MAX {
+            self.explanations.push(e.clone());
+        }
     }
 }
 
