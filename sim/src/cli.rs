@@ -40,7 +40,7 @@ enum Command {
     /// Judge the allocation policies (static for the mean, static for the peak, reactive,
     /// predictive, and the oracle) on a simulated machine, with the server's own allocator
     /// and forecaster; a synthetic workload, or a trace replayed (--trace).
-    Policy(PolicyArgs),
+    Policy(Box<PolicyArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,6 +102,21 @@ struct PolicyArgs {
     /// The forecast horizon, seconds (the server's default: 300).
     #[arg(long, default_value_t = 300.0)]
     horizon_s: f64,
+    /// Share of a migration's source and target capacity it takes while it runs (the
+    /// foreground cost; 0.35 by default, docs/simulation.md).
+    #[arg(long)]
+    migration_share: Option<f64>,
+    /// A migration's throughput, MB/s (58 by default). With --migration-share, a throttled
+    /// migration: slower, and cheaper for the foreground.
+    #[arg(long)]
+    migration_mb_per_s: Option<f64>,
+    /// The allocator's target utilization (the server's `target-utilization`, 0.75).
+    #[arg(long)]
+    target_utilization: Option<f64>,
+    /// Share of capacity over which the allocator relieves a core (the server's default:
+    /// 0.85).
+    #[arg(long)]
+    relieve_utilization: Option<f64>,
     /// How far ahead the oracle sees the true peak, seconds.
     #[arg(long, default_value_t = 7_200.0)]
     oracle_lookahead_s: f64,
@@ -155,7 +170,7 @@ fn run(args: Args) -> Result<String, String> {
             let report = crate::forecast::run(&rows, &cfg)?;
             Ok(crate::forecast::table(&report))
         }
-        Command::Policy(a) => policy(a),
+        Command::Policy(a) => policy(*a),
     }
 }
 
@@ -168,6 +183,31 @@ fn policy(a: PolicyArgs) -> Result<String, String> {
             return Err(format!("--core-capacity-ops: must be positive, got {c}"));
         }
         cfg.machine.capacity_ops = c;
+    }
+    if let Some(u) = a.target_utilization {
+        if !(u > 0.0 && u <= 1.0) {
+            return Err(format!("--target-utilization: must be in (0, 1], got {u}"));
+        }
+        cfg.settings.target_utilization = u;
+        cfg.settings.relieve_utilization = u;
+    }
+    if let Some(u) = a.relieve_utilization {
+        if !(u > 0.0 && u <= 2.0) {
+            return Err(format!("--relieve-utilization: must be in (0, 2], got {u}"));
+        }
+        cfg.settings.relieve_utilization = u;
+    }
+    if let Some(r) = a.migration_mb_per_s {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(format!("--migration-mb-per-s: must be positive, got {r}"));
+        }
+        cfg.machine.migration_bytes_per_sec = r * 1e6;
+    }
+    if let Some(m) = a.migration_share {
+        if !(0.0..1.0).contains(&m) {
+            return Err(format!("--migration-share: must be in [0, 1), got {m}"));
+        }
+        cfg.machine.migration_share = m;
     }
     if !(a.slo_us.is_finite() && a.slo_us > 0.0) {
         return Err(format!("--slo-us: must be positive, got {}", a.slo_us));

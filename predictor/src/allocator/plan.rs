@@ -559,7 +559,8 @@ impl Allocator {
             let Some(ratio) = ratio_of(c.core, loads.get(&c.core).copied().unwrap_or(0.0)) else {
                 continue;
             };
-            if ratio > 1.0 && worst.is_none_or(|(_, r)| ratio > r) {
+            let relieve_at = self.settings.relieve_utilization / target.max(1e-9);
+            if ratio > relieve_at && worst.is_none_or(|(_, r)| ratio > r) {
                 worst = Some((c.core, ratio));
             }
         }
