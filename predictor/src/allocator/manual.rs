@@ -67,7 +67,9 @@ fn home_of(view: &View, partition: &[u8]) -> Option<(u64, usize)> {
 
 /// The live core other than `except` (unless it is the only one) with the least load of the
 /// last round, then the fewest shards; a core that is not alive is never chosen while a live
-/// one exists.
+/// one exists, but one that only missed its last tick (a busy machine) is still better than
+/// `except`: the operator asked for another core, and the engine refuses a core that is
+/// really gone.
 fn least_loaded(view: &View, except: usize) -> usize {
     let shards_on = |c: usize| view.shards.iter().filter(|s| s.core == c).count();
     let candidates: Vec<_> = view.cores.iter().filter(|c| c.alive && c.core != except).collect();
@@ -80,5 +82,48 @@ fn least_loaded(view: &View, except: usize) -> usize {
                 .then(a.core.cmp(&b.core))
         })
         .map(|c| c.core);
-    pick.unwrap_or(except)
+    pick.or_else(|| view.cores.iter().map(|c| c.core).filter(|&c| c != except).min())
+        .unwrap_or(except)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocator::{CoreState, PartitionState, ShardState};
+
+    #[test]
+    fn a_core_that_missed_a_tick_still_takes_an_operators_split() {
+        let core = |c: usize, alive: bool| CoreState {
+            core: c,
+            alive,
+            ops_per_sec: 0.0,
+            remote_ops_per_sec: 0.0,
+            busy: 0.0,
+        };
+        let shared = |n: u64| ShardState {
+            number: n,
+            core: n as usize,
+            partition: None,
+            ops_per_sec: 0.0,
+            keys: 0,
+            bytes: 0,
+        };
+        let view = View {
+            cores: vec![core(0, true), core(1, false)],
+            shards: vec![shared(0), shared(1)],
+            partitions: vec![PartitionState {
+                partition: b"orders".to_vec(),
+                ops_per_sec: 0.0,
+                own: Vec::new(),
+                home: Some(0),
+                forecast: None,
+            }],
+            ..View::default()
+        };
+        let action = split(&view, b"orders").unwrap();
+        assert_eq!(
+            action,
+            Action::CarveOut { partition: b"orders".to_vec(), from_shard: 0, to_core: 1 }
+        );
+    }
 }
