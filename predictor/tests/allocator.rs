@@ -449,7 +449,7 @@ fn a_view_changed_after_a_lookup_still_finds_what_was_added() {
 
 #[test]
 fn a_shard_that_needs_moving_again_within_the_hour_is_split_instead() {
-    // Core 0: a (450) and b (420), over the 850 at which a core is relieved; core 1: c (100).
+    // Core 0: a (450) and b (420), over the 750 target; core 1: c (100).
     let mut model = Model::new(2, &["a", "b", "c"], &[1, 1, 1]);
     let c_shard = model.partitions[2].own[0];
     model.apply(&Action::Move { partition: b"c".to_vec(), shard: c_shard, to_core: 1 });

@@ -114,7 +114,7 @@ struct PolicyArgs {
     #[arg(long)]
     target_utilization: Option<f64>,
     /// Share of capacity over which the allocator relieves a core (the server's default:
-    /// 0.85).
+    /// 0.75, the target).
     #[arg(long)]
     relieve_utilization: Option<f64>,
     /// How far ahead the oracle sees the true peak, seconds.

@@ -371,12 +371,34 @@ impl Machine {
             if ops <= 0.0 {
                 continue;
             }
-            // In unsplit ops per second: the queue drains at a - w; a request's exponential
-            // part has rate (a - w) / (w / ops) in requests... i.e. (a - w) * ops / w per s.
+            // A request's exponential part has rate (a - w) / (w / ops) per second: the spare
+            // capacity in requests of this core's mean cost.
             let spare = (a - w).max(a * 0.001);
             let rate = spare * ops / w.max(1e-9);
-            let wait = 0.5 * (start + end) / a;
-            load.tails.push(Tail { core: c, ops: ops * dt, delay_s: floor + wait, rate });
+            if w >= a || start <= 0.0 {
+                // A growing backlog (every request waits for its mean), or none.
+                let wait = 0.5 * (start + end) / a;
+                load.tails.push(Tail { core: c, ops: ops * dt, delay_s: floor + wait, rate });
+            } else {
+                // A backlog left by an earlier overload drains in start / (a - w) seconds:
+                // only the requests arriving meanwhile wait (half of it on average).
+                let drain_s = (start / (a - w)).min(dt);
+                let waiting = drain_s / dt;
+                load.tails.push(Tail {
+                    core: c,
+                    ops: ops * dt * waiting,
+                    delay_s: floor + 0.5 * start / a,
+                    rate,
+                });
+                if waiting < 1.0 {
+                    load.tails.push(Tail {
+                        core: c,
+                        ops: ops * dt * (1.0 - waiting),
+                        delay_s: floor,
+                        rate,
+                    });
+                }
+            }
         }
         load.cpu_s += migration_cpu;
         load.core_busy.iter_mut().for_each(|b| *b = b.min(1.0));
