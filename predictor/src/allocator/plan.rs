@@ -383,7 +383,6 @@ impl Allocator {
             return None;
         }
         let mut e = self.explanation(view, p, &j, c);
-        let s = &self.settings;
         if j.demand > j.split_at && j.shards < s.shards_per_partition_max.max(1) {
             let urgency = j.demand / j.split_at.max(1e-9) + j.overloaded_now as u8 as f64;
             let (action, new_load, source_core) = match (p.own.as_slice(), p.home) {
@@ -684,10 +683,10 @@ impl Allocator {
         let (after_max, _, l, to_core) = best?;
         let (partition, shard, shared, split) =
             (l.state.partition.clone(), l.shard, l.shared, splits(l));
-        let p = view.partition(&partition)?.clone();
-        let c = self.planning_capacity(view)?;
-        let j = self.judge(view, &p, c);
-        let mut e = self.explanation(view, &p, &j, c);
+        let p = l.state;
+        let c = planning;
+        let j = self.judge(view, p, c);
+        let mut e = self.explanation(view, p, &j, c);
         let action = if shared {
             Action::CarveOut { partition, from_shard: shard, to_core }
         } else if split {

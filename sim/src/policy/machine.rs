@@ -168,6 +168,8 @@ pub struct Machine {
     pub map: ShardMap,
     /// Per partition (the workload's order): its shards and each one's share of its load.
     placement: Vec<Vec<(u64, f64)>>,
+    /// Bytes per shard, from `placement`.
+    shard_bytes: HashMap<u64, u64>,
     names: Vec<Vec<u8>>,
     bytes: Vec<u64>,
     index: HashMap<Vec<u8>, usize>,
@@ -188,6 +190,7 @@ impl Machine {
             model,
             map,
             placement: Vec::new(),
+            shard_bytes: HashMap::new(),
             names,
             bytes: partitions.iter().map(|p| p.1).collect(),
             index,
@@ -213,6 +216,13 @@ impl Machine {
                 }
             })
             .collect();
+        // Bytes change only with the layout: counted here, not in every allocator round.
+        self.shard_bytes.clear();
+        for (p, shards) in self.placement.iter().enumerate() {
+            for (n, share) in shards {
+                *self.shard_bytes.entry(*n).or_default() += (self.bytes[p] as f64 * share) as u64;
+            }
+        }
     }
 
     pub fn partition_index(&self, name: &[u8]) -> Option<usize> {
@@ -241,19 +251,9 @@ impl Machine {
         &self.names
     }
 
-    pub fn partition_bytes(&self, p: usize) -> u64 {
-        self.bytes[p]
-    }
-
-    /// Bytes a shard holds (its share of each partition it holds).
-    pub fn shard_bytes(&self) -> HashMap<u64, u64> {
-        let mut out: HashMap<u64, u64> = HashMap::new();
-        for (p, shards) in self.placement.iter().enumerate() {
-            for (n, share) in shards {
-                *out.entry(*n).or_default() += (self.bytes[p] as f64 * share) as u64;
-            }
-        }
-        out
+    /// Bytes a shard holds (its share of each partition it holds), as of the last change.
+    pub fn shard_bytes(&self) -> &HashMap<u64, u64> {
+        &self.shard_bytes
     }
 
     /// Applies `change` at once, without a migration (a layout the data was loaded into).
@@ -317,13 +317,7 @@ impl Machine {
     pub fn serve(&mut self, rates: &[f64], from_ms: u64, to_ms: u64) -> TickLoad {
         let dt = (to_ms - from_ms) as f64 / 1000.0;
         let cores = self.cores;
-        let mut load = TickLoad {
-            core_ops: vec![0.0; cores],
-            core_remote: vec![0.0; cores],
-            core_busy: vec![0.0; cores],
-            ..TickLoad::default()
-        };
-        let _ = &load;
+        let mut load = TickLoad::empty(cores);
         let mut work = vec![0.0; cores];
         for (p, shards) in self.placement.iter().enumerate() {
             let rate = rates[p];
