@@ -150,18 +150,28 @@ impl Control {
             forecast::Predictor::new(self.config.predict, &self.config.data_dir, now_ms());
         let mut host_idle = allocation::HostIdle::default();
         while !self.stop.load(Ordering::SeqCst) {
-            match rx.recv_timeout(Duration::from_millis(10)) {
-                Ok(t) => {
-                    let round = if t.seq < next_round {
-                        late += 1;
-                        next_round
-                    } else {
-                        t.seq
-                    };
-                    pending.entry(round).or_default().push(t);
+            // Every tick already queued is filed before any round is judged complete or late:
+            // after a long forecast the queue holds several rounds' ticks, and closing a round
+            // with its ticks still queued would count their cores as silent.
+            let mut wait = Duration::from_millis(10);
+            let disconnected = loop {
+                match rx.recv_timeout(wait) {
+                    Ok(t) => {
+                        let round = if t.seq < next_round {
+                            late += 1;
+                            next_round
+                        } else {
+                            t.seq
+                        };
+                        pending.entry(round).or_default().push(t);
+                        wait = Duration::ZERO;
+                    }
+                    Err(RecvTimeoutError::Timeout) => break false,
+                    Err(RecvTimeoutError::Disconnected) => break true,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if disconnected {
+                break;
             }
             let now = now_ms();
             loop {
