@@ -38,6 +38,7 @@ use crate::error::{EngineError, Result};
 use crate::fault_point;
 use crate::placement::manifest::write_manifest;
 use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
+use crate::runtime::journal::{MigrationEntry, MigrationJournal, MigrationState};
 use crate::runtime::layout::{self, LayoutChange};
 use crate::runtime::{Core, CoreResult, CoreWork};
 use crate::shard::partition_display;
@@ -85,6 +86,8 @@ pub struct MigrationCounters {
     pub last_micros: AtomicU64,
     /// How long the last cutover held requests for its range (pause to release).
     pub last_pause_micros: AtomicU64,
+    /// The running migration and the recent ones.
+    pub journal: MigrationJournal,
 }
 
 pub(super) fn unexpected(what: &str, r: CoreResult) -> EngineError {
@@ -178,7 +181,24 @@ impl Core {
         let source_core = intent.shard(m.source).expect("the source is mapped").core(cores);
         let target_core = m.target_core as usize % cores;
         let data_dir = &self.config.data_dir;
-        write_manifest(&self.storage, data_dir, &intent).await?;
+        self.migrations.journal.begin(MigrationEntry {
+            kind: what,
+            partition: m.partition.clone(),
+            source: m.source,
+            target: m.target,
+            source_core,
+            target_core,
+            started_ms: 0,
+            micros: 0,
+            keys: 0,
+            bytes: 0,
+            pause_micros: None,
+            state: MigrationState::Running,
+        });
+        if let Err(e) = write_manifest(&self.storage, data_dir, &intent).await {
+            self.migrations.journal.end(MigrationState::RolledBack(e.to_string()));
+            return Err(e);
+        }
         fault_point!("migrate:intent_written");
         let moved = async {
             let prepare = MigrationWork::Prepare {
@@ -207,7 +227,11 @@ impl Core {
         .await;
         let mut report = match moved {
             Ok(report) => report,
-            Err(e) => return Err(self.roll_back(intent, &m, source_core, target_core, e).await),
+            Err(e) => {
+                let e = self.roll_back(intent, &m, source_core, target_core, e).await;
+                self.migrations.journal.end(MigrationState::RolledBack(e.to_string()));
+                return Err(e);
+            }
         };
         fault_point!("migrate:committed");
         let committed = Arc::new(committed);
@@ -239,6 +263,8 @@ impl Core {
         c.last_bytes.store(report.bytes, Ordering::Relaxed);
         c.last_keys.store(report.keys, Ordering::Relaxed);
         c.last_micros.store(report.micros, Ordering::Relaxed);
+        c.journal.progress(report.keys, report.bytes);
+        c.journal.end(MigrationState::Committed);
         tracing::info!(partition = %partition_display(&m.partition), what,
             epoch = committed.epoch, keys = report.keys, bytes = report.bytes,
             ms = report.micros / 1000, "migration committed");

@@ -252,6 +252,7 @@ impl Core {
         report.batches += 1;
         report.keys += batch.puts.len() as u64;
         report.bytes += bytes.len() as u64;
+        self.migrations.journal.progress(report.keys, report.bytes);
         drop(batch);
         let apply = match phase {
             Phase::Bulk => MigrationWork::Apply { bytes, last: false, cutover: false },
@@ -352,6 +353,7 @@ impl Core {
                     if let Some(paused) = shard.end_outgoing() {
                         let us = paused.as_micros() as u64;
                         self.migrations.last_pause_micros.store(us, Ordering::Relaxed);
+                        self.migrations.journal.paused(us);
                     }
                 }
             }

@@ -15,6 +15,7 @@
 mod config;
 pub mod coordinator;
 mod fanout;
+pub mod journal;
 pub mod layout;
 mod mesh;
 pub mod migration_steps;
