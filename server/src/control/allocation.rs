@@ -11,7 +11,7 @@ use shardcast_predictor::allocator::{
     Action, CoreState, ForecastInput, PartitionState, ShardState, View,
 };
 use shardcast_predictor::health::Health;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The forecaster's upper quantile (docs/forecasting.md).
 pub const FORECAST_QUANTILE: f64 = 0.9;
@@ -64,18 +64,17 @@ pub fn build_view(
     for f in &forecasts.partitions {
         observed.entry(f.partition.clone()).or_default();
     }
+    let by_name: HashMap<&[u8], _> =
+        forecasts.partitions.iter().map(|f| (f.partition.as_slice(), f)).collect();
     let partitions = observed
         .into_iter()
         .map(|(partition, ops)| {
-            let forecast =
-                forecasts.partitions.iter().find(|f| f.partition == partition).map(|f| {
-                    ForecastInput {
-                        peak: f.peak,
-                        upper: f.upper,
-                        quantile: FORECAST_QUANTILE,
-                        model: f.basis.as_str().to_owned(),
-                    }
-                });
+            let forecast = by_name.get(partition.as_slice()).map(|f| ForecastInput {
+                peak: f.peak,
+                upper: f.upper,
+                quantile: FORECAST_QUANTILE,
+                model: f.basis.as_str().to_owned(),
+            });
             partition_state(map, partition, ops, forecast)
         })
         .collect();

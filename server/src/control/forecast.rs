@@ -158,3 +158,93 @@ impl Predictor {
         })
     }
 }
+
+/// Forecasts kept per partition for the dashboard's chart (the newest; at the default
+/// one-minute step, six hours).
+pub const TRAIL_POINTS_MAX: usize = 360;
+/// Partitions whose forecasts are kept: the highest upper quantiles of the newest forecast
+/// (the others' points are dropped, so the trail holds at most
+/// `TRAIL_PARTITIONS_MAX * TRAIL_POINTS_MAX` points, about 2 MiB).
+pub const TRAIL_PARTITIONS_MAX: usize = 256;
+
+/// One published forecast of a partition: at `at_ms` it expected a peak of `peak` ops/s
+/// (upper quantile `upper`) over the next horizon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrailPoint {
+    pub at_ms: u64,
+    pub peak: f64,
+    pub upper: f64,
+}
+
+/// The forecasts as they were published over time, per partition, so a chart can lay the
+/// forecast beside the load that then came.
+#[derive(Debug, Default)]
+pub struct ForecastTrail {
+    partitions: std::collections::HashMap<Vec<u8>, std::collections::VecDeque<TrailPoint>>,
+}
+
+impl ForecastTrail {
+    /// Adds a publication (`f.partitions` is sorted by upper quantile, highest first).
+    pub fn record(&mut self, f: &Forecasts) {
+        let kept = &f.partitions[..f.partitions.len().min(TRAIL_PARTITIONS_MAX)];
+        self.partitions.retain(|name, _| kept.iter().any(|p| &p.partition == name));
+        for p in kept {
+            let points = self.partitions.entry(p.partition.clone()).or_default();
+            points.push_back(TrailPoint { at_ms: f.at_ms, peak: p.peak, upper: p.upper });
+            while points.len() > TRAIL_POINTS_MAX {
+                points.pop_front();
+            }
+        }
+    }
+
+    /// `partition`'s points from `since_ms` on, oldest first.
+    pub fn points(&self, partition: &[u8], since_ms: u64) -> Vec<TrailPoint> {
+        self.partitions
+            .get(partition)
+            .map(|v| v.iter().filter(|p| p.at_ms >= since_ms).copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardcast_predictor::forecast::forecaster::{Basis, PartitionForecast};
+
+    fn published(at_ms: u64, names: &[&str]) -> Forecasts {
+        let partitions = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| PartitionForecast {
+                partition: n.as_bytes().to_vec(),
+                peak: 100.0 - i as f64,
+                upper: 120.0 - i as f64,
+                basis: Basis::Spar,
+                borrowed_from: None,
+                history_steps: 10,
+                recent_mae: None,
+            })
+            .collect();
+        Forecasts { at_ms, partitions, ..Default::default() }
+    }
+
+    #[test]
+    fn the_trail_is_bounded_in_points_and_partitions() {
+        let mut t = ForecastTrail::default();
+        for i in 0..TRAIL_POINTS_MAX as u64 + 10 {
+            t.record(&published(i * 1000, &["a", "b"]));
+        }
+        let a = t.points(b"a", 0);
+        assert_eq!(a.len(), TRAIL_POINTS_MAX);
+        assert_eq!(a[0].at_ms, 10_000, "the oldest points went first");
+        assert_eq!((a[0].peak, a[0].upper), (100.0, 120.0));
+        assert_eq!(t.points(b"a", 300_000).len(), TRAIL_POINTS_MAX + 10 - 300);
+        // A partition no longer forecast loses its points.
+        t.record(&published(1_000_000, &["b"]));
+        assert!(t.points(b"a", 0).is_empty());
+        let many: Vec<String> = (0..TRAIL_PARTITIONS_MAX + 50).map(|i| format!("p{i}")).collect();
+        let names: Vec<&str> = many.iter().map(String::as_str).collect();
+        t.record(&published(2_000_000, &names));
+        assert_eq!(t.partitions.len(), TRAIL_PARTITIONS_MAX);
+    }
+}

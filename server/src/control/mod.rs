@@ -71,6 +71,8 @@ pub struct Control {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     sink: TickSink,
     forecasts: Mutex<Arc<forecast::Forecasts>>,
+    /// The forecasts as published over time (for the dashboard).
+    trail: Mutex<forecast::ForecastTrail>,
     allocator: Mutex<Allocator>,
     /// The shard map as the shard manager last published it (`None` until it runs).
     layout: Mutex<Option<Arc<ShardMap>>>,
@@ -93,6 +95,7 @@ impl Control {
             thread: Mutex::new(None),
             sink,
             forecasts: Mutex::new(Arc::new(forecast::Forecasts::default())),
+            trail: Mutex::new(forecast::ForecastTrail::default()),
             allocator: Mutex::new(allocator),
             layout: Mutex::new(None),
             next_change: Mutex::new(None),
@@ -115,6 +118,16 @@ impl Control {
     /// The last forecasts of every partition.
     pub fn forecasts(&self) -> Arc<forecast::Forecasts> {
         self.forecasts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` on the forecast trail (briefly: the control thread waits meanwhile).
+    pub fn with_trail<T>(&self, f: impl FnOnce(&forecast::ForecastTrail) -> T) -> T {
+        f(&self.trail.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The shard map as the shard manager last published it (`None` before it ran).
+    pub fn layout(&self) -> Option<Arc<ShardMap>> {
+        self.layout.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Runs `f` on the load history (briefly: the control thread waits meanwhile).
@@ -208,6 +221,7 @@ impl Control {
                 next_round += 1;
             }
             if let Some(f) = predictor.maybe_run(now, &self.history) {
+                self.trail.lock().unwrap_or_else(|e| e.into_inner()).record(&f);
                 *self.forecasts.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(f);
             }
             if now.saturating_sub(saved_at) >= self.config.history_save_interval_ms {

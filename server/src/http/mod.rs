@@ -1,12 +1,16 @@
 //! HTTP on the main port, as Dragonfly serves it: a connection whose first line is an HTTP/1.x
 //! request line gets one HTTP response and is closed. `GET /metrics` (Prometheus text),
-//! `GET /history.csv` (the load history in the trace format). With `requirepass` set, every
-//! request needs HTTP basic auth with that password (any user name).
+//! `GET /history.csv` (the load history in the trace format), and the dashboard (`GET /`,
+//! `GET /api/state`, `POST /api/policy`; `dashboard`). With `requirepass` set, every request
+//! needs HTTP basic auth with that password (any user name).
 //!
 //! Bad requests get a 4xx and a closed connection: 400 for a malformed head, 401 without the
-//! password, 404 for an unknown path, 405 for another method than GET or HEAD, 431 for a head
-//! longer than `HTTP_HEAD_BYTES_MAX`.
+//! password, 404 for an unknown path, 405 for a method the path does not take (GET and HEAD
+//! everywhere, POST only for `/api/policy`), 431 for a head longer than
+//! `HTTP_HEAD_BYTES_MAX`. A request body is never read (the policy switch takes its argument
+//! in the query); what a client sends of one is drained and dropped.
 
+pub mod dashboard;
 mod history;
 mod metrics;
 
@@ -72,6 +76,15 @@ pub struct Request {
     /// Query parameters, percent-decoded.
     pub query: Vec<(String, Vec<u8>)>,
     pub authorization: Option<String>,
+    /// Every header, its name in lower case, its value trimmed.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// A response to send.
@@ -95,10 +108,12 @@ impl Response {
             200 => "OK",
             400 => "Bad Request",
             401 => "Unauthorized",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
             431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
             503 => "Service Unavailable",
             _ => "Error",
         };
@@ -143,11 +158,13 @@ pub fn parse_head(head: &[u8]) -> Result<Request, String> {
         params.push((key, percent_decode(v)?));
     }
     let mut authorization = None;
+    let mut headers = Vec::new();
     for l in lines.filter(|l| !l.is_empty()) {
         let (name, value) = l.split_once(':').ok_or_else(|| format!("malformed header '{l}'"))?;
         if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.trim().to_owned());
         }
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
     Ok(Request {
         method: method.to_owned(),
@@ -157,6 +174,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request, String> {
             .ok_or("malformed path")?,
         query: params,
         authorization,
+        headers,
     })
 }
 
@@ -293,12 +311,28 @@ async fn respond(core: &Rc<Core>, shared: &Arc<Shared>, req: &Request) -> Respon
             return r;
         }
     }
-    if req.method != "GET" && req.method != "HEAD" {
+    let control = shared.control.get().map(|c| &**c);
+    let post = req.method == "POST";
+    if req.method != "GET" && req.method != "HEAD" && !(post && req.path == "/api/policy") {
+        let allow = if req.path == "/api/policy" { "POST" } else { "GET, HEAD" };
         let mut r = Response::text(405, format!("method {} not allowed", req.method));
-        r.extra_headers.push("Allow: GET, HEAD".into());
+        r.extra_headers.push(format!("Allow: {allow}"));
         return r;
     }
-    let Some(control) = shared.control.get() else {
+    if let Some(page) = dashboard::asset(&req.path) {
+        return page;
+    }
+    match req.path.as_str() {
+        "/api/state" => return dashboard::api_state(core, shared, control, req),
+        "/api/policy" if post => return dashboard::api_policy(control, req),
+        "/api/policy" => {
+            let mut r = Response::text(405, format!("method {} not allowed", req.method));
+            r.extra_headers.push("Allow: POST".into());
+            return r;
+        }
+        _ => {}
+    }
+    let Some(control) = control else {
         return Response::text(503, "telemetry is not running");
     };
     match req.path.as_str() {
@@ -309,9 +343,10 @@ async fn respond(core: &Rc<Core>, shared: &Arc<Shared>, req: &Request) -> Respon
             extra_headers: vec![],
         },
         "/history.csv" => history::respond(control, &req.query),
-        other => {
-            Response::text(404, format!("no such path '{other}': try /metrics or /history.csv"))
-        }
+        other => Response::text(
+            404,
+            format!("no such path '{other}': try /, /api/state, /metrics or /history.csv"),
+        ),
     }
 }
 
