@@ -8,6 +8,7 @@ use crate::connection::Session;
 use crate::control::allocation::{build_view, layout_change, partition_state};
 use crate::control::forecast::Forecasts;
 use crate::shared::Shared;
+use shardcast_engine::runtime::journal::ChangedBy;
 use shardcast_engine::shard::partition_display;
 use shardcast_engine::{Core, LayoutChange};
 use shardcast_predictor::allocator::{manual, Explanation, Policy, View};
@@ -47,7 +48,7 @@ pub async fn split_or_merge(core: &Core, shared: &Shared, s: &mut Session, split
         Ok(a) => a,
         Err(e) => return s.w.error(&format!("ERR {e}")),
     };
-    match core.change_layout(layout_change(&action)).await {
+    match core.change_layout(layout_change(&action), ChangedBy::Operator).await {
         Ok(_) => s.w.simple("OK"),
         Err(e) => s.w.error(&error_text(&e)),
     }
@@ -60,7 +61,8 @@ pub async fn move_shard(core: &Core, s: &mut Session, p: Vec<u8>, shard: &[u8], 
         (Err(e), _) | (_, Err(e)) => return s.w.error(&e),
         _ => return s.w.error("ERR value is out of range, must be positive"),
     };
-    match core.change_layout(LayoutChange::Move { partition: p, shard, to_core }).await {
+    let change = LayoutChange::Move { partition: p, shard, to_core };
+    match core.change_layout(change, ChangedBy::Operator).await {
         Ok(_) => s.w.simple("OK"),
         Err(e) => s.w.error(&error_text(&e)),
     }

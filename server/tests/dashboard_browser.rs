@@ -315,6 +315,7 @@ fn the_page_shows_the_partitions_shards_and_forecasts_the_server_reports() {
     // Waits for data: every partition charted with load and a forecast, and a few refreshes.
     let page = browser.wait_page("the page to chart every partition with a forecast", |p| {
         p.updates >= 3
+            && p.status == "ok"
             && PARTITIONS.iter().all(|name| {
                 p.charts.iter().any(|c| {
                     c["partition"] == *name
@@ -323,7 +324,6 @@ fn the_page_shows_the_partitions_shards_and_forecasts_the_server_reports() {
                 })
             })
     });
-    assert_eq!(page.status, "ok", "{}", page.banner);
     assert_eq!((page.policy.as_str(), page.policy_disabled), ("static", false));
 
     // What the server reports over RESP (no change ran meanwhile: the policy is static and
@@ -344,12 +344,13 @@ fn the_page_shows_the_partitions_shards_and_forecasts_the_server_reports() {
     assert_eq!(page.cores.len(), 2, "one card per core");
     let mut drawn: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     for card in &page.cores {
-        assert_eq!(card.health, "healthy", "{card:?}");
+        // A busy CI machine may call a core slow or overloaded; never failed.
+        assert_ne!(card.health, "failed", "{card:?}");
         assert_eq!(card.shards_total, card.shards.len().to_string());
         let set = drawn.entry(card.core.clone()).or_default();
         for s in &card.shards {
             set.insert((s["shard"].clone(), s["partition"].clone()));
-            assert_eq!(s["health"], "healthy");
+            assert_ne!(s["health"], "failed", "{s:?}");
         }
     }
     assert_eq!(drawn, per_core, "the page's shards per core are the server's");
@@ -509,8 +510,10 @@ fn the_page_says_when_the_server_is_starting_or_a_core_has_failed() {
         let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
         let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("20").query(&mut c).unwrap();
     });
-    let page = browser.wait_page("a failed core on the page", |p| p.status == "degraded");
-    let failed = page.cores.iter().find(|c| c.health == "failed").expect("a failed core card");
+    let page = browser.wait_page("a failed core on the page", |p| {
+        p.status == "degraded" && p.cores.iter().any(|c| c.health == "failed")
+    });
+    let failed = page.cores.iter().find(|c| c.health == "failed").unwrap();
     assert!(
         page.banner.contains(&format!("core {} is failed", failed.core)),
         "the banner names the core: {}",

@@ -38,7 +38,7 @@ use crate::error::{EngineError, Result};
 use crate::fault_point;
 use crate::placement::manifest::write_manifest;
 use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
-use crate::runtime::journal::{MigrationEntry, MigrationJournal, MigrationState};
+use crate::runtime::journal::{ChangedBy, MigrationEntry, MigrationJournal, MigrationState};
 use crate::runtime::layout::{self, LayoutChange};
 use crate::runtime::{Core, CoreResult, CoreWork};
 use crate::shard::partition_display;
@@ -102,8 +102,13 @@ impl Core {
     /// Carries out one layout change chosen by a policy; returns once the new map is installed
     /// everywhere. A change that no longer fits the map is refused (`NotApplicable`) and
     /// nothing moves.
-    pub async fn change_layout(&self, change: LayoutChange) -> Result<MigrationReport> {
-        let work = CoreWork::Migration(MigrationWork::Change(change));
+    /// `by` says who asked, for the migration journal.
+    pub async fn change_layout(
+        &self,
+        change: LayoutChange,
+        by: ChangedBy,
+    ) -> Result<MigrationReport> {
+        let work = CoreWork::Migration(MigrationWork::Change(change, by));
         match self
             .on_core_within(COORDINATOR_CORE, work, MIGRATION_WAIT_MAX, "a layout change")
             .await
@@ -141,7 +146,11 @@ impl Core {
     }
 
     /// Checks `change` against the map and runs it (on the coordinator, under the lock).
-    pub(super) async fn coordinate(&self, change: LayoutChange) -> Result<MigrationReport> {
+    pub(super) async fn coordinate(
+        &self,
+        change: LayoutChange,
+        by: ChangedBy,
+    ) -> Result<MigrationReport> {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         assert_eq!(self.id, COORDINATOR_CORE);
         self.check_rebalance_usable()?;
@@ -165,7 +174,7 @@ impl Core {
             None => None,
         };
         let (intent, committed) = layout::plan(&map, &change, cut)?;
-        self.run_migration(intent, committed).await
+        self.run_migration(intent, committed, by).await
     }
 
     /// Steps 1 to 6 for a planned migration (`intent` records it; `committed` is the result).
@@ -173,6 +182,7 @@ impl Core {
         &self,
         intent: ShardMap,
         committed: ShardMap,
+        by: ChangedBy,
     ) -> Result<MigrationReport> {
         let started = Instant::now();
         let m = intent.migration.clone().expect("an intent records its migration");
@@ -183,6 +193,7 @@ impl Core {
         let data_dir = &self.config.data_dir;
         self.migrations.journal.begin(MigrationEntry {
             kind: what,
+            by,
             partition: m.partition.clone(),
             source: m.source,
             target: m.target,
@@ -196,7 +207,8 @@ impl Core {
             state: MigrationState::Running,
         });
         if let Err(e) = write_manifest(&self.storage, data_dir, &intent).await {
-            self.migrations.journal.end(MigrationState::RolledBack(e.to_string()));
+            // Nothing moved and nothing to roll back: the intent never reached the disk.
+            self.migrations.journal.end(MigrationState::Failed(e.to_string()));
             return Err(e);
         }
         fault_point!("migrate:intent_written");
@@ -229,7 +241,12 @@ impl Core {
             Ok(report) => report,
             Err(e) => {
                 let e = self.roll_back(intent, &m, source_core, target_core, e).await;
-                self.migrations.journal.end(MigrationState::RolledBack(e.to_string()));
+                let state = match &e {
+                    // The range stays paused until a restart settles the map.
+                    EngineError::RebalanceBroken { .. } => MigrationState::Failed(e.to_string()),
+                    _ => MigrationState::RolledBack(e.to_string()),
+                };
+                self.migrations.journal.end(state);
                 return Err(e);
             }
         };

@@ -14,6 +14,22 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Ended migrations kept (the oldest is dropped first).
 pub const MIGRATIONS_RECENT_MAX: usize = 32;
 
+/// Who asked for a layout change: an operator (a command) or the allocator's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangedBy {
+    Operator,
+    Policy,
+}
+
+impl ChangedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangedBy::Operator => "operator",
+            ChangedBy::Policy => "allocator",
+        }
+    }
+}
+
 /// How a migration ended, if it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MigrationState {
@@ -21,6 +37,9 @@ pub enum MigrationState {
     Committed,
     /// Rolled back before its commit; the source kept the range. The cause, in words.
     RolledBack(String),
+    /// Not carried out and not rolled back: its intent could not be written (nothing moved),
+    /// or its rollback could not be recorded (the range stays paused until a restart). Why.
+    Failed(String),
 }
 
 impl MigrationState {
@@ -29,6 +48,15 @@ impl MigrationState {
             MigrationState::Running => "running",
             MigrationState::Committed => "committed",
             MigrationState::RolledBack(_) => "rolled back",
+            MigrationState::Failed(_) => "failed",
+        }
+    }
+
+    /// The cause, for a migration that did not commit.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            MigrationState::RolledBack(e) | MigrationState::Failed(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -38,6 +66,7 @@ impl MigrationState {
 pub struct MigrationEntry {
     /// carve-out, split, move, merge or fold-back.
     pub kind: &'static str,
+    pub by: ChangedBy,
     pub partition: Vec<u8>,
     pub source: u64,
     pub target: u64,
@@ -138,6 +167,7 @@ mod tests {
     fn entry(partition: &str) -> MigrationEntry {
         MigrationEntry {
             kind: "split",
+            by: ChangedBy::Operator,
             partition: partition.as_bytes().to_vec(),
             source: 1,
             target: 2,

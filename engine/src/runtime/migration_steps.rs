@@ -24,7 +24,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub enum MigrationWork {
     /// To the coordinator: run one layout change.
-    Change(super::layout::LayoutChange),
+    Change(super::layout::LayoutChange, super::journal::ChangedBy),
     /// To a source: where to cut shard `number` (its load median).
     SplitPoint { number: u64 },
     /// To a target: get ready to receive `lo..=hi` into shard `number` (a new shard labelled
@@ -72,7 +72,7 @@ impl Core {
         }
         let done = |r: Result<()>| CoreResult::Done(r);
         match work {
-            MigrationWork::Change(change) => match self.coordinate(change).await {
+            MigrationWork::Change(change, by) => match self.coordinate(change, by).await {
                 Ok(r) => CoreResult::Migrated(r),
                 Err(e) => done(Err(e)),
             },

@@ -24,6 +24,7 @@ pub mod persist;
 pub mod view;
 
 use shardcast_engine::placement::shard_map::ShardMap;
+use shardcast_engine::runtime::journal::ChangedBy;
 use shardcast_engine::telemetry::{CoreTick, TickReceiver, TickSink};
 use shardcast_engine::Core;
 use shardcast_predictor::allocator::{Action, Allocator, ExplainLog, Outcome};
@@ -343,7 +344,7 @@ pub async fn manage_shards(core: Rc<Core>, control: Arc<Control>) {
             continue;
         };
         let change = allocation::layout_change(&action);
-        let outcome = match core.change_layout(change).await {
+        let outcome = match core.change_layout(change, ChangedBy::Policy).await {
             Ok(r) => {
                 tracing::info!(change = %action, keys = r.keys, bytes = r.bytes,
                     ms = r.micros / 1000, "allocator's change done");

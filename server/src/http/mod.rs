@@ -324,7 +324,9 @@ async fn respond(core: &Rc<Core>, shared: &Arc<Shared>, req: &Request) -> Respon
     }
     match req.path.as_str() {
         "/api/state" => return dashboard::api_state(core, shared, control, req),
-        "/api/policy" if post => return dashboard::api_policy(control, req),
+        "/api/policy" if post => {
+            return dashboard::api_policy(control, req, shared.auth_required())
+        }
         "/api/policy" => {
             let mut r = Response::text(405, format!("method {} not allowed", req.method));
             r.extra_headers.push("Allow: POST".into());

@@ -8,7 +8,10 @@
 //! it the server is as open as Redis without a password. A switch must also come from the
 //! page itself: it carries the `X-Shardcast-Dashboard` header, which a page of another origin
 //! cannot send without a CORS preflight this server never grants, and an `Origin` header, when
-//! present, must name this host (so a form on another site cannot post it).
+//! present, must name this host (so a form on another site cannot post it). Without a password
+//! the `Host` must also be an IP address or `localhost`: a page of another site that makes
+//! its own name resolve to this server (DNS rebinding) is same-origin to the browser, but its
+//! `Host` is that name.
 
 pub mod state;
 
@@ -76,8 +79,27 @@ pub fn api_state(
     }
 }
 
-/// `POST /api/policy?policy=static|reactive|predictive`.
-pub fn api_policy(control: Option<&Control>, req: &Request) -> Response {
+/// Whether `host` (a `Host` header: name or address, maybe a port) is an IP address or
+/// `localhost`.
+fn is_address_or_localhost(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        let v6 = rest.split(']').next().unwrap_or_default();
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// `POST /api/policy?policy=static|reactive|predictive`; `password_set` says whether the
+/// server has one (then the request carried it: `http::respond` checked).
+pub fn api_policy(control: Option<&Control>, req: &Request, password_set: bool) -> Response {
     if !req.headers.iter().any(|(k, _)| k == DASHBOARD_HEADER) {
         return json_error(
             403,
@@ -91,6 +113,17 @@ pub fn api_policy(control: Option<&Control>, req: &Request) -> Response {
         if !same {
             return json_error(403, "error", &format!("origin '{origin}' is not this server"));
         }
+    }
+    let host = req.header("host").unwrap_or_default();
+    if !password_set && !is_address_or_localhost(host) {
+        return json_error(
+            403,
+            "error",
+            &format!(
+                "without requirepass the policy is switched only from a page opened by IP \
+                 address or localhost, not '{host}' (a guard against DNS rebinding)"
+            ),
+        );
     }
     let Some(control) = control else {
         return json_error(503, "starting", "telemetry is not running yet");
@@ -134,19 +167,47 @@ mod tests {
 
     #[test]
     fn a_policy_switch_from_elsewhere_is_refused() {
-        let r = api_policy(None, &post(&[]));
+        let r = api_policy(None, &post(&[]), false);
         assert_eq!(r.status, 403);
         let r = api_policy(
             None,
             &post(&[(DASHBOARD_HEADER, "1"), ("origin", "http://evil.example"), ("host", "h:1")]),
+            true,
         );
         assert_eq!(r.status, 403);
         assert!(String::from_utf8_lossy(&r.body).contains("evil.example"));
-        // From the page, but before telemetry runs.
-        let r = api_policy(
-            None,
-            &post(&[(DASHBOARD_HEADER, "1"), ("origin", "http://h:1"), ("host", "h:1")]),
-        );
+        // Same origin by DNS rebinding: without a password, a name is refused.
+        let rebound = [
+            (DASHBOARD_HEADER, "1"),
+            ("origin", "http://evil.example:6379"),
+            ("host", "evil.example:6379"),
+        ];
+        let r = api_policy(None, &post(&rebound), false);
+        assert_eq!(r.status, 403);
+        assert!(String::from_utf8_lossy(&r.body).contains("DNS rebinding"));
+        // From the page, by address, but before telemetry runs.
+        for host in ["127.0.0.1:6379", "localhost:1", "[::1]:6379", "10.0.0.1"] {
+            let origin = format!("http://{host}");
+            let r = api_policy(
+                None,
+                &post(&[(DASHBOARD_HEADER, "1"), ("origin", &origin), ("host", host)]),
+                false,
+            );
+            assert_eq!(r.status, 503, "{host}");
+        }
+        // With a password (checked before), a name is fine.
+        let r = api_policy(None, &post(&rebound), true);
         assert_eq!(r.status, 503);
+    }
+
+    #[test]
+    fn hosts_are_told_from_addresses() {
+        for yes in ["127.0.0.1", "127.0.0.1:6379", "localhost", "LOCALHOST:80", "[::1]:6379", "::1"]
+        {
+            assert!(is_address_or_localhost(yes), "{yes}");
+        }
+        for no in ["evil.example", "evil.example:6379", "", "[nope]:1", "localhost.evil:1"] {
+            assert!(!is_address_or_localhost(no), "{no}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::control::{Control, ControlView};
 use crate::shared::Shared;
 use serde::Serialize;
 use shardcast_engine::placement::shard_map::ShardMap;
-use shardcast_engine::runtime::journal::MigrationEntry;
+use shardcast_engine::runtime::journal::{ChangedBy, MigrationEntry};
 use shardcast_engine::shard::partition_display;
 use shardcast_engine::Core;
 use shardcast_predictor::allocator::{Explanation, Policy};
@@ -44,7 +44,7 @@ pub const DECISIONS_MAX: usize = 1000;
 pub struct State {
     pub version: u32,
     /// `ok`, `starting` (no telemetry round or shard map yet) or `degraded` (a core or shard
-    /// failed, or a core missed its tick); `messages` say what.
+    /// failed); `messages` say what.
     pub status: &'static str,
     pub messages: Vec<String>,
     /// Unix ms of the end of the last telemetry round, and the round's length.
@@ -146,14 +146,10 @@ pub struct Mark {
     pub at_ms: u64,
     pub action: String,
     pub change: String,
-    /// `allocator` (its decision) or `operator` (a SHARDCAST command's migration).
+    /// `allocator` (its decision, from the explanation log) or `operator` (a SHARDCAST
+    /// command's migration, from the migration journal).
     pub by: &'static str,
 }
-
-/// How far apart an allocator's decision and a migration of the same kind may start and still
-/// be the same change (the decision waits for the shard manager's next poll, and for a
-/// migration already running).
-pub const OPERATOR_MATCH_MS: u64 = 60_000;
 
 #[derive(Serialize)]
 pub struct Migrations {
@@ -179,6 +175,8 @@ pub struct MigrationJson {
     pub pause_ms: Option<f64>,
     pub state: &'static str,
     pub error: Option<String>,
+    /// `operator` or `allocator`.
+    pub by: &'static str,
 }
 
 #[derive(Serialize)]
@@ -270,16 +268,9 @@ pub fn build(
             core.shard_map()
         }
     };
-    for c in &round.cores {
-        if c.health == Health::Failed || c.ticks_missed > 0 {
-            status = if status == "starting" { status } else { "degraded" };
-            let why = if c.reason.is_empty() {
-                format!("missed {} telemetry ticks", c.ticks_missed)
-            } else {
-                c.reason.clone()
-            };
-            messages.push(format!("core {} is {}: {why}", c.core, c.health));
-        }
+    for c in round.cores.iter().filter(|c| c.health == Health::Failed) {
+        status = if status == "starting" { status } else { "degraded" };
+        messages.push(format!("core {} is failed: {}", c.core, c.reason));
     }
     for s in round.shards.iter().filter(|s| s.health == Health::Failed) {
         status = if status == "starting" { status } else { "degraded" };
@@ -491,15 +482,14 @@ fn chart(
     let tick_ms = control.config.tick_ms.max(1);
     let rows = control.with_history(|h| {
         if minutes {
-            let mut rows = h.minutes(Some(partition));
-            // The minute in progress is not over: its rate would read low.
+            // The last day's complete minutes (the minute in progress would read low; a
+            // quiet partition's rows may reach back days, which are not drawn).
             let now_minute = round.at_ms - round.at_ms % MINUTE_MS;
-            if rows.last().is_some_and(|r| r.ts_ms + MINUTE_MS > now_minute) {
-                rows.pop();
-            }
-            let skip = rows.len().saturating_sub(MINUTE_POINTS_MAX);
-            rows.drain(..skip);
-            rows
+            let from = now_minute.saturating_sub(MINUTE_POINTS_MAX as u64 * MINUTE_MS);
+            h.minutes(Some(partition))
+                .into_iter()
+                .filter(|r| r.ts_ms >= from && r.ts_ms + MINUTE_MS <= now_minute)
+                .collect::<Vec<_>>()
         } else {
             h.ticks(Some(partition))
         }
@@ -530,26 +520,25 @@ fn chart(
             .map(|e| Mark { at_ms: e.at_ms, action: e.action, change: e.change, by: "allocator" })
             .collect()
     });
-    // Changes an operator made (SHARDCAST SPLIT, MERGE, MOVE): migrations of the partition
-    // that no allocator decision of the same kind preceded by less than a minute.
+    // Changes an operator made (SHARDCAST SPLIT, MERGE, MOVE), from the migration journal
+    // (the allocator's are its decisions, above).
     let journal = &core.migration_counters().journal;
     for m in journal.recent().into_iter().chain(journal.running()) {
-        let decided = decisions.iter().any(|d| {
-            d.by == "allocator"
-                && d.action == m.kind
-                && d.at_ms <= m.started_ms + OPERATOR_MATCH_MS
-                && m.started_ms <= d.at_ms + OPERATOR_MATCH_MS
-        });
-        if m.partition == partition && m.started_ms >= since && !decided {
+        if m.by == ChangedBy::Operator && m.partition == partition && m.started_ms >= since {
             let change = format!(
-                "{} {} -> {} (core {} -> {}), by an operator",
-                m.kind, m.source, m.target, m.source_core, m.target_core
+                "{} {} -> {} (core {} -> {}), {}",
+                m.kind,
+                m.source,
+                m.target,
+                m.source_core,
+                m.target_core,
+                m.state.as_str()
             );
             decisions.push(Mark {
                 at_ms: m.started_ms,
                 action: m.kind.into(),
                 change,
-                by: "operator",
+                by: m.by.as_str(),
             });
         }
     }
@@ -579,10 +568,8 @@ fn migration_json(m: MigrationEntry) -> MigrationJson {
         mb_per_sec: m.mb_per_sec(),
         pause_ms: m.pause_micros.map(|us| us as f64 / 1000.0),
         state: m.state.as_str(),
-        error: match m.state {
-            shardcast_engine::runtime::journal::MigrationState::RolledBack(e) => Some(e),
-            _ => None,
-        },
+        error: m.state.error().map(str::to_owned),
+        by: m.by.as_str(),
     }
 }
 

@@ -11,6 +11,7 @@ const ui = {
   selected: [],          // partitions asked for by the user (empty: the server's busiest)
   resolution: "tick",
   updates: 0,
+  requested: 0,
   lastState: null,
 };
 
@@ -59,6 +60,8 @@ function setBanner(kind, text) {
 const FETCH_TIMEOUT_MS = 3000;
 
 async function refresh() {
+  // Refreshes may overlap (a slow answer, a click): only the newest request's answer is drawn.
+  const seq = ++ui.requested;
   let resp, doc = null;
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
@@ -67,12 +70,14 @@ async function refresh() {
     try { doc = await resp.json(); } catch (e) { doc = null; }
   } catch (e) {
     const why = e.name === "AbortError" ? "no answer within " + FETCH_TIMEOUT_MS / 1000 + " s" : e.message;
+    if (seq !== ui.requested) return;
     setLink("The server did not answer the last request (" + why + "); retrying every " + REFRESH_MS / 1000 + " s.");
     if (!ui.lastState) setBanner("error", "No answer from the server yet (" + why + ").");
     return;
   } finally {
     clearTimeout(timer);
   }
+  if (seq !== ui.requested) return;
   if (resp.status === 401) {
     setBanner("error", "The server asks for its password (requirepass): reload the page and give it.");
     return;
@@ -130,7 +135,10 @@ async function switchPolicy() {
       method: "POST", headers: { "X-Shardcast-Dashboard": "1" },
     });
     const body = await r.json().catch(() => ({}));
-    if (!r.ok) setBanner("error", "Policy not switched: " + (body.messages || ["HTTP " + r.status]).join("; "));
+    if (!r.ok) {
+      setLink("Policy not switched: " + (body.messages || ["HTTP " + r.status]).join("; "));
+      if (ui.lastState) sel.value = ui.lastState.policy.current;
+    }
   } finally {
     refresh();
   }
@@ -234,7 +242,7 @@ function drawPartitions(s) {
 }
 
 function drawMigrations(m) {
-  $("migrations-count").textContent = m.completed + " committed, " + m.aborted + " rolled back since start";
+  $("migrations-count").textContent = m.completed + " committed, " + m.aborted + " aborted since start";
   const r = m.running;
   $("migration-running").innerHTML = r
     ? '<div class="running" data-running="' + esc(r.kind) + '">Running: ' + esc(r.kind) + " of " + esc(r.partition) +
@@ -242,7 +250,7 @@ function drawMigrations(m) {
       r.keys + " keys, " + (r.bytes / 1e6).toFixed(1) + " MB in " + (r.ms / 1000).toFixed(1) + " s</div>"
     : '<div class="muted">No migration running.</div>';
   $("migrations").tBodies[0].innerHTML = m.recent.map(x =>
-    "<tr><td>" + clock(x.started_ms) + "</td><td>" + esc(x.kind) + " " + x.source + "→" + x.target + " (core " + x.source_core +
+    '<tr data-by="' + esc(x.by) + '"><td>' + clock(x.started_ms) + "</td><td>" + esc(x.kind) + " " + x.source + "→" + x.target + " (core " + x.source_core +
     "→" + x.target_core + ")</td><td>" + esc(x.partition) + '</td><td class="num">' + x.keys + '</td><td class="num">' +
     (x.bytes / 1e6).toFixed(2) + '</td><td class="num">' + x.mb_per_sec.toFixed(1) + '</td><td class="num">' +
     (x.pause_ms === null ? "–" : x.pause_ms.toFixed(2)) + "</td><td" + (x.error ? ' title="' + esc(x.error) + '"' : "") + ">" +
