@@ -60,6 +60,8 @@ pub enum EngineError {
     /// A multi-key request met a range that is moving; retrying succeeds (Redis Cluster's
     /// TRYAGAIN during resharding).
     TryAgain,
+    /// Memory is above `maxmemory` and the eviction policy found nothing it may evict.
+    OutOfMemory,
 }
 
 impl fmt::Display for EngineError {
@@ -118,6 +120,9 @@ impl fmt::Display for EngineError {
             }
             EngineError::Setting { name, reason } => write!(f, "{name}: {reason}"),
             EngineError::TryAgain => write!(f, "Multiple keys request during rehashing of slot"),
+            EngineError::OutOfMemory => {
+                write!(f, "command not allowed when used memory > 'maxmemory'.")
+            }
         }
     }
 }

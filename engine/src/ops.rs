@@ -69,6 +69,10 @@ pub enum Op {
         key: Vec<u8>,
         delta: f64,
     },
+    /// The key's access counters and encoding, not counted as an access (OBJECT).
+    Object {
+        key: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -88,7 +92,8 @@ impl Op {
             | Op::StrLen { key }
             | Op::GetRange { key, .. }
             | Op::SetRange { key, .. }
-            | Op::IncrByFloat { key, .. } => key,
+            | Op::IncrByFloat { key, .. }
+            | Op::Object { key } => key,
         }
     }
 
@@ -99,7 +104,8 @@ impl Op {
             | Op::Exists { .. }
             | Op::Ttl { .. }
             | Op::StrLen { .. }
-            | Op::GetRange { .. } => OpKind::Read,
+            | Op::GetRange { .. }
+            | Op::Object { .. } => OpKind::Read,
             Op::Del { .. } | Op::GetDel { .. } => OpKind::Delete,
             Op::Set { .. }
             | Op::IncrBy { .. }
@@ -162,5 +168,11 @@ pub enum Reply {
     Set {
         applied: bool,
         old: Option<Vec<u8>>,
+    },
+    /// OBJECT: seconds since the last access, the LFU counter, Redis's name for the encoding.
+    Object {
+        idle_s: u32,
+        freq: u8,
+        encoding: &'static str,
     },
 }

@@ -100,6 +100,7 @@ fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
 fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineError> {
     match op.clone() {
         Op::Get { key } => Ok(live(model, &key, now).map_or(Reply::Nil, |(v, _)| Reply::Value(v))),
+        Op::Object { .. } => unreachable!("the generator makes no OBJECT ops"),
         Op::Exists { key } => Ok(Reply::Bool(live(model, &key, now).is_some())),
         Op::Ttl { key } => Ok(Reply::Ttl(match live(model, &key, now) {
             None => Ttl::Missing,

@@ -8,7 +8,7 @@ use crate::resp::Writer;
 use crate::shared::Shared;
 use crate::table::{Spec, COMMANDS};
 use shardcast_engine::glob::glob_match;
-use shardcast_engine::{Core, CoreResult, CoreWork, ShardSummary};
+use shardcast_engine::{Core, CoreResult, CoreWork, EvictionPolicy, ShardSummary};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -439,7 +439,9 @@ fn command(s: &mut Session, args: &[Vec<u8>]) {
 fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
     let c = &shared.config;
     vec![
-        ("maxmemory", shared.maxmemory_bytes.load(Ordering::Relaxed).to_string()),
+        ("maxmemory", shared.eviction().maxmemory_bytes().to_string()),
+        ("maxmemory-policy", shared.eviction().policy().name().into()),
+        ("maxmemory-samples", shared.eviction().samples().to_string()),
         ("maxclients", shared.maxclients.load(Ordering::Relaxed).to_string()),
         ("proto-max-bulk-len", shared.proto_max_bulk_len.load(Ordering::Relaxed).to_string()),
         ("client-query-buffer-limit", c.query_buffer_max_bytes.to_string()),
@@ -452,7 +454,6 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("save", String::new()),
         ("databases", "1".into()),
         ("timeout", "0".into()),
-        ("maxmemory-policy", "noeviction".into()),
         ("telemetry", if c.engine.telemetry.is_on() { "yes" } else { "no" }.into()),
         ("tick-ms", c.engine.tick_ms.to_string()),
     ]
@@ -499,6 +500,18 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                             "maxclients" if v == 0 => Err("argument must be at least 1".into()),
                             _ => Ok(v),
                         }),
+                    "maxmemory-policy" => {
+                        crate::config::parse_policy(&value).map(|p| p as u64).map_err(|_| {
+                            "argument(s) must be one of the following: volatile-lru, \
+                             volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, \
+                             allkeys-lfu, allkeys-random, noeviction"
+                                .to_string()
+                        })
+                    }
+                    "maxmemory-samples" => match value.parse::<usize>() {
+                        Ok(n) => crate::config::check_samples(n).map(|n| n as u64),
+                        Err(_) => Err("argument couldn't be parsed into an integer".into()),
+                    },
                     "requirepass" => Ok(0),
                     "telemetry" => crate::config::parse_yes_no(&value).map(u64::from),
                     _ => {
@@ -518,7 +531,11 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             }
             for (name, value, v) in updates {
                 match name.as_str() {
-                    "maxmemory" => shared.maxmemory_bytes.store(v, Ordering::Relaxed),
+                    "maxmemory" => shared.eviction().set_maxmemory_bytes(v),
+                    "maxmemory-policy" => {
+                        shared.eviction().set_policy(EvictionPolicy::ALL[v as usize])
+                    }
+                    "maxmemory-samples" => shared.eviction().set_samples(v as usize),
                     "maxclients" => shared.maxclients.store(v, Ordering::Relaxed),
                     "proto-max-bulk-len" => shared.proto_max_bulk_len.store(v, Ordering::Relaxed),
                     "telemetry" => shared.config.engine.telemetry.set(v == 1),
@@ -589,10 +606,12 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         let used = core.used_memory();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\n\r\n",
             used as f64 / 1048576.0,
             rss_bytes(),
-            shared.maxmemory_bytes.load(Ordering::Relaxed),
+            shared.eviction().maxmemory_bytes(),
+            shared.eviction().policy().name(),
+            shared.eviction().samples(),
         );
     }
     if want("persistence") {
@@ -607,10 +626,12 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         let st = &shared.stats;
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
             st.connections_received.load(Ordering::Relaxed),
             st.commands.total(),
             st.rejected_connections.load(Ordering::Relaxed),
+            core.memory().expired_total(),
+            core.memory().evicted_total(),
             st.keyspace_hits.total(),
             st.keyspace_misses.total(),
         );

@@ -41,6 +41,17 @@ pub enum Render {
     /// A bulk string always (GETRANGE, INCRBYFLOAT).
     Bulk,
     Type,
+    /// One of OBJECT's answers about a key.
+    Object(ObjectField),
+}
+
+/// What OBJECT was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectField {
+    Encoding,
+    Freq,
+    IdleTime,
+    RefCount,
 }
 
 /// A planned command: either a finished reply or a slice of the batch's ops.
@@ -75,6 +86,55 @@ fn deadline(amount: i64, unit_ms: i64, base_ms: u64, cmd: &str) -> Result<i64, S
         .ok_or_else(|| expire_error(cmd))
 }
 
+/// OBJECT's help, as Redis 7 words it (for the subcommands served here).
+const OBJECT_HELP: &[&str] = &[
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT key, and OBJECT HELP. The counters are kept
+/// whatever the policy, so FREQ and IDLETIME always answer (Redis answers only one of them,
+/// depending on `maxmemory-policy`).
+fn plan_object(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply> {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    let field = match (sub.as_str(), args.len()) {
+        ("help", 2) => {
+            let mut w = Writer { buf: Vec::new(), resp3: false };
+            w.array(OBJECT_HELP.len());
+            for line in OBJECT_HELP {
+                w.simple(line);
+            }
+            return Err(PlanReply::Ready(w.buf));
+        }
+        ("encoding", 3) => ObjectField::Encoding,
+        ("freq", 3) => ObjectField::Freq,
+        ("idletime", 3) => ObjectField::IdleTime,
+        ("refcount", 3) => ObjectField::RefCount,
+        _ => {
+            return Err(format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+                String::from_utf8_lossy(&args[1])
+            )
+            .into())
+        }
+    };
+    ops.push(Op::Object { key: take(args, 2) });
+    Ok(Render::Object(field))
+}
+
 /// The text of an engine error as a RESP error line.
 pub fn error_text(e: &EngineError) -> String {
     match e {
@@ -83,6 +143,7 @@ pub fn error_text(e: &EngineError) -> String {
             "ERR string exceeds maximum allowed size (proto-max-bulk-len)".into()
         }
         EngineError::TryAgain => format!("TRYAGAIN {e}"),
+        EngineError::OutOfMemory => format!("OOM {e}"),
         other => format!("ERR {other}"),
     }
 }
@@ -261,6 +322,7 @@ fn plan_inner(
                 ops.push(Op::Exists { key: take(args, 1) });
                 Ok(Render::Type)
             }
+            "object" => plan_object(args, ops),
             _ => Err(PlanReply::Ready(Vec::new())),
         }
     })();
@@ -454,6 +516,13 @@ pub fn render(
             Ttl::Ms(left) => ((left + 500) / 1000) as i64,
         }),
         (Render::Type, Ok(Reply::Bool(exists))) => w.simple(if exists { "string" } else { "none" }),
+        (Render::Object(_), Ok(Reply::Nil)) => w.null(),
+        (Render::Object(field), Ok(Reply::Object { idle_s, freq, encoding })) => match field {
+            ObjectField::Encoding => w.bulk(encoding.as_bytes()),
+            ObjectField::Freq => w.int(freq as i64),
+            ObjectField::IdleTime => w.int(idle_s as i64),
+            ObjectField::RefCount => w.int(1),
+        },
         (render, Ok(reply)) => unreachable!("{render:?} cannot render {reply:?}"),
     }
     (hits, misses)

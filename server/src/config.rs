@@ -3,7 +3,10 @@
 
 use clap::Parser;
 use serde::Deserialize;
-use shardcast_engine::{EngineConfig, FsyncPolicy};
+use shardcast_engine::runtime::eviction::{
+    MAXMEMORY_SAMPLES_DEFAULT, MAXMEMORY_SAMPLES_MAX, MAXMEMORY_SAMPLES_MIN,
+};
+use shardcast_engine::{EngineConfig, EvictionPolicy, FsyncPolicy};
 use std::path::{Path, PathBuf};
 
 /// Redis's default `proto-max-bulk-len`.
@@ -44,6 +47,13 @@ pub struct Flags {
     /// Memory limit for keys and values (e.g. 100mb, 2gb); 0 = none.
     #[arg(long)]
     pub maxmemory: Option<String>,
+    /// What goes when memory reaches maxmemory: noeviction, allkeys-lru, allkeys-lfu,
+    /// allkeys-random, volatile-lru, volatile-lfu, volatile-random, volatile-ttl.
+    #[arg(long)]
+    pub maxmemory_policy: Option<String>,
+    /// Keys sampled per eviction (1-64; more is closer to true LRU/LFU and costs more).
+    #[arg(long)]
+    pub maxmemory_samples: Option<usize>,
     /// Most simultaneous client connections.
     #[arg(long)]
     pub maxclients: Option<u64>,
@@ -74,6 +84,8 @@ pub struct FileConfig {
     pub fsync: Option<String>,
     pub requirepass: Option<String>,
     pub maxmemory: Option<String>,
+    pub maxmemory_policy: Option<String>,
+    pub maxmemory_samples: Option<usize>,
     pub maxclients: Option<u64>,
     pub proto_max_bulk_len: Option<String>,
     pub client_query_buffer_limit: Option<String>,
@@ -111,6 +123,8 @@ pub struct ServerConfig {
     pub bind: String,
     pub requirepass: Option<String>,
     pub maxmemory_bytes: u64,
+    pub maxmemory_policy: EvictionPolicy,
+    pub maxmemory_samples: usize,
     pub maxclients: u64,
     pub proto_max_bulk_len: u64,
     pub query_buffer_max_bytes: u64,
@@ -167,6 +181,8 @@ impl Default for ServerConfig {
             bind: "127.0.0.1".into(),
             requirepass: None,
             maxmemory_bytes: 0,
+            maxmemory_policy: EvictionPolicy::NoEviction,
+            maxmemory_samples: MAXMEMORY_SAMPLES_DEFAULT,
             maxclients: MAXCLIENTS_DEFAULT,
             proto_max_bulk_len: PROTO_MAX_BULK_LEN_DEFAULT,
             query_buffer_max_bytes: QUERY_BUFFER_MAX_BYTES_DEFAULT,
@@ -178,6 +194,25 @@ impl Default for ServerConfig {
             allocator: Default::default(),
             engine: EngineConfig::default(),
         }
+    }
+}
+
+/// Parses a `maxmemory-policy` name (Redis's, case-insensitive).
+pub fn parse_policy(s: &str) -> Result<EvictionPolicy, String> {
+    EvictionPolicy::parse(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = EvictionPolicy::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown policy '{s}' (one of: {})", names.join(", "))
+    })
+}
+
+/// Checks a `maxmemory-samples` value against Redis's bounds.
+pub fn check_samples(n: usize) -> Result<usize, String> {
+    if (MAXMEMORY_SAMPLES_MIN..=MAXMEMORY_SAMPLES_MAX).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "argument must be between {MAXMEMORY_SAMPLES_MIN} and {MAXMEMORY_SAMPLES_MAX} inclusive"
+        ))
     }
 }
 
@@ -253,6 +288,12 @@ impl ServerConfig {
         if let Some(v) = flags.maxmemory {
             c.maxmemory_bytes = parse_memory(&v)?;
         }
+        if let Some(v) = flags.maxmemory_policy {
+            c.maxmemory_policy = parse_policy(&v)?;
+        }
+        if let Some(v) = flags.maxmemory_samples {
+            c.maxmemory_samples = check_samples(v)?;
+        }
         if let Some(v) = flags.maxclients {
             c.maxclients = v;
         }
@@ -296,6 +337,14 @@ impl ServerConfig {
         }
         if let Some(v) = f.maxmemory {
             self.maxmemory_bytes = field("maxmemory", parse_memory(&v))?;
+        }
+        if let Some(v) = f.maxmemory_policy {
+            self.maxmemory_policy =
+                parse_policy(&v).map_err(|e| format!("maxmemory-policy: {e}"))?;
+        }
+        if let Some(v) = f.maxmemory_samples {
+            self.maxmemory_samples =
+                check_samples(v).map_err(|e| format!("maxmemory-samples: {e}"))?;
         }
         if let Some(v) = f.maxclients {
             self.maxclients = v;

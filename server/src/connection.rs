@@ -16,7 +16,7 @@ use crate::table::lookup;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shardcast_engine::ops::Op;
-use shardcast_engine::Core;
+use shardcast_engine::{Core, EvictionPolicy};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -274,8 +274,10 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
             plans.push(Plan::Reply(error_reply(s, "NOAUTH Authentication required.")));
             continue;
         }
-        if spec.has("denyoom") {
-            let max = shared.maxmemory_bytes.load(Ordering::Relaxed);
+        // Under `noeviction` a whole command is refused before it starts; other policies
+        // evict on the core that owns the key (the engine's `make_room`).
+        if spec.has("denyoom") && shared.eviction().policy() == EvictionPolicy::NoEviction {
+            let max = shared.eviction().maxmemory_bytes();
             if max > 0 && core.used_memory() > max {
                 let e = "OOM command not allowed when used memory > 'maxmemory'.";
                 plans.push(Plan::Reply(error_reply(s, e)));

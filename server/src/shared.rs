@@ -77,7 +77,6 @@ impl ClientInfo {
 /// The server's shared state.
 pub struct Shared {
     pub config: ServerConfig,
-    pub maxmemory_bytes: AtomicU64,
     pub maxclients: AtomicU64,
     pub proto_max_bulk_len: AtomicU64,
     requirepass: RwLock<Option<String>>,
@@ -94,8 +93,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// `maxmemory`, `maxmemory-policy` and `maxmemory-samples` as they are now (the engine's
+    /// cores read the same settings).
+    pub fn eviction(&self) -> &shardcast_engine::EvictionSettings {
+        &self.config.engine.eviction
+    }
+
     pub fn new(config: ServerConfig) -> Self {
         let cores = config.engine.cores;
+        let eviction = &config.engine.eviction;
+        eviction.set_maxmemory_bytes(config.maxmemory_bytes);
+        eviction.set_policy(config.maxmemory_policy);
+        eviction.set_samples(config.maxmemory_samples);
         let started_unix_s =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let run_id = format!(
@@ -104,7 +113,6 @@ impl Shared {
                 ^ (std::process::id() as u128) << 64
         );
         Shared {
-            maxmemory_bytes: AtomicU64::new(config.maxmemory_bytes),
             maxclients: AtomicU64::new(config.maxclients),
             proto_max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
             auth_required: AtomicBool::new(config.requirepass.is_some()),

@@ -72,6 +72,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("pttl", 2, R, 1, 1, 1, "generic", "2.6.0", "Returns the expiration time in milliseconds of a key."),
     spec!("persist", 2, WF, 1, 1, 1, "generic", "2.2.0", "Removes the expiration time of a key."),
     spec!("type", 2, R, 1, 1, 1, "generic", "1.0.0", "Determines the type of value stored at a key."),
+    spec!("object", -2, RS, 2, 2, 1, "generic", "2.2.3", "A container for object introspection commands."),
     spec!("keys", 2, RS, 0, 0, 0, "generic", "1.0.0", "Returns all key names that match a pattern."),
     spec!("scan", -2, RS, 0, 0, 0, "generic", "2.8.0", "Iterates over the key names in the database."),
     spec!("randomkey", 1, RS, 0, 0, 0, "generic", "1.0.0", "Returns a random key name from the database."),

@@ -5,6 +5,8 @@
 //!
 //! Invariant: `expiries` holds `(at, key)` for exactly the entries with `expire_at_ms != 0`.
 //! Invariant: `used_bytes` is the sum of `entry_cost` over all entries.
+//! Invariant: `keys[e.slot]` is the key of entry `e`, and `keys` holds every key once (so a
+//! uniformly random key, for eviction's sampling, is one index away).
 
 use crate::error::{EngineError, Result};
 use crate::log::record::Record;
@@ -16,12 +18,16 @@ use std::rc::Rc;
 pub const VALUE_LEN_MAX: usize = 512 * 1024 * 1024;
 /// Bookkeeping bytes charged per entry on top of key and value (map slot, Rc headers).
 pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
+/// Draws per wanted sample when sampling only keys with an expiry.
+pub const VOLATILE_DRAWS_PER_SAMPLE: usize = 4;
 
 pub type Key = Rc<[u8]>;
 
+mod access;
 mod index;
 mod values;
 
+pub use access::{clock_s, Access, Coin, LFU_DECAY_S, LFU_INIT, LFU_LOG_FACTOR};
 pub use index::PositionIndex;
 pub use values::*;
 
@@ -31,6 +37,10 @@ pub struct Entry {
     pub value: Rc<Vec<u8>>,
     /// Absolute expiry, ms since the Unix epoch; 0 = persistent.
     pub expire_at_ms: u64,
+    /// Last access and frequency (eviction, OBJECT IDLETIME / FREQ).
+    pub access: Access,
+    /// Where the key sits in `Keyspace::keys`.
+    slot: u32,
 }
 
 /// Receives the records describing mutations.
@@ -126,6 +136,15 @@ pub struct Keyspace {
     /// Every key by position (ranges, SCAN, RANDOMKEY).
     index: PositionIndex,
     used_bytes: u64,
+    /// Every key, densely, for uniform sampling (see the invariant).
+    keys: Vec<Key>,
+    /// The LFU counter's coin and the sampler's dice.
+    coin: Coin,
+    /// The latest time an operation passed in: the access time of entries put without one
+    /// (replay, snapshot loading, migration).
+    now_ms: u64,
+    /// Expired keys removed (lazily or actively) since `take_expired` last asked.
+    expired: u64,
 }
 
 impl Default for Keyspace {
@@ -150,6 +169,10 @@ impl Keyspace {
             expiries: BTreeSet::new(),
             index: PositionIndex::new(separator),
             used_bytes: 0,
+            keys: Vec::new(),
+            coin: Coin::seeded(0x5EED_CAFE_F00D),
+            now_ms: 0,
+            expired: 0,
         }
     }
 
@@ -176,21 +199,46 @@ impl Keyspace {
         self.expiries.len()
     }
 
-    /// The live entry of `key`, removing it first if it has expired.
+    /// The time entries put without one are stamped with (recovery, migration).
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Counts every entry as accessed once at `now_ms` (after recovery: files hold no access
+    /// history), and stamps later entries put without a time with it.
+    pub fn reset_access(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        for entry in self.map.values_mut() {
+            entry.access = Access::new(now_ms);
+        }
+    }
+
+    /// The live entry of `key`, removing it first if it has expired; counts an access.
     fn live(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Entry> {
+        self.now_ms = now_ms;
         let expired = match self.map.get(key) {
             None => return None,
             Some(e) => is_expired(e, now_ms),
         };
         if expired {
             self.remove_entry(key);
+            self.expired += 1;
             return None;
         }
-        self.map.get_mut(key)
+        let coin = self.coin.next_u32();
+        let entry = self.map.get_mut(key)?;
+        entry.access = entry.access.touched(now_ms, coin);
+        Some(entry)
     }
 
     fn remove_entry(&mut self, key: &[u8]) -> Option<Entry> {
         let (k, e) = self.map.remove_entry(key)?;
+        let slot = e.slot as usize;
+        debug_assert!(Rc::ptr_eq(&self.keys[slot], &k));
+        self.keys.swap_remove(slot);
+        if let Some(moved) = self.keys.get(slot) {
+            self.map.get_mut(moved).expect("listed keys are mapped").slot = slot as u32;
+        }
         self.index.remove(&k);
         self.used_bytes -= entry_cost(&k, &e.value);
         if e.expire_at_ms != 0 {
@@ -202,25 +250,31 @@ impl Keyspace {
 
     /// Inserts or replaces, keeping the expiry index and memory count right.
     fn put(&mut self, key: &[u8], value: Rc<Vec<u8>>, expire_at_ms: u64) {
-        let k: Key = match self.map.get_key_value(key) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let k: Key = Rc::from(key);
-                self.index.insert(&k);
-                k
-            }
-        };
-        if let Some(old) = self.map.get(key) {
+        if let Some(old) = self.map.get_mut(key) {
             self.used_bytes -= entry_cost(key, &old.value);
-            if old.expire_at_ms != 0 {
-                self.expiries.remove(&(old.expire_at_ms, k.clone()));
+            self.used_bytes += entry_cost(key, &value);
+            let previous = std::mem::replace(&mut old.expire_at_ms, expire_at_ms);
+            old.value = value;
+            if previous != expire_at_ms {
+                let k = self.keys[old.slot as usize].clone();
+                if previous != 0 {
+                    self.expiries.remove(&(previous, k.clone()));
+                }
+                if expire_at_ms != 0 {
+                    self.expiries.insert((expire_at_ms, k));
+                }
             }
+            return;
         }
+        let k: Key = Rc::from(key);
+        self.index.insert(&k);
         self.used_bytes += entry_cost(key, &value);
         if expire_at_ms != 0 {
             self.expiries.insert((expire_at_ms, k.clone()));
         }
-        self.map.insert(k, Entry { value, expire_at_ms });
+        let slot = u32::try_from(self.keys.len()).expect("fewer than 2^32 keys in a shard");
+        self.keys.push(k.clone());
+        self.map.insert(k, Entry { value, expire_at_ms, access: Access::new(self.now_ms), slot });
     }
 
     fn set_expiry(&mut self, key: &[u8], at: u64) {
@@ -503,6 +557,7 @@ impl Keyspace {
         self.map.clear();
         self.expiries.clear();
         self.index.clear();
+        self.keys.clear();
         self.used_bytes = 0;
     }
 
@@ -520,7 +575,47 @@ impl Keyspace {
             self.remove_entry(&key);
             removed += 1;
         }
+        self.expired += removed as u64;
         removed
+    }
+
+    /// Expired keys removed since the last call (INFO's `expired_keys`).
+    pub fn take_expired(&mut self) -> u64 {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// Whether any key's expiry is at or before `now_ms`.
+    pub fn has_expired(&self, now_ms: u64) -> bool {
+        self.expiries.first().is_some_and(|(at, _)| *at <= now_ms)
+    }
+
+    /// Calls `f` with up to `n` keys drawn uniformly at random (with replacement), for
+    /// eviction. With `volatile_only`, only keys with an expiry are offered: draws that find
+    /// a persistent key are retried, at most `VOLATILE_DRAWS_PER_SAMPLE` times per sample, so
+    /// a keyspace with few expiring keys offers fewer (`soonest_expiring` finds those).
+    pub fn sample(&mut self, n: usize, volatile_only: bool, mut f: impl FnMut(&Key, &Entry)) {
+        if self.keys.is_empty() || (volatile_only && self.expiries.is_empty()) {
+            return;
+        }
+        let draws = if volatile_only { n * VOLATILE_DRAWS_PER_SAMPLE } else { n };
+        let mut offered = 0;
+        for _ in 0..draws {
+            let key = &self.keys[self.coin.below(self.keys.len())];
+            let entry = &self.map[key];
+            if volatile_only && entry.expire_at_ms == 0 {
+                continue;
+            }
+            f(key, entry);
+            offered += 1;
+            if offered == n {
+                break;
+            }
+        }
+    }
+
+    /// The key whose expiry comes first, with that expiry.
+    pub fn soonest_expiring(&self) -> Option<(u64, Key)> {
+        self.expiries.first().cloned()
     }
 
     /// Applies a replayed log record.

@@ -1,9 +1,11 @@
 //! Engine settings: every limit has a name and a default.
 
+use super::EvictionSettings;
 use crate::log::writer::FsyncPolicy;
 use crate::routing::PARTITION_SEPARATOR_DEFAULT;
 use crate::shard::ShardConfig;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Name of the file every executor opens first (the iopoll workaround).
 pub const IOPOLL_PROBE_FILE: &str = ".iopoll-probe";
@@ -35,9 +37,15 @@ pub struct EngineConfig {
     pub flush_interval_ms: u64,
     /// Unwritten log bytes that trigger a write before the timer.
     pub wal_write_batch_bytes: usize,
+    /// Period of active expiry (and of background eviction).
     pub expire_cycle_interval_ms: u64,
-    /// Expired keys removed per shard per active-expiry cycle.
-    pub expire_cycle_keys_max: usize,
+    /// The share of a core's time active expiry may take while expired keys remain: each
+    /// cycle removes them, earliest first, for at most this share of the period, yielding to
+    /// requests every `EXPIRE_BATCH_KEYS` keys.
+    pub expire_cycle_cpu_share: f64,
+    /// `maxmemory`, `maxmemory-policy` and `maxmemory-samples`, shared by every core and
+    /// changed at runtime by `CONFIG SET`.
+    pub eviction: Arc<EvictionSettings>,
     /// Scheduler shares of the background queue (snapshots); the foreground has 1000.
     pub background_shares: usize,
     /// How long a task queue runs before `yield_if_needed` lets another one in (glommio's
@@ -81,7 +89,8 @@ impl Default for EngineConfig {
             flush_interval_ms: 1000,
             wal_write_batch_bytes: 1024 * 1024,
             expire_cycle_interval_ms: 100,
-            expire_cycle_keys_max: 1000,
+            expire_cycle_cpu_share: 0.25,
+            eviction: Default::default(),
             background_shares: 100,
             preempt_interval_ms: 100,
             shards_per_core_max: 1024,

@@ -14,6 +14,7 @@
 
 mod config;
 pub mod coordinator;
+pub mod eviction;
 mod fanout;
 pub mod journal;
 pub mod layout;
@@ -27,6 +28,7 @@ mod work;
 pub use config::EngineConfig;
 pub use config::IOPOLL_PROBE_FILE;
 use config::IOPOLL_PROBE_LEN;
+pub use eviction::{EvictionPolicy, EvictionSettings};
 use mesh::{wait_reply, MeshMsg, ReplySlot};
 pub use route::ROUTE_HOPS_MAX;
 pub use start::{apply_iopoll_workaround, run, run_until};
@@ -41,26 +43,61 @@ use glommio::TaskQueueHandle;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Bytes used per core, each slot written only by its core (for `maxmemory` and INFO).
+/// Per core: bytes used, keys expired and keys evicted; each slot written only by its core
+/// (for `maxmemory`, INFO and `/metrics`).
 pub struct MemoryGauge {
-    per_core: Vec<PaddedU64>,
+    per_core: Vec<CoreMemory>,
 }
 
 #[repr(align(128))]
 #[derive(Default)]
-struct PaddedU64(std::sync::atomic::AtomicU64);
+struct CoreMemory {
+    used: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+}
 
 impl MemoryGauge {
     fn new(cores: usize) -> Self {
-        MemoryGauge { per_core: (0..cores).map(|_| PaddedU64::default()).collect() }
+        MemoryGauge { per_core: (0..cores).map(|_| CoreMemory::default()).collect() }
     }
 
     /// Bytes used by all cores, as last published (at most one batch old per core).
     pub fn total(&self) -> u64 {
-        self.per_core.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+        self.per_core.iter().map(|c| c.used.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Bytes used by one core, as last published.
+    pub fn core_used(&self, core: usize) -> u64 {
+        self.per_core[core].used.load(Ordering::Relaxed)
+    }
+
+    /// Keys removed because their time to live ended, since the start.
+    pub fn expired_total(&self) -> u64 {
+        self.per_core.iter().map(|c| c.expired.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Keys evicted under `maxmemory`, since the start.
+    pub fn evicted_total(&self) -> u64 {
+        self.per_core.iter().map(|c| c.evicted.load(Ordering::Relaxed)).sum()
+    }
+
+    fn sub_used(&self, core: usize, bytes: u64) {
+        let slot = &self.per_core[core].used;
+        slot.store(slot.load(Ordering::Relaxed).saturating_sub(bytes), Ordering::Relaxed);
+    }
+
+    fn add_evicted(&self, core: usize, keys: u64) {
+        self.per_core[core].evicted.fetch_add(keys, Ordering::Relaxed);
+    }
+
+    fn add_expired(&self, core: usize, keys: u64) {
+        if keys > 0 {
+            self.per_core[core].expired.fetch_add(keys, Ordering::Relaxed);
+        }
     }
 }
 
@@ -105,6 +142,8 @@ pub struct Core {
     remote_ops: Cell<u64>,
     /// Ops seen by the service-time sampler (`telemetry::SERVICE_SAMPLE_EVERY`).
     service_sample: Cell<u32>,
+    /// Candidates for eviction under `maxmemory`.
+    evictor: RefCell<eviction::Evictor>,
 }
 
 /// Counts a request in progress on a core until dropped.
@@ -144,9 +183,20 @@ impl Core {
         self.memory.total()
     }
 
+    /// The server's memory and expiry counters (INFO, `/metrics`).
+    pub fn memory(&self) -> &MemoryGauge {
+        &self.memory
+    }
+
+    /// Publishes this core's bytes used and the keys its shards expired since the last call.
     pub(crate) fn publish_memory(&self) {
-        let used: u64 = self.shards.borrow().values().map(|s| s.used_bytes()).sum();
-        self.memory.per_core[self.id].0.store(used, Ordering::Relaxed);
+        let (mut used, mut expired) = (0, 0);
+        for shard in self.shards.borrow().values() {
+            used += shard.used_bytes();
+            expired += shard.take_expired();
+        }
+        self.memory.per_core[self.id].used.store(used, Ordering::Relaxed);
+        self.memory.add_expired(self.id, expired);
     }
 
     /// The epoch of this core's copy of the shard map.

@@ -199,8 +199,13 @@ impl Core {
         app: AppId,
     ) -> Vec<Result<Reply>> {
         let mut out = Vec::with_capacity(ops.len());
+        let refused = self.room_for(ops.iter().any(Op::may_grow));
         let timer = ServiceTimer::start(self.config.telemetry.is_on(), &self.service_sample);
         for (op, (shard, position)) in ops.into_iter().zip(targets) {
+            if let Some(e) = refused.as_ref().filter(|_| op.may_grow()) {
+                out.push(Err(e.clone()));
+                continue;
+            }
             let started = timer.begin();
             out.push(shard.execute_at(op, position, app).map(|(reply, wait)| {
                 debug_assert!(wait.is_none(), "no durability wait outside fsync=always");
@@ -249,8 +254,13 @@ impl Core {
         };
         let mut out = Vec::with_capacity(ops.len());
         let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
+        let refused = self.room_for(ops.iter().any(Op::may_grow));
         let timer = ServiceTimer::start(self.config.telemetry.is_on(), &self.service_sample);
         for (i, (op, (shard, position))) in ops.into_iter().zip(targets).enumerate() {
+            if let Some(e) = refused.as_ref().filter(|_| op.may_grow()) {
+                out.push(Err(e.clone()));
+                continue;
+            }
             let started = timer.begin();
             let done = shard.execute_at(op, position, app);
             timer.end(started, &shard);
@@ -299,6 +309,9 @@ impl Core {
         for shard in &shards {
             shard.check_writable()?;
         }
+        if let Some(e) = self.room_for(true) {
+            return Err(e);
+        }
         for ((key, _), shard) in pairs.iter().zip(&shards) {
             if shard.execute(Op::Exists { key: key.clone() })?.0 == Reply::Bool(true) {
                 return Ok(false);
@@ -322,6 +335,20 @@ impl Core {
             shard.wait_durable(lsn).await?;
         }
         Ok(true)
+    }
+}
+
+impl Core {
+    /// Before ops run here: if they may add data (`grows`) and memory is above `maxmemory`,
+    /// evicts by the policy; returns the error those ops get when there is no room.
+    /// `noeviction` is checked by the server before a command starts (whole commands are
+    /// refused), so nothing is done for it here.
+    fn room_for(&self, grows: bool) -> Option<EngineError> {
+        let policy = self.config.eviction.policy();
+        if policy == super::EvictionPolicy::NoEviction || !grows {
+            return None;
+        }
+        self.make_room().err()
     }
 }
 

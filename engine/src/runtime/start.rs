@@ -190,6 +190,7 @@ impl Core {
             in_flight_max: Cell::new(0),
             remote_ops: Cell::new(0),
             service_sample: Cell::new(0),
+            evictor: RefCell::new(super::eviction::Evictor::new(id)),
         });
         core.recover_local_shards().await?;
         core.publish_memory();

@@ -9,6 +9,10 @@ use crate::telemetry::{CoreTick, ShardTick};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Expired keys active expiry removes between two looks at the clock (and chances for
+/// requests to run).
+pub const EXPIRE_BATCH_KEYS: usize = 256;
+
 /// The share of wall time the executor spent running tasks or polling I/O. glommio's
 /// `executor_stats()` hands over the time accumulated since its previous call and resets it,
 /// so this is its only caller.
@@ -54,13 +58,16 @@ impl Core {
         }
         let core = self.clone();
         glommio::spawn_local(async move {
+            let mut next_shard = 0;
             loop {
                 glommio::timer::sleep(Duration::from_millis(core.config.expire_cycle_interval_ms))
                     .await;
-                for shard in core.all_local_shards() {
-                    shard.remove_expired(core.config.expire_cycle_keys_max);
-                }
+                next_shard = core.expire_actively(next_shard).await;
                 core.publish_memory();
+                if core.config.eviction.policy() != super::EvictionPolicy::NoEviction {
+                    // Background eviction: a core over its budget that gets no writes.
+                    let _ = core.make_room();
+                }
             }
         })
         .detach();
@@ -84,6 +91,32 @@ impl Core {
             }
         })
         .detach();
+    }
+
+    /// One active-expiry cycle: removes expired keys, earliest first in each shard, starting
+    /// at shard `first` (in `all_local_shards` order), until none remain or the cycle has
+    /// spent its share of the period (`expire_cycle_cpu_share`); yields to requests between
+    /// batches of `EXPIRE_BATCH_KEYS`. The effort follows the backlog exactly (each shard's
+    /// expiry index says whether a key is due, so nothing is sampled in vain), and the shard
+    /// where a cut-short cycle stopped is the next cycle's first. Returns that shard.
+    async fn expire_actively(&self, first: usize) -> usize {
+        let period = Duration::from_millis(self.config.expire_cycle_interval_ms);
+        let budget = period.mul_f64(self.config.expire_cycle_cpu_share.clamp(0.0, 1.0));
+        let shards = self.all_local_shards();
+        let mut spent = Duration::ZERO;
+        for i in 0..shards.len() {
+            let at = (first + i) % shards.len();
+            while shards[at].has_expired() {
+                let started = Instant::now();
+                shards[at].remove_expired(EXPIRE_BATCH_KEYS);
+                spent += started.elapsed();
+                if spent >= budget {
+                    return at;
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+        0
     }
 
     /// Ends the statistics tick of every local shard and describes the core's; `seq` is the

@@ -138,6 +138,7 @@ impl<S: Storage> Shard<S> {
         }
         let mut sink = WalSink { wal, last_lsn: None };
         let mut ks = self.keyspace.borrow_mut();
+        ks.set_now(self.clock.now_ms());
         if batch.clear_range {
             let doomed: Vec<Key> = ks.index().range(lo, hi).map(|(_, k)| k.clone()).collect();
             for key in doomed {

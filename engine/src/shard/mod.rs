@@ -34,7 +34,9 @@ pub use stats::{
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
-use crate::keyspace::{incr_float_value, set_range_value, Keyspace, LogSink, SetOptions};
+use crate::keyspace::{
+    incr_float_value, set_range_value, Entry, Key, Keyspace, LogSink, SetOptions,
+};
 use crate::log::record::{Record, KEY_LEN_MAX};
 use crate::log::writer::{FsyncPolicy, Wal, WAL_PREALLOC_BYTES};
 use crate::migration::{AccessHistogram, Outgoing};
@@ -512,6 +514,14 @@ impl<S: Storage> Shard<S> {
                 .get_ex(&key, expiry, now, &mut sink)
                 .map_or(Reply::Nil, |v| Reply::Value(v.to_vec())),
             Op::StrLen { key } => Reply::Int(ks.strlen(&key, now) as i64),
+            Op::Object { key } => match ks.peek_live(&key, now) {
+                Some(e) => Reply::Object {
+                    idle_s: e.access.idle_s(now),
+                    freq: e.access.freq(now),
+                    encoding: string_encoding(&e.value),
+                },
+                None => Reply::Nil,
+            },
             Op::GetRange { key, start, end } => Reply::Value(ks.get_range(&key, start, end, now)),
             Op::SetRange { key, offset, value } => {
                 let len =
@@ -600,6 +610,65 @@ impl<S: Storage> Shard<S> {
             return 0;
         }
         self.keyspace.borrow_mut().remove_expired(self.clock.now_ms(), budget)
+    }
+
+    /// Whether some key has expired and is still held (active expiry's to-do).
+    pub fn has_expired(&self) -> bool {
+        self.failure.is_none() && self.keyspace.borrow().has_expired(self.clock.now_ms())
+    }
+
+    /// Expired keys removed since the last call.
+    pub fn take_expired(&self) -> u64 {
+        self.keyspace.borrow_mut().take_expired()
+    }
+
+    /// Whether eviction may take keys from this shard: it serves and its log accepts writes.
+    pub fn evictable(&self) -> bool {
+        self.check_writable().is_ok()
+    }
+
+    /// Offers up to `n` random keys to `f` (eviction's sampling); see `Keyspace::sample`.
+    pub fn sample(&self, n: usize, volatile_only: bool, f: impl FnMut(&Key, &Entry)) {
+        if self.evictable() {
+            self.keyspace.borrow_mut().sample(n, volatile_only, f);
+        }
+    }
+
+    /// The key whose expiry comes first, with that expiry (`volatile-ttl`).
+    pub fn soonest_expiring(&self) -> Option<(u64, Key)> {
+        if !self.evictable() {
+            return None;
+        }
+        self.keyspace.borrow().soonest_expiring()
+    }
+
+    /// Evicts `key` (maxmemory): logged as a delete, like DEL, so recovery and a migration in
+    /// progress see it go. Returns the bytes freed, `None` if the key is gone already.
+    pub fn evict(&self, key: &[u8]) -> Option<u64> {
+        let wal = self.serving_wal().ok()?;
+        if wal.failure().is_some() {
+            return None;
+        }
+        let mut ks = self.keyspace.borrow_mut();
+        let before = ks.used_bytes();
+        ks.peek(key)?;
+        self.note_outgoing_write(key, ks.index().position(key));
+        ks.remove_logged(key, &mut WalSink { wal, last_lsn: None });
+        Some(before - ks.used_bytes())
+    }
+}
+
+/// Redis's name for how it would store a string value (OBJECT ENCODING): an integer, a short
+/// string in one allocation with its header, or a separate buffer.
+fn string_encoding(value: &[u8]) -> &'static str {
+    /// Redis's `OBJ_ENCODING_EMBSTR_SIZE_LIMIT`.
+    const EMBSTR_LEN_MAX: usize = 44;
+    if value.len() <= 20 && crate::keyspace::parse_i64(value).is_some() {
+        "int"
+    } else if value.len() <= EMBSTR_LEN_MAX {
+        "embstr"
+    } else {
+        "raw"
     }
 }
 

@@ -157,7 +157,10 @@ impl<S: Storage> Shard<S> {
         self.storage.sync_dir(&self.dir).await?;
         self.wal = Some(Wal::new(file, path, next_lsn, self.config.wal_prealloc_bytes));
         self.wal_seq.set(seq);
-        *self.keyspace.get_mut() = found.keyspace;
+        let mut keyspace = found.keyspace;
+        // What the files hold has no access history: count every key as used now.
+        keyspace.reset_access(self.clock.now_ms());
+        *self.keyspace.get_mut() = keyspace;
         Ok(())
     }
 }

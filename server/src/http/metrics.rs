@@ -81,7 +81,7 @@ impl Out {
     }
 }
 
-pub(super) fn render(core: &Core, _shared: &Shared, control: &Control) -> String {
+pub(super) fn render(core: &Core, shared: &Shared, control: &Control) -> String {
     let view = control.view();
     let mut o = Out(String::with_capacity(64 * 1024));
     shards(&mut o, &view);
@@ -108,6 +108,27 @@ pub(super) fn render(core: &Core, _shared: &Shared, control: &Control) -> String
     o.sample("shardcast_migration_bytes_total", &[], m.bytes_total.load(Ordering::Relaxed) as f64);
     o.family("shardcast_migration_keys_total", "counter", "Keys moved by migrations.");
     o.sample("shardcast_migration_keys_total", &[], m.keys_total.load(Ordering::Relaxed) as f64);
+    let memory = core.memory();
+    o.family(
+        "shardcast_used_memory_bytes",
+        "gauge",
+        "Bytes of keys and values (INFO used_memory).",
+    );
+    o.sample("shardcast_used_memory_bytes", &[], memory.total() as f64);
+    o.family("shardcast_maxmemory_bytes", "gauge", "The maxmemory limit; 0 = none.");
+    o.sample("shardcast_maxmemory_bytes", &[], shared.eviction().maxmemory_bytes() as f64);
+    o.family(
+        "shardcast_expired_keys_total",
+        "counter",
+        "Keys removed because their time to live ended (INFO expired_keys).",
+    );
+    o.sample("shardcast_expired_keys_total", &[], memory.expired_total() as f64);
+    o.family(
+        "shardcast_evicted_keys_total",
+        "counter",
+        "Keys evicted under maxmemory by maxmemory-policy (INFO evicted_keys).",
+    );
+    o.sample("shardcast_evicted_keys_total", &[], memory.evicted_total() as f64);
     o.family("shardcast_shard_map_epoch", "gauge", "Epoch of the shard map.");
     o.sample("shardcast_shard_map_epoch", &[], core.map_epoch() as f64);
     o.family(
