@@ -167,5 +167,42 @@ fn wal_append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, shard_ops, telemetry, wal_append);
+/// Active expiry's inner loop: removing expired keys from a keyspace of 500,000 that all
+/// carry an expiry (the work `runtime::timers::expire_actively` bounds by CPU share), and
+/// eviction's sampling of 5 keys.
+fn expiry_and_eviction(c: &mut Criterion) {
+    use shardcast_engine::keyspace::{Keyspace, NoLog, SetExpiry};
+    const KEYS: u64 = 500_000;
+    let filled = || {
+        let mut ks = Keyspace::new();
+        for i in 0..KEYS {
+            let options = SetOptions { expiry: SetExpiry::At(10_000 + i), ..SetOptions::PLAIN };
+            ks.set(format!("session:{i}").as_bytes(), vec![b's'; 16], options, 0, &mut NoLog)
+                .unwrap();
+        }
+        ks
+    };
+    let mut g = c.benchmark_group("keyspace");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(KEYS));
+    g.bench_function("remove_expired_500k", |b| {
+        b.iter_batched(
+            filled,
+            |mut ks| assert_eq!(ks.remove_expired(u64::MAX, usize::MAX), KEYS as usize),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    let mut ks = filled();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sample_5", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            ks.sample(5, false, |_, e| n += e.expire_at_ms);
+            criterion::black_box(n)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, shard_ops, telemetry, wal_append, expiry_and_eviction);
 criterion_main!(benches);

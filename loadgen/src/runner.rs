@@ -893,6 +893,7 @@ impl Worker {
                 s.errors += 1;
             } else {
                 s.ok += 1;
+                s.nil += matches!(r, Reply::Nil) as u64;
             }
             s.hist.saturating_record(now.saturating_sub(f.intended_ns));
             if self.open {

@@ -30,11 +30,13 @@ pub struct OpStats {
     pub service: Histogram<u64>,
     pub ok: u64,
     pub errors: u64,
+    /// Replies that were nil (a GET of a missing key: a cache miss).
+    pub nil: u64,
 }
 
 impl OpStats {
     pub fn new() -> OpStats {
-        OpStats { hist: new_histogram(), service: new_histogram(), ok: 0, errors: 0 }
+        OpStats { hist: new_histogram(), service: new_histogram(), ok: 0, errors: 0, nil: 0 }
     }
 
     fn add(&mut self, o: &OpStats) {
@@ -42,6 +44,7 @@ impl OpStats {
         self.service.add(&o.service).expect("same bounds");
         self.ok += o.ok;
         self.errors += o.errors;
+        self.nil += o.nil;
     }
 }
 
@@ -396,6 +399,8 @@ pub struct OpSummary {
     pub op: Op,
     pub count: u64,
     pub errors: u64,
+    /// Nil replies (for GET: misses; `hit_ratio` is the rest's share).
+    pub nil: u64,
     pub ops_s: f64,
     /// Corrected latency (from the intended start) in open loop; from the send in closed.
     pub latency: Percentiles,
@@ -404,12 +409,19 @@ pub struct OpSummary {
 }
 
 impl OpSummary {
+    /// The share of successful replies that were not nil (for GET, the cache hit ratio).
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let answered = self.count - self.errors;
+        (answered > 0).then(|| (answered - self.nil) as f64 / answered as f64)
+    }
+
     fn of(app: &str, op: Op, s: &OpStats, secs: f64, open: bool) -> OpSummary {
         OpSummary {
             app: app.to_string(),
             op,
             count: s.ok + s.errors,
             errors: s.errors,
+            nil: s.nil,
             ops_s: (s.ok + s.errors) as f64 / secs,
             latency: Percentiles::of(&s.hist),
             service: open.then(|| Percentiles::of(&s.service)),
@@ -511,11 +523,20 @@ impl Report {
         for o in &self.per_op {
             row(o.op.name(), o.count, o.errors, o.ops_s, &o.latency);
         }
+        let hit_ratios: Vec<String> = self
+            .per_op
+            .iter()
+            .filter(|o| o.op == Op::Get)
+            .filter_map(|o| o.hit_ratio().map(|r| format!("{} {:.2}%", o.op.name(), r * 100.0)))
+            .collect();
         row("all", self.ops, self.errors, self.ops_s, &self.latency);
         if self.apps.len() > 1 {
             for a in &self.apps {
                 row(&format!("app {}", a.name), a.ops, a.errors, a.ops_s, &a.latency);
             }
+        }
+        if !hit_ratios.is_empty() {
+            let _ = writeln!(s, "hit ratio (replies not nil): {}", hit_ratios.join(", "));
         }
         if let Some(sv) = &self.service {
             let _ = writeln!(
@@ -573,6 +594,10 @@ impl Report {
             j.key("op").str(o.op.name());
             j.key("count").num(o.count as f64);
             j.key("errors").num(o.errors as f64);
+            j.key("nil").num(o.nil as f64);
+            if let Some(r) = o.hit_ratio() {
+                j.key("hit_ratio").num(r);
+            }
             j.key("ops_per_s").num(o.ops_s);
             j.key("latency_us");
             j.pct(&o.latency);

@@ -547,6 +547,27 @@ mod tests {
             (c.port, c.engine.fsync, c.maxmemory_bytes),
             (7001, FsyncPolicy::Always, 1 << 20)
         );
+        std::fs::write(&file, "maxmemory-policy = \"volatile-lfu\"\nmaxmemory-samples = 10\n")
+            .unwrap();
+        let c =
+            ServerConfig::load(Flags { config: Some(file.clone()), ..Flags::default() }).unwrap();
+        assert_eq!((c.maxmemory_policy, c.maxmemory_samples), (EvictionPolicy::VolatileLfu, 10));
+        let c = ServerConfig::load(Flags {
+            config: Some(file.clone()),
+            maxmemory_policy: Some("allkeys-random".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+        assert_eq!(c.maxmemory_policy, EvictionPolicy::AllKeysRandom, "flags win over the file");
+        for (bad, says) in [
+            ("maxmemory-policy = \"lru\"\n", "maxmemory-policy: unknown policy 'lru'"),
+            ("maxmemory-samples = 0\n", "maxmemory-samples: argument must be between 1 and 64"),
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = ServerConfig::load(Flags { config: Some(file.clone()), ..Flags::default() })
+                .unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
         std::fs::write(&file, "prot = 7000\n").unwrap();
         let err = ServerConfig::load(Flags { config: Some(file.clone()), ..Flags::default() })
             .unwrap_err();

@@ -135,9 +135,9 @@ fn allkeys_lru_keeps_recently_read_keys() {
     for k in hot {
         let _: Vec<u8> = redis::cmd("GET").arg(k).query(&mut c).unwrap();
     }
-    // About 3,900 keys of ~1,070 bytes fit in 4 MiB: about 1,300 too many, fewer than the
-    // 1,800 cold ones.
-    fill(&mut c, &names("new:", 3200), |_| None);
+    // About 3,360 keys of ~1,250 bytes (used_memory's charge) fit in 4 MiB: about 1,340 too
+    // many, fewer than the 1,800 cold ones.
+    fill(&mut c, &names("new:", 2700), |_| None);
     let hot_left = count(&surviving(&mut c, hot));
     let cold_left = count(&surviving(&mut c, &old[200..]));
     let evicted = info_field(&mut c, "stats", "evicted_keys");
@@ -145,6 +145,7 @@ fn allkeys_lru_keeps_recently_read_keys() {
     assert!(evicted > 1000, "{evicted}");
     assert!(hot_left >= 180, "only {hot_left} of 200 recently read keys survived");
     assert!(cold_left < 900, "{cold_left} of 1800 cold keys survived");
+    std::thread::sleep(Duration::from_millis(300)); // the last batch's background eviction
     assert!(info_field(&mut c, "memory", "used_memory") <= 4 << 20);
 }
 
@@ -167,7 +168,7 @@ fn allkeys_lfu_keeps_frequently_read_keys() {
     }
     let freq: i64 = redis::cmd("OBJECT").arg("FREQ").arg(&hot[0]).query(&mut c).unwrap();
     assert!(freq > 5, "30 reads left the counter at {freq}");
-    fill(&mut c, &names("new:", 3200), |_| None);
+    fill(&mut c, &names("new:", 2700), |_| None);
     let hot_left = count(&surviving(&mut c, hot));
     let cold_left = count(&surviving(&mut c, &old[..1800]));
     eprintln!("lfu: hot {hot_left}/200, cold {cold_left}/1800");
@@ -183,7 +184,7 @@ fn volatile_ttl_evicts_the_soonest_to_expire_first() {
     let mut c = server.client();
     let volatile = names("v:", 1500);
     fill(&mut c, &volatile, |i| Some(1000 + i as u64));
-    // About 2,900 keys fit in 3 MiB: some 600 too many.
+    // About 2,500 keys fit in 3 MiB: some 1,000 too many.
     fill(&mut c, &names("p:", 2000), |_| None);
     let left = surviving(&mut c, &volatile);
     let first_kept = left.iter().position(|&b| b).expect("some volatile keys remain");
@@ -253,7 +254,7 @@ fn long_fill_stays_at_maxmemory_without_refusing_writes() {
         eprintln!("{policy}: used {used}, peak {peak}, evicted {evicted}");
         // One pipeline of 1,000 writes may land before its core evicts (it evicts before each
         // batch of a connection's commands, so the overshoot is at most one batch).
-        assert!(peak <= limit + 1100 * 1000, "{policy}: peak {peak}");
+        assert!(peak <= limit + 1000 * 1300, "{policy}: peak {peak}");
         assert!(used <= limit, "{policy}: settled at {used}");
         assert!(used > limit * 3 / 4, "{policy}: evicted far too much: {used}");
         assert!(evicted >= 30_000, "{policy}: {evicted}");
@@ -278,6 +279,7 @@ fn a_full_core_does_not_evict_another_cores_keys() {
     fill(&mut c, &names(&format!("{big}:"), 8000), |_| None);
     assert_eq!(count(&surviving(&mut c, &small_keys)), 1000, "the small core lost keys");
     assert!(info_field(&mut c, "stats", "evicted_keys") > 4000);
+    std::thread::sleep(Duration::from_millis(300)); // the last batch's background eviction
     assert!(info_field(&mut c, "memory", "used_memory") <= 4 << 20);
 }
 
