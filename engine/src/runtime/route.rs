@@ -336,9 +336,7 @@ impl Core {
         }
         Ok(true)
     }
-}
 
-impl Core {
     /// Before ops run here: if they may add data (`grows`) and memory is above `maxmemory`,
     /// evicts by the policy; returns the error those ops get when there is no room.
     /// `noeviction` is checked by the server before a command starts (whole commands are

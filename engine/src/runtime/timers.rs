@@ -59,9 +59,14 @@ impl Core {
         let core = self.clone();
         glommio::spawn_local(async move {
             let mut next_shard = 0;
+            let period = Duration::from_millis(core.config.expire_cycle_interval_ms);
+            let mut cycle_started = Instant::now();
             loop {
-                glommio::timer::sleep(Duration::from_millis(core.config.expire_cycle_interval_ms))
-                    .await;
+                // One cycle per period, counted from the start of the last: the cycle's own
+                // time is part of the period, so its share is `expire_cycle_cpu_share` of the
+                // wall time, not of the time between cycles.
+                glommio::timer::sleep(period.saturating_sub(cycle_started.elapsed())).await;
+                cycle_started = Instant::now();
                 next_shard = core.expire_actively(next_shard).await;
                 core.publish_memory();
                 if core.config.eviction.policy() != super::EvictionPolicy::NoEviction {
