@@ -67,7 +67,7 @@ pub async fn run(
         "hello" => hello(shared, s, &args),
         "client" => client(shared, s, &args),
         "command" => command(s, &args),
-        "config" => config(shared, s, &args),
+        "config" => config(core, shared, s, &args),
         "info" => info(core, shared, s, &args).await,
         "dbsize" => match core.dbsize().await {
             Ok(n) => s.w.int(n as i64),
@@ -459,7 +459,7 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
+fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     match lower(&args[1]).as_str() {
         "get" if args.len() >= 3 => {
             let params = config_params(shared);
@@ -508,8 +508,9 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                                 .to_string()
                         })
                     }
-                    "maxmemory-samples" => match value.parse::<usize>() {
-                        Ok(n) => crate::config::check_samples(n).map(|n| n as u64),
+                    "maxmemory-samples" => match value.parse::<i64>() {
+                        Ok(n) => crate::config::check_samples(usize::try_from(n).unwrap_or(0))
+                            .map(|n| n as u64),
                         Err(_) => Err("argument couldn't be parsed into an integer".into()),
                     },
                     "requirepass" => Ok(0),
@@ -548,6 +549,7 @@ fn config(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             shared.stats.commands.reset();
             shared.stats.keyspace_hits.reset();
             shared.stats.keyspace_misses.reset();
+            core.memory().reset_counters();
             s.w.ok();
         }
         "get" | "set" | "resetstat" => s.w.error(&format!(

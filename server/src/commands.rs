@@ -110,6 +110,11 @@ const OBJECT_HELP: &[&str] = &[
 /// depending on `maxmemory-policy`).
 fn plan_object(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply> {
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    let arity = if sub == "help" { 2 } else { 3 };
+    let known = ["help", "encoding", "freq", "idletime", "refcount"].contains(&sub.as_str());
+    if known && args.len() != arity {
+        return Err(format!("ERR wrong number of arguments for 'object|{sub}' command").into());
+    }
     let field = match (sub.as_str(), args.len()) {
         ("help", 2) => {
             let mut w = Writer { buf: Vec::new(), resp3: false };
@@ -125,7 +130,7 @@ fn plan_object(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanRe
         ("refcount", 3) => ObjectField::RefCount,
         _ => {
             return Err(format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+                "ERR unknown subcommand '{}'. Try OBJECT HELP.",
                 String::from_utf8_lossy(&args[1])
             )
             .into())

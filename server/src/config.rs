@@ -199,7 +199,7 @@ impl Default for ServerConfig {
 
 /// Parses a `maxmemory-policy` name (Redis's, case-insensitive).
 pub fn parse_policy(s: &str) -> Result<EvictionPolicy, String> {
-    EvictionPolicy::parse(s.trim()).ok_or_else(|| {
+    EvictionPolicy::parse(s).ok_or_else(|| {
         let names: Vec<&str> = EvictionPolicy::ALL.iter().map(|p| p.name()).collect();
         format!("unknown policy '{s}' (one of: {})", names.join(", "))
     })

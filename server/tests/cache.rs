@@ -110,6 +110,8 @@ fn active_expiry_reclaims_expired_keys_within_seconds() {
     assert_eq!(v, "1");
     let metrics = ureq_get(&server, "/metrics");
     assert!(metrics.contains(&format!("shardcast_expired_keys_total {N}")), "{metrics}");
+    let _: String = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    assert_eq!(info_field(&mut c, "stats", "expired_keys"), 0);
 }
 
 fn ureq_get(server: &Server, path: &str) -> String {
@@ -227,6 +229,31 @@ fn volatile_policies_never_evict_persistent_keys() {
         let _: i64 = redis::cmd("DEL").arg(&written[..50]).query(&mut c).unwrap();
         redis::cmd("SET").arg("p:again").arg(&value[..]).query::<()>(&mut c).unwrap();
     }
+}
+
+/// A switch from an allkeys policy to a volatile one: the candidates the allkeys policy had
+/// gathered (keys without an expiry) are not evicted afterwards.
+#[test]
+fn a_switch_to_volatile_spares_the_candidates_gathered_before() {
+    let server = cache_server("cache-switch", "1", "1mb", "allkeys-lru");
+    let mut c = server.client();
+    let persistent = names("p:", 1500);
+    fill(&mut c, &persistent, |_| None);
+    let before = surviving(&mut c, &persistent);
+    assert!(count(&before) < 1000, "allkeys-lru evicted nothing");
+    let ok: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let value = vec![b'x'; VALUE_LEN];
+    let refused = (0..2000).find(|i| {
+        redis::cmd("SET").arg(format!("n:{i}")).arg(&value[..]).query::<()>(&mut c).is_err()
+    });
+    assert!(refused.is_some(), "volatile-lru with no key with an expiry never refused");
+    assert_eq!(surviving(&mut c, &persistent), before, "a persistent key was evicted");
 }
 
 /// A long fill (ten times `maxmemory`) under each allkeys policy, over two cores and several
@@ -382,5 +409,7 @@ fn object_reports_the_access_counters() {
     let help: Vec<String> = redis::cmd("OBJECT").arg("HELP").query(&mut c).unwrap();
     assert!(help.iter().any(|l| l.starts_with("FREQ")), "{help:?}");
     let e = redis::cmd("OBJECT").arg("NOPE").arg("k").query::<()>(&mut c).unwrap_err();
-    assert!(e.to_string().contains("Try OBJECT HELP"), "{e}");
+    assert_eq!(e.detail(), Some("unknown subcommand 'NOPE'. Try OBJECT HELP."), "{e}");
+    let e = redis::cmd("OBJECT").arg("FREQ").query::<()>(&mut c).unwrap_err();
+    assert_eq!(e.detail(), Some("wrong number of arguments for 'object|freq' command"), "{e}");
 }

@@ -168,6 +168,9 @@ struct Candidate {
 pub(crate) struct Evictor {
     /// Sorted by score, ascending: the best candidate is last.
     pool: Vec<Candidate>,
+    /// The policy the pool's scores were computed for: a switch empties the pool (an LRU
+    /// score means nothing to LFU, and an allkeys candidate may have no expiry).
+    policy: EvictionPolicy,
     coin: Coin,
 }
 
@@ -175,7 +178,16 @@ impl Evictor {
     pub(crate) fn new(core: usize) -> Self {
         Evictor {
             pool: Vec::with_capacity(EVICTION_POOL_SIZE),
+            policy: EvictionPolicy::NoEviction,
             coin: Coin::seeded(0xE71C_7000 ^ core as u64),
+        }
+    }
+
+    /// Empties the pool if it was filled under another policy.
+    fn follow(&mut self, policy: EvictionPolicy) {
+        if self.policy != policy {
+            self.pool.clear();
+            self.policy = policy;
         }
     }
 
@@ -223,13 +235,20 @@ impl Core {
         if !self.over_budget() {
             return Ok(());
         }
+        // The published figure may be stale (a migration's tidy-up frees without publishing).
+        self.publish_memory();
+        if !self.over_budget() {
+            return Ok(());
+        }
         let policy = self.config.eviction.policy();
         if policy == EvictionPolicy::NoEviction {
             return Err(EngineError::OutOfMemory);
         }
+        self.evictor.borrow_mut().follow(policy);
+        let shards = self.evictable_shards();
         let mut evicted = 0;
         while evicted < EVICTIONS_PER_CALL_MAX && self.over_budget() {
-            let Some(freed) = self.evict_one(policy) else { break };
+            let Some(freed) = self.evict_one(policy, &shards) else { break };
             self.memory.sub_used(self.id, freed);
             evicted += 1;
         }
@@ -241,24 +260,28 @@ impl Core {
         Err(EngineError::OutOfMemory)
     }
 
-    /// Evicts one key by `policy`; the bytes freed, `None` if there is nothing to evict.
-    fn evict_one(&self, policy: EvictionPolicy) -> Option<u64> {
-        let shards = self.evictable_shards();
+    /// Evicts one key from `shards` (with their key counts when `make_room` began) by
+    /// `policy`; the bytes freed, `None` if there is nothing to evict.
+    fn evict_one(
+        &self,
+        policy: EvictionPolicy,
+        shards: &[(Rc<Shard<DmaStorage>>, usize)],
+    ) -> Option<u64> {
         if shards.is_empty() {
             return None;
         }
+        let volatile = policy.volatile_only();
         let soonest_expiring = || {
             let (_, shard, key) = shards
                 .iter()
                 .filter_map(|(s, _)| s.soonest_expiring().map(|(at, k)| (at, s, k)))
                 .min_by_key(|(at, _, _)| *at)?;
-            shard.evict(&key)
+            shard.evict(&key, volatile)
         };
         if policy == EvictionPolicy::VolatileTtl {
             return soonest_expiring();
         }
         let samples = self.config.eviction.samples();
-        let volatile = policy.volatile_only();
         let total: usize = shards.iter().map(|(_, n)| n).sum();
         let now = self.clock.now_ms();
         let mut evictor = self.evictor.borrow_mut();
@@ -277,7 +300,7 @@ impl Core {
             let mut sampled: Vec<(u64, Key)> = Vec::with_capacity(samples);
             shard.sample(samples, volatile, |k, e| sampled.push((policy.score(e, now), k.clone())));
             if matches!(policy, EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom) {
-                if let Some(freed) = sampled.first().and_then(|(_, k)| shard.evict(k)) {
+                if let Some(freed) = sampled.first().and_then(|(_, k)| shard.evict(k, volatile)) {
                     return Some(freed);
                 }
                 continue;
@@ -287,7 +310,8 @@ impl Core {
             }
             while let Some(best) = evictor.pool.pop() {
                 let owner = shards.iter().find(|(s, _)| s.number() == best.shard);
-                if let Some(freed) = owner.and_then(|(s, _)| s.evict(&best.key)) {
+                // The key may have gone, or lost its expiry, since it was sampled.
+                if let Some(freed) = owner.and_then(|(s, _)| s.evict(&best.key, volatile)) {
                     return Some(freed);
                 }
             }

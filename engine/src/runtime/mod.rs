@@ -85,6 +85,14 @@ impl MemoryGauge {
         self.per_core.iter().map(|c| c.evicted.load(Ordering::Relaxed)).sum()
     }
 
+    /// Zeroes the expired and evicted counts (CONFIG RESETSTAT).
+    pub fn reset_counters(&self) {
+        for c in &self.per_core {
+            c.expired.store(0, Ordering::Relaxed);
+            c.evicted.store(0, Ordering::Relaxed);
+        }
+    }
+
     fn sub_used(&self, core: usize, bytes: u64) {
         let slot = &self.per_core[core].used;
         slot.store(slot.load(Ordering::Relaxed).saturating_sub(bytes), Ordering::Relaxed);

@@ -67,11 +67,12 @@ impl Core {
                 // wall time, not of the time between cycles.
                 glommio::timer::sleep(period.saturating_sub(cycle_started.elapsed())).await;
                 cycle_started = Instant::now();
-                next_shard = core.expire_actively(next_shard).await;
+                let budget = period.mul_f64(core.config.expire_cycle_cpu_share.clamp(0.0, 1.0));
+                let (next, spent) = core.expire_actively(next_shard, budget).await;
+                next_shard = next;
                 core.publish_memory();
                 if core.config.eviction.policy() != super::EvictionPolicy::NoEviction {
-                    // Background eviction: a core over its budget that gets no writes.
-                    let _ = core.make_room();
+                    core.evict_in_background(budget.saturating_sub(spent)).await;
                 }
             }
         })
@@ -100,13 +101,12 @@ impl Core {
 
     /// One active-expiry cycle: removes expired keys, earliest first in each shard, starting
     /// at shard `first` (in `all_local_shards` order), until none remain or the cycle has
-    /// spent its share of the period (`expire_cycle_cpu_share`); yields to requests between
-    /// batches of `EXPIRE_BATCH_KEYS`. The effort follows the backlog exactly (each shard's
-    /// expiry index says whether a key is due, so nothing is sampled in vain), and the shard
-    /// where a cut-short cycle stopped is the next cycle's first. Returns that shard.
-    async fn expire_actively(&self, first: usize) -> usize {
-        let period = Duration::from_millis(self.config.expire_cycle_interval_ms);
-        let budget = period.mul_f64(self.config.expire_cycle_cpu_share.clamp(0.0, 1.0));
+    /// spent `budget` (its share of the period, `expire_cycle_cpu_share`); offers the core
+    /// back (`yield_if_needed`) between batches of `EXPIRE_BATCH_KEYS`. The effort follows the
+    /// backlog exactly (each shard's expiry index says whether a key is due, so nothing is
+    /// sampled in vain), and the shard where a cut-short cycle stopped is the next cycle's
+    /// first. Returns that shard and the time spent.
+    async fn expire_actively(&self, first: usize, budget: Duration) -> (usize, Duration) {
         let shards = self.all_local_shards();
         let mut spent = Duration::ZERO;
         for i in 0..shards.len() {
@@ -116,12 +116,28 @@ impl Core {
                 shards[at].remove_expired(EXPIRE_BATCH_KEYS);
                 spent += started.elapsed();
                 if spent >= budget {
-                    return at;
+                    return (at, spent);
                 }
                 glommio::yield_if_needed().await;
             }
         }
-        0
+        (0, spent)
+    }
+
+    /// Background eviction, in what the expiry cycle left of its `budget`: a core above its
+    /// share of `maxmemory` that gets no writes (or whose last write batch left it above)
+    /// evicts until it is within budget, `EVICTIONS_PER_CALL_MAX` keys at a time.
+    async fn evict_in_background(&self, budget: Duration) {
+        let mut spent = Duration::ZERO;
+        while spent < budget && self.over_budget() {
+            let started = Instant::now();
+            let made_room = self.make_room().is_ok();
+            spent += started.elapsed();
+            if !made_room {
+                break;
+            }
+            glommio::yield_if_needed().await;
+        }
     }
 
     /// Ends the statistics tick of every local shard and describes the core's; `seq` is the

@@ -643,15 +643,20 @@ impl<S: Storage> Shard<S> {
     }
 
     /// Evicts `key` (maxmemory): logged as a delete, like DEL, so recovery and a migration in
-    /// progress see it go. Returns the bytes freed, `None` if the key is gone already.
-    pub fn evict(&self, key: &[u8]) -> Option<u64> {
+    /// progress see it go. With `volatile_only`, a key without an expiry is left alone (it may
+    /// have lost its expiry since it was sampled). Returns the bytes freed, `None` if the key
+    /// is gone or was left.
+    pub fn evict(&self, key: &[u8], volatile_only: bool) -> Option<u64> {
         let wal = self.serving_wal().ok()?;
         if wal.failure().is_some() {
             return None;
         }
         let mut ks = self.keyspace.borrow_mut();
         let before = ks.used_bytes();
-        ks.peek(key)?;
+        let entry = ks.peek(key)?;
+        if volatile_only && entry.expire_at_ms == 0 {
+            return None;
+        }
         self.note_outgoing_write(key, ks.index().position(key));
         ks.remove_logged(key, &mut WalSink { wal, last_lsn: None });
         Some(before - ks.used_bytes())
