@@ -247,17 +247,25 @@ impl Core {
         self.evictor.borrow_mut().follow(policy);
         let shards = self.evictable_shards();
         let mut evicted = 0;
+        let mut nothing_to_evict = false;
+        // `over_budget` reads the other cores' figures, which change under this loop: it may
+        // turn false before the first eviction, and that is room, not a refusal.
         while evicted < EVICTIONS_PER_CALL_MAX && self.over_budget() {
-            let Some(freed) = self.evict_one(policy, &shards) else { break };
+            let Some(freed) = self.evict_one(policy, &shards) else {
+                nothing_to_evict = true;
+                break;
+            };
             self.memory.sub_used(self.id, freed);
             evicted += 1;
         }
         if evicted > 0 {
             self.memory.add_evicted(self.id, evicted as u64);
             self.publish_memory();
-            return Ok(());
         }
-        Err(EngineError::OutOfMemory)
+        if nothing_to_evict && evicted == 0 {
+            return Err(EngineError::OutOfMemory);
+        }
+        Ok(())
     }
 
     /// Evicts one key from `shards` (with their key counts when `make_room` began) by
