@@ -53,6 +53,8 @@ pub enum EngineError {
     /// Layout changes and FLUSHALL are refused until a restart: a rollback could not be
     /// recorded, so the map on disk is unknown.
     RebalanceBroken { reason: String },
+    /// A core could not start (its shards could not be opened or created); no core serves.
+    CoreStart { core: usize, cause: Box<EngineError> },
     /// A core did not answer `what` within `ms` milliseconds.
     CoreTimeout { core: usize, what: &'static str, ms: u64 },
     /// The data directory was made under settings that differ from the ones given now.
@@ -114,6 +116,9 @@ impl fmt::Display for EngineError {
             EngineError::MigrationStep { reason } => write!(f, "{reason}"),
             EngineError::RebalanceBroken { reason } => {
                 write!(f, "refused until the server restarts: {reason}")
+            }
+            EngineError::CoreStart { core, cause } => {
+                write!(f, "core {core} could not start: {cause}")
             }
             EngineError::CoreTimeout { core, what, ms } => {
                 write!(f, "core {core} did not answer {what} within {ms} ms")

@@ -65,19 +65,42 @@ where
     }
     let mesh = MeshBuilder::full(config.cores, config.mesh_channel_capacity);
     let config = Arc::new(config);
-    let finished = Arc::new(AtomicUsize::new(0));
+    let lifecycle = Arc::new(Lifecycle::new(config.cores, stopping.clone()));
     let memory = Arc::new(MemoryGauge::new(config.cores));
     let layout: Arc<std::sync::OnceLock<Result<Arc<ShardMap>>>> = Arc::default();
     let migrations = Arc::new(crate::runtime::coordinator::MigrationCounters::default());
     let handles = builder
         .on_all_shards(move || async move {
-            let shared = Shared { stopping, memory, layout, migrations };
-            let core = Core::start(config.clone(), mesh, shared).await?;
+            let shared = Shared { stopping, memory, layout: layout.clone(), migrations };
+            let core = match Core::start(config.clone(), mesh, shared).await {
+                Ok(core) => {
+                    lifecycle.started.fetch_add(1, Ordering::SeqCst);
+                    Some(core)
+                }
+                Err(e) => {
+                    lifecycle.fail(e, &layout);
+                    None
+                }
+            };
+            // No core serves until every core has started: a client must never reach a core
+            // whose shards are not open, nor a request wait for one that will not answer.
+            while lifecycle.failure().is_none()
+                && lifecycle.started.load(Ordering::SeqCst) < config.cores
+            {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            if let Some(e) = lifecycle.failure() {
+                // Nothing was served: what recovery wrote it made durable itself.
+                return Err(e);
+            }
+            let core = core.expect("a core that did not fail has started");
+            core.clone().spawn_timers();
+            let mut finishing = Finishing { lifecycle: &lifecycle, counted: false };
             let out = per_core(core.clone()).await;
             // Serve other cores until every core's own work is done, then refuse new work and
             // make everything durable.
-            finished.fetch_add(1, Ordering::SeqCst);
-            while finished.load(Ordering::SeqCst) < config.cores {
+            finishing.count();
+            while lifecycle.finished.load(Ordering::SeqCst) < config.cores {
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
             core.draining.set(true);
@@ -118,6 +141,70 @@ pub async fn apply_iopoll_workaround(data_dir: &Path) -> Result<()> {
     f.close().await.map_err(|e| EngineError::io("close", &path, e))
 }
 
+/// How the executors agree on starting and on finishing. Every core's start is counted, a
+/// failed one too, so no core waits for a core that will never come.
+/// Invariant: no core serves (runs `per_core`) until every core has started; a core that fails
+/// to start makes every core return that failure without serving, and puts an error in the
+/// layout slot so no core waits for a map that core 0 will never publish.
+/// Invariant: a core's own work counts as finished however it ends (a panic unwinding
+/// through `per_core` included), so the others reach their final flush.
+struct Lifecycle {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    /// The first core's failure to start.
+    failed: std::sync::OnceLock<EngineError>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Lifecycle {
+    fn new(cores: usize, stopping: Arc<AtomicBool>) -> Self {
+        assert!(cores > 0);
+        Lifecycle {
+            started: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            failed: std::sync::OnceLock::new(),
+            stopping,
+        }
+    }
+
+    fn fail(&self, e: EngineError, layout: &std::sync::OnceLock<Result<Arc<ShardMap>>>) {
+        let _ = layout.set(Err(e.clone()));
+        if self.failed.set(e.clone()).is_ok() {
+            tracing::error!(error = %e, "a core failed to start; stopping every core");
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn failure(&self) -> Option<EngineError> {
+        self.failed.get().cloned()
+    }
+}
+
+/// Counts a core's own work as finished once, when told or when dropped (by a panic).
+struct Finishing<'a> {
+    lifecycle: &'a Lifecycle,
+    counted: bool,
+}
+
+impl Finishing<'_> {
+    fn count(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.lifecycle.finished.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            // Unwinding: the others must not wait for this core, and should stop too.
+            self.lifecycle.stopping.store(true, Ordering::SeqCst);
+            self.count();
+        }
+    }
+}
+
 /// What every executor shares at startup.
 pub(super) struct Shared {
     stopping: Arc<AtomicBool>,
@@ -134,12 +221,15 @@ impl Core {
         shared: Shared,
     ) -> Result<Rc<Core>> {
         let Shared { stopping, memory, layout, migrations } = shared;
-        apply_iopoll_workaround(&config.data_dir).await?;
+        // The mesh first: it needs no I/O, and a core that fails later must have joined it,
+        // or the others would wait in `join` for ever.
         let (senders, mut receivers) = mesh
             .join()
             .await
             .map_err(|_| EngineError::Unavailable { reason: "joining the channel mesh".into() })?;
         let id = senders.peer_id();
+        let failed = |e: EngineError| EngineError::CoreStart { core: id, cause: Box::new(e) };
+        apply_iopoll_workaround(&config.data_dir).await.map_err(failed)?;
         // Core 0 puts the data directory in the state the manifest describes before any core
         // opens a shard.
         if id == 0 {
@@ -156,7 +246,12 @@ impl Core {
         }
         let map = loop {
             if let Some(r) = layout.get() {
-                break r.clone()?;
+                break r.clone().map_err(|e| match (id, e) {
+                    // Core 0's own failure is reported once, by core 0.
+                    (0, e) => failed(e),
+                    (_, e @ EngineError::CoreStart { .. }) => e,
+                    (_, e) => EngineError::CoreStart { core: 0, cause: Box::new(e) },
+                })?;
             }
             glommio::timer::sleep(Duration::from_millis(1)).await;
         };
@@ -192,7 +287,7 @@ impl Core {
             service_sample: Cell::new(0),
             evictor: RefCell::new(super::eviction::Evictor::new(id)),
         });
-        core.recover_local_shards().await?;
+        core.recover_local_shards().await.map_err(failed)?;
         core.publish_memory();
         for (_, rx) in receivers.streams() {
             let core = core.clone();
@@ -203,7 +298,6 @@ impl Core {
             })
             .detach();
         }
-        core.clone().spawn_timers();
         Ok(core)
     }
 
