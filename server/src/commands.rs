@@ -7,7 +7,7 @@
 //! run on its own (`admin.rs`).
 
 use crate::resp::Writer;
-use crate::table::Spec;
+use crate::table::KeyCmd;
 use shardcast_engine::keyspace::{
     parse_f64, parse_i64, ExpireCondition, SetCondition, SetExpiry, Ttl,
 };
@@ -153,11 +153,11 @@ pub fn error_text(e: &EngineError) -> String {
     }
 }
 
-/// Plans a command whose spec is `spec`; `None` if it is not plannable (see `admin.rs`).
-pub fn plan(spec: &Spec, args: &mut [Vec<u8>], resp3: bool, ops: &mut Vec<Op>) -> Option<Plan> {
+/// Plans the plannable command `cmd` (named `name`, its arity already checked). Whether a
+/// command is plannable is the command table's `Handler`, never an outcome of planning.
+pub fn plan(cmd: KeyCmd, name: &str, args: &mut [Vec<u8>], resp3: bool, ops: &mut Vec<Op>) -> Plan {
     let before = ops.len();
-    let result = plan_inner(spec.name, args, ops);
-    Some(match result? {
+    match plan_inner(cmd, name, args, ops) {
         Ok(render) => Plan::Ops { count: ops.len() - before, render },
         Err(PlanReply::Error(text)) => {
             ops.truncate(before);
@@ -165,12 +165,17 @@ pub fn plan(spec: &Spec, args: &mut [Vec<u8>], resp3: bool, ops: &mut Vec<Op>) -
             w.error(&text);
             Plan::Reply(w.buf)
         }
-        Err(PlanReply::Ready(bytes)) => Plan::Reply(bytes),
-    })
+        Err(PlanReply::Ready(bytes)) => {
+            ops.truncate(before);
+            Plan::Reply(bytes)
+        }
+    }
 }
 
+/// A command answered while planning, without ops.
 enum PlanReply {
     Error(String),
+    /// A finished reply (OBJECT HELP); any bytes, empty included, are sent as they are.
     Ready(Vec<u8>),
 }
 
@@ -195,145 +200,138 @@ fn set_op(
 }
 
 fn plan_inner(
+    cmd: KeyCmd,
     name: &str,
     args: &mut [Vec<u8>],
     ops: &mut Vec<Op>,
-) -> Option<Result<Render, PlanReply>> {
-    let r = (|| -> Result<Render, PlanReply> {
-        match name {
-            "get" => {
-                ops.push(Op::Get { key: take(args, 1) });
-                Ok(Render::Value)
-            }
-            "set" => plan_set(args, ops),
-            "setnx" => {
-                let (k, v) = (take(args, 1), take(args, 2));
-                ops.push(set_op(k, v, SetCondition::IfAbsent, SetExpiry::Clear, false));
-                Ok(Render::SetFlag)
-            }
-            "setex" | "psetex" => {
-                let amount = int_arg(&args[2])?;
-                if amount <= 0 {
-                    return Err(expire_error(name).into());
-                }
-                let unit = if name == "setex" { 1000 } else { 1 };
-                let at = deadline(amount, unit, now_ms(), name)?;
-                let (k, v) = (take(args, 1), take(args, 3));
-                ops.push(set_op(k, v, SetCondition::Always, SetExpiry::At(at as u64), false));
-                Ok(Render::Ok)
-            }
-            "getset" => {
-                let (k, v) = (take(args, 1), take(args, 2));
-                ops.push(set_op(k, v, SetCondition::Always, SetExpiry::Clear, true));
-                Ok(Render::OldValue)
-            }
-            "getdel" => {
-                ops.push(Op::GetDel { key: take(args, 1) });
-                Ok(Render::Value)
-            }
-            "getex" => plan_getex(args, ops),
-            "mget" => {
-                for i in 1..args.len() {
-                    ops.push(Op::Get { key: take(args, i) });
-                }
-                Ok(Render::Values)
-            }
-            "mset" => {
-                if args.len().is_multiple_of(2) {
-                    return Err(
-                        format!("ERR wrong number of arguments for '{name}' command").into()
-                    );
-                }
-                for i in (1..args.len()).step_by(2) {
-                    let (k, v) = (take(args, i), take(args, i + 1));
-                    ops.push(set_op(k, v, SetCondition::Always, SetExpiry::Clear, false));
-                }
-                Ok(Render::Ok)
-            }
-            "del" | "unlink" => {
-                for i in 1..args.len() {
-                    ops.push(Op::Del { key: take(args, i) });
-                }
-                Ok(Render::Count)
-            }
-            "exists" => {
-                for i in 1..args.len() {
-                    ops.push(Op::Exists { key: take(args, i) });
-                }
-                Ok(Render::Count)
-            }
-            "incr" | "decr" => {
-                let delta = if name == "incr" { 1 } else { -1 };
-                ops.push(Op::IncrBy { key: take(args, 1), delta });
-                Ok(Render::Int)
-            }
-            "incrby" | "decrby" => {
-                let n = int_arg(&args[2])?;
-                let delta = if name == "incrby" {
-                    n
-                } else {
-                    n.checked_neg().ok_or_else(|| "ERR decrement would overflow".to_owned())?
-                };
-                ops.push(Op::IncrBy { key: take(args, 1), delta });
-                Ok(Render::Int)
-            }
-            "incrbyfloat" => {
-                let delta = parse_f64(&args[2])
-                    .ok_or_else(|| "ERR value is not a valid float".to_owned())?;
-                ops.push(Op::IncrByFloat { key: take(args, 1), delta });
-                Ok(Render::Bulk)
-            }
-            "append" => {
-                let (k, v) = (take(args, 1), take(args, 2));
-                ops.push(Op::Append { key: k, suffix: v });
-                Ok(Render::Int)
-            }
-            "strlen" => {
-                ops.push(Op::StrLen { key: take(args, 1) });
-                Ok(Render::Int)
-            }
-            "getrange" => {
-                let (start, end) = (int_arg(&args[2])?, int_arg(&args[3])?);
-                ops.push(Op::GetRange { key: take(args, 1), start, end });
-                Ok(Render::Bulk)
-            }
-            "setrange" => {
-                let offset = int_arg(&args[2])?;
-                if offset < 0 {
-                    return Err("ERR offset is out of range".to_owned().into());
-                }
-                if !args[3].is_empty()
-                    && offset as u64 + args[3].len() as u64
-                        > shardcast_engine::keyspace::VALUE_LEN_MAX as u64
-                {
-                    return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)"
-                        .to_owned()
-                        .into());
-                }
-                let (k, v) = (take(args, 1), take(args, 3));
-                ops.push(Op::SetRange { key: k, offset: offset as usize, value: v });
-                Ok(Render::Int)
-            }
-            "expire" | "pexpire" | "expireat" | "pexpireat" => plan_expire(name, args, ops),
-            "ttl" | "pttl" => {
-                ops.push(Op::Ttl { key: take(args, 1) });
-                Ok(Render::Ttl { ms: name == "pttl" })
-            }
-            "persist" => {
-                ops.push(Op::Persist { key: take(args, 1) });
-                Ok(Render::Count)
-            }
-            "type" => {
-                ops.push(Op::Exists { key: take(args, 1) });
-                Ok(Render::Type)
-            }
-            "object" => plan_object(args, ops),
-            _ => Err(PlanReply::Ready(Vec::new())),
+) -> Result<Render, PlanReply> {
+    use KeyCmd::*;
+    match cmd {
+        Get => {
+            ops.push(Op::Get { key: take(args, 1) });
+            Ok(Render::Value)
         }
-    })();
-    match r {
-        Err(PlanReply::Ready(b)) if b.is_empty() => None,
-        other => Some(other),
+        Set => plan_set(args, ops),
+        SetNx => {
+            let (k, v) = (take(args, 1), take(args, 2));
+            ops.push(set_op(k, v, SetCondition::IfAbsent, SetExpiry::Clear, false));
+            Ok(Render::SetFlag)
+        }
+        SetEx | PSetEx => {
+            let amount = int_arg(&args[2])?;
+            if amount <= 0 {
+                return Err(expire_error(name).into());
+            }
+            let unit = if cmd == SetEx { 1000 } else { 1 };
+            let at = deadline(amount, unit, now_ms(), name)?;
+            let (k, v) = (take(args, 1), take(args, 3));
+            ops.push(set_op(k, v, SetCondition::Always, SetExpiry::At(at as u64), false));
+            Ok(Render::Ok)
+        }
+        GetSet => {
+            let (k, v) = (take(args, 1), take(args, 2));
+            ops.push(set_op(k, v, SetCondition::Always, SetExpiry::Clear, true));
+            Ok(Render::OldValue)
+        }
+        GetDel => {
+            ops.push(Op::GetDel { key: take(args, 1) });
+            Ok(Render::Value)
+        }
+        GetEx => plan_getex(args, ops),
+        MGet => {
+            for i in 1..args.len() {
+                ops.push(Op::Get { key: take(args, i) });
+            }
+            Ok(Render::Values)
+        }
+        MSet => {
+            if args.len().is_multiple_of(2) {
+                return Err(format!("ERR wrong number of arguments for '{name}' command").into());
+            }
+            for i in (1..args.len()).step_by(2) {
+                let (k, v) = (take(args, i), take(args, i + 1));
+                ops.push(set_op(k, v, SetCondition::Always, SetExpiry::Clear, false));
+            }
+            Ok(Render::Ok)
+        }
+        Del | Unlink => {
+            for i in 1..args.len() {
+                ops.push(Op::Del { key: take(args, i) });
+            }
+            Ok(Render::Count)
+        }
+        Exists => {
+            for i in 1..args.len() {
+                ops.push(Op::Exists { key: take(args, i) });
+            }
+            Ok(Render::Count)
+        }
+        Incr | Decr => {
+            let delta = if cmd == Incr { 1 } else { -1 };
+            ops.push(Op::IncrBy { key: take(args, 1), delta });
+            Ok(Render::Int)
+        }
+        IncrBy | DecrBy => {
+            let n = int_arg(&args[2])?;
+            let delta = if cmd == IncrBy {
+                n
+            } else {
+                n.checked_neg().ok_or_else(|| "ERR decrement would overflow".to_owned())?
+            };
+            ops.push(Op::IncrBy { key: take(args, 1), delta });
+            Ok(Render::Int)
+        }
+        IncrByFloat => {
+            let delta =
+                parse_f64(&args[2]).ok_or_else(|| "ERR value is not a valid float".to_owned())?;
+            ops.push(Op::IncrByFloat { key: take(args, 1), delta });
+            Ok(Render::Bulk)
+        }
+        Append => {
+            let (k, v) = (take(args, 1), take(args, 2));
+            ops.push(Op::Append { key: k, suffix: v });
+            Ok(Render::Int)
+        }
+        StrLen => {
+            ops.push(Op::StrLen { key: take(args, 1) });
+            Ok(Render::Int)
+        }
+        GetRange => {
+            let (start, end) = (int_arg(&args[2])?, int_arg(&args[3])?);
+            ops.push(Op::GetRange { key: take(args, 1), start, end });
+            Ok(Render::Bulk)
+        }
+        SetRange => {
+            let offset = int_arg(&args[2])?;
+            if offset < 0 {
+                return Err("ERR offset is out of range".to_owned().into());
+            }
+            if !args[3].is_empty()
+                && offset as u64 + args[3].len() as u64
+                    > shardcast_engine::keyspace::VALUE_LEN_MAX as u64
+            {
+                return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+                    .to_owned()
+                    .into());
+            }
+            let (k, v) = (take(args, 1), take(args, 3));
+            ops.push(Op::SetRange { key: k, offset: offset as usize, value: v });
+            Ok(Render::Int)
+        }
+        Expire | PExpire | ExpireAt | PExpireAt => plan_expire(cmd, name, args, ops),
+        Ttl | PTtl => {
+            ops.push(Op::Ttl { key: take(args, 1) });
+            Ok(Render::Ttl { ms: cmd == PTtl })
+        }
+        Persist => {
+            ops.push(Op::Persist { key: take(args, 1) });
+            Ok(Render::Count)
+        }
+        Type => {
+            ops.push(Op::Exists { key: take(args, 1) });
+            Ok(Render::Type)
+        }
+        Object => plan_object(args, ops),
     }
 }
 
@@ -403,12 +401,18 @@ fn plan_getex(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanRep
     Ok(Render::Value)
 }
 
-fn plan_expire(name: &str, args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanReply> {
+fn plan_expire(
+    cmd: KeyCmd,
+    name: &str,
+    args: &mut [Vec<u8>],
+    ops: &mut Vec<Op>,
+) -> Result<Render, PlanReply> {
     let n = int_arg(&args[2])?;
-    let at = match name {
-        "expire" => deadline(n, 1000, now_ms(), name)?,
-        "pexpire" => deadline(n, 1, now_ms(), name)?,
-        "expireat" => deadline(n, 1000, 0, name)?,
+    let at = match cmd {
+        KeyCmd::Expire => deadline(n, 1000, now_ms(), name)?,
+        KeyCmd::PExpire => deadline(n, 1, now_ms(), name)?,
+        KeyCmd::ExpireAt => deadline(n, 1000, 0, name)?,
+        // PEXPIREAT: already absolute milliseconds.
         _ => n,
     };
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
@@ -446,6 +450,13 @@ fn plan_expire(name: &str, args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Re
     Ok(Render::Count)
 }
 
+/// The reply when the engine's replies do not fit the command: a server bug, answered as an
+/// error on this command rather than a panic that would take the core down.
+fn internal_error(w: &mut Writer, render: Render, what: &str) {
+    tracing::error!("{render:?}: {what}");
+    w.error(&format!("ERR internal error: {what}"));
+}
+
 /// Renders the replies of one planned command. Returns (hits, misses) for INFO stats.
 pub fn render(
     w: &mut Writer,
@@ -466,8 +477,13 @@ pub fn render(
     };
     match render {
         Render::Values => {
+            let rs: Vec<_> = results.take(count).collect();
+            if rs.len() < count {
+                internal_error(w, render, "fewer engine replies than ops");
+                return (0, 0);
+            }
             w.array(count);
-            for r in results.take(count) {
+            for r in rs {
                 match r {
                     Ok(r) => value(w, r),
                     Err(_) => w.null(),
@@ -476,9 +492,10 @@ pub fn render(
             return (hits, misses);
         }
         Render::Count | Render::Ok => {
-            let mut n = 0;
+            let (mut n, mut seen) = (0, 0);
             let mut first_err = None;
             for r in results.take(count) {
+                seen += 1;
                 match r {
                     Ok(Reply::Bool(true)) => n += 1,
                     Ok(_) => {}
@@ -488,6 +505,7 @@ pub fn render(
                 }
             }
             match (first_err, render) {
+                _ if seen < count => internal_error(w, render, "fewer engine replies than ops"),
                 (Some(e), _) => w.error(&error_text(&e)),
                 (None, Render::Ok) => w.ok(),
                 (None, _) => w.int(n),
@@ -496,7 +514,10 @@ pub fn render(
         }
         _ => {}
     }
-    let r = results.next().expect("one result per op");
+    let Some(r) = results.next() else {
+        internal_error(w, render, "no engine reply for the op");
+        return (hits, misses);
+    };
     match (render, r) {
         (_, Err(e)) => w.error(&error_text(&e)),
         (Render::Value, Ok(r)) => value(w, r),
@@ -528,7 +549,22 @@ pub fn render(
             ObjectField::IdleTime => w.int(idle_s as i64),
             ObjectField::RefCount => w.int(1),
         },
-        (render, Ok(reply)) => unreachable!("{render:?} cannot render {reply:?}"),
+        (render, Ok(reply)) => {
+            internal_error(w, render, &format!("unexpected engine reply {}", reply_kind(&reply)))
+        }
     }
     (hits, misses)
+}
+
+/// The kind of an engine reply, for an internal error (never its data).
+fn reply_kind(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Nil => "nil",
+        Reply::Bool(_) => "bool",
+        Reply::Int(_) => "int",
+        Reply::Value(_) => "value",
+        Reply::Ttl(_) => "ttl",
+        Reply::Set { .. } => "set",
+        Reply::Object { .. } => "object",
+    }
 }

@@ -12,7 +12,7 @@ use crate::admin;
 use crate::commands::{plan, render, Plan};
 use crate::resp::{parse, Limits, Parsed, Writer};
 use crate::shared::{ClientInfo, Shared};
-use crate::table::lookup;
+use crate::table::{lookup, Handler};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shardcast_engine::ops::Op;
@@ -284,9 +284,10 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
                 continue;
             }
         }
-        let before = ops.len();
-        match plan(spec, &mut args, s.w.resp3, &mut ops) {
-            Some(p) => {
+        match spec.handler {
+            Handler::Key(cmd) => {
+                let before = ops.len();
+                let p = plan(cmd, spec.name, &mut args, s.w.resp3, &mut ops);
                 // Effects must happen in command order. The cores of one batch run in
                 // parallel, so a batch holds commands for one core only; a command whose own
                 // keys span cores (MSET over partitions) runs as a batch of its own.
@@ -307,9 +308,9 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
                     flush_batch(core, shared, s, &mut ops, &mut plans).await;
                 }
             }
-            None => {
+            Handler::Admin(cmd) => {
                 flush_batch(core, shared, s, &mut ops, &mut plans).await;
-                admin::run(core, shared, s, spec, args).await;
+                admin::run(core, shared, s, cmd, args).await;
                 if s.close {
                     break;
                 }

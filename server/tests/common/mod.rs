@@ -181,6 +181,11 @@ impl Server {
         false
     }
 
+    /// Whether the process is still running (it was started and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop it first");
         self.spawn();
