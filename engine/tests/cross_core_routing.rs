@@ -24,7 +24,7 @@ async fn all_keys(core: &shardcast_engine::Core, count: usize) -> Vec<String> {
 }
 
 async fn dbsize(core: &shardcast_engine::Core) -> u64 {
-    core.on_every_core(CoreWork::DbSize)
+    core.on_every_core(CoreWork::DbSize, "DBSIZE")
         .await
         .into_iter()
         .map(|r| match r {
@@ -68,7 +68,7 @@ fn ops_route_to_owners_and_survive_restart() {
         }
         let (_, matched) = core.scan(0, 10_000, Some(b"part1:*".to_vec())).await.unwrap();
         assert_eq!(matched.len(), 30);
-        for r in core.on_every_core(CoreWork::FlushAll).await {
+        for r in core.on_every_core(CoreWork::FlushAll, "FLUSHALL").await {
             assert!(matches!(r, CoreResult::Done(Ok(()))));
         }
         assert_eq!(dbsize(&core).await, 0);

@@ -38,7 +38,7 @@ fn writes_that_never_yield_schedule_one_snapshot() {
         }
         glommio::timer::sleep(Duration::from_secs(2)).await;
         let (mut snapshots, mut tasks) = (0, 0);
-        for r in core.on_every_core(CoreWork::ShardInfo).await {
+        for r in core.on_every_core(CoreWork::ShardInfo, "shard info").await {
             if let CoreResult::Shards(v) = r {
                 snapshots += v.iter().map(|s| s.snapshots).sum::<u64>();
                 tasks += v.iter().map(|s| s.snapshot_tasks).sum::<u64>();

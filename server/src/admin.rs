@@ -8,7 +8,7 @@ use crate::resp::Writer;
 use crate::shared::Shared;
 use crate::table::{AdminCmd, Spec, COMMANDS};
 use shardcast_engine::glob::glob_match;
-use shardcast_engine::{Core, CoreResult, CoreWork, EvictionPolicy, ShardSummary};
+use shardcast_engine::{Core, CoreResult, CoreWork, EngineError, EvictionPolicy, ShardSummary};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -555,15 +555,23 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     }
 }
 
-pub(crate) async fn shard_summaries(core: &Core) -> Vec<ShardSummary> {
+/// Every core's shards, or the first core's failure to answer: a silent core must not look
+/// like an empty one.
+pub(crate) async fn shard_summaries(core: &Core) -> Result<Vec<ShardSummary>, EngineError> {
     let mut all = Vec::new();
-    for r in core.on_every_core(CoreWork::ShardInfo).await {
-        if let CoreResult::Shards(v) = r {
-            all.extend(v);
+    for r in core.on_every_core(CoreWork::ShardInfo, "shard info").await {
+        match r {
+            CoreResult::Shards(v) => all.extend(v),
+            CoreResult::Done(Err(e)) => return Err(e),
+            other => {
+                return Err(EngineError::Unavailable {
+                    reason: format!("shard info answered with {other:?}"),
+                })
+            }
         }
     }
     all.sort_by_key(|s| s.number);
-    all
+    Ok(all)
 }
 
 async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
@@ -633,12 +641,21 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             st.keyspace_misses.total(),
         );
     }
-    let shards =
-        if want("keyspace") || want("shards") { shard_summaries(core).await } else { Vec::new() };
+    let (shards, shards_missing) = match want("keyspace") || want("shards") {
+        false => (Vec::new(), None),
+        true => match shard_summaries(core).await {
+            Ok(v) => (v, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+    };
     if want("keyspace") {
         let keys: u64 = shards.iter().map(|s| s.keys).sum();
         let expires: u64 = shards.iter().map(|s| s.expiring_keys).sum();
         out.push_str("# Keyspace\r\n");
+        if let Some(why) = &shards_missing {
+            // INFO answers whatever a core does; the gap is said, not hidden.
+            let _ = write!(out, "keyspace_unavailable:{why}\r\n");
+        }
         if keys > 0 {
             let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
@@ -667,6 +684,9 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             shards.iter().filter(|s| s.partition.is_none()).count(),
             core.shard_map().partitions_with_shards().len(),
         );
+        if let Some(why) = &shards_missing {
+            let _ = write!(out, "shards_unavailable:{why}\r\n");
+        }
         for (i, sh) in shards.iter().enumerate() {
             let _ = write!(
                 out,
@@ -774,9 +794,12 @@ fn unexpected_answer(s: &mut Session, cmd: &str, answer: &CoreResult) {
 async fn randomkey(core: &Core, s: &mut Session) {
     let seed = now_ms() ^ s.client.id.rotate_left(32);
     let mut keys: Vec<Vec<u8>> = Vec::new();
-    for r in core.on_every_core(CoreWork::RandomKey { seed }).await {
-        if let CoreResult::Key(Some(k)) = r {
-            keys.push(k);
+    for r in core.on_every_core(CoreWork::RandomKey { seed }, "RANDOMKEY").await {
+        match r {
+            CoreResult::Key(Some(k)) => keys.push(k),
+            CoreResult::Key(None) => {}
+            CoreResult::Done(Err(e)) => return s.w.error(&error_text(&e)),
+            other => return unexpected_answer(s, "RANDOMKEY", &other),
         }
     }
     // One candidate per core that has keys; pick among them.

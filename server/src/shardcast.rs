@@ -141,7 +141,10 @@ fn partition_rows(shards: &[ShardSummary]) -> Vec<PartitionRow> {
 pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     match lower(&args[1]).as_str() {
         "shards" if args.len() == 2 => {
-            let shards = shard_summaries(core).await;
+            let shards = match shard_summaries(core).await {
+                Ok(v) => v,
+                Err(e) => return s.w.error(&crate::commands::error_text(&e)),
+            };
             let epoch = core.map_epoch();
             s.w.array(shards.len());
             for sh in shards {
@@ -190,7 +193,10 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
                 Ok(n) => n,
                 Err(e) => return s.w.error(&e),
             };
-            let shards = shard_summaries(core).await;
+            let shards = match shard_summaries(core).await {
+                Ok(v) => v,
+                Err(e) => return s.w.error(&crate::commands::error_text(&e)),
+            };
             let mut rows = partition_rows(&shards);
             rows.truncate(count);
             s.w.array(rows.len());

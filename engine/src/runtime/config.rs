@@ -69,7 +69,15 @@ pub struct EngineConfig {
     pub telemetry: crate::telemetry::TelemetrySwitch,
     /// Where the cores send their ticks; `None` sends nothing.
     pub tick_sink: Option<crate::telemetry::TickSink>,
+    /// How long a core waits for another core's answer to a short step (a migration step, a
+    /// batch, a fan-out such as FLUSHALL or shard info); past it the other core counts as not
+    /// answering (`CoreTimeout`). Data-path ops wait as long as their core takes, as Redis's
+    /// clients wait for its one thread.
+    pub core_answer_wait_ms: u64,
 }
+
+/// `core_answer_wait_ms` unless set: far longer than any short step takes on a loaded machine.
+pub const CORE_ANSWER_WAIT_MS_DEFAULT: u64 = 30_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -99,6 +107,7 @@ impl Default for EngineConfig {
             tick_ms: crate::telemetry::TICK_MS_DEFAULT,
             telemetry: Default::default(),
             tick_sink: None,
+            core_answer_wait_ms: CORE_ANSWER_WAIT_MS_DEFAULT,
         }
     }
 }

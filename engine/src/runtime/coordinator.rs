@@ -29,8 +29,8 @@
 //! received; a crash before the commit is rolled back the same way by `recover_layout`.
 //! Invariant: at most one migration runs at a time (the lock on core 0), so a core has at most
 //! one incoming and one outgoing range.
-//! Invariant: every wait for another core's answer has a deadline (`STEP_WAIT_MAX` and the
-//! others below); a core that misses one is reported (`CoreTimeout`), and before the commit
+//! Invariant: every wait for another core's answer has a deadline (`core_answer_wait_ms` for a
+//! short step, the constants below for long ones); a core that misses one is reported (`CoreTimeout`), and before the commit
 //! the migration rolls back.
 
 use super::migration_steps::MigrationWork;
@@ -49,11 +49,9 @@ use std::time::{Duration, Instant};
 /// The core that coordinates migrations.
 pub const COORDINATOR_CORE: usize = 0;
 
-/// How long the coordinator waits for a core to answer a short step (prepare, install,
-/// abort, split point, one batch); past it the core counts as not answering.
-pub const STEP_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long the coordinator waits for a source to stream its range (35 MB took 0.6 s here;
-/// this allows ~20 GB at that rate).
+/// this allows ~20 GB at that rate). A source that sends no batch for `core_answer_wait_ms`
+/// counts as not answering long before this.
 pub const STREAM_WAIT_MAX: Duration = Duration::from_secs(600);
 /// How long the coordinator waits for a core's tidy (removing keys given away).
 pub const TIDY_WAIT_MAX: Duration = Duration::from_secs(120);
@@ -88,6 +86,36 @@ pub struct MigrationCounters {
     pub last_pause_micros: AtomicU64,
     /// The running migration and the recent ones.
     pub journal: MigrationJournal,
+    /// Bumped by a source at the start of its stream and at every batch: the coordinator
+    /// gives up on a source whose count stops moving, however long the stream may take.
+    pub(crate) stream_beats: AtomicU64,
+    /// The number of the last migration begun (numbers the steps of each).
+    next_migration: AtomicU64,
+    /// The last `ABANDONED_MIGRATIONS_MAX` migrations rolled back: a step of one that reaches
+    /// a core late (it was silent) is undone there instead of being kept.
+    abandoned: std::sync::Mutex<std::collections::VecDeque<u64>>,
+}
+
+/// Rolled-back migrations remembered for late steps (one migration runs at a time, so a late
+/// step belongs to one of the last few).
+pub const ABANDONED_MIGRATIONS_MAX: usize = 16;
+
+impl MigrationCounters {
+    fn begin_migration(&self) -> u64 {
+        self.next_migration.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn abandon(&self, migration: u64) {
+        let mut a = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+        a.push_back(migration);
+        while a.len() > ABANDONED_MIGRATIONS_MAX {
+            a.pop_front();
+        }
+    }
+
+    pub(crate) fn is_abandoned(&self, migration: u64) -> bool {
+        self.abandoned.lock().unwrap_or_else(|e| e.into_inner()).contains(&migration)
+    }
 }
 
 pub(super) fn unexpected(what: &str, r: CoreResult) -> EngineError {
@@ -131,7 +159,7 @@ impl Core {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         self.check_rebalance_usable()?;
         let mut first = Ok(());
-        for r in self.on_every_core(CoreWork::FlushAll).await {
+        for r in self.on_every_core(CoreWork::FlushAll, "FLUSHALL").await {
             if let CoreResult::Done(Err(e)) = r {
                 if first.is_ok() {
                     first = Err(e);
@@ -162,7 +190,8 @@ impl Core {
             Some((range, place)) => {
                 let work = CoreWork::Migration(MigrationWork::SplitPoint { number: place.number });
                 let source_core = place.core(cores);
-                match self.on_core_within(source_core, work, STEP_WAIT_MAX, "split point").await {
+                match self.on_core_within(source_core, work, self.step_wait(), "split point").await
+                {
                     CoreResult::Position(cut) if cut > range.lo && cut <= range.hi => Some(cut),
                     CoreResult::Position(_) => {
                         return Err(EngineError::Unsplittable { shard: place.number })
@@ -212,6 +241,7 @@ impl Core {
             return Err(e);
         }
         fault_point!("migrate:intent_written");
+        let number = self.migrations.begin_migration();
         let moved = async {
             let prepare = MigrationWork::Prepare {
                 partition: (m.kind == MigrationKind::Split).then(|| m.partition.clone()),
@@ -219,18 +249,18 @@ impl Core {
                 lo: m.lo,
                 hi: m.hi,
                 merge: m.kind == MigrationKind::Merge,
+                migration: number,
             };
             self.step(target_core, prepare).await?;
             fault_point!("migrate:target_prepared");
             let stream =
                 MigrationWork::StreamOut { number: m.source, lo: m.lo, hi: m.hi, target_core };
             let stream = CoreWork::Migration(stream);
-            let report =
-                match self.on_core_within(source_core, stream, STREAM_WAIT_MAX, "a stream").await {
-                    CoreResult::Migrated(r) => r,
-                    CoreResult::Done(Err(e)) => return Err(e),
-                    other => return Err(unexpected("stream", other)),
-                };
+            let report = match self.stream_watched(source_core, stream).await {
+                CoreResult::Migrated(r) => r,
+                CoreResult::Done(Err(e)) => return Err(e),
+                other => return Err(unexpected("stream", other)),
+            };
             fault_point!("migrate:target_durable");
             // The commit point: from here the target owns the range.
             write_manifest(&self.storage, data_dir, &committed).await?;
@@ -240,6 +270,7 @@ impl Core {
         let mut report = match moved {
             Ok(report) => report,
             Err(e) => {
+                self.migrations.abandon(number);
                 let e = self.roll_back(intent, &m, source_core, target_core, e).await;
                 let state = match &e {
                     // The range stays paused until a restart settles the map.
@@ -336,8 +367,46 @@ impl Core {
         }
     }
 
+    /// Runs a stream on `source_core` until it answers, for at most `STREAM_WAIT_MAX`, giving
+    /// up as soon as the source has sent nothing (no `stream_beats`) for `step_wait`.
+    async fn stream_watched(&self, source_core: usize, work: CoreWork) -> CoreResult {
+        if source_core == self.id {
+            return self.run_work(work).await;
+        }
+        let timeout = |ms| {
+            CoreResult::Done(Err(EngineError::CoreTimeout {
+                core: source_core,
+                what: "a stream",
+                ms,
+            }))
+        };
+        let started = Instant::now();
+        let slot = match self.send(source_core, work).await {
+            Ok(slot) => slot,
+            Err(e) => return CoreResult::Done(Err(e)),
+        };
+        let mut answer = Box::pin(super::wait_reply(slot));
+        let beats = || self.migrations.stream_beats.load(Ordering::Relaxed);
+        let mut last = beats();
+        loop {
+            let tick = async {
+                glommio::timer::sleep(self.step_wait()).await;
+                None
+            };
+            match futures_lite::future::or(async { Some((&mut answer).await) }, tick).await {
+                Some(r) => return r,
+                None if started.elapsed() >= STREAM_WAIT_MAX => {
+                    return timeout(STREAM_WAIT_MAX.as_millis() as u64)
+                }
+                None if beats() == last => return timeout(self.config.core_answer_wait_ms),
+                None => last = beats(),
+            }
+        }
+    }
+
     pub(super) async fn step(&self, core: usize, work: MigrationWork) -> Result<()> {
-        let limit = if matches!(work, MigrationWork::Tidy) { TIDY_WAIT_MAX } else { STEP_WAIT_MAX };
+        let limit =
+            if matches!(work, MigrationWork::Tidy) { TIDY_WAIT_MAX } else { self.step_wait() };
         match self.on_core_within(core, CoreWork::Migration(work), limit, "a migration step").await
         {
             CoreResult::Done(r) => r,

@@ -82,8 +82,15 @@ impl Core {
         }
     }
 
-    /// Runs `work` on every core (this one included) and returns the results by core index.
-    pub async fn on_every_core(&self, work: CoreWork) -> Vec<CoreResult> {
+    /// How long to wait for another core's answer to a short step (`core_answer_wait_ms`).
+    pub fn step_wait(&self) -> Duration {
+        Duration::from_millis(self.config.core_answer_wait_ms)
+    }
+
+    /// Runs `work` on every core (this one included) and returns the results by core index. A
+    /// core that does not answer within `step_wait` answers `CoreTimeout` (naming `what`), so
+    /// no fan-out waits for ever and none mistakes a silent core for an empty one.
+    pub async fn on_every_core(&self, work: CoreWork, what: &'static str) -> Vec<CoreResult> {
         let mut slots = Vec::new();
         for c in 0..self.config.cores {
             if c != self.id {
@@ -92,9 +99,26 @@ impl Core {
         }
         let mut out: Vec<Option<CoreResult>> = (0..self.config.cores).map(|_| None).collect();
         out[self.id] = Some(self.run_work(work).await);
+        // One deadline for all: the others work meanwhile.
+        let deadline = std::time::Instant::now() + self.step_wait();
         for (c, slot) in slots {
             out[c] = Some(match slot {
-                Ok(slot) => wait_reply(slot).await,
+                Ok(slot) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let answer = async { Some(wait_reply(slot).await) };
+                    let timer = async {
+                        glommio::timer::sleep(left).await;
+                        None
+                    };
+                    match futures_lite::future::or(answer, timer).await {
+                        Some(r) => r,
+                        None => CoreResult::Done(Err(EngineError::CoreTimeout {
+                            core: c,
+                            what,
+                            ms: self.config.core_answer_wait_ms,
+                        })),
+                    }
+                }
                 Err(e) => CoreResult::Done(Err(e)),
             });
         }
@@ -110,7 +134,9 @@ impl Core {
         const SETTLE_WAIT_MAX: Duration = Duration::from_secs(10);
         let deadline = std::time::Instant::now() + SETTLE_WAIT_MAX;
         while std::time::Instant::now() < deadline {
-            let answers = self.on_every_core(CoreWork::AtEpoch(Box::new(work.clone()))).await;
+            let answers = self
+                .on_every_core(CoreWork::AtEpoch(Box::new(work.clone())), "a read of every core")
+                .await;
             let mut epochs = Vec::with_capacity(answers.len());
             let mut results = Vec::with_capacity(answers.len());
             for a in answers {

@@ -29,7 +29,16 @@ pub enum MigrationWork {
     SplitPoint { number: u64 },
     /// To a target: get ready to receive `lo..=hi` into shard `number` (a new shard labelled
     /// `partition`, or with `merge` the existing absorber).
-    Prepare { partition: Option<Vec<u8>>, number: u64, lo: Position, hi: Position, merge: bool },
+    /// `migration` is the coordinator's number for this migration: a Prepare that arrives
+    /// after its migration was abandoned (its target was silent) is undone, not kept.
+    Prepare {
+        partition: Option<Vec<u8>>,
+        number: u64,
+        lo: Position,
+        hi: Position,
+        merge: bool,
+        migration: u64,
+    },
     /// To a source: stream `lo..=hi` of shard `number` to `target_core`, ending paused.
     StreamOut { number: u64, lo: Position, hi: Position, target_core: usize },
     /// To a target: one encoded batch; `last` makes everything received durable. Batches of
@@ -82,8 +91,8 @@ impl Core {
                     None => done(Err(EngineError::Unsplittable { shard: number })),
                 }
             }
-            MigrationWork::Prepare { partition, number, lo, hi, merge } => {
-                done(self.prepare_incoming(partition, number, lo, hi, merge).await)
+            MigrationWork::Prepare { partition, number, lo, hi, merge, migration } => {
+                done(self.prepare_incoming(partition, number, lo, hi, merge, migration).await)
             }
             MigrationWork::StreamOut { number, lo, hi, target_core } => {
                 match self.stream_out(number, lo, hi, target_core).await {
@@ -108,7 +117,14 @@ impl Core {
         lo: Position,
         hi: Position,
         merge: bool,
+        migration: u64,
     ) -> Result<()> {
+        let abandoned = || EngineError::MigrationStep {
+            reason: format!("migration {migration} was abandoned before its target got ready"),
+        };
+        if self.migrations.is_abandoned(migration) {
+            return Err(abandoned());
+        }
         if self.incoming.borrow().is_some() {
             return Err(EngineError::MigrationStep {
                 reason: format!("core {} is already receiving a migration", self.id),
@@ -143,6 +159,17 @@ impl Core {
                     .await?,
             )
         };
+        if self.migrations.is_abandoned(migration) {
+            // The coordinator gave up while this core was silent or busy creating the shard:
+            // keeping it as incoming would refuse every later migration to this core.
+            if !merge {
+                let dir = shard.dir().to_owned();
+                drop(shard);
+                remove_shard_dir(&self.storage, &dir).await?;
+                self.storage.sync_dir(dir.parent().expect("shard dir has a parent")).await?;
+            }
+            return Err(abandoned());
+        }
         *self.incoming.borrow_mut() = Some(Incoming { shard, number, lo, hi, next_seq: 0, merge });
         Ok(())
     }
@@ -154,6 +181,7 @@ impl Core {
         hi: Position,
         target_core: usize,
     ) -> Result<MigrationReport> {
+        self.migrations.stream_beats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shard = self.local_shard(number).ok_or_else(|| EngineError::MigrationStep {
             reason: format!("shard {number} is not on core {}", self.id),
         })?;
@@ -253,6 +281,7 @@ impl Core {
         report.keys += batch.puts.len() as u64;
         report.bytes += bytes.len() as u64;
         self.migrations.journal.progress(report.keys, report.bytes);
+        self.migrations.stream_beats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         drop(batch);
         let apply = match phase {
             Phase::Bulk => MigrationWork::Apply { bytes, last: false, cutover: false },

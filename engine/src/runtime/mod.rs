@@ -25,9 +25,9 @@ mod start;
 mod timers;
 mod work;
 
-pub use config::EngineConfig;
 pub use config::IOPOLL_PROBE_FILE;
 use config::IOPOLL_PROBE_LEN;
+pub use config::{EngineConfig, CORE_ANSWER_WAIT_MS_DEFAULT};
 pub use eviction::{EvictionPolicy, EvictionSettings};
 use mesh::{wait_reply, MeshMsg, ReplySlot};
 pub use route::ROUTE_HOPS_MAX;
