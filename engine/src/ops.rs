@@ -97,7 +97,33 @@ impl Op {
         }
     }
 
-    /// The kind counted in per-shard statistics.
+    /// Whether the op may change the keyspace, and so append a log record. This, not the
+    /// statistics label `kind`, decides what a shard whose log failed refuses and what a
+    /// migration's delta records, so relabelling an op for the statistics cannot let a write
+    /// reach a failed log. Exhaustive on purpose: a new op must say which it is.
+    pub fn mutates(&self) -> bool {
+        match self {
+            Op::Get { .. }
+            | Op::Exists { .. }
+            | Op::Ttl { .. }
+            | Op::StrLen { .. }
+            | Op::GetRange { .. }
+            | Op::Object { .. } => false,
+            Op::Set { .. }
+            | Op::Del { .. }
+            | Op::IncrBy { .. }
+            | Op::Append { .. }
+            | Op::Expire { .. }
+            | Op::Persist { .. }
+            | Op::GetDel { .. }
+            | Op::GetEx { .. }
+            | Op::SetRange { .. }
+            | Op::IncrByFloat { .. } => true,
+        }
+    }
+
+    /// The kind counted in per-shard statistics (the mix the predictor learns); it decides
+    /// nothing else (see `mutates`).
     pub fn kind(&self) -> OpKind {
         match self {
             Op::Get { .. }
@@ -130,7 +156,24 @@ impl Op {
 
     /// Whether the op may add data (refused past `maxmemory`).
     pub fn may_grow(&self) -> bool {
-        matches!(self.kind(), OpKind::Write)
+        match self {
+            Op::Set { .. }
+            | Op::IncrBy { .. }
+            | Op::Append { .. }
+            | Op::SetRange { .. }
+            | Op::IncrByFloat { .. } => true,
+            Op::Get { .. }
+            | Op::Exists { .. }
+            | Op::Ttl { .. }
+            | Op::StrLen { .. }
+            | Op::GetRange { .. }
+            | Op::Object { .. }
+            | Op::Del { .. }
+            | Op::GetDel { .. }
+            | Op::Expire { .. }
+            | Op::Persist { .. }
+            | Op::GetEx { .. } => false,
+        }
     }
 }
 

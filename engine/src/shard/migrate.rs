@@ -136,7 +136,7 @@ impl<S: Storage> Shard<S> {
         if !super::covers(&self.ranges.borrow(), lo, hi) {
             self.foreign.set(true);
         }
-        let mut sink = WalSink { wal, last_lsn: None };
+        let mut sink = WalSink::new(wal);
         let mut ks = self.keyspace.borrow_mut();
         ks.set_now(self.clock.now_ms());
         if batch.clear_range {
@@ -184,7 +184,7 @@ impl<S: Storage> Shard<S> {
                 let wal = self.serving_wal()?;
                 let mut ks = self.keyspace.borrow_mut();
                 if self.check_writable().is_ok() {
-                    let mut sink = WalSink { wal, last_lsn: None };
+                    let mut sink = WalSink::new(wal);
                     for key in batch {
                         ks.remove_logged(key, &mut sink);
                     }

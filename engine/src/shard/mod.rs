@@ -40,7 +40,7 @@ use crate::keyspace::{
 use crate::log::record::{Record, KEY_LEN_MAX};
 use crate::log::writer::{FsyncPolicy, Wal, WAL_PREALLOC_BYTES};
 use crate::migration::{AccessHistogram, Outgoing};
-use crate::ops::{Op, OpKind, Reply};
+use crate::ops::{Op, Reply};
 use crate::routing::{
     hash_tag, partition_of, position_of, stable_hash, Position, PARTITION_SEPARATOR_DEFAULT,
 };
@@ -84,13 +84,29 @@ const SEGMENT_WRITE_BYTES: usize = 1024 * 1024;
 struct WalSink<'a, F: StorageFile> {
     wal: &'a Wal<F>,
     last_lsn: Option<u64>,
+    /// Set if an append was refused (the log had failed): the change is in memory only.
+    refused: Option<String>,
+}
+
+impl<'a, F: StorageFile> WalSink<'a, F> {
+    fn new(wal: &'a Wal<F>) -> Self {
+        WalSink { wal, last_lsn: None, refused: None }
+    }
 }
 
 impl<F: StorageFile> LogSink for WalSink<'_, F> {
     fn log(&mut self, record: &Record<'_>) {
-        // The shard checked `failure()` before executing, and nothing in between can fail it.
-        let lsn = self.wal.append(record).expect("append to a log that was healthy a moment ago");
-        self.last_lsn = Some(lsn);
+        // Every caller checked `failure()` first (`Op::mutates` gates execution), and nothing
+        // in between can fail the log; if that ever breaks, the op is reported failed, not
+        // the core crashed.
+        match self.wal.append(record) {
+            Ok(lsn) => self.last_lsn = Some(lsn),
+            Err(reason) => {
+                debug_assert!(false, "append to a failed log: {reason}");
+                tracing::error!(%reason, "a change reached a failed log; it is in memory only");
+                self.refused = Some(reason);
+            }
+        }
     }
 }
 
@@ -427,6 +443,7 @@ impl<S: Storage> Shard<S> {
     ) -> Result<(Reply, Option<u64>)> {
         let wal = self.serving_wal()?;
         let kind = op.kind();
+        let mutates = op.mutates();
         debug_assert!(self.owns(position), "{} got a key outside its range", self.meta.name());
         if op.key().len() > KEY_LEN_MAX {
             return Err(EngineError::KeyTooLarge {
@@ -434,7 +451,7 @@ impl<S: Storage> Shard<S> {
                 max: KEY_LEN_MAX as u64,
             });
         }
-        if kind != OpKind::Read {
+        if mutates {
             if let Some(reason) = wal.failure() {
                 return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
             }
@@ -463,7 +480,7 @@ impl<S: Storage> Shard<S> {
         };
         let slot = self.stats.record(&sample, partition, detail);
         self.access.borrow_mut().record(position);
-        if kind != OpKind::Read {
+        if mutates {
             self.note_outgoing_write(op.key(), position);
         }
         let reply = self.apply(op, wal)?;
@@ -487,7 +504,7 @@ impl<S: Storage> Shard<S> {
     /// Runs `op` on the keyspace, logging what it changes.
     fn apply(&self, op: Op, wal: &Wal<S::File>) -> Result<Reply> {
         let now = self.clock.now_ms();
-        let mut sink = WalSink { wal, last_lsn: None };
+        let mut sink = WalSink::new(wal);
         let mut ks = self.keyspace.borrow_mut();
         let reply = match op {
             Op::Get { key } => ks.get(&key, now).map_or(Reply::Nil, |v| Reply::Value(v.to_vec())),
@@ -537,6 +554,9 @@ impl<S: Storage> Shard<S> {
                 Reply::Value(out)
             }
         };
+        if let Some(reason) = sink.refused {
+            return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
+        }
         Ok(reply)
     }
 
@@ -555,7 +575,7 @@ impl<S: Storage> Shard<S> {
         if let Some(reason) = wal.failure() {
             return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
         }
-        let mut sink = WalSink { wal, last_lsn: None };
+        let mut sink = WalSink::new(wal);
         self.keyspace.borrow_mut().clear(&mut sink);
         if let Some(out) = self.outgoing.borrow_mut().as_mut() {
             out.cleared = true;
@@ -658,7 +678,7 @@ impl<S: Storage> Shard<S> {
             return None;
         }
         self.note_outgoing_write(key, ks.index().position(key));
-        ks.remove_logged(key, &mut WalSink { wal, last_lsn: None });
+        ks.remove_logged(key, &mut WalSink::new(wal));
         Some(before - ks.used_bytes())
     }
 }
