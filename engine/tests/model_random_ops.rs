@@ -3,11 +3,15 @@
 //! for and unsynced log writes (as the `everysec` timer makes) span several blocks, so a crash
 //! (simulated storage: each unsynced block kept or lost at random, in any order) may cut
 //! in-flight writes: the recovered state must then be the model's state after some op between
-//! the last acknowledged one and the last issued one, and the shard must keep serving. A failure prints its seed; replay it with
+//! the last acknowledged one and the last issued one, and the shard must keep serving. After
+//! every step the keyspace's invariants hold (`Keyspace::assert_invariants`) and the log read
+//! back from the storage is in LSN order with no gap past the newest segment
+//! (`log::reader::check_log_order`). A failure prints its seed; replay it with
 //! `SHARDCAST_SEED=<seed> cargo test -p shardcast-engine --test model_random_ops`.
 
 use shardcast_engine::clock::{Clock, ManualClock};
 use shardcast_engine::keyspace::{ExpireCondition, SetCondition, SetExpiry, Ttl};
+use shardcast_engine::log::reader::check_log_order;
 use shardcast_engine::ops::{Op, Reply};
 use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
 use shardcast_engine::storage::sim::SimStorage;
@@ -295,6 +299,36 @@ fn check_state(shard: &Shard<SimStorage>, model: &mut Model, now: u64, seed: u64
     );
 }
 
+/// The number in a file name `<prefix><number><suffix>` (`wal-0000000003.log`).
+fn numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// What must hold after every step, whatever the model says: the keyspace's invariants, and
+/// the shard's log, read back from the storage as it is now, in LSN order with no gap past the
+/// newest segment.
+fn check_invariants(shard: &Shard<SimStorage>, storage: &SimStorage, seed: u64, step: usize) {
+    let keyspace = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shard.with_keyspace(|ks| ks.assert_invariants())
+    }));
+    assert!(keyspace.is_ok(), "seed {seed}, step {step}: a keyspace invariant is broken");
+    let mut logs = Vec::new();
+    let mut segment_lsn = 0;
+    for path in storage.paths().into_iter().filter(|p| p.parent() == Some(shard.dir())) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(seq) = numbered(&name, "wal-", ".log") {
+            logs.push((seq, name, storage.read_file(&path).unwrap()));
+        } else if let Some(lsn) = numbered(&name, "seg-", ".rkyv") {
+            segment_lsn = segment_lsn.max(lsn);
+        }
+    }
+    logs.sort();
+    let files = logs.iter().map(|(_, name, bytes)| (name.as_str(), bytes.as_slice()));
+    if let Err(e) = check_log_order(files, segment_lsn) {
+        panic!("seed {seed}, step {step}: the log read back is out of order: {e}");
+    }
+}
+
 /// After a crash: the recovered state must be one of `history[acked..]` (states after each
 /// issued op, from the last acknowledged one on). Returns the one it is.
 fn check_crash_state(
@@ -412,12 +446,14 @@ async fn run_seed(seed: u64) {
                 assert_eq!(got, expected, "seed {seed}, step {step}: {op:?}");
             }
         }
+        check_invariants(&shard, &storage, seed, step);
     }
     storage.crash(rng.next_u64());
     let shard =
         Shard::open(storage.clone(), dir, vec![(0, u128::MAX)], config, clock_rc).await.unwrap();
     assert!(shard.is_serving(), "seed {seed}: {:?}", shard.failure());
     check_crash_state(&shard, &history, acked, clock.now_ms(), seed, OPS_PER_SEED);
+    check_invariants(&shard, &storage, seed, OPS_PER_SEED);
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! instead of a pass over the whole shard.
 //!
 //! Invariant: the index holds `(position_of(key), key)` for exactly the keys of the keyspace's
-//! map (checked by the keyspace's model test). Its cost is one B-tree element per key (a
-//! 16-byte position and the key's shared `Rc`, about 45 bytes with the tree's slack).
+//! map (checked by `Keyspace::assert_invariants`, which the model test calls after every step).
+//! Its cost is one B-tree element per key (a 16-byte position and the key's shared `Rc`, about
+//! 45 bytes with the tree's slack).
 
 use super::Key;
 use crate::routing::{position_of, scan_cursor, scan_start, Position};
@@ -98,6 +99,33 @@ impl PositionIndex {
     pub fn iter(&self) -> impl Iterator<Item = &(Position, Key)> {
         self.set.iter()
     }
+
+    /// What is wrong with the index on its own, if anything: a key at another position than
+    /// its own, or a partition's key count that is not the number of its keys (or kept at 0).
+    /// O(n); for `Keyspace::assert_invariants`.
+    pub(super) fn broken_invariant(&self) -> Option<String> {
+        let mut counted: HashMap<u64, u64> = HashMap::new();
+        for (position, key) in &self.set {
+            if *position != self.position(key) {
+                return Some(format!("index: key {key:?} at position {position:#x}"));
+            }
+            *counted.entry((position >> 64) as u64).or_default() += 1;
+        }
+        if counted.len() != self.partition_keys.len() {
+            return Some(format!(
+                "index: {} partitions counted, {} hold keys",
+                self.partition_keys.len(),
+                counted.len()
+            ));
+        }
+        for (hash, n) in counted {
+            let kept = self.partition_keys(hash);
+            if kept != n {
+                return Some(format!("index: partition {hash:#x} counted {kept}, holds {n}"));
+            }
+        }
+        None
+    }
 }
 
 /// One shard's part of a SCAN step.
@@ -181,6 +209,25 @@ impl PositionIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_partition_count_or_position_is_named() {
+        let mut ix = PositionIndex::new(b':');
+        for k in ["a:1", "a:2", "b:1"] {
+            ix.insert(&Rc::from(k.as_bytes()));
+        }
+        assert_eq!(ix.broken_invariant(), None);
+        let a = (ix.position(b"a:1") >> 64) as u64;
+        let mut damaged = ix.clone();
+        *damaged.partition_keys.get_mut(&a).unwrap() += 1;
+        assert!(damaged.broken_invariant().unwrap().contains("counted 3, holds 2"));
+        let mut damaged = ix.clone();
+        damaged.partition_keys.insert(a ^ 1, 0);
+        assert!(damaged.broken_invariant().unwrap().contains("partitions counted"));
+        let mut damaged = ix.clone();
+        damaged.set.insert((0, Rc::from(&b"c:1"[..])));
+        assert!(damaged.broken_invariant().unwrap().contains("at position 0x0"));
+    }
 
     #[test]
     fn ranges_are_inclusive_and_ordered() {

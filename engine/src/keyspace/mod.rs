@@ -7,6 +7,7 @@
 //! Invariant: `used_bytes` is the sum of `entry_cost` over all entries.
 //! Invariant: `keys[e.slot]` is the key of entry `e`, and `keys` holds every key once (so a
 //! uniformly random key, for eviction's sampling, is one index away).
+//! `Keyspace::assert_invariants` checks these and the position index's (O(n), for tests).
 
 use crate::error::{EngineError, Result};
 use crate::log::record::Record;
@@ -686,6 +687,69 @@ impl Keyspace {
         self.map.get(key)
     }
 
+    /// Checks every invariant of the module doc against the entries, recomputing each index
+    /// and counter from the map: the expiry index holds exactly the keys with an expiry, at
+    /// their expiry; `used_bytes` is the sum of the entries' costs; `keys` holds every key
+    /// once, each at its entry's slot; the position index holds exactly the map's keys, each at
+    /// its position, with its per-partition counts. Panics naming the first broken one.
+    ///
+    /// O(n) in keys: for tests and checks (the model test calls it after every step), not for
+    /// the data path.
+    pub fn assert_invariants(&self) {
+        if let Some(broken) = self.broken_invariant() {
+            panic!("keyspace invariant broken: {broken}");
+        }
+    }
+
+    /// The first invariant `assert_invariants` finds broken, if any.
+    fn broken_invariant(&self) -> Option<String> {
+        let mut expiring = 0;
+        let mut used_bytes = 0;
+        for (key, entry) in &self.map {
+            used_bytes += entry_cost(key, &entry.value);
+            if entry.expire_at_ms != 0 {
+                expiring += 1;
+                if !self.expiries.contains(&(entry.expire_at_ms, key.clone())) {
+                    let at = entry.expire_at_ms;
+                    return Some(format!("expiries: {key:?} expires at {at} but is not listed"));
+                }
+            }
+            match self.keys.get(entry.slot as usize) {
+                Some(listed) if Rc::ptr_eq(listed, key) => {}
+                other => {
+                    let slot = entry.slot;
+                    return Some(format!("keys: slot {slot} of {key:?} holds {other:?}"));
+                }
+            }
+            if !self.index_holds(key) {
+                return Some(format!("index: {key:?} is not indexed"));
+            }
+        }
+        if expiring != self.expiries.len() {
+            let listed = self.expiries.len();
+            return Some(format!("expiries: {listed} listed, {expiring} entries expire"));
+        }
+        if used_bytes != self.used_bytes {
+            let counted = self.used_bytes;
+            return Some(format!("used_bytes: {counted} counted, the entries cost {used_bytes}"));
+        }
+        if self.keys.len() != self.map.len() {
+            let (listed, mapped) = (self.keys.len(), self.map.len());
+            return Some(format!("keys: {listed} listed, {mapped} mapped"));
+        }
+        if self.index.len() != self.map.len() {
+            let (indexed, mapped) = (self.index.len(), self.map.len());
+            return Some(format!("index: {indexed} indexed, {mapped} mapped"));
+        }
+        self.index.broken_invariant()
+    }
+
+    /// Whether the position index holds `key` at its position.
+    fn index_holds(&self, key: &Key) -> bool {
+        let position = self.index.position(key);
+        self.index.range(position, position).any(|(_, k)| k == key)
+    }
+
     /// Every entry with a position in `lo..=hi`, shared (cheap: reference counts), in
     /// position order: one walk of that range of the index, not of the keyspace.
     pub fn share_range(&self, lo: Position, hi: Position) -> Vec<(Key, Entry)> {
@@ -771,6 +835,65 @@ mod tests {
         assert!(!ks.exists(b"k", 10));
         assert_eq!(ks.len(), 0);
         assert_eq!(ks.used_bytes(), 0);
+    }
+
+    /// A keyspace with keys in two partitions, some expiring, after every kind of change.
+    fn busy_keyspace() -> Keyspace {
+        let mut ks = Keyspace::new();
+        let at = |ms| SetOptions { expiry: SetExpiry::At(ms), ..SetOptions::PLAIN };
+        for i in 0..20u64 {
+            let key = format!("{}:{i}", if i % 2 == 0 { "user" } else { "app" });
+            let options = if i % 3 == 0 { at(1000 + i) } else { SetOptions::PLAIN };
+            ks.set(key.as_bytes(), vec![b'v'; i as usize], options, 0, &mut NoLog).unwrap();
+        }
+        ks.del(b"user:4", 0, &mut NoLog);
+        ks.append(b"app:5", b"more", 0, &mut NoLog).unwrap();
+        ks.expire(b"app:7", 5000, ExpireCondition::Always, 0, &mut NoLog);
+        ks.persist(b"user:6", 0, &mut NoLog);
+        ks.remove_expired(1003, 10);
+        ks
+    }
+
+    #[test]
+    fn invariants_hold_and_each_damage_is_named() {
+        let ks = busy_keyspace();
+        ks.assert_invariants();
+        assert_eq!(ks.broken_invariant(), None);
+
+        let mut ks = busy_keyspace();
+        ks.used_bytes += 1;
+        assert!(ks.broken_invariant().unwrap().starts_with("used_bytes:"));
+
+        let mut ks = busy_keyspace();
+        let (_, key) = ks.expiries.pop_first().unwrap();
+        assert!(ks.broken_invariant().unwrap().starts_with("expiries:"), "{key:?}");
+
+        let mut ks = busy_keyspace();
+        let key = ks.keys[0].clone();
+        ks.expiries.insert((1, key));
+        assert!(ks.broken_invariant().unwrap().starts_with("expiries:"));
+
+        let mut ks = busy_keyspace();
+        ks.keys.swap(0, 1);
+        assert!(ks.broken_invariant().unwrap().starts_with("keys:"));
+
+        let mut ks = busy_keyspace();
+        let key = ks.keys[2].clone();
+        ks.index.remove(&key);
+        assert!(ks.broken_invariant().unwrap().starts_with("index:"));
+
+        let mut ks = busy_keyspace();
+        let stray: Key = Rc::from(&b"stray"[..]);
+        ks.index.insert(&stray);
+        assert!(ks.broken_invariant().unwrap().starts_with("index:"));
+
+        let ks = busy_keyspace();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut ks = ks;
+            ks.used_bytes -= 1;
+            ks.assert_invariants();
+        }));
+        assert!(result.is_err(), "assert_invariants panics on a broken invariant");
     }
 
     #[test]
