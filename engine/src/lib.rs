@@ -11,6 +11,8 @@
 pub mod clock;
 pub mod error;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod glob;
 pub mod keyspace;
 pub mod log;

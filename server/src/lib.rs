@@ -7,6 +7,8 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod http;
 pub mod layout_cmds;
 pub mod resp;

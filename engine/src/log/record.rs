@@ -19,6 +19,9 @@
 pub const RECORD_HEADER_LEN: usize = 8;
 /// Bytes of the body before the payload (lsn + durable_lsn + kind).
 pub const RECORD_BODY_FIXED_LEN: usize = 17;
+/// Largest LSN a record may carry: the reader and recovery compute the next record's LSN as
+/// `lsn + 1`, so a crc-valid record with `u64::MAX` must be refused, not overflow them.
+pub const LSN_MAX: u64 = u64::MAX - 1;
 /// Largest key (the engine refuses longer ones before logging).
 pub const KEY_LEN_MAX: usize = 64 * 1024;
 /// Largest record body: a largest key and a largest value with their framing.
@@ -90,6 +93,7 @@ impl Record<'_> {
     /// durable at this moment (below `lsn`).
     pub fn encode(&self, lsn: u64, durable_lsn: u64, out: &mut Vec<u8>) {
         assert!(durable_lsn < lsn, "durable_lsn {durable_lsn} must precede lsn {lsn}");
+        assert!(lsn <= LSN_MAX, "lsn {lsn} over LSN_MAX");
         let body_len = RECORD_BODY_FIXED_LEN + self.payload_len();
         assert!(body_len <= RECORD_BODY_LEN_MAX, "record body {body_len} over the maximum");
         let start = out.len();
@@ -168,6 +172,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let durable_lsn = u64::from_le_bytes(body[8..16].try_into().unwrap());
     if durable_lsn >= lsn {
         return Err(DecodeError::Malformed { reason: "durable_lsn not below lsn" });
+    }
+    if lsn > LSN_MAX {
+        return Err(DecodeError::Malformed { reason: "lsn over LSN_MAX" });
     }
     let mut r = Reader { buf: &body[17..] };
     let record = match body[16] {
@@ -266,6 +273,21 @@ mod tests {
                 assert!(decode(&bad).is_err(), "flip of byte {byte} bit {bit} went unnoticed");
             }
         }
+    }
+
+    /// Found by the wal_log fuzz target: a crc-valid record with LSN u64::MAX overflowed
+    /// `read_log`'s next expected LSN (a panic in debug builds, a wrap to 0 in release).
+    #[test]
+    fn lsn_over_the_maximum_is_malformed() {
+        let mut buf = Vec::new();
+        Record::Clear.encode(LSN_MAX, 0, &mut buf);
+        assert_eq!(decode(&buf).unwrap().lsn, LSN_MAX);
+        buf[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&buf[0..4]);
+        h.update(&buf[RECORD_HEADER_LEN..]);
+        buf[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+        assert_eq!(decode(&buf), Err(DecodeError::Malformed { reason: "lsn over LSN_MAX" }));
     }
 
     #[test]
