@@ -29,6 +29,10 @@ pub enum EngineError {
     PreviousIo { shard: String, reason: String },
     /// An I/O operation failed.
     Io { op: &'static str, path: PathBuf, reason: String },
+    /// The device is full (ENOSPC, or a quota): the write did not happen. A shard's log keeps
+    /// what it could not write and retries; writes are refused until space returns, reads
+    /// still answer (Redis's MISCONF after an AOF write error).
+    NoSpace { op: &'static str, path: PathBuf, reason: String },
     /// A stored checksum did not match the bytes read.
     ChecksumMismatch { path: PathBuf, offset: u64, expected: u32, got: u32 },
     /// A file is structurally invalid (bad magic, impossible length, LSN gap).
@@ -89,6 +93,11 @@ impl fmt::Display for EngineError {
             EngineError::Io { op, path, reason } => {
                 write!(f, "I/O error during {op} of {}: {reason}", path.display())
             }
+            EngineError::NoSpace { op, path, reason } => write!(
+                f,
+                "{reason} during {op} of {}; writes are refused until space is freed, reads still answer",
+                path.display()
+            ),
             EngineError::ChecksumMismatch { path, offset, expected, got } => write!(
                 f,
                 "checksum mismatch in {} at offset {offset}: stored {expected:#010x}, computed {got:#010x}",
@@ -138,6 +147,30 @@ impl EngineError {
     /// Wraps an `std::io::Error` (or anything displayable) from operation `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, err: impl fmt::Display) -> Self {
         EngineError::Io { op, path: path.into(), reason: err.to_string() }
+    }
+
+    /// Wraps an `std::io::Error` from `op` on `path`, telling a full device (`NoSpace`) from
+    /// any other failure.
+    pub fn from_io(op: &'static str, path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        match err.kind() {
+            StorageFull | QuotaExceeded => {
+                // The kernel's words only ("No space left on device (os error 28)").
+                let reason = match (err.raw_os_error(), err.kind()) {
+                    (Some(code), _) => std::io::Error::from_raw_os_error(code).to_string(),
+                    // glommio's errors keep the kind but not the code.
+                    (None, StorageFull) => "No space left on device".to_owned(),
+                    (None, _) => "Disk quota exceeded".to_owned(),
+                };
+                EngineError::NoSpace { op, path: path.into(), reason }
+            }
+            _ => EngineError::io(op, path, err),
+        }
+    }
+
+    /// Whether this is a full device (the operation did not happen; retrying may succeed).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, EngineError::NoSpace { .. })
     }
 }
 

@@ -619,11 +619,25 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             shared.eviction().samples(),
         );
     }
+    let (shards, shards_missing) = match want("keyspace") || want("shards") || want("persistence") {
+        false => (Vec::new(), None),
+        true => match shard_summaries(core).await {
+            Ok(v) => (v, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+    };
     if want("persistence") {
+        // Redis's aof_last_write_status: err while any shard refuses writes (a failed log, or
+        // a full disk until space returns), with the first reason.
+        let refusing: Vec<&str> =
+            shards.iter().filter_map(|s| s.refuses_writes.as_deref()).collect();
         let _ = write!(
             out,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\nrdb_bgsave_in_progress:0\r\ndata_dir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\nrdb_bgsave_in_progress:0\r\naof_last_write_status:{}\r\nshards_refusing_writes:{}\r\nshards_refusing_writes_reason:{}\r\ndata_dir:{}\r\n\r\n",
             c.engine.fsync,
+            if refusing.is_empty() && shards_missing.is_none() { "ok" } else { "err" },
+            refusing.len(),
+            refusing.first().copied().or(shards_missing.as_deref()).unwrap_or(""),
             c.engine.data_dir.display()
         );
     }
@@ -641,13 +655,6 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             st.keyspace_misses.total(),
         );
     }
-    let (shards, shards_missing) = match want("keyspace") || want("shards") {
-        false => (Vec::new(), None),
-        true => match shard_summaries(core).await {
-            Ok(v) => (v, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        },
-    };
     if want("keyspace") {
         let keys: u64 = shards.iter().map(|s| s.keys).sum();
         let expires: u64 = shards.iter().map(|s| s.expiring_keys).sum();

@@ -149,6 +149,9 @@ pub fn error_text(e: &EngineError) -> String {
         }
         EngineError::TryAgain => format!("TRYAGAIN {e}"),
         EngineError::OutOfMemory => format!("OOM {e}"),
+        // Redis's answer to writes after an AOF write error ("-MISCONF Errors writing to the
+        // AOF file: No space left on device").
+        EngineError::NoSpace { .. } => format!("MISCONF Errors writing to the log: {e}"),
         other => format!("ERR {other}"),
     }
 }

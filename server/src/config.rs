@@ -90,6 +90,12 @@ pub struct FileConfig {
     pub proto_max_bulk_len: Option<String>,
     pub client_query_buffer_limit: Option<String>,
     pub io_memory: Option<String>,
+    /// A shard's log grown this much (and past its last segment) is snapshotted and truncated
+    /// (Redis's `auto-aof-rewrite-min-size`).
+    pub snapshot_min_wal_size: Option<String>,
+    /// How long a core waits for another core's answer to a short step before it counts as
+    /// not answering (migration steps, FLUSHALL, shard info).
+    pub core_answer_wait_ms: Option<u64>,
     pub ring_depth: Option<usize>,
     pub spin_before_park_us: Option<u64>,
     pub partition_separator: Option<String>,
@@ -357,6 +363,15 @@ impl ServerConfig {
         }
         if let Some(v) = f.io_memory {
             self.engine.io_memory_bytes = field("io-memory", parse_memory(&v))? as usize;
+        }
+        if let Some(v) = f.snapshot_min_wal_size {
+            self.engine.snapshot_min_wal_bytes = field("snapshot-min-wal-size", parse_memory(&v))?;
+        }
+        if let Some(v) = f.core_answer_wait_ms {
+            if v == 0 {
+                return Err("core-answer-wait-ms: must be at least 1".into());
+            }
+            self.engine.core_answer_wait_ms = v;
         }
         if let Some(v) = f.ring_depth {
             self.engine.ring_depth = v;

@@ -170,7 +170,8 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
                 s.w.bulk(b"migrating");
                 s.w.int(sh.migrating as i64);
                 s.w.bulk(b"state");
-                s.w.bulk(sh.failure.as_deref().unwrap_or("serving").as_bytes());
+                let state = sh.failure.as_deref().or(sh.refuses_writes.as_deref());
+                s.w.bulk(state.unwrap_or("serving").as_bytes());
                 s.w.bulk(b"top_partitions");
                 let top: Vec<String> = sh
                     .top_partitions

@@ -11,8 +11,15 @@
 //!
 //! Invariant: `durable_lsn <= written_lsn <= last_lsn`, and `durable_lsn` only advances over a
 //! prefix of the log: every record up to it is on stable storage.
-//! Invariant: after a failed write or sync, `failed` is set for good and nothing more is
-//! appended or acknowledged (the state of the page cache and device is unknown).
+//! Invariant: after a failed sync, or a write that failed for any reason but a full device,
+//! `failed` is set for good and nothing more is appended or acknowledged (the state of the
+//! page cache and device is unknown).
+//! Invariant: a write refused for lack of space (`no_space`) changed nothing that matters: the
+//! tail keeps every byte, and the next flush rewrites the same image at the same offset (bytes
+//! already on disk rewritten identically), so a retry once space returns loses nothing. The
+//! shard refuses writes meanwhile; the log itself keeps accepting appends (evictions).
+//! A failed preallocation is never a failure of the log: the reservation falls back to the
+//! exact size needed, then to none (the file then grows by its writes).
 
 use crate::error::{EngineError, Result};
 use crate::log::record::Record;
@@ -61,6 +68,23 @@ impl std::fmt::Display for FsyncPolicy {
     }
 }
 
+/// How a log file's reservation grows (see `Wal::ensure_allocated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prealloc {
+    Doubling,
+    Exact,
+    Off,
+}
+
+impl Prealloc {
+    fn next(self) -> Prealloc {
+        match self {
+            Prealloc::Doubling => Prealloc::Exact,
+            Prealloc::Exact | Prealloc::Off => Prealloc::Off,
+        }
+    }
+}
+
 struct Tail {
     /// Bytes of the log from `offset` on: the last partial block on disk plus new records.
     bytes: Vec<u8>,
@@ -88,6 +112,11 @@ pub struct Wal<F: StorageFile> {
     /// Bytes appended since the log was opened or rotated.
     bytes_since_rotation: Cell<u64>,
     failed: RefCell<Option<String>>,
+    /// The last write refused for lack of space, until a write succeeds again.
+    no_space: RefCell<Option<EngineError>>,
+    /// How this file's reservation grows: by doubling steps, by exactly what is needed (after a
+    /// step failed), or not at all (after that failed too); a new file starts doubling again.
+    prealloc: Cell<Prealloc>,
     flush_lock: Semaphore,
 }
 
@@ -112,6 +141,8 @@ impl<F: StorageFile> Wal<F> {
             durable_lsn: Cell::new(first_lsn - 1),
             bytes_since_rotation: Cell::new(0),
             failed: RefCell::new(None),
+            no_space: RefCell::new(None),
+            prealloc: Cell::new(Prealloc::Doubling),
             flush_lock: Semaphore::new(1),
         }
     }
@@ -145,6 +176,12 @@ impl<F: StorageFile> Wal<F> {
     /// The reason the log failed, if it did.
     pub fn failure(&self) -> Option<String> {
         self.failed.borrow().clone()
+    }
+
+    /// Why the last write was refused for lack of space, while no write has succeeded since:
+    /// the shard refuses writes meanwhile, and every flush retries.
+    pub fn no_space(&self) -> Option<EngineError> {
+        self.no_space.borrow().clone()
     }
 
     /// Frames `record` into the tail and returns its LSN. Fails if the log has failed before.
@@ -204,6 +241,13 @@ impl<F: StorageFile> Wal<F> {
         self.flush_locked(sync).await
     }
 
+    /// `flush`, for a caller that holds the flush lock (see `lock`): a snapshot writes the
+    /// tail before rotating, so the old file's last write is small.
+    pub async fn flush_held(&self, sync: bool) -> Result<()> {
+        self.check()?;
+        self.flush_locked(sync).await
+    }
+
     async fn flush_locked(&self, sync: bool) -> Result<()> {
         let (image, offset, copied_len, upto) = {
             let tail = self.tail.borrow();
@@ -218,10 +262,22 @@ impl<F: StorageFile> Wal<F> {
         };
         let file = self.current.borrow().file.clone();
         if !image.is_empty() {
-            self.ensure_allocated(&file, offset + image.len() as u64).await?;
+            self.ensure_allocated(&file, offset + image.len() as u64).await;
             if let Err(e) = file.write_at(offset, &image).await {
-                self.fail(&e);
+                if e.is_no_space() {
+                    // Nothing is lost: the tail keeps the image for the next flush.
+                    if self.no_space.replace(Some(e.clone())).is_none() {
+                        tracing::error!(error = %e, "log write refused: the disk is full; \
+                            the shard refuses writes and retries");
+                    }
+                } else {
+                    self.fail(&e);
+                }
                 return Err(e);
+            }
+            if self.no_space.take().is_some() {
+                tracing::info!(path = %self.current.borrow().path.display(),
+                    "log write succeeded again: the shard accepts writes");
             }
             self.written_lsn.set(upto);
             let mut tail = self.tail.borrow_mut();
@@ -241,18 +297,33 @@ impl<F: StorageFile> Wal<F> {
         Ok(())
     }
 
-    async fn ensure_allocated(&self, file: &F, end: u64) -> Result<()> {
+    /// Reserves room for the file to reach `end`: a doubling step, else the exact size, else
+    /// nothing (the write then grows the file itself, and fails on its own if it cannot).
+    async fn ensure_allocated(&self, file: &F, end: u64) {
         let allocated = self.current.borrow().allocated;
         if end <= allocated {
-            return Ok(());
+            return;
         }
-        let target = align_up(end.max(allocated + allocated.min(WAL_PREALLOC_STEP_MAX_BYTES)));
-        if let Err(e) = file.preallocate(target).await {
-            self.fail(&e);
-            return Err(e);
+        loop {
+            let target = match self.prealloc.get() {
+                Prealloc::Doubling => {
+                    align_up(end.max(allocated + allocated.min(WAL_PREALLOC_STEP_MAX_BYTES)))
+                }
+                Prealloc::Exact => align_up(end),
+                Prealloc::Off => return,
+            };
+            match file.preallocate(target).await {
+                Ok(()) => {
+                    self.current.borrow_mut().allocated = target;
+                    return;
+                }
+                Err(e) => {
+                    let next = self.prealloc.get().next();
+                    tracing::warn!(error = %e, target, ?next, "log preallocation failed");
+                    self.prealloc.set(next);
+                }
+            }
         }
-        self.current.borrow_mut().allocated = target;
-        Ok(())
     }
 
     /// Starts a new log file: records appended from now on go to `file`; the old file's
@@ -269,6 +340,7 @@ impl<F: StorageFile> Wal<F> {
             Tail { bytes: Vec::new(), offset: 0, written_len: 0 },
         );
         self.bytes_since_rotation.set(0);
+        self.prealloc.set(Prealloc::Doubling);
         Rotated { file: old.file, tail, last_lsn: first_lsn - 1 }
     }
 

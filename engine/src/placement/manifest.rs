@@ -50,17 +50,38 @@ pub async fn write_manifest<S: Storage>(
     data_dir: &Path,
     map: &ShardMap,
 ) -> Result<()> {
+    write_manifest_staged(storage, data_dir, map).await.map_err(|f| f.error)
+}
+
+/// A failed `write_manifest_staged`, with how far it got.
+#[derive(Debug)]
+pub struct ManifestWriteFailure {
+    pub error: EngineError,
+    /// The rename was issued: the new map may be the one on disk. Before it, the manifest on
+    /// disk is certainly the previous one (the new map went only to the temporary file).
+    pub renamed: bool,
+}
+
+/// `write_manifest`, telling a failure that left the manifest on disk untouched (a full disk
+/// fails the temporary file's write) from one whose outcome is unknown.
+pub async fn write_manifest_staged<S: Storage>(
+    storage: &S,
+    data_dir: &Path,
+    map: &ShardMap,
+) -> std::result::Result<(), ManifestWriteFailure> {
+    let before = |error| ManifestWriteFailure { error, renamed: false };
     let tmp = data_dir.join(MANIFEST_TMP_FILE);
-    let file = storage.open_rw(&tmp, true).await?;
+    let file = storage.open_rw(&tmp, true).await.map_err(before)?;
     let bytes = map.encode();
-    file.truncate(0).await?;
-    file.write_at(0, &bytes).await?;
-    file.truncate(bytes.len() as u64).await?;
-    file.sync().await?;
-    file.close().await?;
+    file.truncate(0).await.map_err(before)?;
+    file.write_at(0, &bytes).await.map_err(before)?;
+    file.truncate(bytes.len() as u64).await.map_err(before)?;
+    file.sync().await.map_err(before)?;
+    file.close().await.map_err(before)?;
     crate::fault_point!("manifest:before_rename");
-    storage.rename(&tmp, &manifest_path(data_dir)).await?;
-    storage.sync_dir(data_dir).await
+    let after = |error| ManifestWriteFailure { error, renamed: true };
+    storage.rename(&tmp, &manifest_path(data_dir)).await.map_err(after)?;
+    storage.sync_dir(data_dir).await.map_err(after)
 }
 
 /// What a new data directory starts with.

@@ -36,7 +36,7 @@
 use super::migration_steps::MigrationWork;
 use crate::error::{EngineError, Result};
 use crate::fault_point;
-use crate::placement::manifest::write_manifest;
+use crate::placement::manifest::{write_manifest, write_manifest_staged};
 use crate::placement::shard_map::{MigrationKind, MigrationRecord, ShardMap};
 use crate::runtime::journal::{ChangedBy, MigrationEntry, MigrationJournal, MigrationState};
 use crate::runtime::layout::{self, LayoutChange};
@@ -242,6 +242,10 @@ impl Core {
         }
         fault_point!("migrate:intent_written");
         let number = self.migrations.begin_migration();
+        // Whether the committed map may be on disk: only a commit write that got as far as its
+        // rename. Until then a crash, or a rollback nobody could record, leaves the intent,
+        // which recovery rolls back.
+        let commit_maybe_on_disk = std::cell::Cell::new(false);
         let moved = async {
             let prepare = MigrationWork::Prepare {
                 partition: (m.kind == MigrationKind::Split).then(|| m.partition.clone()),
@@ -263,7 +267,10 @@ impl Core {
             };
             fault_point!("migrate:target_durable");
             // The commit point: from here the target owns the range.
-            write_manifest(&self.storage, data_dir, &committed).await?;
+            if let Err(f) = write_manifest_staged(&self.storage, data_dir, &committed).await {
+                commit_maybe_on_disk.set(f.renamed);
+                return Err(f.error);
+            }
             Ok(report)
         }
         .await;
@@ -271,7 +278,8 @@ impl Core {
             Ok(report) => report,
             Err(e) => {
                 self.migrations.abandon(number);
-                let e = self.roll_back(intent, &m, source_core, target_core, e).await;
+                let on_disk = commit_maybe_on_disk.get();
+                let e = self.roll_back(intent, &m, source_core, target_core, e, on_disk).await;
                 let state = match &e {
                     // The range stays paused until a restart settles the map.
                     EngineError::RebalanceBroken { .. } => MigrationState::Failed(e.to_string()),
@@ -327,23 +335,35 @@ impl Core {
         source_core: usize,
         target_core: usize,
         cause: EngineError,
+        commit_maybe_on_disk: bool,
     ) -> EngineError {
         self.migrations.aborted.fetch_add(1, Ordering::Relaxed);
         let what = intent.describe(m);
         let mut rolled = intent;
         rolled.migration = None;
-        if let Err(e) = write_manifest(&self.storage, &self.config.data_dir, &rolled).await {
-            // Whether the commit reached the disk is unknown: keep the range paused (its
-            // requests wait) rather than let the source accept writes a restart might drop.
-            tracing::error!(error = %e, cause = %cause,
+        let recorded = write_manifest(&self.storage, &self.config.data_dir, &rolled).await;
+        match recorded {
+            Ok(()) => {}
+            Err(e) if !commit_maybe_on_disk => {
+                // The disk holds the intent (a full disk, say, refused both writes), which
+                // recovery rolls back just as this does: the source can go on.
+                tracing::warn!(error = %e, cause = %cause,
+                    "the rollback of a migration could not be recorded; the manifest still \
+                     holds its intent, which recovery rolls back");
+            }
+            Err(e) => {
+                // Whether the commit reached the disk is unknown: keep the range paused (its
+                // requests wait) rather than let the source accept writes a restart might drop.
+                tracing::error!(error = %e, cause = %cause,
                 "cannot record the rollback of a migration; its range stays paused until restart");
-            *self.rebalance_broken.borrow_mut() =
-                Some(format!("a migration's rollback could not be recorded ({e})"));
-            return EngineError::RebalanceBroken {
-                reason: format!(
-                    "migration failed ({cause}) and its rollback could not be recorded ({e})"
-                ),
-            };
+                *self.rebalance_broken.borrow_mut() =
+                    Some(format!("a migration's rollback could not be recorded ({e})"));
+                return EngineError::RebalanceBroken {
+                    reason: format!(
+                        "migration failed ({cause}) and its rollback could not be recorded ({e})"
+                    ),
+                };
+            }
         }
         let abort = MigrationWork::Abort { source: m.source };
         for c in [target_core, source_core] {

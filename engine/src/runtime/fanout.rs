@@ -97,6 +97,10 @@ impl Core {
                     accesses: s.access_total(),
                     migrating: s.is_migrating(),
                     failure: s.failure().map(|e| e.to_string()),
+                    refuses_writes: match s.failure() {
+                        Some(_) => None,
+                        None => s.check_writable().err().map(|e| e.to_string()),
+                    },
                     top_partitions: s.stats.top_partitions(),
                 }
             })
@@ -185,6 +189,18 @@ impl Core {
         let mut first_err = None;
         for shard in shards {
             if let Err(e) = shard.flush(sync).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Writes and syncs the logs that a full disk stopped (the others are left to their
+    /// writers): once a write succeeds, the shard accepts writes again.
+    pub(super) async fn retry_out_of_space_logs(&self) -> Result<()> {
+        let mut first_err = None;
+        for shard in self.all_local_shards().into_iter().filter(|s| s.log_out_of_space()) {
+            if let Err(e) = shard.flush(true).await {
                 first_err.get_or_insert(e);
             }
         }

@@ -42,20 +42,27 @@ impl BusyMeter {
 
 impl Core {
     pub(super) fn spawn_timers(self: Rc<Self>) {
-        if self.config.fsync != FsyncPolicy::Always {
-            let core = self.clone();
-            glommio::spawn_local(async move {
-                let sync = core.config.fsync == FsyncPolicy::EverySec;
-                loop {
-                    glommio::timer::sleep(Duration::from_millis(core.config.flush_interval_ms))
-                        .await;
-                    if let Err(e) = core.flush_all(sync).await {
-                        tracing::error!(core = core.id, error = %e, "log flush failed");
-                    }
+        let core = self.clone();
+        glommio::spawn_local(async move {
+            let period = Duration::from_millis(core.config.flush_interval_ms);
+            loop {
+                glommio::timer::sleep(period).await;
+                let result = match core.config.fsync {
+                    FsyncPolicy::EverySec => core.flush_all(true).await,
+                    FsyncPolicy::No => core.flush_all(false).await,
+                    // Under `always` every write syncs its own records; this timer only retries
+                    // logs that a full disk stopped, so writes resume once space returns.
+                    FsyncPolicy::Always => core.retry_out_of_space_logs().await,
+                };
+                match result {
+                    // The log said so once when the disk filled; it retries every period.
+                    Err(e) if e.is_no_space() => {}
+                    Err(e) => tracing::error!(core = core.id, error = %e, "log flush failed"),
+                    Ok(()) => {}
                 }
-            })
-            .detach();
-        }
+            }
+        })
+        .detach();
         let core = self.clone();
         glommio::spawn_local(async move {
             let mut next_shard = 0;

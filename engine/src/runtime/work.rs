@@ -83,6 +83,8 @@ pub struct ShardSummary {
     pub migrating: bool,
     /// Why the shard is not serving, if it is not.
     pub failure: Option<String>,
+    /// Why a serving shard refuses writes (its log failed, or the disk is full), if it does.
+    pub refuses_writes: Option<String>,
     /// A shared shard's busiest partitions over the last second (bounded top-k).
     pub top_partitions: Vec<crate::shard::PartitionLoad>,
 }

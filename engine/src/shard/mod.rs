@@ -455,6 +455,9 @@ impl<S: Storage> Shard<S> {
             if let Some(reason) = wal.failure() {
                 return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
             }
+            if let Some(e) = wal.no_space() {
+                return Err(e);
+            }
         }
         let detail = self.config.telemetry.is_on();
         let key = op.key();
@@ -491,8 +494,9 @@ impl<S: Storage> Shard<S> {
         // its own record, and a read (or a write that changed nothing, such as SET NX on an
         // existing key) waits for the records it observed. Redis likewise replies only after
         // the fsync of the event-loop turn. After a failed log write, reads still answer.
+        // While the disk is full, reads answer without waiting for a sync that cannot happen.
         let wait = match self.config.fsync {
-            FsyncPolicy::Always if wal.failure().is_none() => {
+            FsyncPolicy::Always if wal.failure().is_none() && wal.no_space().is_none() => {
                 let last = wal.last_lsn();
                 (last > wal.durable_lsn()).then_some(last)
             }
@@ -563,18 +567,22 @@ impl<S: Storage> Shard<S> {
     /// Ok if the shard accepts writes now (serving, and its log has not failed).
     pub fn check_writable(&self) -> Result<()> {
         let wal = self.serving_wal()?;
-        match wal.failure() {
-            Some(reason) => Err(EngineError::PreviousIo { shard: self.meta.name(), reason }),
-            None => Ok(()),
+        match (wal.failure(), wal.no_space()) {
+            (Some(reason), _) => Err(EngineError::PreviousIo { shard: self.meta.name(), reason }),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(()),
         }
+    }
+
+    /// Whether the log holds writes it could not write for lack of space (a flush retries).
+    pub fn log_out_of_space(&self) -> bool {
+        self.wal.as_ref().is_some_and(|w| w.no_space().is_some())
     }
 
     /// Removes every key of the shard (FLUSHALL); returns the LSN to wait for.
     pub fn clear(&self) -> Result<Option<u64>> {
+        self.check_writable()?;
         let wal = self.serving_wal()?;
-        if let Some(reason) = wal.failure() {
-            return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
-        }
         let mut sink = WalSink::new(wal);
         self.keyspace.borrow_mut().clear(&mut sink);
         if let Some(out) = self.outgoing.borrow_mut().as_mut() {
@@ -590,9 +598,11 @@ impl<S: Storage> Shard<S> {
     /// Waits until the record `lsn` is durable.
     pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
         let wal = self.serving_wal()?;
-        wal.sync_to(lsn)
-            .await
-            .map_err(|e| EngineError::PreviousIo { shard: self.meta.name(), reason: e.to_string() })
+        wal.sync_to(lsn).await.map_err(|e| match e {
+            // The write's outcome is unknown to its client, but the log keeps it and retries.
+            e @ EngineError::NoSpace { .. } => e,
+            e => EngineError::PreviousIo { shard: self.meta.name(), reason: e.to_string() },
+        })
     }
 
     /// Writes buffered records, and syncs them if `sync` (timers, shutdown).

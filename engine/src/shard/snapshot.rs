@@ -50,21 +50,74 @@ impl<S: Storage> Shard<S> {
     }
 
     async fn snapshot_inner(&self, wal: &Wal<S::File>) -> Result<()> {
+        if let Some(e) = wal.no_space() {
+            // The disk is full: a snapshot would only take space the log needs.
+            return Err(e);
+        }
         let seq = self.wal_seq.get() + 1;
-        let (file, path) =
-            new_wal_file(&self.storage, &self.dir, seq, self.config.wal_prealloc_bytes).await?;
-        self.storage.sync_dir(&self.dir).await?;
-        let (entries, lsn) = {
+        let new_log = self.dir.join(super::wal_name(seq));
+        let rotated = async {
+            let (file, path) =
+                new_wal_file(&self.storage, &self.dir, seq, self.config.wal_prealloc_bytes).await?;
+            self.storage.sync_dir(&self.dir).await?;
             let _lock = wal.lock().await;
+            // Written first, so what the rotation leaves to write in the old file is small.
+            wal.flush_held(false).await?;
             let rotated = wal.rotate(file, path, self.config.wal_prealloc_bytes);
             self.wal_seq.set(seq);
             let entries = self.keyspace.borrow().share_range(0, crate::routing::Position::MAX);
             let lsn = wal.last_lsn();
             wal.finish_rotation(rotated).await?;
-            (entries, lsn)
+            Ok((entries, lsn))
+        }
+        .await;
+        let (entries, lsn) = match rotated {
+            Ok(r) => r,
+            Err(e) => {
+                if self.wal_seq.get() < seq {
+                    // Not rotated: the new log file is unused; it must not hold space.
+                    let _ = self.storage.remove(&new_log).await;
+                }
+                return Err(e);
+            }
         };
         let tmp = self.dir.join(format!("{}.tmp", segment_name(lsn)));
-        let file = self.storage.open_rw(&tmp, true).await?;
+        let total = entries.len() as u64;
+        let written = self.write_segment(&tmp, entries, lsn).await;
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // A full disk mid-segment: the partial segment must not hold the space.
+                let _ = self.storage.remove(&tmp).await;
+                return Err(e);
+            }
+        };
+        let final_path = self.dir.join(segment_name(lsn));
+        self.storage.rename(&tmp, &final_path).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        self.segment_len.set(written);
+        // The segment covers everything up to `lsn`: older segments and logs are obsolete.
+        for name in self.storage.list_dir(&self.dir)? {
+            let obsolete = parse_numbered(&name, "seg-", ".rkyv").is_some_and(|l| l < lsn)
+                || parse_numbered(&name, "wal-", ".log").is_some_and(|s| s < seq);
+            if obsolete {
+                self.storage.remove(&self.dir.join(&name)).await?;
+            }
+        }
+        self.storage.sync_dir(&self.dir).await?;
+        self.stats.snapshots.set(self.stats.snapshots.get() + 1);
+        tracing::debug!(shard = %self.meta.name(), lsn, entries = total, bytes = written, "snapshot written");
+        Ok(())
+    }
+
+    /// Writes and syncs a segment of `entries` as of `lsn` to `tmp`; returns its length.
+    async fn write_segment(
+        &self,
+        tmp: &std::path::Path,
+        entries: Vec<(crate::keyspace::Key, crate::keyspace::Entry)>,
+        lsn: u64,
+    ) -> Result<u64> {
+        let file = self.storage.open_rw(tmp, true).await?;
         let mut buf = Vec::with_capacity(SEGMENT_WRITE_BYTES * 2);
         let mut written = 0u64;
         segment::encode_header(lsn, &mut buf);
@@ -103,21 +156,6 @@ impl<S: Storage> Shard<S> {
         written += buf.len() as u64;
         file.sync().await?;
         file.close().await?;
-        let final_path = self.dir.join(segment_name(lsn));
-        self.storage.rename(&tmp, &final_path).await?;
-        self.storage.sync_dir(&self.dir).await?;
-        self.segment_len.set(written);
-        // The segment covers everything up to `lsn`: older segments and logs are obsolete.
-        for name in self.storage.list_dir(&self.dir)? {
-            let obsolete = parse_numbered(&name, "seg-", ".rkyv").is_some_and(|l| l < lsn)
-                || parse_numbered(&name, "wal-", ".log").is_some_and(|s| s < seq);
-            if obsolete {
-                self.storage.remove(&self.dir.join(&name)).await?;
-            }
-        }
-        self.storage.sync_dir(&self.dir).await?;
-        self.stats.snapshots.set(self.stats.snapshots.get() + 1);
-        tracing::debug!(shard = %self.meta.name(), lsn, entries = total, bytes = written, "snapshot written");
-        Ok(())
+        Ok(written)
     }
 }

@@ -100,19 +100,26 @@ impl StorageFile for DmaStorageFile {
             pos.is_multiple_of(IO_ALIGN as u64) && data.len().is_multiple_of(IO_ALIGN),
             "unaligned DMA write"
         );
-        let mut buf = self.file.alloc_dma_buffer(data.len());
-        buf.as_bytes_mut().copy_from_slice(data);
-        let written = self
-            .file
-            .write_at(buf, pos)
-            .await
-            .map_err(|e| EngineError::io("write", &self.path, e))?;
-        if written != data.len() {
-            return Err(EngineError::io(
-                "write",
-                &self.path,
-                format!("short write: {written} of {} bytes", data.len()),
-            ));
+        // A full device answers an O_DIRECT write with a short count; writing the rest gets
+        // the reason (ENOSPC) from the kernel. A retry rewrites the same bytes.
+        let mut done = 0usize;
+        while done < data.len() {
+            let rest = &data[done..];
+            let mut buf = self.file.alloc_dma_buffer(rest.len());
+            buf.as_bytes_mut().copy_from_slice(rest);
+            let written = self
+                .file
+                .write_at(buf, pos + done as u64)
+                .await
+                .map_err(|e| EngineError::from_io("write", &self.path, e.into()))?;
+            done += written;
+            if written == 0 || !done.is_multiple_of(IO_ALIGN) {
+                return Err(EngineError::io(
+                    "write",
+                    &self.path,
+                    format!("short write: {done} of {} bytes", data.len()),
+                ));
+            }
         }
         Ok(())
     }
@@ -133,7 +140,7 @@ impl StorageFile for DmaStorageFile {
         self.file
             .pre_allocate(len, false)
             .await
-            .map_err(|e| EngineError::io("fallocate", &self.path, e))
+            .map_err(|e| EngineError::from_io("fallocate", &self.path, e.into()))
     }
 
     async fn close(self) -> Result<()> {

@@ -3,7 +3,9 @@
 //! Each file has a durable image and the writes made since its last sync; each directory entry
 //! is durable only after its directory is synced. `crash` rebuilds the filesystem from the
 //! durable state plus, chosen by a seeded generator, any subset of the unsynced block writes
-//! (a disk may persist them partially and out of order). Faults: a sync that fails.
+//! (a disk may persist them partially and out of order). Faults: a sync that fails, and a disk
+//! with little or no free space (a write or preallocation that would grow a file by more than
+//! what is free fails with `NoSpace` and changes nothing).
 
 use super::{Storage, StorageFile, IO_ALIGN};
 use crate::error::{EngineError, Result};
@@ -35,6 +37,8 @@ struct Fs {
     dirs: std::collections::BTreeSet<PathBuf>,
     /// Syncs left before syncs start failing (None = never fail).
     syncs_until_failure: Option<u64>,
+    /// Bytes files may still grow by (`None`: no limit). Removing a file gives nothing back.
+    free_bytes: Option<u64>,
 }
 
 /// The simulated filesystem; clones share it.
@@ -58,6 +62,11 @@ impl SimStorage {
     /// After `n` more successful syncs, every sync (file or directory) fails.
     pub fn fail_syncs_after(&self, n: u64) {
         self.fs.borrow_mut().syncs_until_failure = Some(n);
+    }
+
+    /// Sets the bytes files may still grow by (`Some(0)`: a full disk; `None`: no limit).
+    pub fn set_free_bytes(&self, free: Option<u64>) {
+        self.fs.borrow_mut().free_bytes = free;
     }
 
     /// Simulates power loss: keeps durable state and a seeded random subset of unsynced block
@@ -107,6 +116,22 @@ impl SimStorage {
     /// Every file path currently visible.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.fs.borrow().names.keys().cloned().collect()
+    }
+}
+
+/// Takes `bytes` of free space for a file's growth, or fails (changing nothing).
+fn take_space(fs: &mut Fs, bytes: u64, op: &'static str, path: &Path) -> Result<()> {
+    match &mut fs.free_bytes {
+        Some(free) if *free < bytes => Err(EngineError::NoSpace {
+            op,
+            path: path.to_owned(),
+            reason: "injected fault: No space left on device".into(),
+        }),
+        Some(free) => {
+            *free -= bytes;
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 
@@ -225,8 +250,10 @@ impl StorageFile for SimFile {
             "unaligned write"
         );
         let mut fs = self.fs.borrow_mut();
-        let node = fs.inodes.get_mut(&self.inode).unwrap();
         let end = pos as usize + data.len();
+        let growth = end.saturating_sub(fs.inodes[&self.inode].current.len()) as u64;
+        take_space(&mut fs, growth, "write", &self.path)?;
+        let node = fs.inodes.get_mut(&self.inode).unwrap();
         if node.current.len() < end {
             node.current.resize(end, 0);
         }
@@ -260,6 +287,8 @@ impl StorageFile for SimFile {
 
     async fn preallocate(&self, len: u64) -> Result<()> {
         let mut fs = self.fs.borrow_mut();
+        let growth = len.saturating_sub(fs.inodes[&self.inode].current.len() as u64);
+        take_space(&mut fs, growth, "fallocate", &self.path)?;
         let node = fs.inodes.get_mut(&self.inode).unwrap();
         if (node.current.len() as u64) < len {
             node.current.resize(len as usize, 0);
