@@ -135,7 +135,9 @@ impl Core {
     pub(super) fn random_key(&self, seed: u64) -> Option<Vec<u8>> {
         let shards: Vec<_> =
             self.local_shards().into_iter().filter(|s| s.key_count() > 0).collect();
-        let total: u64 = shards.iter().map(|s| s.key_count() as u64).sum();
+        // Counted once: the picks must fall in these counts, whatever changes meanwhile.
+        let counts: Vec<u64> = shards.iter().map(|s| s.key_count() as u64).collect();
+        let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
         }
@@ -143,20 +145,21 @@ impl Core {
         let now = self.clock.now_ms();
         for _ in 0..16 {
             let mut pick = rng.below(total);
-            let shard = shards
-                .iter()
-                .find(|s| {
-                    let n = s.key_count() as u64;
-                    let here = pick < n;
-                    pick = pick.saturating_sub(n);
-                    here
-                })
-                .expect("a pick below the total lands in a shard");
+            let Some((shard, _)) = shards.iter().zip(&counts).find(|(_, &n)| {
+                let here = pick < n;
+                pick = pick.saturating_sub(n);
+                here
+            }) else {
+                break;
+            };
             let at = ((rng.next_u64() as u128) << 64) | rng.next_u64() as u128;
             let found = shard.with_keyspace(|ks| {
                 let (_, key) = ks.index().first_from(at).or_else(|| ks.index().first_from(0))?;
-                let key = key.clone();
-                (ks.exists(&key, now) && shard.owns_key(&key)).then(|| key.to_vec())
+                // A peek: RANDOMKEY neither counts as an access nor expires anything, as in
+                // Redis.
+                let live =
+                    ks.peek(key).is_some_and(|e| e.expire_at_ms == 0 || e.expire_at_ms > now);
+                (live && shard.owns_key(key)).then(|| key.to_vec())
             });
             if found.is_some() {
                 return found;
