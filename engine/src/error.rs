@@ -24,6 +24,10 @@ pub enum EngineError {
     ValueTooLarge { len: u64, max: u64 },
     /// The shard is not serving: its files are corrupt or could not be read.
     ShardFailed { shard: String, reason: String },
+    /// A write was applied in memory but its log record could not be written for lack of
+    /// space: the log keeps it and retries, so it becomes durable once space returns, or is
+    /// lost if the server stops first. Its outcome is unknown to its client.
+    NotDurable { reason: String },
     /// The shard refuses writes because an earlier write or fsync of its log failed
     /// (after a failed fsync the page state is unknown, so nothing more is acknowledged).
     PreviousIo { shard: String, reason: String },
@@ -86,6 +90,11 @@ impl fmt::Display for EngineError {
             EngineError::ShardFailed { shard, reason } => {
                 write!(f, "shard {shard} is not serving: {reason}")
             }
+            EngineError::NotDurable { reason } => write!(
+                f,
+                "the write was applied in memory but could not be made durable ({reason}): it \
+                 becomes durable once space is freed, or is lost if the server stops first"
+            ),
             EngineError::PreviousIo { shard, reason } => write!(
                 f,
                 "shard {shard} refuses writes after a failed log write or fsync: {reason}"

@@ -102,7 +102,7 @@ fn a_failed_preallocation_falls_back_to_the_exact_size() {
 }
 
 #[test]
-fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns_under_always() {
+fn under_always_a_full_disk_refuses_writes_and_reads_of_the_unsynced_and_resumes_by_itself() {
     run(|| async {
         let storage = SimStorage::new();
         let shard = new_shard(&storage, FsyncPolicy::Always).await;
@@ -113,7 +113,8 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns_under_a
             match write_always(&shard, i).await {
                 Ok(()) => acked.push(i),
                 Err(e) => {
-                    assert!(e.is_no_space(), "write {i}: {e:?}");
+                    // Applied in memory, not durable: its outcome is unknown to its client.
+                    assert!(matches!(e, EngineError::NotDurable { .. }), "write {i}: {e:?}");
                     unknown = Some(i);
                     break;
                 }
@@ -121,12 +122,12 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns_under_a
         }
         let unknown = unknown.expect("the disk filled");
         assert!(!acked.is_empty(), "the first reservation holds some writes");
-        // Refused before they change anything, reads answer (without waiting for a sync).
+        // Writes are refused before they change anything; so are reads, which could show the
+        // write whose record waits (under `always` nothing not durable is shown).
         let e = shard.execute(set(1000)).unwrap_err();
         assert!(e.is_no_space(), "{e:?}");
         assert!(e.to_string().contains("writes are refused until space is freed"), "{e}");
-        let (r, wait) = shard.execute(get(acked[0])).unwrap();
-        assert_eq!((r, wait), (value(acked[0]), None));
+        assert!(shard.execute(get(acked[0])).unwrap_err().is_no_space());
         // The snapshot does not take the space either.
         assert!(shard.snapshot().await.unwrap_err().is_no_space());
         // Space returns: the retried flush writes what was held, and writes resume.
@@ -134,6 +135,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns_under_a
         shard.flush(true).await.unwrap();
         assert!(shard.wal().unwrap().no_space().is_none());
         write_always(&shard, 2000).await.unwrap();
+        assert_eq!(shard.execute(get(unknown)).unwrap().0, value(unknown));
         // Every acknowledged write, the one whose outcome its client could not know, and the
         // one after, all survive a crash.
         storage.crash(7);
@@ -176,5 +178,63 @@ fn a_full_disk_under_everysec_keeps_acknowledged_writes_for_the_retry() {
         for i in acked.iter().copied().chain([6000]) {
             assert_eq!(shard.execute(get(i)).unwrap().0, value(i), "key {i}");
         }
+    });
+}
+
+#[test]
+fn a_rotation_that_meets_a_full_disk_is_undone_and_nothing_is_lost() {
+    use shardcast_engine::log::reader::{read_log, LogEnd};
+    use shardcast_engine::log::record::Record;
+    use shardcast_engine::log::writer::Wal;
+    use shardcast_engine::storage::{Storage, StorageFile};
+    run(|| async {
+        let storage = SimStorage::new();
+        storage.create_dir_all(Path::new("/w")).unwrap();
+        let old_path = Path::new("/w/wal-1.log").to_owned();
+        let file = storage.open_rw(&old_path, true).await.unwrap();
+        file.preallocate(4096).await.unwrap();
+        let wal = Wal::new(file, old_path.clone(), 1, 4096);
+        let put = |i: u64| format!("value-{i}-{}", "x".repeat(200));
+        let append = |i: u64| {
+            let v = put(i);
+            wal.append(&Record::Put { key: b"k", value: v.as_bytes(), expire_at_ms: 0 }).unwrap()
+        };
+        for i in 0..5 {
+            append(i);
+        }
+        wal.flush(true).await.unwrap();
+        // More than the old file's reservation is left in its tail when the rotation comes.
+        for i in 5..40 {
+            append(i);
+        }
+        let new_path = Path::new("/w/wal-2.log").to_owned();
+        let new_file = storage.open_rw(&new_path, true).await.unwrap();
+        new_file.preallocate(4096).await.unwrap();
+        storage.set_free_bytes(Some(0));
+        let lock = wal.lock().await;
+        let rotated = wal.rotate(new_file, new_path.clone(), 4096);
+        // Records appended to the new file's tail before the old one is finished.
+        for i in 40..45 {
+            append(i);
+        }
+        let e = wal.finish_rotation(rotated).await.unwrap_err();
+        drop(lock);
+        assert!(e.is_no_space(), "{e:?}");
+        assert!(wal.no_space().is_some());
+        assert_eq!(wal.current_path(), old_path, "the rotation is undone");
+        storage.set_free_bytes(None);
+        wal.flush(true).await.unwrap();
+        assert!(wal.no_space().is_none());
+        assert_eq!(wal.durable_lsn(), 45);
+        // Every record, in order, in the old file.
+        let bytes = storage.read_file(&old_path).unwrap();
+        let mut lsns = Vec::new();
+        let end = read_log(&bytes, Some(1), |lsn, r| {
+            let Record::Put { value, .. } = r else { panic!("{r:?}") };
+            assert_eq!(*value, put(lsn - 1).as_bytes());
+            lsns.push(lsn);
+        });
+        assert!(matches!(end, LogEnd::Clean { .. }), "{end:?}");
+        assert_eq!(lsns, (1..=45).collect::<Vec<_>>());
     });
 }

@@ -152,6 +152,7 @@ pub fn error_text(e: &EngineError) -> String {
         // Redis's answer to writes after an AOF write error ("-MISCONF Errors writing to the
         // AOF file: No space left on device").
         EngineError::NoSpace { .. } => format!("MISCONF Errors writing to the log: {e}"),
+        EngineError::NotDurable { .. } => format!("MISCONF {e}"),
         other => format!("ERR {other}"),
     }
 }

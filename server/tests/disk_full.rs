@@ -77,12 +77,12 @@ fn value(key: &str) -> Vec<u8> {
     v
 }
 
-/// Starts the server on `dir` with `fsync always`, snapshots every 2 MiB of log.
-fn start(dir: &Path) -> Server {
+/// Starts the server on `dir` with `fsync`, snapshots every 2 MiB of log.
+fn start(dir: &Path, fsync: &str) -> Server {
     let config = dir.parent().unwrap().join("disk-full.toml");
     std::fs::write(&config, "snapshot-min-wal-size = \"2mb\"\n").unwrap();
     let config = config.to_str().unwrap().to_owned();
-    Server::start_at(dir, &["--cores", "2", "--fsync", "always", "--config", &config])
+    Server::start_at(dir, &["--cores", "2", "--fsync", fsync, "--config", &config])
 }
 
 /// Writes keys `{prefix}:{i}` until the disk refuses `refusals_max` writes in a row; returns
@@ -167,42 +167,69 @@ fn partial_segments(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn a_full_disk_refuses_writes_keeps_reads_and_writes_resume_when_space_returns() {
-    let Some(fs) = Tmpfs::mount("writes", 24) else { return };
+/// Fills the disk under `fsync`, checks the refusals and the reads, frees space, checks that
+/// writes resume, restarts (with kill -9 under `always`, where every acknowledged write is
+/// durable; gracefully under `everysec`, which may lose its last second to a crash anyway)
+/// and checks every acknowledged write.
+fn fill_free_and_restart(name: &str, fsync: &str) {
+    let Some(fs) = Tmpfs::mount(name, 24) else { return };
     let dir = fs.path.join("data");
     let prefixes = ["a", "b", "c", "d"];
-    let mut server = start(&dir);
+    let mut server = start(&dir, fsync);
     ballast(&fs.path.join("ballast"), 12);
     let mut c = server.client();
     let (acked, refusal) = fill(&mut c, &prefixes);
-    assert!(refusal.starts_with("MISCONF Errors writing to the log: "), "{refusal}");
+    assert!(refusal.starts_with("MISCONF "), "{refusal}");
     assert!(refusal.contains("No space left on device"), "{refusal}");
     assert!(acked.len() >= 40, "only {} writes before the disk filled", acked.len());
-    assert_all_present(&mut c, &acked, "while the disk is full");
-    assert_eq!(c.get::<_, Option<Vec<u8>>>("never:written").unwrap(), None);
+    for key in &acked {
+        match c.get::<_, Option<Vec<u8>>>(key) {
+            Ok(got) => assert!(got.as_deref() == Some(&value(key)[..]), "{key} while full"),
+            // Under `always`, a shard whose last write could not be made durable refuses reads
+            // too (they could show it); under `everysec` every read answers.
+            Err(e) if fsync == "always" => {
+                let text = common::error_text(Err(e));
+                assert!(text.starts_with("MISCONF Errors writing to the log"), "{text}");
+            }
+            Err(e) => panic!("{key} while full: {e}"),
+        }
+    }
     let info = persistence(&mut c);
     assert!(info.contains("aof_last_write_status:err"), "{info}");
     assert!(info.contains("shards_refusing_writes_reason:No space left on device"), "{info}");
     // Space returns: no restart, writes resume on every shard.
     std::fs::remove_file(fs.path.join("ballast")).unwrap();
     let after = wait_for_writes(&mut c, &prefixes);
+    assert_all_present(&mut c, &acked, "once space returned");
     let info = persistence(&mut c);
     assert!(info.contains("aof_last_write_status:ok"), "{info}");
     assert!(info.contains("shards_refusing_writes:0"), "{info}");
     assert_eq!(leftover_partial_segments(&dir), Vec::<PathBuf>::new());
-    server.kill9();
+    match fsync {
+        "always" => server.kill9(),
+        _ => server.terminate(),
+    }
     server.restart();
     let mut c = server.client();
-    assert_all_present(&mut c, &acked, "after kill -9");
-    assert_all_present(&mut c, &after, "after kill -9");
+    assert_all_present(&mut c, &acked, "after the restart");
+    assert_all_present(&mut c, &after, "after the restart");
+}
+
+#[test]
+fn under_always_a_full_disk_refuses_writes_and_loses_nothing_through_kill_9() {
+    fill_free_and_restart("always", "always");
+}
+
+#[test]
+fn under_everysec_a_full_disk_refuses_writes_keeps_every_read_and_writes_resume() {
+    fill_free_and_restart("everysec", "everysec");
 }
 
 #[test]
 fn a_migration_that_fills_the_disk_rolls_back_and_the_next_one_works() {
     let Some(fs) = Tmpfs::mount("migration", 32) else { return };
     let dir = fs.path.join("data");
-    let mut server = start(&dir);
+    let mut server = start(&dir, "always");
     let mut c = server.client();
     // 6 MB in one partition, then less room than a copy of it needs.
     let keys: Vec<String> = (0..60).map(|i| format!("big:{i}")).collect();

@@ -68,6 +68,14 @@ impl std::fmt::Display for FsyncPolicy {
     }
 }
 
+/// Where a log ended at one moment (`Wal::mark`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalMark {
+    pub path: PathBuf,
+    pub end_offset: u64,
+    pub last_lsn: u64,
+}
+
 /// How a log file's reservation grows (see `Wal::ensure_allocated`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Prealloc {
@@ -121,11 +129,13 @@ pub struct Wal<F: StorageFile> {
 }
 
 /// What `rotate` hands back: the previous file and its unwritten tail, to be finished with
-/// `finish_rotation` while the flush lock is held.
+/// `finish_rotation` while the flush lock is held (or put back, if the disk is full).
 pub struct Rotated<F> {
-    file: Rc<F>,
+    old: Segment<F>,
     tail: Tail,
     last_lsn: u64,
+    bytes_since_rotation: u64,
+    prealloc: Prealloc,
 }
 
 impl<F: StorageFile> Wal<F> {
@@ -176,6 +186,17 @@ impl<F: StorageFile> Wal<F> {
     /// The reason the log failed, if it did.
     pub fn failure(&self) -> Option<String> {
         self.failed.borrow().clone()
+    }
+
+    /// Where the log ends now: its current file, the byte offset just past the last record
+    /// appended (written or not), and that record's LSN. A backup copies the log up to here.
+    pub fn mark(&self) -> WalMark {
+        let tail = self.tail.borrow();
+        WalMark {
+            path: self.current.borrow().path.clone(),
+            end_offset: tail.offset + tail.bytes.len() as u64,
+            last_lsn: self.last_lsn.get(),
+        }
     }
 
     /// Why the last write was refused for lack of space, while no write has succeeded since:
@@ -339,9 +360,9 @@ impl<F: StorageFile> Wal<F> {
             &mut *self.tail.borrow_mut(),
             Tail { bytes: Vec::new(), offset: 0, written_len: 0 },
         );
-        self.bytes_since_rotation.set(0);
-        self.prealloc.set(Prealloc::Doubling);
-        Rotated { file: old.file, tail, last_lsn: first_lsn - 1 }
+        let bytes_since_rotation = self.bytes_since_rotation.replace(0);
+        let prealloc = self.prealloc.replace(Prealloc::Doubling);
+        Rotated { old, tail, last_lsn: first_lsn - 1, bytes_since_rotation, prealloc }
     }
 
     /// Holds the flush lock (for a rotation).
@@ -350,15 +371,26 @@ impl<F: StorageFile> Wal<F> {
     }
 
     /// Writes and syncs the old file's tail; afterwards everything up to the rotation point is
-    /// durable.
+    /// durable. If the disk is full, the rotation is undone instead (the old file is current
+    /// again, with every record appended since in its tail, and the new file unused: the
+    /// caller removes it), and the log is out of space as after any refused write.
     pub async fn finish_rotation(&self, rotated: Rotated<F>) -> Result<()> {
         self.check()?;
-        let Rotated { file, tail, last_lsn } = rotated;
+        let Rotated { old, tail, last_lsn, bytes_since_rotation, prealloc } = rotated;
+        let file = old.file.clone();
         if tail.written_len < tail.bytes.len() {
-            let mut image = tail.bytes;
+            let mut image = tail.bytes.clone();
             image.resize(align_up(image.len() as u64) as usize, 0);
             if let Err(e) = file.write_at(tail.offset, &image).await {
-                self.fail(&e);
+                if e.is_no_space() {
+                    self.undo_rotation(old, tail, bytes_since_rotation, prealloc);
+                    if self.no_space.replace(Some(e.clone())).is_none() {
+                        tracing::error!(error = %e, "log write refused: the disk is full; \
+                            the shard refuses writes and retries");
+                    }
+                } else {
+                    self.fail(&e);
+                }
                 return Err(e);
             }
         }
@@ -369,5 +401,17 @@ impl<F: StorageFile> Wal<F> {
         self.written_lsn.set(self.written_lsn.get().max(last_lsn));
         self.durable_lsn.set(self.durable_lsn.get().max(last_lsn));
         Ok(())
+    }
+
+    /// Puts the old file back as the current one, its tail followed by what was appended to the
+    /// new file's tail meanwhile (nothing of which was written: the flush lock is held).
+    fn undo_rotation(&self, old: Segment<F>, old_tail: Tail, since: u64, prealloc: Prealloc) {
+        drop(std::mem::replace(&mut *self.current.borrow_mut(), old));
+        let mut tail = self.tail.borrow_mut();
+        let newer = std::mem::replace(&mut *tail, old_tail);
+        assert!(newer.offset == 0 && newer.written_len == 0, "the new log file was written");
+        tail.bytes.extend_from_slice(&newer.bytes);
+        self.bytes_since_rotation.set(since + self.bytes_since_rotation.get());
+        self.prealloc.set(prealloc);
     }
 }

@@ -9,6 +9,10 @@ use std::rc::Rc;
 /// What a source shard records about the range it is giving away.
 #[derive(Debug)]
 pub struct Outgoing {
+    /// The coordinator's number for the migration (0 where none is given, as in tests): a
+    /// stream checks it after every await, so one the coordinator gave up on stops instead of
+    /// taking a later migration's deltas.
+    pub migration: u64,
     pub lo: Position,
     pub hi: Position,
     /// Keys of the range written since the cut.
@@ -23,6 +27,7 @@ pub struct Outgoing {
 impl Outgoing {
     pub fn new(lo: Position, hi: Position) -> Self {
         Outgoing {
+            migration: 0,
             lo,
             hi,
             dirty: HashSet::default(),

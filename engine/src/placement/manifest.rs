@@ -170,7 +170,14 @@ pub async fn recover_layout<S: Storage>(
         let what = map.describe(&m);
         tracing::warn!(partition = %partition_display(&m.partition), source = m.source,
             target = m.target, "rolling back an interrupted {what}: the source keeps its range");
-        write_manifest(storage, data_dir, &map).await?;
+        match write_manifest(storage, data_dir, &map).await {
+            Ok(()) => {}
+            // The manifest keeps the intent, which every start rolls back the same way: a
+            // still-full disk must not keep the server from starting.
+            Err(e) if e.is_no_space() => tracing::warn!(error = %e,
+                "the rollback could not be recorded; the next start rolls the intent back again"),
+            Err(e) => return Err(e),
+        }
     }
     Ok(map)
 }

@@ -101,6 +101,11 @@ pub struct MigrationCounters {
 pub const ABANDONED_MIGRATIONS_MAX: usize = 16;
 
 impl MigrationCounters {
+    /// A number for a backup (from the same sequence as migrations).
+    pub(crate) fn begin_backup(&self) -> u64 {
+        self.begin_migration()
+    }
+
     fn begin_migration(&self) -> u64 {
         self.next_migration.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -118,11 +123,11 @@ impl MigrationCounters {
     }
 }
 
-pub(super) fn unexpected(what: &str, r: CoreResult) -> EngineError {
+pub(crate) fn unexpected(what: &str, r: CoreResult) -> EngineError {
     EngineError::Unavailable { reason: format!("{what} answered with {r:?}") }
 }
 
-pub(super) fn closed() -> EngineError {
+pub(crate) fn closed() -> EngineError {
     EngineError::Unavailable { reason: "migration lock closed".into() }
 }
 
@@ -257,8 +262,13 @@ impl Core {
             };
             self.step(target_core, prepare).await?;
             fault_point!("migrate:target_prepared");
-            let stream =
-                MigrationWork::StreamOut { number: m.source, lo: m.lo, hi: m.hi, target_core };
+            let stream = MigrationWork::StreamOut {
+                number: m.source,
+                lo: m.lo,
+                hi: m.hi,
+                target_core,
+                migration: number,
+            };
             let stream = CoreWork::Migration(stream);
             let report = match self.stream_watched(source_core, stream).await {
                 CoreResult::Migrated(r) => r,
@@ -279,7 +289,8 @@ impl Core {
             Err(e) => {
                 self.migrations.abandon(number);
                 let on_disk = commit_maybe_on_disk.get();
-                let e = self.roll_back(intent, &m, source_core, target_core, e, on_disk).await;
+                let e =
+                    self.roll_back(intent, &m, source_core, target_core, e, on_disk, number).await;
                 let state = match &e {
                     // The range stays paused until a restart settles the map.
                     EngineError::RebalanceBroken { .. } => MigrationState::Failed(e.to_string()),
@@ -336,6 +347,7 @@ impl Core {
         target_core: usize,
         cause: EngineError,
         commit_maybe_on_disk: bool,
+        migration: u64,
     ) -> EngineError {
         self.migrations.aborted.fetch_add(1, Ordering::Relaxed);
         let what = intent.describe(m);
@@ -365,7 +377,7 @@ impl Core {
                 };
             }
         }
-        let abort = MigrationWork::Abort { source: m.source };
+        let abort = MigrationWork::Abort { source: m.source, migration };
         for c in [target_core, source_core] {
             if let Err(e) = self.step(c, abort.clone()).await {
                 tracing::error!(core = c, error = %e, "abandoning a migration");

@@ -30,6 +30,7 @@ impl Core {
             ),
             // Boxed: a migration step may await other steps through `on_core`.
             CoreWork::Migration(work) => Box::pin(self.run_migration_work(work)).await,
+            CoreWork::Backup(work) => Box::pin(self.run_backup_work(work)).await,
             CoreWork::AtEpoch(work) => {
                 // The fan-out reads (DbSize, Keys, Scan) do not await, so the epoch read here is
                 // the one they ran under.

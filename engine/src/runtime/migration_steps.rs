@@ -40,12 +40,13 @@ pub enum MigrationWork {
         migration: u64,
     },
     /// To a source: stream `lo..=hi` of shard `number` to `target_core`, ending paused.
-    StreamOut { number: u64, lo: Position, hi: Position, target_core: usize },
+    /// `migration` is the coordinator's number for it (see `Outgoing::migration`).
+    StreamOut { number: u64, lo: Position, hi: Position, target_core: usize, migration: u64 },
     /// To a target: one encoded batch; `last` makes everything received durable. Batches of
     /// the cutover (`cutover`) run in the foreground queue, the others in the background.
     Apply { bytes: Vec<u8>, last: bool, cutover: bool },
     /// To source and target: abandon the migration (the source keeps the range).
-    Abort { source: u64 },
+    Abort { source: u64, migration: u64 },
     /// To every core: the new map.
     Install(Arc<ShardMap>),
     /// To every core, after every install: remove keys outside each shard's ranges.
@@ -94,8 +95,8 @@ impl Core {
             MigrationWork::Prepare { partition, number, lo, hi, merge, migration } => {
                 done(self.prepare_incoming(partition, number, lo, hi, merge, migration).await)
             }
-            MigrationWork::StreamOut { number, lo, hi, target_core } => {
-                match self.stream_out(number, lo, hi, target_core).await {
+            MigrationWork::StreamOut { number, lo, hi, target_core, migration } => {
+                match self.stream_out(number, lo, hi, target_core, migration).await {
                     Ok(r) => CoreResult::Migrated(r),
                     Err(e) => done(Err(e)),
                 }
@@ -103,7 +104,9 @@ impl Core {
             MigrationWork::Apply { bytes, last, .. } => {
                 done(self.apply_incoming(&bytes, last).await)
             }
-            MigrationWork::Abort { source } => done(self.abort_migration(source).await),
+            MigrationWork::Abort { source, migration } => {
+                done(self.abort_migration(source, migration).await)
+            }
             MigrationWork::Install(map) => done(self.install_map(map).await),
             MigrationWork::Tidy => done(self.tidy().await),
             MigrationWork::FlushAll => done(self.flush_all_locked().await),
@@ -180,43 +183,71 @@ impl Core {
         lo: Position,
         hi: Position,
         target_core: usize,
+        migration: u64,
     ) -> Result<MigrationReport> {
+        self.check_stream_wanted(migration)?;
         self.migrations.stream_beats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shard = self.local_shard(number).ok_or_else(|| EngineError::MigrationStep {
             reason: format!("shard {number} is not on core {}", self.id),
         })?;
         shard.check_writable()?;
         shard.drop_foreign().await?;
+        self.check_stream_wanted(migration)?;
         if shard.is_migrating() {
             return Err(EngineError::MigrationStep {
                 reason: format!("shard {} is already migrating", shard.meta().name()),
             });
         }
         let pass = std::time::Instant::now();
-        let entries = shard.begin_outgoing(lo, hi);
+        let entries = shard.begin_outgoing_for(lo, hi, migration);
         tracing::debug!(shard = %shard.meta().name(), keys = entries.len(),
             us = pass.elapsed().as_micros() as u64, "migration: range taken (an index walk of the range)");
         let me = self.me.upgrade().expect("a running core");
         let s = shard.clone();
-        let bulk = async move { me.stream_bulk(&s, entries, target_core).await };
+        let bulk = async move { me.stream_bulk(&s, entries, target_core, migration).await };
         let streamed = match glommio::spawn_local_into(bulk, self.background) {
             Ok(task) => task.await,
             Err(e) => Err(EngineError::Unavailable { reason: format!("spawning the stream: {e}") }),
         };
         // The cutover runs here, in the foreground queue: requests wait on the pause, so it
         // must not queue behind background work.
-        let result = match streamed {
+        let result = match streamed.and_then(|r| self.check_outgoing(&shard, migration).map(|()| r))
+        {
             Ok(mut report) => {
                 shard.pause_outgoing();
                 fault_point!("migrate:paused");
-                self.send_final_delta(&shard, target_core, &mut report).await.map(|()| report)
+                self.send_final_delta(&shard, target_core, &mut report, migration)
+                    .await
+                    .map(|()| report)
             }
             Err(e) => Err(e),
         };
-        if result.is_err() {
+        if result.is_err() && shard.outgoing_migration() == Some(migration) {
             shard.end_outgoing();
         }
         result
+    }
+
+    /// Refuses a stream of a migration the coordinator gave up on (a late StreamOut).
+    fn check_stream_wanted(&self, migration: u64) -> Result<()> {
+        match self.migrations.is_abandoned(migration) {
+            true => Err(EngineError::MigrationStep {
+                reason: format!("migration {migration} was abandoned; its stream stops"),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// After an await: the shard still gives the range away for this migration (a rollback
+    /// ends it, and a later migration may have begun its own).
+    fn check_outgoing(&self, shard: &Shard<DmaStorage>, migration: u64) -> Result<()> {
+        self.check_stream_wanted(migration)?;
+        match shard.outgoing_migration() == Some(migration) {
+            true => Ok(()),
+            false => Err(EngineError::MigrationStep {
+                reason: format!("migration {migration} no longer streams from this shard"),
+            }),
+        }
     }
 
     /// Runs in the background queue (it yields to client traffic): the range's entries, then
@@ -226,13 +257,16 @@ impl Core {
         shard: &Shard<DmaStorage>,
         entries: Vec<(crate::keyspace::Key, crate::keyspace::Entry)>,
         target_core: usize,
+        migration: u64,
     ) -> Result<MigrationReport> {
         let mut report = MigrationReport::default();
         for batch in batches_of(entries) {
+            self.check_outgoing(shard, migration)?;
             self.send_batch(target_core, &mut report, batch, Phase::Bulk).await?;
             fault_point!("migrate:streaming");
         }
         for _ in 0..DELTA_ROUNDS_MAX {
+            self.check_outgoing(shard, migration)?;
             if shard.dirty_len() <= DELTA_CUTOVER_KEYS {
                 break;
             }
@@ -240,6 +274,7 @@ impl Core {
             // next round).
             let mut left = shard.dirty_len();
             while left > 0 {
+                self.check_outgoing(shard, migration)?;
                 let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);
                 left = left.saturating_sub(batch.puts.len() + batch.deletes.len());
                 if batch.is_empty() {
@@ -258,8 +293,10 @@ impl Core {
         shard: &Shard<DmaStorage>,
         target_core: usize,
         report: &mut MigrationReport,
+        migration: u64,
     ) -> Result<()> {
         loop {
+            self.check_outgoing(shard, migration)?;
             let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);
             let last = shard.dirty_len() == 0;
             self.send_batch(target_core, report, batch, Phase::Cutover { last }).await?;
@@ -318,9 +355,11 @@ impl Core {
         Ok(())
     }
 
-    async fn abort_migration(&self, source: u64) -> Result<()> {
+    async fn abort_migration(&self, source: u64, migration: u64) -> Result<()> {
         if let Some(s) = self.local_shard(source) {
-            s.end_outgoing();
+            if s.outgoing_migration() == Some(migration) {
+                s.end_outgoing();
+            }
         }
         let incoming = self.incoming.borrow_mut().take();
         if let Some(inc) = incoming {

@@ -12,6 +12,7 @@
 //! Invariant: `routes` mirrors `map` and `shards` at all times (rebuilt by `set_shards`): an
 //! op is executed only by a shard that owns its position by this core's map.
 
+mod backup;
 mod config;
 pub mod coordinator;
 pub mod eviction;
@@ -25,6 +26,7 @@ mod start;
 mod timers;
 mod work;
 
+pub use backup::{find_backup, BackupReport, BACKUP_INFO_FILE};
 pub use config::IOPOLL_PROBE_FILE;
 use config::IOPOLL_PROBE_LEN;
 pub use config::{EngineConfig, CORE_ANSWER_WAIT_MS_DEFAULT};
@@ -130,6 +132,10 @@ pub struct Core {
     /// Set on the coordinator when a failed migration's rollback could not be recorded:
     /// migrations and FLUSHALL are refused until a restart settles the map.
     pub(crate) rebalance_broken: RefCell<Option<String>>,
+    /// While a backup takes its cut, ops on this core wait on this gate (`backup`).
+    pub(crate) backup_hold: RefCell<Option<Rc<crate::migration::Gate>>>,
+    /// The backup in progress here: its id and the shards it pinned.
+    pub(crate) backup_state: RefCell<backup::BackupState>,
     /// Held by the coordinator (core 0) for the whole of a split or merge.
     pub(crate) migration_lock: glommio::sync::Semaphore,
     pub(crate) migrations: Arc<crate::runtime::coordinator::MigrationCounters>,

@@ -89,6 +89,9 @@ impl Core {
         if entry.core != self.id {
             return Route::Remote;
         }
+        if let Some(gate) = self.backup_hold.borrow().as_ref() {
+            return Route::Paused(gate.clone());
+        }
         match &entry.shard {
             Some(s) => match s.paused_gate(position) {
                 Some(gate) => Route::Paused(gate),
@@ -297,6 +300,14 @@ impl Core {
     pub async fn set_if_none_exist(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool> {
         if self.draining.get() {
             return Err(EngineError::Unavailable { reason: "shutting down".into() });
+        }
+        // A backup's cut is being taken: wait for it, as single-key ops do.
+        loop {
+            let hold = self.backup_hold.borrow().clone();
+            match hold {
+                Some(gate) => gate.wait().await,
+                None => break,
+            }
         }
         let mut shards = Vec::with_capacity(pairs.len());
         for (key, _) in &pairs {

@@ -72,12 +72,16 @@ where
     let handles = builder
         .on_all_shards(move || async move {
             let shared = Shared { stopping, memory, layout: layout.clone(), migrations };
+            // Counts this core however its future ends, a panic included (see `Exit`).
+            let mut exit = Exit { lifecycle: &lifecycle, layout: &layout, stage: Stage::Starting };
             let core = match Core::start(config.clone(), mesh, shared).await {
                 Ok(core) => {
+                    exit.stage = Stage::Started;
                     lifecycle.started.fetch_add(1, Ordering::SeqCst);
                     Some(core)
                 }
                 Err(e) => {
+                    exit.stage = Stage::Done;
                     lifecycle.fail(e, &layout);
                     None
                 }
@@ -91,15 +95,15 @@ where
             }
             if let Some(e) = lifecycle.failure() {
                 // Nothing was served: what recovery wrote it made durable itself.
+                exit.stage = Stage::Done;
                 return Err(e);
             }
             let core = core.expect("a core that did not fail has started");
             core.clone().spawn_timers();
-            let mut finishing = Finishing { lifecycle: &lifecycle, counted: false };
             let out = per_core(core.clone()).await;
+            exit.finish();
             // Serve other cores until every core's own work is done, then refuse new work and
             // make everything durable.
-            finishing.count();
             while lifecycle.finished.load(Ordering::SeqCst) < config.cores {
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
@@ -180,27 +184,49 @@ impl Lifecycle {
     }
 }
 
-/// Counts a core's own work as finished once, when told or when dropped (by a panic).
-struct Finishing<'a> {
-    lifecycle: &'a Lifecycle,
-    counted: bool,
+/// Where a core is in its life, for `Exit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// In `Core::start`: a panic here fails the start of every core.
+    Starting,
+    /// Started, its own work not done: a panic here counts it finished and stops the others.
+    Started,
+    /// Counted (finished, or its start failed and said so).
+    Done,
 }
 
-impl Finishing<'_> {
-    fn count(&mut self) {
-        if !self.counted {
-            self.counted = true;
+/// Counts a core in the `Lifecycle` however its future ends: a panic unwinding through it
+/// (from `Core::start`, a receive loop or `per_core`) fails the start or counts the core
+/// finished, so no other core waits for it for ever.
+struct Exit<'a> {
+    lifecycle: &'a Lifecycle,
+    layout: &'a std::sync::OnceLock<Result<Arc<ShardMap>>>,
+    stage: Stage,
+}
+
+impl Exit<'_> {
+    fn finish(&mut self) {
+        if self.stage == Stage::Started {
             self.lifecycle.finished.fetch_add(1, Ordering::SeqCst);
         }
+        self.stage = Stage::Done;
     }
 }
 
-impl Drop for Finishing<'_> {
+impl Drop for Exit<'_> {
     fn drop(&mut self) {
-        if !self.counted {
-            // Unwinding: the others must not wait for this core, and should stop too.
-            self.lifecycle.stopping.store(true, Ordering::SeqCst);
-            self.count();
+        match self.stage {
+            Stage::Starting => {
+                let e =
+                    EngineError::Unavailable { reason: "a core panicked while starting".into() };
+                self.lifecycle.fail(e, self.layout);
+            }
+            Stage::Started => {
+                // Unwinding: the others must not wait for this core, and should stop too.
+                self.lifecycle.stopping.store(true, Ordering::SeqCst);
+                self.finish();
+            }
+            Stage::Done => {}
         }
     }
 }
@@ -272,6 +298,8 @@ impl Core {
             incoming: RefCell::new(None),
             retired: RefCell::new(Vec::new()),
             rebalance_broken: RefCell::new(None),
+            backup_hold: RefCell::new(None),
+            backup_state: RefCell::new(Default::default()),
             migration_lock: glommio::sync::Semaphore::new(1),
             migrations,
             senders,

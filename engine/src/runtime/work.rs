@@ -40,6 +40,8 @@ pub enum CoreWork {
     },
     /// Migration steps (see `coordinator`).
     Migration(crate::runtime::migration_steps::MigrationWork),
+    /// Backup steps (see `backup`).
+    Backup(crate::runtime::backup::BackupWork),
     /// The inner work, answered with the epoch of the map it ran under (`AtEpoch`).
     AtEpoch(Box<CoreWork>),
 }
@@ -97,6 +99,9 @@ pub enum CoreResult {
     Done(Result<()>),
     Scan(ScanPage),
     Shards(Vec<ShardSummary>),
+    /// A core's shards as a backup's cut marked them.
+    BackupMarks(Vec<crate::shard::ShardFiles>),
+    BackedUp(crate::runtime::backup::BackupReport),
     Key(Option<Vec<u8>>),
     /// KEYS: the matching keys, and whether `max` cut them short.
     Keys {

@@ -20,10 +20,25 @@ impl<S: Storage> Shard<S> {
     /// Starts giving away `lo..=hi`: records writes to it from now on and returns its entries
     /// as of now (shared, cheap). Nothing awaits in between, so the two form one cut.
     pub fn begin_outgoing(&self, lo: Position, hi: Position) -> Vec<(Key, Entry)> {
+        self.begin_outgoing_for(lo, hi, 0)
+    }
+
+    /// `begin_outgoing` for the coordinator's migration number `migration`.
+    pub fn begin_outgoing_for(
+        &self,
+        lo: Position,
+        hi: Position,
+        migration: u64,
+    ) -> Vec<(Key, Entry)> {
         let mut out = self.outgoing.borrow_mut();
         assert!(out.is_none(), "{}: one outgoing migration at a time", self.meta.name());
-        *out = Some(Outgoing::new(lo, hi));
+        *out = Some(Outgoing { migration, ..Outgoing::new(lo, hi) });
         self.keyspace.borrow().share_range(lo, hi)
+    }
+
+    /// The number of the migration giving a range away, if one is.
+    pub fn outgoing_migration(&self) -> Option<u64> {
+        self.outgoing.borrow().as_ref().map(|o| o.migration)
     }
 
     /// The range being given away, if a migration runs.
@@ -183,7 +198,9 @@ impl<S: Storage> Shard<S> {
             {
                 let wal = self.serving_wal()?;
                 let mut ks = self.keyspace.borrow_mut();
-                if self.check_writable().is_ok() {
+                // A full disk still takes appends (the tail keeps them for the retry): only a
+                // failed log forgets in memory.
+                if wal.failure().is_none() {
                     let mut sink = WalSink::new(wal);
                     for key in batch {
                         ks.remove_logged(key, &mut sink);

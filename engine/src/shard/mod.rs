@@ -81,6 +81,17 @@ impl Default for ShardConfig {
 /// A segment write is issued once this many bytes are buffered.
 const SEGMENT_WRITE_BYTES: usize = 1024 * 1024;
 
+/// A shard's files as a backup copies them (`Shard::pin_for_backup`).
+#[derive(Debug, Clone)]
+pub struct ShardFiles {
+    pub number: u64,
+    pub dir: PathBuf,
+    /// File names in `dir`, each with the length to copy (`None`: all of it).
+    pub files: Vec<(String, Option<u64>)>,
+    /// The last LSN the copy holds: it must be durable before the copy is taken.
+    pub lsn: u64,
+}
+
 struct WalSink<'a, F: StorageFile> {
     wal: &'a Wal<F>,
     last_lsn: Option<u64>,
@@ -172,6 +183,8 @@ pub struct Shard<S: Storage> {
     wal_seq: Cell<u64>,
     segment_len: Cell<u64>,
     snapshot_running: Cell<bool>,
+    /// Backups copying this shard's files: while any is, a snapshot removes no file.
+    backup_pins: Cell<u32>,
     /// A task that will run `snapshot` is spawned and has not started.
     snapshot_scheduled: Cell<bool>,
     /// A background log write is scheduled (at most one at a time).
@@ -383,6 +396,7 @@ impl<S: Storage> Shard<S> {
             wal_seq: Cell::new(0),
             segment_len: Cell::new(0),
             snapshot_running: Cell::new(false),
+            backup_pins: Cell::new(0),
             snapshot_scheduled: Cell::new(false),
             write_scheduled: Cell::new(false),
             foreign: Cell::new(false),
@@ -458,6 +472,16 @@ impl<S: Storage> Shard<S> {
             if let Some(e) = wal.no_space() {
                 return Err(e);
             }
+        } else if self.config.fsync == FsyncPolicy::Always
+            && wal.failure().is_none()
+            && wal.last_lsn() > wal.durable_lsn()
+        {
+            // Under `always` no reply may reveal state that is not durable, and while the disk
+            // is full the records waiting cannot become so: refuse rather than show a write
+            // that a crash could still take back (Redis exits here instead).
+            if let Some(e) = wal.no_space() {
+                return Err(e);
+            }
         }
         let detail = self.config.telemetry.is_on();
         let key = op.key();
@@ -494,9 +518,8 @@ impl<S: Storage> Shard<S> {
         // its own record, and a read (or a write that changed nothing, such as SET NX on an
         // existing key) waits for the records it observed. Redis likewise replies only after
         // the fsync of the event-loop turn. After a failed log write, reads still answer.
-        // While the disk is full, reads answer without waiting for a sync that cannot happen.
         let wait = match self.config.fsync {
-            FsyncPolicy::Always if wal.failure().is_none() && wal.no_space().is_none() => {
+            FsyncPolicy::Always if wal.failure().is_none() => {
                 let last = wal.last_lsn();
                 (last > wal.durable_lsn()).then_some(last)
             }
@@ -574,6 +597,41 @@ impl<S: Storage> Shard<S> {
         }
     }
 
+    /// What a backup copies of this shard as of now, with the shard pinned (its files stay
+    /// until `unpin_backup`): the meta file, every segment, the logs before the current one
+    /// whole, and the current one up to the last record appended. Synchronous, so it is one
+    /// moment of the shard.
+    pub fn pin_for_backup(&self) -> Result<ShardFiles> {
+        let wal = self.serving_wal()?;
+        let mark = wal.mark();
+        let mut files = vec![("meta".to_owned(), None)];
+        for name in self.storage.list_dir(&self.dir)? {
+            let segment = parse_numbered(&name, "seg-", ".rkyv").is_some();
+            let log = parse_numbered(&name, "wal-", ".log").is_some();
+            if (segment || log) && self.dir.join(&name) != mark.path {
+                files.push((name, None));
+            }
+        }
+        let current = mark.path.file_name().expect("a log file has a name");
+        files.push((current.to_string_lossy().into_owned(), Some(mark.end_offset)));
+        self.backup_pins.set(self.backup_pins.get() + 1);
+        Ok(ShardFiles {
+            number: self.meta.number,
+            dir: self.dir.clone(),
+            files,
+            lsn: mark.last_lsn,
+        })
+    }
+
+    /// Ends a backup's pin (`pin_for_backup`).
+    pub fn unpin_backup(&self) {
+        self.backup_pins.set(self.backup_pins.get().saturating_sub(1));
+    }
+
+    pub(crate) fn pinned_for_backup(&self) -> bool {
+        self.backup_pins.get() > 0
+    }
+
     /// Whether the log holds writes it could not write for lack of space (a flush retries).
     pub fn log_out_of_space(&self) -> bool {
         self.wal.as_ref().is_some_and(|w| w.no_space().is_some())
@@ -599,8 +657,8 @@ impl<S: Storage> Shard<S> {
     pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
         let wal = self.serving_wal()?;
         wal.sync_to(lsn).await.map_err(|e| match e {
-            // The write's outcome is unknown to its client, but the log keeps it and retries.
-            e @ EngineError::NoSpace { .. } => e,
+            // The log keeps the record and retries: the write's outcome is unknown.
+            EngineError::NoSpace { reason, .. } => EngineError::NotDurable { reason },
             e => EngineError::PreviousIo { shard: self.meta.name(), reason: e.to_string() },
         })
     }

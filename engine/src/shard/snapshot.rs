@@ -74,8 +74,10 @@ impl<S: Storage> Shard<S> {
         let (entries, lsn) = match rotated {
             Ok(r) => r,
             Err(e) => {
-                if self.wal_seq.get() < seq {
-                    // Not rotated: the new log file is unused; it must not hold space.
+                if wal.current_path() != new_log {
+                    // Not rotated, or the rotation undone (a full disk): the new log file is
+                    // unused, and must not hold space.
+                    self.wal_seq.set(seq - 1);
                     let _ = self.storage.remove(&new_log).await;
                 }
                 return Err(e);
@@ -96,8 +98,13 @@ impl<S: Storage> Shard<S> {
         self.storage.rename(&tmp, &final_path).await?;
         self.storage.sync_dir(&self.dir).await?;
         self.segment_len.set(written);
-        // The segment covers everything up to `lsn`: older segments and logs are obsolete.
-        for name in self.storage.list_dir(&self.dir)? {
+        // The segment covers everything up to `lsn`: older segments and logs are obsolete,
+        // unless a backup is copying them (the next snapshot removes them).
+        let names = match self.pinned_for_backup() {
+            true => Vec::new(),
+            false => self.storage.list_dir(&self.dir)?,
+        };
+        for name in names {
             let obsolete = parse_numbered(&name, "seg-", ".rkyv").is_some_and(|l| l < lsn)
                 || parse_numbered(&name, "wal-", ".log").is_some_and(|s| s < seq);
             if obsolete {

@@ -114,11 +114,13 @@ impl StorageFile for DmaStorageFile {
                 .map_err(|e| EngineError::from_io("write", &self.path, e.into()))?;
             done += written;
             if written == 0 || !done.is_multiple_of(IO_ALIGN) {
-                return Err(EngineError::io(
-                    "write",
-                    &self.path,
-                    format!("short write: {done} of {} bytes", data.len()),
-                ));
+                // Nothing more can be written from here: a full device is the one cause for a
+                // regular file. Retryable as such: a retry rewrites from the aligned start.
+                return Err(EngineError::NoSpace {
+                    op: "write",
+                    path: self.path.clone(),
+                    reason: format!("short write: {done} of {} bytes", data.len()),
+                });
             }
         }
         Ok(())
