@@ -37,3 +37,33 @@ pub fn hit(name: &str) {
         }
     }
 }
+
+/// Marks a delay point: with `SHARDCAST_FAULT_DELAY=<name>@<ms>`, the task waits that long
+/// there (other tasks run meanwhile), so a test can widen a window it must prove harmless.
+/// Compiles to nothing without debug assertions.
+#[macro_export]
+macro_rules! fault_delay {
+    ($name:literal) => {
+        #[cfg(debug_assertions)]
+        $crate::fault::delay($name).await;
+    };
+}
+
+/// The environment variable that arms a delay point.
+pub const FAULT_DELAY_ENV: &str = "SHARDCAST_FAULT_DELAY";
+
+/// Called by `fault_delay!`: waits if `name` is the armed delay point.
+#[cfg(debug_assertions)]
+pub async fn delay(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        let v = std::env::var(FAULT_DELAY_ENV).ok()?;
+        let (n, ms) = v.split_once('@').expect("SHARDCAST_FAULT_DELAY=name@ms");
+        Some((n.to_owned(), ms.parse().expect("SHARDCAST_FAULT_DELAY=name@ms")))
+    });
+    if let Some((point, ms)) = armed {
+        if point == name {
+            glommio::timer::sleep(std::time::Duration::from_millis(*ms)).await;
+        }
+    }
+}

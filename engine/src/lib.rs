@@ -31,6 +31,6 @@ pub use error::{EngineError, Result};
 pub use log::writer::FsyncPolicy;
 pub use runtime::layout::LayoutChange;
 pub use runtime::{
-    run, run_until, Core, CoreJob, CoreResult, CoreWork, EngineConfig, EvictionPolicy,
-    EvictionSettings, ShardSummary,
+    find_backup, run, run_until, BackupReport, Core, CoreJob, CoreResult, CoreWork, EngineConfig,
+    EvictionPolicy, EvictionSettings, ShardSummary,
 };

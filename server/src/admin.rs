@@ -94,6 +94,9 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, cmd: AdminCmd, a
             core.request_stop();
             s.close = true;
         }
+        BgSave => crate::backup::bgsave(core, &shared.backups, &shared.config.backup_dir, s, &args),
+        Save => crate::backup::save(core, &shared.backups, &shared.config.backup_dir, s).await,
+        LastSave => s.w.int(shared.backups.last_save_unix_s() as i64),
         Shardcast => crate::shardcast::run(core, shared, s, &args).await,
         Debug => debug(s, &args),
     }
@@ -633,13 +636,15 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             shards.iter().filter_map(|s| s.refuses_writes.as_deref()).collect();
         let _ = write!(
             out,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\nrdb_bgsave_in_progress:0\r\naof_last_write_status:{}\r\nshards_refusing_writes:{}\r\nshards_refusing_writes_reason:{}\r\ndata_dir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:{}\r\nshards_refusing_writes:{}\r\nshards_refusing_writes_reason:{}\r\ndata_dir:{}\r\n",
             c.engine.fsync,
             if refusing.is_empty() && shards_missing.is_none() { "ok" } else { "err" },
             refusing.len(),
             refusing.first().copied().or(shards_missing.as_deref()).unwrap_or(""),
             c.engine.data_dir.display()
         );
+        shared.backups.info(&mut out, &shared.config.backup_dir);
+        out.push_str("\r\n");
     }
     if want("stats") {
         let st = &shared.stats;

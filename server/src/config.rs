@@ -35,6 +35,13 @@ pub struct Flags {
     /// Where shards keep their files.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where BGSAVE and SAVE put backups (`backup-<unix ms>` folders; the newest 2 are kept).
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+    /// Start from a backup: copy it (a `backup-<ms>` folder, or the newest one in a backup
+    /// directory) into the data directory, which must be empty or missing, then serve.
+    #[arg(long)]
+    pub restore: Option<PathBuf>,
     /// Data cores (one pinned executor each); default: all CPUs.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -79,6 +86,7 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub bind: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub backup_dir: Option<PathBuf>,
     pub cores: Option<usize>,
     pub cpu_list: Option<Vec<usize>>,
     pub fsync: Option<String>,
@@ -135,6 +143,10 @@ pub struct ServerConfig {
     pub proto_max_bulk_len: u64,
     pub query_buffer_max_bytes: u64,
     pub config_file: Option<PathBuf>,
+    /// Where BGSAVE and SAVE put backups (absolute once loaded).
+    pub backup_dir: PathBuf,
+    /// A backup to copy into the (empty) data directory before starting.
+    pub restore: Option<PathBuf>,
     /// Move a connection to the core that owns (nearly) all the keys it uses.
     pub migrate_connections: bool,
     /// Limits of the load history.
@@ -193,6 +205,8 @@ impl Default for ServerConfig {
             proto_max_bulk_len: PROTO_MAX_BULK_LEN_DEFAULT,
             query_buffer_max_bytes: QUERY_BUFFER_MAX_BYTES_DEFAULT,
             config_file: None,
+            backup_dir: PathBuf::from(BACKUP_DIR_DEFAULT),
+            restore: None,
             migrate_connections: true,
             history: Default::default(),
             history_save_interval_ms: HISTORY_SAVE_INTERVAL_MS_DEFAULT,
@@ -282,6 +296,10 @@ impl ServerConfig {
         if let Some(v) = flags.data_dir {
             c.engine.data_dir = v;
         }
+        if let Some(v) = flags.backup_dir {
+            c.backup_dir = v;
+        }
+        c.restore = flags.restore;
         if let Some(v) = flags.cores {
             c.engine.cores = v;
         }
@@ -314,6 +332,10 @@ impl ServerConfig {
         }
         c.allocator.shards_per_partition_max = c.engine.shards_per_partition_max;
         c.engine.data_dir = absolute_dir(&c.engine.data_dir)?;
+        c.backup_dir = absolute_dir(&c.backup_dir)?;
+        if let Some(r) = &c.restore {
+            c.restore = Some(absolute_dir(r)?);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -325,6 +347,9 @@ impl ServerConfig {
         }
         if let Some(v) = f.bind {
             self.bind = v;
+        }
+        if let Some(v) = f.backup_dir {
+            self.backup_dir = v;
         }
         if let Some(v) = f.data_dir {
             self.engine.data_dir = v;
@@ -524,8 +549,11 @@ impl ServerConfig {
 /// really is, and no later file operation depends on the current directory (glommio's
 /// `Directory::open` does not resolve relative paths: docs/design.md, "Relative paths").
 fn absolute_dir(dir: &Path) -> Result<PathBuf, String> {
-    std::path::absolute(dir).map_err(|e| format!("data-dir {}: {e}", dir.display()))
+    std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
+
+/// Where backups go unless told: beside the default data directory, under the current one.
+pub const BACKUP_DIR_DEFAULT: &str = "./shardcast-backup";
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)

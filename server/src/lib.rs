@@ -3,6 +3,7 @@
 //! protocol, the sessions and the Redis semantics of each command.
 
 pub mod admin;
+pub mod backup;
 pub mod commands;
 pub mod config;
 pub mod connection;
@@ -34,6 +35,9 @@ pub fn run(config: config::ServerConfig) -> Result<(), String> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    if let Some(from) = &config.restore {
+        backup::restore(from, &config.engine.data_dir)?;
     }
     let mut engine_config = config.engine.clone();
     let addr = format!("{}:{}", config.bind, config.port);

@@ -90,6 +90,8 @@ pub struct Shared {
     pub run_id: String,
     /// The control thread (telemetry, health, load history), once started.
     pub control: std::sync::OnceLock<Arc<crate::control::Control>>,
+    /// BGSAVE and SAVE: the one running and the last outcome.
+    pub backups: Arc<crate::backup::Backups>,
 }
 
 impl Shared {
@@ -128,6 +130,7 @@ impl Shared {
             },
             started: Instant::now(),
             started_unix_s,
+            backups: Arc::new(crate::backup::Backups::new(started_unix_s)),
             run_id: run_id[..40].to_owned(),
             control: std::sync::OnceLock::new(),
             config,

@@ -70,6 +70,9 @@ pub enum AdminCmd {
     Info,
     Time,
     Shutdown,
+    BgSave,
+    Save,
+    LastSave,
     Shardcast,
     Debug,
 }
@@ -170,6 +173,9 @@ pub static COMMANDS: &[Spec] = &[
     spec!("info", Admin(Info), -1, &[], 0, 0, 0, "server", "1.0.0", "Returns information and statistics about the server."),
     spec!("time", Admin(Time), 1, F, 0, 0, 0, "server", "2.6.0", "Returns the server time."),
     spec!("shutdown", Admin(Shutdown), -1, A, 0, 0, 0, "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the Redis server."),
+    spec!("bgsave", Admin(BgSave), -1, A, 0, 0, 0, "server", "1.0.0", "Asynchronously saves the database(s) to disk."),
+    spec!("save", Admin(Save), 1, A, 0, 0, 0, "server", "1.0.0", "Synchronously saves the database(s) to disk."),
+    spec!("lastsave", Admin(LastSave), 1, F, 0, 0, 0, "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk."),
     spec!("shardcast", Admin(Shardcast), -2, A, 0, 0, 0, "server", "7.0.0", "Shardcast administration: SHARDCAST SHARDS | PARTITIONS [COUNT n] | HISTORY <partition> [COUNT n] | SPLIT <partition> | MERGE <partition> | HELP."),
     spec!("debug", Admin(Debug), -2, A, 0, 0, 0, "server", "1.0.0", "A container for debugging commands."),
 ];

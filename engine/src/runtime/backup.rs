@@ -104,7 +104,13 @@ impl Core {
                 self.hold_for_backup(id);
                 done(Ok(()))
             }
-            BackupWork::MarkAndRelease { id } => self.mark_and_release(id),
+            BackupWork::MarkAndRelease { id } => {
+                if self.id != COORDINATOR_CORE {
+                    // Tests widen the window between the cores' marks (still holding).
+                    crate::fault_delay!("backup:mark");
+                }
+                self.mark_and_release(id)
+            }
             BackupWork::Sync(marks) => {
                 for (number, lsn) in marks {
                     if let Some(shard) = self.local_shard(number).filter(|_| lsn > 0) {
@@ -124,7 +130,8 @@ impl Core {
 
     fn hold_for_backup(&self, id: u64) {
         let gate = Rc::new(Gate::default());
-        self.end_backup_here(self.backup_state.borrow().id);
+        let previous = self.backup_state.borrow().id;
+        self.end_backup_here(previous);
         *self.backup_state.borrow_mut() = BackupState { id, pinned: Vec::new() };
         *self.backup_hold.borrow_mut() = Some(gate.clone());
         // A hold whose mark never comes (the coordinator gave up) must not last.

@@ -184,6 +184,11 @@ impl Core {
     }
 
     /// Asks every core to stop (the server's accept loops watch this).
+    /// This core's own `Rc`, for a task that outlives the caller's borrow (BGSAVE).
+    pub fn handle(&self) -> Rc<Core> {
+        self.me.upgrade().expect("a core outlives its connections")
+    }
+
     pub fn request_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }
