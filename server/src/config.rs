@@ -35,7 +35,8 @@ pub struct Flags {
     /// Where shards keep their files.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Where BGSAVE and SAVE put backups (`backup-<unix ms>` folders; the newest 2 are kept).
+    /// Where BGSAVE and SAVE put backups (`backup-<unix ms>` folders; the newest 2 are kept);
+    /// default: beside the data directory, `<data-dir>-backup`.
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
     /// Start from a backup: copy it (a `backup-<ms>` folder, or the newest one in a backup
@@ -205,7 +206,7 @@ impl Default for ServerConfig {
             proto_max_bulk_len: PROTO_MAX_BULK_LEN_DEFAULT,
             query_buffer_max_bytes: QUERY_BUFFER_MAX_BYTES_DEFAULT,
             config_file: None,
-            backup_dir: PathBuf::from(BACKUP_DIR_DEFAULT),
+            backup_dir: PathBuf::new(),
             restore: None,
             migrate_connections: true,
             history: Default::default(),
@@ -332,6 +333,9 @@ impl ServerConfig {
         }
         c.allocator.shards_per_partition_max = c.engine.shards_per_partition_max;
         c.engine.data_dir = absolute_dir(&c.engine.data_dir)?;
+        if c.backup_dir.as_os_str().is_empty() {
+            c.backup_dir = backup_dir_beside(&c.engine.data_dir);
+        }
         c.backup_dir = absolute_dir(&c.backup_dir)?;
         if let Some(r) = &c.restore {
             c.restore = Some(absolute_dir(r)?);
@@ -552,8 +556,14 @@ fn absolute_dir(dir: &Path) -> Result<PathBuf, String> {
     std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-/// Where backups go unless told: beside the default data directory, under the current one.
-pub const BACKUP_DIR_DEFAULT: &str = "./shardcast-backup";
+/// Where backups go unless told: beside the data directory, named after it
+/// (`./shardcast-data` backs up into `./shardcast-data-backup`), so two servers never share
+/// one and removing the data directory leaves the backups.
+pub fn backup_dir_beside(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push("-backup");
+    data_dir.with_file_name(name)
+}
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)

@@ -222,6 +222,8 @@ impl Drop for Server {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // Where SAVE and BGSAVE put backups unless told otherwise.
+        let _ = std::fs::remove_dir_all(shardcast_server::config::backup_dir_beside(&self.dir));
         let _ = std::fs::remove_file(self.log_path());
         if let Some(cwd) = &self.cwd {
             let _ = std::fs::remove_dir_all(cwd);
