@@ -289,8 +289,9 @@ impl Core {
             Err(e) => {
                 self.migrations.abandon(number);
                 let on_disk = commit_maybe_on_disk.get();
-                let e =
-                    self.roll_back(intent, &m, source_core, target_core, e, on_disk, number).await;
+                let e = self
+                    .roll_back(intent, &m, (source_core, target_core), e, on_disk, number)
+                    .await;
                 let state = match &e {
                     // The range stays paused until a restart settles the map.
                     EngineError::RebalanceBroken { .. } => MigrationState::Failed(e.to_string()),
@@ -343,8 +344,7 @@ impl Core {
         &self,
         intent: ShardMap,
         m: &MigrationRecord,
-        source_core: usize,
-        target_core: usize,
+        (source_core, target_core): (usize, usize),
         cause: EngineError,
         commit_maybe_on_disk: bool,
         migration: u64,
