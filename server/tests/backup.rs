@@ -237,10 +237,10 @@ fn restore_refuses_a_data_directory_that_is_not_empty() {
 }
 
 /// Core 1 marks 300 ms after core 0 (a delay point, core 1 still holding its ops). A client
-/// writes A on core 0 in that window (after core 0's mark: not in the backup), then B on core
-/// 1. A consistent cut cannot hold B without A: B must wait for core 1's release. Without the
-/// hold, B lands before core 1's mark and the backup holds B but not A (checked by disabling
-/// the hold: this test then fails).
+/// writes A on core 0 in that window (after core 0's mark: not in the backup), then B on the
+/// other core. A consistent cut cannot hold B without A: B must wait for core 1's release.
+/// Without the hold, B lands before core 1's mark and the backup holds B but not A (checked
+/// by disabling the hold: this test then fails).
 #[test]
 fn a_write_after_one_core_marked_cannot_reach_the_backup_through_another_core() {
     let backups =
