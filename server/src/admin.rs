@@ -543,6 +543,10 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             }
             s.w.ok();
         }
+        "rewrite" if args.len() == 2 => match crate::config_rewrite::rewrite(shared) {
+            Ok(()) => s.w.ok(),
+            Err(e) => s.w.error(&e),
+        },
         "resetstat" if args.len() == 2 => {
             shared.stats.commands.reset();
             shared.stats.keyspace_hits.reset();
@@ -550,7 +554,7 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             core.memory().reset_counters();
             s.w.ok();
         }
-        "get" | "set" | "resetstat" => s.w.error(&format!(
+        "get" | "set" | "resetstat" | "rewrite" => s.w.error(&format!(
             "ERR wrong number of arguments for 'config|{}' command",
             lower(&args[1])
         )),

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backup;
 pub mod commands;
 pub mod config;
+pub mod config_rewrite;
 pub mod connection;
 pub mod control;
 #[doc(hidden)]

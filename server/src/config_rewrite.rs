@@ -1,0 +1,48 @@
+//! CONFIG REWRITE: the settings CONFIG SET can change, written back into the TOML file the
+//! server started from (`--config`), as Redis rewrites its redis.conf. The file is edited in
+//! place (`toml_edit`): the operator's comments, order and other keys stay; only the keys
+//! below change. Written as a new file, synced, renamed over the old one, directory synced.
+
+use crate::shared::Shared;
+use std::io::Write as _;
+use std::path::Path;
+
+/// Redis's text when the server started without a config file.
+pub const ERR_NO_CONFIG_FILE: &str = "ERR The server is running without a config file";
+
+/// Rewrites the config file with the running values of the settings CONFIG SET changes.
+pub fn rewrite(shared: &Shared) -> Result<(), String> {
+    let path = shared.config.config_file.as_deref().ok_or(ERR_NO_CONFIG_FILE)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("ERR Rewriting config file: {}: {e}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|e| format!("ERR Rewriting config file: {}: {e}", path.display()))?;
+    let ev = shared.eviction();
+    let set = |doc: &mut toml_edit::DocumentMut, key: &str, v: toml_edit::Item| doc[key] = v;
+    set(&mut doc, "maxmemory", toml_edit::value(ev.maxmemory_bytes().to_string()));
+    set(&mut doc, "maxmemory-policy", toml_edit::value(ev.policy().name()));
+    set(&mut doc, "maxmemory-samples", toml_edit::value(ev.samples() as i64));
+    let maxclients = shared.maxclients.load(std::sync::atomic::Ordering::Relaxed);
+    set(&mut doc, "maxclients", toml_edit::value(maxclients as i64));
+    let bulk = shared.proto_max_bulk_len.load(std::sync::atomic::Ordering::Relaxed);
+    set(&mut doc, "proto-max-bulk-len", toml_edit::value(bulk.to_string()));
+    set(&mut doc, "telemetry", toml_edit::value(shared.config.engine.telemetry.is_on()));
+    match shared.password() {
+        Some(p) => set(&mut doc, "requirepass", toml_edit::value(p)),
+        None => {
+            doc.remove("requirepass");
+        }
+    }
+    write_replacing(path, doc.to_string().as_bytes())
+        .map_err(|e| format!("ERR Rewriting config file: {}: {e}", path.display()))
+}
+
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
