@@ -433,6 +433,9 @@ fn command(s: &mut Session, args: &[Vec<u8>]) {
     }
 }
 
+/// The largest `maxclients` CONFIG SET takes (what a TOML integer holds).
+const MAXCLIENTS_MAX: u64 = i64::MAX as u64;
+
 /// The parameters CONFIG GET knows, with their current values.
 fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
     let c = &shared.config;
@@ -484,6 +487,9 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                 let parsed = match name.as_str() {
                     "maxclients" => match value.parse::<u64>() {
                         Ok(0) => Err("argument must be at least 1".into()),
+                        Ok(v) if v > MAXCLIENTS_MAX => {
+                            Err(format!("argument must be at most {MAXCLIENTS_MAX}"))
+                        }
                         Ok(v) => Ok(v),
                         Err(_) => Err("argument couldn't be parsed into an integer".into()),
                     },
@@ -494,6 +500,11 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                                     .contains(&v) =>
                             {
                                 Err("argument must be between 1kb and 512mb".into())
+                            }
+                            // The start refuses a file where the bulk limit is above the
+                            // query buffer's (CONFIG REWRITE would write one).
+                            "proto-max-bulk-len" if v > shared.config.query_buffer_max_bytes => {
+                                Err("argument must not be above client-query-buffer-limit".into())
                             }
                             "maxclients" if v == 0 => Err("argument must be at least 1".into()),
                             _ => Ok(v),

@@ -130,9 +130,28 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<PathBuf, String> {
             data_dir.display()
         ));
     }
-    copy_tree(&backup, data_dir).map_err(|e| {
-        format!("restore: copying {} to {}: {e}", backup.display(), data_dir.display())
-    })?;
+    // Copied beside it first, then renamed: a copy that fails half way leaves no half data
+    // directory for the next start to serve from.
+    let mut staging = data_dir.as_os_str().to_owned();
+    staging.push(".restoring");
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    let copied = copy_tree(&backup, &staging).and_then(|()| {
+        if data_dir.exists() {
+            std::fs::remove_dir(data_dir)?; // empty, checked above
+        }
+        std::fs::rename(&staging, data_dir)?;
+        let parent = data_dir.parent().filter(|p| !p.as_os_str().is_empty());
+        std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
+    });
+    if let Err(e) = copied {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(format!(
+            "restore: copying {} to {}: {e}",
+            backup.display(),
+            data_dir.display()
+        ));
+    }
     tracing::info!(from = %backup.display(), to = %data_dir.display(), "backup restored");
     Ok(backup)
 }

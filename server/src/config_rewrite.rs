@@ -23,7 +23,9 @@ pub fn rewrite(shared: &Shared) -> Result<(), String> {
     set(&mut doc, "maxmemory-policy", toml_edit::value(ev.policy().name()));
     set(&mut doc, "maxmemory-samples", toml_edit::value(ev.samples() as i64));
     let maxclients = shared.maxclients.load(std::sync::atomic::Ordering::Relaxed);
-    set(&mut doc, "maxclients", toml_edit::value(maxclients as i64));
+    let maxclients = i64::try_from(maxclients)
+        .map_err(|_| format!("ERR Rewriting config file: maxclients {maxclients} is too large"))?;
+    set(&mut doc, "maxclients", toml_edit::value(maxclients));
     let bulk = shared.proto_max_bulk_len.load(std::sync::atomic::Ordering::Relaxed);
     set(&mut doc, "proto-max-bulk-len", toml_edit::value(bulk.to_string()));
     set(&mut doc, "telemetry", toml_edit::value(shared.config.engine.telemetry.is_on()));
@@ -37,9 +39,19 @@ pub fn rewrite(shared: &Shared) -> Result<(), String> {
         .map_err(|e| format!("ERR Rewriting config file: {}: {e}", path.display()))
 }
 
+/// Replaces the file `path` leads to (a symlink is followed, not replaced) with `bytes`,
+/// keeping its permissions (it may hold `requirepass`).
 fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("toml.tmp");
+    static REWRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = &std::fs::canonicalize(path)?;
+    let permissions = std::fs::metadata(path)?.permissions();
+    // Unique per rewrite: two cores may rewrite at once.
+    let n = REWRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".rewrite-{}-{n}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp)?;
+    f.set_permissions(permissions)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -17,7 +17,8 @@ fn config_rewrite_keeps_comments_and_survives_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("shardcast.toml");
-    let original = "# Our cache node.\nmaxclients = 100 # raised in March\ntick-ms = 500\n";
+    let original = "# Our cache node.\nmaxclients = 100 # raised in March\ntick-ms = 500\n\
+                    client-query-buffer-limit = \"64mb\"\nproto-max-bulk-len = \"16mb\"\n";
     std::fs::write(&file, original).unwrap();
     let f = file.to_str().unwrap().to_owned();
     let mut server = Server::start_at(&dir.join("data"), &["--cores", "1", "--config", &f]);
@@ -33,6 +34,10 @@ fn config_rewrite_keeps_comments_and_survives_a_restart() {
         .query(&mut c)
         .unwrap();
     assert_eq!(ok, "OK");
+    // A bulk limit above the query buffer's would make the rewritten file refused at start.
+    let r: redis::RedisResult<String> =
+        redis::cmd("CONFIG").arg("SET").arg("proto-max-bulk-len").arg("128mb").query(&mut c);
+    assert!(common::error_text(r).contains("client-query-buffer-limit"));
     let ok: String = redis::cmd("CONFIG").arg("REWRITE").query(&mut c).unwrap();
     assert_eq!(ok, "OK");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -58,6 +63,10 @@ fn config_rewrite_without_a_config_file_is_refused_as_redis_does() {
     let mut c = server.client();
     let r: redis::RedisResult<String> = redis::cmd("CONFIG").arg("REWRITE").query(&mut c);
     assert_eq!(common::error_text(r), "ERR The server is running without a config file");
+    // Values a rewritten file would make the next start refuse are refused at SET.
+    let r: redis::RedisResult<String> =
+        redis::cmd("CONFIG").arg("SET").arg("maxclients").arg("18446744073709551615").query(&mut c);
+    assert!(common::error_text(r).contains("argument must be at most"));
     let r: redis::RedisResult<String> =
         redis::cmd("CONFIG").arg("REWRITE").arg("extra").query(&mut c);
     assert_eq!(common::error_text(r), "ERR wrong number of arguments for 'config|rewrite' command");

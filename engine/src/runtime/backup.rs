@@ -14,8 +14,9 @@
 //! i's hold, that was after i's release, so after every core's hold, j's included, so after W2:
 //! a contradiction. So the backup is closed under "happened before": what a client saw
 //! acknowledged before a write in the backup is in it too, whichever cores they live on. The
-//! hold lasts two fan-outs (sub-millisecond here); a hold that is never followed by its mark
-//! (the coordinator gave up) releases itself after `core_answer_wait_ms`.
+//! hold lasts two fan-outs (sub-millisecond here), each with a deadline of `BACKUP_CUT_WAIT`
+//! (a slow core fails the backup rather than stall the others); a hold that is never followed
+//! by its mark (the coordinator gave up) releases itself after two of them.
 //!
 //! Then every core makes the marked records durable (`Sync`), the coordinator copies the files
 //! on a blocking thread (segments and older logs whole, the current log up to its mark), writes
@@ -41,6 +42,10 @@ pub const BACKUP_INFO_FILE: &str = "BACKUP";
 pub const BACKUP_DIR_PREFIX: &str = "backup-";
 /// Complete backups kept in the backup directory (the oldest go after a new one completes).
 pub const BACKUPS_KEPT: usize = 2;
+/// How long the cut may take to reach every core (each of its two fan-outs), and so the
+/// longest any core's ops wait for it: a slow core fails the backup (retry) rather than
+/// stall the others for `core_answer_wait_ms`.
+pub const BACKUP_CUT_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Steps of a backup, sent between cores.
 #[derive(Debug, Clone)]
@@ -136,7 +141,8 @@ impl Core {
         *self.backup_hold.borrow_mut() = Some(gate.clone());
         // A hold whose mark never comes (the coordinator gave up) must not last.
         let me = self.me.upgrade().expect("a core outlives its handlers");
-        let limit = self.step_wait();
+        // Both fan-outs of the cut, then it releases itself.
+        let limit = BACKUP_CUT_WAIT * 2;
         glommio::spawn_local(async move {
             glommio::timer::sleep(limit).await;
             let still = me.backup_hold.borrow().as_ref().is_some_and(|g| Rc::ptr_eq(g, &gate));
@@ -226,14 +232,15 @@ impl Core {
             .map_or(0, |d| d.as_millis() as u64);
         let hold_started = Instant::now();
         let hold = CoreWork::Backup(BackupWork::Hold { id });
-        for r in self.on_every_core(hold, "a backup's hold").await {
+        for r in self.on_every_core_within(hold, "a backup's hold", BACKUP_CUT_WAIT).await {
             if let CoreResult::Done(Err(e)) = r {
                 return Err(e);
             }
         }
         let mark = CoreWork::Backup(BackupWork::MarkAndRelease { id });
         let mut per_core = Vec::new();
-        for (core, r) in self.on_every_core(mark, "a backup's mark").await.into_iter().enumerate() {
+        let marks = self.on_every_core_within(mark, "a backup's mark", BACKUP_CUT_WAIT).await;
+        for (core, r) in marks.into_iter().enumerate() {
             match r {
                 CoreResult::BackupMarks(files) => per_core.push((core, files)),
                 CoreResult::Done(Err(e)) => return Err(e),
@@ -313,7 +320,15 @@ fn write_backup(
             let to = shards_dir.join(shard.number.to_string());
             std::fs::create_dir(&to).map_err(io("create directory", &to))?;
             for (name, len) in &shard.files {
-                bytes += copy_prefix(&shard.dir.join(name), &to.join(name), *len)?;
+                let from = shard.dir.join(name);
+                if len.is_none() && !from.exists() {
+                    // A snapshot was removing it as the mark listed it: it is obsolete, covered
+                    // by the segment that snapshot wrote (renamed before any removal, so
+                    // listed too). The marked log itself is never removed while pinned.
+                    tracing::debug!(path = %from.display(), "an obsolete file went before the copy");
+                    continue;
+                }
+                bytes += copy_prefix(&from, &to.join(name), *len)?;
                 files += 1;
             }
             sync_dir(&to)?;

@@ -91,6 +91,16 @@ impl Core {
     /// core that does not answer within `step_wait` answers `CoreTimeout` (naming `what`), so
     /// no fan-out waits for ever and none mistakes a silent core for an empty one.
     pub async fn on_every_core(&self, work: CoreWork, what: &'static str) -> Vec<CoreResult> {
+        self.on_every_core_within(work, what, self.step_wait()).await
+    }
+
+    /// `on_every_core` with its own deadline.
+    pub async fn on_every_core_within(
+        &self,
+        work: CoreWork,
+        what: &'static str,
+        limit: Duration,
+    ) -> Vec<CoreResult> {
         let mut slots = Vec::new();
         for c in 0..self.config.cores {
             if c != self.id {
@@ -100,7 +110,7 @@ impl Core {
         let mut out: Vec<Option<CoreResult>> = (0..self.config.cores).map(|_| None).collect();
         out[self.id] = Some(self.run_work(work).await);
         // One deadline for all: the others work meanwhile.
-        let deadline = std::time::Instant::now() + self.step_wait();
+        let deadline = std::time::Instant::now() + limit;
         for (c, slot) in slots {
             out[c] = Some(match slot {
                 Ok(slot) => {
@@ -115,7 +125,7 @@ impl Core {
                         None => CoreResult::Done(Err(EngineError::CoreTimeout {
                             core: c,
                             what,
-                            ms: self.config.core_answer_wait_ms,
+                            ms: limit.as_millis() as u64,
                         })),
                     }
                 }

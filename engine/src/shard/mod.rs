@@ -604,16 +604,19 @@ impl<S: Storage> Shard<S> {
     pub fn pin_for_backup(&self) -> Result<ShardFiles> {
         let wal = self.serving_wal()?;
         let mark = wal.mark();
+        let current = mark.path.file_name().expect("a log file has a name").to_string_lossy();
+        let marked_seq = parse_numbered(&current, "wal-", ".log").expect("a log file's name");
         let mut files = vec![("meta".to_owned(), None)];
         for name in self.storage.list_dir(&self.dir)? {
             let segment = parse_numbered(&name, "seg-", ".rkyv").is_some();
-            let log = parse_numbered(&name, "wal-", ".log").is_some();
-            if (segment || log) && self.dir.join(&name) != mark.path {
+            // Logs before the marked one; not a later one that a snapshot has created for
+            // its coming rotation (it would receive writes from after the cut).
+            let earlier_log = parse_numbered(&name, "wal-", ".log").is_some_and(|s| s < marked_seq);
+            if segment || earlier_log {
                 files.push((name, None));
             }
         }
-        let current = mark.path.file_name().expect("a log file has a name");
-        files.push((current.to_string_lossy().into_owned(), Some(mark.end_offset)));
+        files.push((current.into_owned(), Some(mark.end_offset)));
         self.backup_pins.set(self.backup_pins.get() + 1);
         Ok(ShardFiles {
             number: self.meta.number,

@@ -100,14 +100,11 @@ impl<S: Storage> Shard<S> {
         self.segment_len.set(written);
         // The segment covers everything up to `lsn`: older segments and logs are obsolete,
         // unless a backup is copying them (the next snapshot removes them).
-        let names = match self.pinned_for_backup() {
-            true => Vec::new(),
-            false => self.storage.list_dir(&self.dir)?,
-        };
-        for name in names {
+        for name in self.storage.list_dir(&self.dir)? {
             let obsolete = parse_numbered(&name, "seg-", ".rkyv").is_some_and(|l| l < lsn)
                 || parse_numbered(&name, "wal-", ".log").is_some_and(|s| s < seq);
-            if obsolete {
+            // Checked before each removal: a backup may mark the shard while this loop awaits.
+            if obsolete && !self.pinned_for_backup() {
                 self.storage.remove(&self.dir.join(&name)).await?;
             }
         }
