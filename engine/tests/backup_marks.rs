@@ -3,32 +3,21 @@
 //! snapshot has created for its coming rotation (it would receive writes from after the cut:
 //! a second reading found that a mark in that window copied it whole).
 
-use shardcast_engine::clock::{Clock, ManualClock};
+mod common;
+
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
 use shardcast_engine::ops::Op;
-use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
+use shardcast_engine::shard::ShardConfig;
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::storage::Storage;
-use std::path::Path;
-use std::rc::Rc;
 
 #[test]
 fn a_mark_lists_the_current_log_up_to_its_last_record_and_no_later_log() {
     glommio::LocalExecutorBuilder::default()
         .spawn(|| async {
             let storage = SimStorage::new();
-            let clock: Rc<dyn Clock> = Rc::new(ManualClock::new(1));
             let config = ShardConfig { wal_prealloc_bytes: 16 * 1024, ..ShardConfig::default() };
-            let shard = Shard::create(
-                storage.clone(),
-                Path::new("/d"),
-                ShardMeta::shared(0),
-                vec![(0, u128::MAX)],
-                config,
-                clock,
-            )
-            .await
-            .unwrap();
+            let shard = common::sim_shard(&storage, config, 1).await;
             for i in 0..10 {
                 shard
                     .execute(Op::Set {

@@ -6,10 +6,12 @@
 //! Before, the first failed `fallocate` failed the log for good: every write was refused
 //! until a restart, even after space returned.
 
+mod common;
+
 use shardcast_engine::clock::{Clock, ManualClock};
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
 use shardcast_engine::ops::{Op, Reply};
-use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
+use shardcast_engine::shard::{Shard, ShardConfig};
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::{EngineError, FsyncPolicy};
 use std::path::Path;
@@ -50,17 +52,7 @@ where
 }
 
 async fn new_shard(storage: &SimStorage, fsync: FsyncPolicy) -> Shard<SimStorage> {
-    let clock: Rc<dyn Clock> = Rc::new(ManualClock::new(1));
-    Shard::create(
-        storage.clone(),
-        Path::new("/d"),
-        ShardMeta::shared(0),
-        vec![(0, u128::MAX)],
-        config(fsync),
-        clock,
-    )
-    .await
-    .unwrap()
+    common::sim_shard(storage, config(fsync), 1).await
 }
 
 async fn reopen(

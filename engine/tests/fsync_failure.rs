@@ -1,14 +1,13 @@
 //! After a failed fsync the shard refuses writes (the device state is unknown), the write whose
 //! sync failed is not acknowledged, and reads keep working.
 
-use shardcast_engine::clock::{Clock, ManualClock};
+mod common;
+
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
 use shardcast_engine::ops::{Op, Reply};
-use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
+use shardcast_engine::shard::ShardConfig;
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::{EngineError, FsyncPolicy};
-use std::path::Path;
-use std::rc::Rc;
 
 fn set(key: &str) -> Op {
     Op::Set {
@@ -25,22 +24,12 @@ fn failed_fsync_refuses_further_writes() {
     glommio::LocalExecutorBuilder::default()
         .spawn(|| async {
             let storage = SimStorage::new();
-            let clock: Rc<dyn Clock> = Rc::new(ManualClock::new(1));
             let config = ShardConfig {
                 fsync: FsyncPolicy::Always,
                 wal_prealloc_bytes: 16 * 1024,
                 ..ShardConfig::default()
             };
-            let shard = Shard::create(
-                storage.clone(),
-                Path::new("/d"),
-                ShardMeta::shared(0),
-                vec![(0, u128::MAX)],
-                config,
-                clock,
-            )
-            .await
-            .unwrap();
+            let shard = common::sim_shard(&storage, config, 1).await;
             let (_, lsn) = shard.execute(set("p:1")).unwrap();
             shard.wait_durable(lsn.unwrap()).await.unwrap();
 

@@ -5,14 +5,13 @@
 //! Before, `kind() != Read` gated the check that protects the log sink's `expect`: relabelling
 //! an op for the statistics could have crashed a core after a log failure.
 
-use shardcast_engine::clock::{Clock, ManualClock};
+mod common;
+
 use shardcast_engine::keyspace::{ExpireCondition, SetCondition, SetExpiry};
 use shardcast_engine::ops::Op;
-use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
+use shardcast_engine::shard::{Shard, ShardConfig};
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::{EngineError, FsyncPolicy};
-use std::path::Path;
-use std::rc::Rc;
 
 const NOW_MS: u64 = 1_000_000;
 
@@ -86,19 +85,9 @@ where
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let storage = SimStorage::new();
-            let clock: Rc<dyn Clock> = Rc::new(ManualClock::new(NOW_MS));
             let config =
                 ShardConfig { fsync, wal_prealloc_bytes: 16 * 1024, ..ShardConfig::default() };
-            let shard = Shard::create(
-                storage.clone(),
-                Path::new("/d"),
-                ShardMeta::shared(0),
-                vec![(0, u128::MAX)],
-                config,
-                clock,
-            )
-            .await
-            .unwrap();
+            let shard = common::sim_shard(&storage, config, NOW_MS).await;
             f(storage, shard).await
         })
         .unwrap()

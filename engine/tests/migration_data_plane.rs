@@ -2,17 +2,16 @@
 //! every dirty key exactly once, and removing keys outside a shard's range works (in memory)
 //! even after the shard's log has failed.
 
-use shardcast_engine::clock::{Clock, ManualClock};
+mod common;
+
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
 use shardcast_engine::ops::Op;
 use shardcast_engine::routing::{partition_span, position_of};
-use shardcast_engine::shard::{Shard, ShardConfig, ShardMeta};
+use shardcast_engine::shard::{Shard, ShardConfig};
 use shardcast_engine::storage::sim::SimStorage;
 use shardcast_engine::testing::run_local;
 use shardcast_engine::FsyncPolicy;
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::rc::Rc;
 
 fn set(key: &str, value_len: usize) -> Op {
     Op::Set {
@@ -25,18 +24,8 @@ fn set(key: &str, value_len: usize) -> Op {
 }
 
 async fn shard(storage: &SimStorage, fsync: FsyncPolicy) -> Shard<SimStorage> {
-    let clock: Rc<dyn Clock> = Rc::new(ManualClock::new(1));
     let config = ShardConfig { fsync, wal_prealloc_bytes: 64 * 1024, ..ShardConfig::default() };
-    Shard::create(
-        storage.clone(),
-        Path::new("/d"),
-        ShardMeta::shared(0),
-        vec![(0, u128::MAX)],
-        config,
-        clock,
-    )
-    .await
-    .unwrap()
+    common::sim_shard(storage, config, 1).await
 }
 
 #[test]

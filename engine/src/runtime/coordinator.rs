@@ -421,11 +421,7 @@ impl Core {
         let beats = || self.migrations.stream_beats.load(Ordering::Relaxed);
         let mut last = beats();
         loop {
-            let tick = async {
-                glommio::timer::sleep(self.step_wait()).await;
-                None
-            };
-            match futures_lite::future::or(async { Some((&mut answer).await) }, tick).await {
+            match super::mesh::within(self.step_wait(), &mut answer).await {
                 Some(r) => return r,
                 None if started.elapsed() >= STREAM_WAIT_MAX => {
                     return timeout(STREAM_WAIT_MAX.as_millis() as u64)

@@ -20,6 +20,19 @@ pub(super) struct ReplySlot {
     waker: RefCell<Option<Waker>>,
 }
 
+/// `fut`'s output, or `None` if `limit` passes first (the future is then dropped).
+pub(super) async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let answer = async { Some(fut.await) };
+    let timer = async {
+        glommio::timer::sleep(limit).await;
+        None
+    };
+    futures_lite::future::or(answer, timer).await
+}
+
 pub(super) async fn wait_reply(slot: Rc<ReplySlot>) -> CoreResult {
     std::future::poll_fn(|cx| {
         if let Some(v) = slot.value.borrow_mut().take() {
@@ -67,12 +80,7 @@ impl Core {
         if core == self.id {
             return self.run_work(work).await;
         }
-        let answer = async { Some(self.on_core(core, work).await) };
-        let timer = async {
-            glommio::timer::sleep(limit).await;
-            None
-        };
-        match futures_lite::future::or(answer, timer).await {
+        match within(limit, self.on_core(core, work)).await {
             Some(r) => r,
             None => CoreResult::Done(Err(EngineError::CoreTimeout {
                 core,
@@ -115,12 +123,7 @@ impl Core {
             out[c] = Some(match slot {
                 Ok(slot) => {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let answer = async { Some(wait_reply(slot).await) };
-                    let timer = async {
-                        glommio::timer::sleep(left).await;
-                        None
-                    };
-                    match futures_lite::future::or(answer, timer).await {
+                    match within(left, wait_reply(slot)).await {
                         Some(r) => r,
                         None => CoreResult::Done(Err(EngineError::CoreTimeout {
                             core: c,

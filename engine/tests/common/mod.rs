@@ -106,3 +106,24 @@ pub fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
     }
     (starts, at)
 }
+
+/// A new shared shard owning every position, in `/d` on the simulated `storage`, its clock
+/// standing at `now_ms` (the shard-level tests' starting point).
+pub async fn sim_shard(
+    storage: &shardcast_engine::storage::sim::SimStorage,
+    config: shardcast_engine::shard::ShardConfig,
+    now_ms: u64,
+) -> shardcast_engine::shard::Shard<shardcast_engine::storage::sim::SimStorage> {
+    use shardcast_engine::clock::{Clock, ManualClock};
+    let clock: Rc<dyn Clock> = Rc::new(ManualClock::new(now_ms));
+    shardcast_engine::shard::Shard::create(
+        storage.clone(),
+        Path::new("/d"),
+        shardcast_engine::shard::ShardMeta::shared(0),
+        vec![(0, u128::MAX)],
+        config,
+        clock,
+    )
+    .await
+    .unwrap()
+}
