@@ -212,10 +212,12 @@ pub enum Reply {
         applied: bool,
         old: Option<Vec<u8>>,
     },
-    /// OBJECT: seconds since the last access, the LFU counter, Redis's name for the encoding.
+    /// OBJECT: seconds since the last access, the LFU counter, Redis's name for the encoding,
+    /// and the bytes the entry is charged for (`keyspace::entry_cost`, as `maxmemory` counts).
     Object {
         idle_s: u32,
         freq: u8,
         encoding: &'static str,
+        bytes: u64,
     },
 }

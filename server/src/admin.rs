@@ -2,6 +2,7 @@
 //! SELECT, CLIENT), need every core (DBSIZE, FLUSHALL, SCAN, KEYS, RANDOMKEY, INFO, MSETNX,
 //! SHARDCAST), or describe the server (COMMAND, CONFIG, TIME, SHUTDOWN).
 
+use crate::clients::{set_client_name, valid_client_name};
 use crate::commands::{error_text, int_arg, now_ms, ERR_NOT_INTEGER, ERR_SYNTAX};
 use crate::connection::Session;
 use crate::resp::Writer;
@@ -61,7 +62,7 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, cmd: AdminCmd, a
         },
         Auth => auth(shared, s, &args),
         Hello => hello(shared, s, &args),
-        Client => client(shared, s, &args),
+        Client => crate::clients::client(shared, s, &args),
         Command => command(s, &args),
         Config => config(core, shared, s, &args),
         Info => info(core, shared, s, &args).await,
@@ -99,6 +100,10 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, cmd: AdminCmd, a
         LastSave => s.w.int(shared.backups.last_save_unix_s() as i64),
         Shardcast => crate::shardcast::run(core, shared, s, &args).await,
         Debug => debug(s, &args),
+        SlowLog => crate::observe::slowlog(shared, s, &args),
+        Latency => crate::observe::latency(shared, s, &args),
+        Memory => crate::observe::memory(core, shared, s, &args).await,
+        Monitor => crate::observe::monitor(shared, s),
     }
 }
 
@@ -223,140 +228,6 @@ fn hello(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     s.w.array(0);
 }
 
-/// Names the client (CLIENT SETNAME, HELLO SETNAME); its ops count for that application.
-fn set_client_name(s: &Session, name: Vec<u8>) {
-    let app = shardcast_engine::telemetry::AppId::of(&name);
-    s.client.app.store(app.0, std::sync::atomic::Ordering::Relaxed);
-    *s.client.name.lock().expect("client name poisoned") = name;
-}
-
-fn valid_client_name(name: &[u8]) -> bool {
-    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
-}
-
-fn client_line(shared: &Shared, c: &crate::shared::ClientInfo) -> String {
-    let age = c.created.elapsed();
-    let idle_ms =
-        (age.as_millis() as u64).saturating_sub(c.last_command_ms.load(Ordering::Relaxed));
-    let cmd_idx = c.last_command.load(Ordering::Relaxed) as usize;
-    let cmd = COMMANDS.get(cmd_idx).map_or("NULL", |s| s.name);
-    let _ = shared;
-    format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} core={}\n",
-        c.id,
-        c.addr,
-        c.laddr,
-        String::from_utf8_lossy(&c.name.lock().expect("client name poisoned")),
-        age.as_secs(),
-        idle_ms / 1000,
-        cmd,
-        if c.resp3.load(Ordering::Relaxed) { 3 } else { 2 },
-        c.lib_name.lock().expect("lib name poisoned"),
-        c.lib_ver.lock().expect("lib ver poisoned"),
-        c.core.load(Ordering::Relaxed),
-    )
-}
-
-fn client(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
-    let sub = lower(&args[1]);
-    match (sub.as_str(), args.len()) {
-        ("id", 2) => s.w.int(s.client.id as i64),
-        ("setname", 3) => {
-            if !valid_client_name(&args[2]) {
-                return s.w.error(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                );
-            }
-            set_client_name(s, args[2].clone());
-            s.w.ok();
-        }
-        ("getname", 2) => {
-            let name = s.client.name.lock().expect("client name poisoned").clone();
-            if name.is_empty() {
-                s.w.null()
-            } else {
-                s.w.bulk(&name)
-            }
-        }
-        ("setinfo", 4) => {
-            let value = String::from_utf8_lossy(&args[3]).into_owned();
-            if value.contains(|c: char| c == ' ' || c.is_control()) {
-                return s.w.error("ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.");
-            }
-            match lower(&args[2]).as_str() {
-                "lib-name" => *s.client.lib_name.lock().expect("lib name poisoned") = value,
-                "lib-ver" => *s.client.lib_ver.lock().expect("lib ver poisoned") = value,
-                _ => {
-                    return s.w.error(&format!(
-                        "ERR Unrecognized option '{}'",
-                        String::from_utf8_lossy(&args[2])
-                    ))
-                }
-            }
-            s.w.ok();
-        }
-        ("info", 2) => s.w.bulk(client_line(shared, &s.client).as_bytes()),
-        ("list", _) => {
-            let mut ids: Option<Vec<u64>> = None;
-            let mut i = 2;
-            while i < args.len() {
-                match lower(&args[i]).as_str() {
-                    "type" if i + 1 < args.len() => i += 2,
-                    "id" => {
-                        let mut v = Vec::new();
-                        for a in &args[i + 1..] {
-                            match int_arg(a) {
-                                Ok(n) if n > 0 => v.push(n as u64),
-                                _ => return s.w.error("ERR Invalid client ID"),
-                            }
-                        }
-                        ids = Some(v);
-                        i = args.len();
-                    }
-                    _ => return s.w.error(ERR_SYNTAX),
-                }
-            }
-            let clients: Vec<_> = shared
-                .clients
-                .lock()
-                .expect("client registry poisoned")
-                .values()
-                .cloned()
-                .collect();
-            let mut out = String::new();
-            for c in clients.iter().filter(|c| ids.as_ref().is_none_or(|ids| ids.contains(&c.id))) {
-                out.push_str(&client_line(shared, c));
-            }
-            s.w.bulk(out.as_bytes());
-        }
-        ("help", _) => {
-            let lines = [
-                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "GETNAME",
-                "    Return the name of the current connection.",
-                "ID",
-                "    Return the ID of the current connection.",
-                "INFO",
-                "    Return information about the current client connection.",
-                "LIST [TYPE normal] [ID <id> [<id> ...]]",
-                "    Return information about client connections.",
-                "SETINFO <option> <value>",
-                "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
-                "SETNAME <name>",
-                "    Assign the name <name> to the current connection.",
-            ];
-            s.w.array(lines.len());
-            for l in lines {
-                s.w.simple(l);
-            }
-        }
-        ("id" | "setname" | "getname" | "setinfo" | "info", _) => {
-            s.w.error(&format!("ERR wrong number of arguments for 'client|{sub}' command"))
-        }
-        _ => unknown_subcommand(&mut s.w, &args[1], "client"),
-    }
-}
-
 fn command_info(w: &mut Writer, spec: &Spec) {
     w.array(10);
     w.bulk(spec.name.as_bytes());
@@ -457,6 +328,20 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("timeout", "0".into()),
         ("telemetry", if c.engine.telemetry.is_on() { "yes" } else { "no" }.into()),
         ("tick-ms", c.engine.tick_ms.to_string()),
+        ("slowlog-log-slower-than", shared.observe.slowlog.slower_than_us().to_string()),
+        ("slowlog-max-len", shared.observe.slowlog.max_len().to_string()),
+        ("latency-monitor-threshold", shared.observe.events.threshold_ms().to_string()),
+        ("latency-tracking", if shared.observe.tracking() { "yes" } else { "no" }.into()),
+        (
+            "latency-tracking-info-percentiles",
+            shared
+                .observe
+                .percentiles()
+                .iter()
+                .map(|p| crate::stats::percentile_text(*p))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
     ]
 }
 
@@ -523,7 +408,32 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                         Err(_) => Err("argument couldn't be parsed into an integer".into()),
                     },
                     "requirepass" => Ok(0),
-                    "telemetry" => crate::config::parse_yes_no(&value).map(u64::from),
+                    "telemetry" | "latency-tracking" => {
+                        crate::config::parse_yes_no(&value).map(u64::from)
+                    }
+                    "slowlog-log-slower-than" => match value.parse::<i64>() {
+                        Ok(v) if v >= -1 => Ok(v as u64),
+                        Ok(_) => {
+                            Err("argument must be between -1 and 9223372036854775807 inclusive"
+                                .into())
+                        }
+                        Err(_) => Err("argument couldn't be parsed into an integer".into()),
+                    },
+                    "slowlog-max-len" => match value.parse::<u64>() {
+                        Ok(v) if v <= crate::stats::slowlog::SLOWLOG_LEN_MAX => Ok(v),
+                        Ok(_) => Err(format!(
+                            "argument must be between 0 and {} inclusive",
+                            crate::stats::slowlog::SLOWLOG_LEN_MAX
+                        )),
+                        Err(_) => Err("argument couldn't be parsed into an integer".into()),
+                    },
+                    "latency-monitor-threshold" => match value.parse::<u64>() {
+                        Ok(v) if v <= i64::MAX as u64 => Ok(v),
+                        _ => Err("argument couldn't be parsed into an integer".into()),
+                    },
+                    "latency-tracking-info-percentiles" => {
+                        crate::stats::parse_percentiles(&value).map(|_| 0)
+                    }
                     _ => {
                         return s.w.error(&format!(
                             "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
@@ -549,6 +459,17 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                     "maxclients" => shared.maxclients.store(v, Ordering::Relaxed),
                     "proto-max-bulk-len" => shared.proto_max_bulk_len.store(v, Ordering::Relaxed),
                     "telemetry" => shared.config.engine.telemetry.set(v == 1),
+                    "latency-tracking" => shared.observe.tracking.store(v == 1, Ordering::Relaxed),
+                    // -1 travels as u64::MAX.
+                    "slowlog-log-slower-than" => {
+                        shared.observe.slowlog.set_slower_than_us(v as i64)
+                    }
+                    "slowlog-max-len" => shared.observe.slowlog.set_max_len(v),
+                    "latency-monitor-threshold" => shared.observe.events.set_threshold_ms(v),
+                    "latency-tracking-info-percentiles" => {
+                        let parsed = crate::stats::parse_percentiles(&value).unwrap_or_default();
+                        *shared.observe.percentiles.write().expect("percentiles poisoned") = parsed;
+                    }
                     _ => shared.set_password(Some(value).filter(|p| !p.is_empty())),
                 }
             }
@@ -562,6 +483,7 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             shared.stats.commands.reset();
             shared.stats.keyspace_hits.reset();
             shared.stats.keyspace_misses.reset();
+            shared.observe.reset();
             core.memory().reset_counters();
             s.w.ok();
         }
@@ -597,6 +519,9 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     let all = wanted.is_empty()
         || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
     let want = |name: &str| all || wanted.iter().any(|w| w == name);
+    // Not in the default INFO, as in Redis: only asked for, or with `all`/`everything`.
+    let want_extra =
+        |name: &str| wanted.iter().any(|w| w == name || w == "all" || w == "everything");
     let mut out = String::new();
     let c = &shared.config;
     if want("server") {
@@ -665,7 +590,7 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         let st = &shared.stats;
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
             st.connections_received.load(Ordering::Relaxed),
             st.commands.total(),
             st.rejected_connections.load(Ordering::Relaxed),
@@ -673,6 +598,7 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             core.memory().evicted_total(),
             st.keyspace_hits.total(),
             st.keyspace_misses.total(),
+            shared.observe.errors.total(),
         );
     }
     if want("keyspace") {
@@ -688,6 +614,10 @@ async fn info(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         }
         out.push_str("\r\n");
     }
+    crate::observe::info_sections(shared, &mut out, &|name| match name {
+        "errorstats" => want(name),
+        _ => want_extra(name),
+    });
     if want("predictor") {
         crate::shardcast::info_predictor(shared, &mut out);
     }

@@ -67,6 +67,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 pub const ERR_NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const ERR_SYNTAX: &str = "ERR syntax error";
 
@@ -547,7 +554,7 @@ pub fn render(
         }),
         (Render::Type, Ok(Reply::Bool(exists))) => w.simple(if exists { "string" } else { "none" }),
         (Render::Object(_), Ok(Reply::Nil)) => w.null(),
-        (Render::Object(field), Ok(Reply::Object { idle_s, freq, encoding })) => match field {
+        (Render::Object(field), Ok(Reply::Object { idle_s, freq, encoding, .. })) => match field {
             ObjectField::Encoding => w.bulk(encoding.as_bytes()),
             ObjectField::Freq => w.int(freq as i64),
             ObjectField::IdleTime => w.int(idle_s as i64),

@@ -129,6 +129,11 @@ pub struct FileConfig {
     pub merge_delay_s: Option<f64>,
     pub migrations_per_minute_max: Option<u32>,
     pub core_capacity_ops: Option<f64>,
+    pub slowlog_log_slower_than: Option<i64>,
+    pub slowlog_max_len: Option<u64>,
+    pub latency_monitor_threshold: Option<u64>,
+    pub latency_tracking: Option<bool>,
+    pub latency_tracking_info_percentiles: Option<String>,
 }
 
 /// Everything the server runs with.
@@ -160,6 +165,8 @@ pub struct ServerConfig {
     /// the engine's.
     pub allocator: shardcast_predictor::allocator::Settings,
     pub engine: EngineConfig,
+    /// The slow log, latency monitor and latency tracking settings.
+    pub observe: crate::stats::ObserveSettings,
 }
 
 /// The forecaster's settings, in ms.
@@ -214,6 +221,7 @@ impl Default for ServerConfig {
             predict: PredictSettings::default(),
             allocator: Default::default(),
             engine: EngineConfig::default(),
+            observe: Default::default(),
         }
     }
 }
@@ -453,6 +461,30 @@ impl ServerConfig {
         }
         if let Some(v) = f.history_save_interval_ms {
             self.history_save_interval_ms = v;
+        }
+        if let Some(v) = f.slowlog_log_slower_than {
+            if v < -1 {
+                return Err("slowlog-log-slower-than: must be -1 (off) or more".into());
+            }
+            self.observe.slowlog_slower_than_us = v;
+        }
+        if let Some(v) = f.slowlog_max_len {
+            if v > crate::stats::slowlog::SLOWLOG_LEN_MAX {
+                return Err(format!(
+                    "slowlog-max-len: at most {}",
+                    crate::stats::slowlog::SLOWLOG_LEN_MAX
+                ));
+            }
+            self.observe.slowlog_max_len = v;
+        }
+        if let Some(v) = f.latency_monitor_threshold {
+            self.observe.latency_monitor_threshold_ms = v;
+        }
+        if let Some(v) = f.latency_tracking {
+            self.observe.latency_tracking = v;
+        }
+        if let Some(v) = f.latency_tracking_info_percentiles {
+            self.observe.latency_percentiles = crate::stats::parse_percentiles(&v)?;
         }
         let secs = |name: &str, v: f64| -> Result<u64, String> {
             if v.is_finite() && v > 0.0 && v <= 1e8 {

@@ -8,10 +8,12 @@
 //! Invariant: the input buffer never exceeds `client-query-buffer-limit`; a protocol error gets
 //! `-ERR Protocol error: ...` and closes this connection only.
 
+use crate::accounting::Ledger;
 use crate::admin;
 use crate::commands::{plan, render, Plan};
 use crate::resp::{parse, Limits, Parsed, Writer};
 use crate::shared::{ClientInfo, Shared};
+use crate::stats::commands::slot_of;
 use crate::table::{lookup, Handler};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -90,6 +92,36 @@ pub struct Session {
     /// Close after writing the pending replies.
     pub close: bool,
     pub affinity: Affinity,
+    /// MONITOR ran: the connection streams commands from now on.
+    pub monitor: Option<Arc<crate::monitor::Feed>>,
+}
+
+/// While it lives, CLIENT KILL can reach the connection's socket (`ClientInfo::kill`); it
+/// is dropped before the socket closes (locals drop before parameters).
+struct SocketSlot {
+    client: Arc<ClientInfo>,
+    armed: bool,
+}
+
+impl SocketSlot {
+    fn new(client: Arc<ClientInfo>, stream: &TcpStream) -> Self {
+        client.attach_socket(std::os::fd::AsRawFd::as_raw_fd(stream));
+        SocketSlot { client, armed: true }
+    }
+
+    /// Before the socket moves to another core, which attaches it there.
+    fn release(&mut self) {
+        self.client.detach_socket();
+        self.armed = false;
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.client.detach_socket();
+        }
+    }
 }
 
 /// How `serve` ended.
@@ -121,7 +153,9 @@ async fn serve(
         w: Writer { buf: Vec::new(), resp3: carry.resp3 },
         close: false,
         affinity: Affinity::new(core.cores()),
+        monitor: None,
     };
+    let mut socket_slot = SocketSlot::new(s.client.clone(), &stream);
     // input[start..end] holds unparsed bytes; input[end..] is spare room to read into. The
     // buffer is zeroed once when it grows, never per read.
     let mut input: Vec<u8> = vec![0; READ_CHUNK_BYTES.max(carry.pending.len() * 2)];
@@ -130,9 +164,13 @@ async fn serve(
     // Until the first command, the connection may turn out to be an HTTP request.
     let mut may_be_http = carry.fresh;
     loop {
+        if s.client.is_killed() {
+            return Ended::Closed;
+        }
         if may_be_http && end > 0 {
             match crate::http::sniff(&input[..end]) {
                 crate::http::Sniff::Http => {
+                    socket_slot.release();
                     crate::http::serve(core, shared, stream, input[..end].to_vec()).await;
                     return Ended::Closed;
                 }
@@ -147,8 +185,8 @@ async fn serve(
         while commands.len() < PIPELINE_BATCH_MAX {
             match parse(&input[start..end], limits) {
                 Parsed::Command { args, consumed } => {
+                    commands.push(Received { args, raw: start..start + consumed });
                     start += consumed;
-                    commands.push(args);
                 }
                 Parsed::Skip { consumed } => start += consumed,
                 Parsed::Incomplete => break,
@@ -160,7 +198,7 @@ async fn serve(
         }
         let more_ready = commands.len() == PIPELINE_BATCH_MAX;
         if !commands.is_empty() {
-            execute(core, shared, &mut s, commands).await;
+            execute(core, shared, &mut s, commands, &input).await;
         }
         if let Some(e) = protocol_error {
             s.w.error(&format!("ERR Protocol error: {e}"));
@@ -179,6 +217,10 @@ async fn serve(
             let _ = stream.flush().await;
             return Ended::Closed;
         }
+        if let Some(feed) = s.monitor.take() {
+            crate::monitor::serve(core, shared, &mut stream, &s.client, feed).await;
+            return Ended::Closed;
+        }
         if shared.config.migrate_connections {
             if let Some(target) = s.affinity.target(core.id()) {
                 let carry = Carry {
@@ -190,6 +232,7 @@ async fn serve(
                 };
                 match crate::sockets::duplicate(&stream) {
                     Ok(fd) => {
+                        socket_slot.release();
                         drop(stream);
                         if let Err(e) = move_to(core, shared, fd, carry, target).await {
                             tracing::warn!(client = s.client.id, error = %e, "could not move connection");
@@ -252,26 +295,44 @@ async fn move_to(
     core.run_on(target, job).await
 }
 
+/// A parsed command and where its bytes are in the connection's input buffer.
+struct Received {
+    args: Vec<Vec<u8>>,
+    raw: std::ops::Range<usize>,
+}
+
 /// Executes a pipeline in order: runs of plannable commands go to the engine as one batch.
-async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Vec<Vec<u8>>>) {
+/// `raw` is the input buffer the commands were parsed from (the slow log reads it again).
+async fn execute(
+    core: &Core,
+    shared: &Shared,
+    s: &mut Session,
+    commands: Vec<Received>,
+    raw: &[u8],
+) {
     let mut ops: Vec<Op> = Vec::new();
     let mut plans: Vec<Plan> = Vec::new();
+    let mut ledger = Ledger::new(shared, core.id(), raw);
     // The core every op of the current batch belongs to.
     let mut batch_core: Option<usize> = None;
     let n = commands.len() as u64;
-    for mut args in commands {
+    for Received { mut args, raw } in commands {
         let Some((index, spec)) = lookup(&args[0]) else {
             plans.push(Plan::Reply(error_reply(s, &unknown_command(&args))));
+            ledger.unknown(raw);
             continue;
         };
+        let slot = slot_of(index, &args);
         s.client.last_command.store(index as u64, Ordering::Relaxed);
         if !spec.arity_ok(args.len()) {
             let e = format!("ERR wrong number of arguments for '{}' command", spec.name);
             plans.push(Plan::Reply(error_reply(s, &e)));
+            ledger.rejected(slot, raw);
             continue;
         }
         if !s.authenticated && !spec.has("noauth") && shared.auth_required() {
             plans.push(Plan::Reply(error_reply(s, "NOAUTH Authentication required.")));
+            ledger.rejected(slot, raw);
             continue;
         }
         // Under `noeviction` a whole command is refused before it starts; other policies
@@ -281,8 +342,17 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
             if max > 0 && core.used_memory() > max {
                 let e = "OOM command not allowed when used memory > 'maxmemory'.";
                 plans.push(Plan::Reply(error_reply(s, e)));
+                ledger.rejected(slot, raw);
                 continue;
             }
+        }
+        if shared.pause.blocks(spec) {
+            // Commands before it keep their place: they run first.
+            flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
+            shared.pause.wait_for(spec, core).await;
+        }
+        if shared.monitors.active() && !spec.has("admin") {
+            shared.monitors.feed(spec.name, &args, &s.client.addr);
         }
         match spec.handler {
             Handler::Key(cmd) => {
@@ -297,27 +367,32 @@ async fn execute(core: &Core, shared: &Shared, s: &mut Session, commands: Vec<Ve
                     || ops.is_empty()
                     || (target.is_some() && target == batch_core);
                 if !fits {
-                    flush_batch(core, shared, s, &mut ops, &mut plans).await;
+                    flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
                 }
                 if !new_ops.is_empty() {
                     batch_core = target;
                 }
                 ops.extend(new_ops);
                 plans.push(p);
+                ledger.ran(slot, raw, spec.has("fast"));
                 if target.is_none() && !ops.is_empty() {
-                    flush_batch(core, shared, s, &mut ops, &mut plans).await;
+                    flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
                 }
             }
             Handler::Admin(cmd) => {
-                flush_batch(core, shared, s, &mut ops, &mut plans).await;
+                flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
+                let before = s.w.buf.len();
+                ledger.ran(slot, raw, spec.has("fast"));
                 admin::run(core, shared, s, cmd, args).await;
-                if s.close {
+                ledger.replied(0, s.w.buf.get(before..).unwrap_or_default());
+                ledger.batch_done(s);
+                if s.close || s.monitor.is_some() {
                     break;
                 }
             }
         }
     }
-    flush_batch(core, shared, s, &mut ops, &mut plans).await;
+    flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
     shared.stats.commands.add(core.id(), n);
     s.client
         .last_command_ms
@@ -330,7 +405,11 @@ async fn flush_batch(
     s: &mut Session,
     ops: &mut Vec<Op>,
     plans: &mut Vec<Plan>,
+    ledger: &mut Ledger<'_>,
 ) {
+    if ops.is_empty() && plans.is_empty() {
+        return;
+    }
     let results = if ops.is_empty() {
         Vec::new()
     } else {
@@ -338,7 +417,8 @@ async fn flush_batch(
     };
     let mut results = results.into_iter();
     let (mut hits, mut misses) = (0, 0);
-    for p in plans.drain(..) {
+    for (i, p) in plans.drain(..).enumerate() {
+        let before = s.w.buf.len();
         match p {
             Plan::Reply(bytes) => s.w.buf.extend_from_slice(&bytes),
             Plan::Ops { count, render: r } => {
@@ -347,7 +427,9 @@ async fn flush_batch(
                 misses += m;
             }
         }
+        ledger.replied(i, &s.w.buf[before..]);
     }
+    ledger.batch_done(s);
     if hits > 0 {
         shared.stats.keyspace_hits.add(core.id(), hits);
     }

@@ -2,8 +2,10 @@
 //! into engine ops and renders the replies. The engine does the storage; this crate knows the
 //! protocol, the sessions and the Redis semantics of each command.
 
+pub mod accounting;
 pub mod admin;
 pub mod backup;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod config_rewrite;
@@ -13,10 +15,13 @@ pub mod control;
 pub mod fuzz_targets;
 pub mod http;
 pub mod layout_cmds;
+pub mod monitor;
+pub mod observe;
 pub mod resp;
 pub mod shardcast;
 pub mod shared;
 pub mod sockets;
+pub mod stats;
 pub mod table;
 
 use shardcast_engine::Core;

@@ -66,9 +66,43 @@ pub struct ClientInfo {
     /// The application id of `name` (`CLIENT SETNAME`), which every op of the client carries
     /// for the per-application statistics.
     pub app: std::sync::atomic::AtomicU16,
+    /// The socket's fd while a core serves the connection, else -1 (between cores, closed).
+    /// Its lock orders CLIENT KILL's shutdown before the fd's close (`sockets::shutdown_held`).
+    socket: Mutex<std::os::fd::RawFd>,
+    /// CLIENT KILL chose it: it closes at its next step, wherever it is.
+    killed: AtomicBool,
+    /// CLIENT NO-EVICT ON (recorded and listed; no client is ever evicted here).
+    pub no_evict: AtomicBool,
+    /// It ran MONITOR.
+    pub monitor: AtomicBool,
 }
 
 impl ClientInfo {
+    /// Its socket is `fd`, served on this core from now on.
+    pub fn attach_socket(&self, fd: std::os::fd::RawFd) {
+        *self.socket.lock().expect("client socket poisoned") = fd;
+    }
+
+    /// Its socket is about to be closed (or handed to another core): no kill may use the fd
+    /// after this returns.
+    pub fn detach_socket(&self) {
+        *self.socket.lock().expect("client socket poisoned") = -1;
+    }
+
+    /// CLIENT KILL: marks it killed and wakes it by shutting its socket down.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        let fd = self.socket.lock().expect("client socket poisoned");
+        if *fd >= 0 {
+            // An error means the peer is gone already: the connection is closing anyway.
+            let _ = crate::sockets::shutdown_held(*fd);
+        }
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
     pub fn app(&self) -> shardcast_engine::telemetry::AppId {
         shardcast_engine::telemetry::AppId(self.app.load(Ordering::Relaxed))
     }
@@ -92,6 +126,12 @@ pub struct Shared {
     pub control: std::sync::OnceLock<Arc<crate::control::Control>>,
     /// BGSAVE and SAVE: the one running and the last outcome.
     pub backups: Arc<crate::backup::Backups>,
+    /// Command statistics, error counts, the slow log and the latency monitor.
+    pub observe: crate::stats::Observability,
+    /// CLIENT PAUSE.
+    pub pause: crate::clients::ClientPause,
+    /// MONITOR's listeners.
+    pub monitors: crate::monitor::Monitors,
 }
 
 impl Shared {
@@ -133,6 +173,13 @@ impl Shared {
             backups: Arc::new(crate::backup::Backups::new(started_unix_s)),
             run_id: run_id[..40].to_owned(),
             control: std::sync::OnceLock::new(),
+            observe: crate::stats::Observability::new(
+                cores,
+                &config.observe,
+                config.engine.latency_events.clone(),
+            ),
+            pause: Default::default(),
+            monitors: Default::default(),
             config,
         }
     }
@@ -158,6 +205,10 @@ impl Shared {
             last_command: AtomicU64::new(u64::MAX),
             resp3: AtomicBool::new(false),
             app: std::sync::atomic::AtomicU16::new(0),
+            socket: Mutex::new(-1),
+            killed: AtomicBool::new(false),
+            no_evict: AtomicBool::new(false),
+            monitor: AtomicBool::new(false),
         });
         clients.insert(id, info.clone());
         self.stats.connections_received.fetch_add(1, Ordering::Relaxed);

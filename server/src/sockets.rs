@@ -59,3 +59,17 @@ pub fn attach(fd: OwnedFd) -> glommio::net::TcpStream {
         glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd())
     }
 }
+
+/// Shuts down both directions of the connected socket `fd` (CLIENT KILL): its connection's
+/// pending read returns end-of-file, and the connection closes itself.
+///
+/// The caller must hold the lock of the slot `fd` was read from (`ClientInfo::kill`): the
+/// connection clears that slot, under the same lock, before it closes the fd, so `fd` is
+/// still the connection's open socket here and never a number the kernel has reused.
+pub fn shutdown_held(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    #[expect(unsafe_code, reason = "the socket is known only by its number in the registry")]
+    // SAFETY: per this function's contract, `fd` is open for as long as the caller holds the
+    // slot's lock, which outlives the BorrowedFd (dropped at the end of this function).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&borrowed).shutdown(std::net::Shutdown::Both)
+}

@@ -75,6 +75,10 @@ pub enum AdminCmd {
     LastSave,
     Shardcast,
     Debug,
+    SlowLog,
+    Latency,
+    Memory,
+    Monitor,
 }
 
 /// One command's static description.
@@ -178,6 +182,10 @@ pub static COMMANDS: &[Spec] = &[
     spec!("lastsave", Admin(LastSave), 1, F, 0, 0, 0, "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk."),
     spec!("shardcast", Admin(Shardcast), -2, A, 0, 0, 0, "server", "7.0.0", "Shardcast administration: SHARDCAST SHARDS | PARTITIONS [COUNT n] | HISTORY <partition> [COUNT n] | SPLIT <partition> | MERGE <partition> | HELP."),
     spec!("debug", Admin(Debug), -2, A, 0, 0, 0, "server", "1.0.0", "A container for debugging commands."),
+    spec!("slowlog", Admin(SlowLog), -2, A, 0, 0, 0, "server", "2.2.12", "A container for slow log commands."),
+    spec!("latency", Admin(Latency), -2, A, 0, 0, 0, "server", "2.8.13", "A container for latency diagnostics commands."),
+    spec!("memory", Admin(Memory), -2, RS, 0, 0, 0, "server", "4.0.0", "A container for memory diagnostics commands."),
+    spec!("monitor", Admin(Monitor), 1, A, 0, 0, 0, "server", "1.0.0", "Listens for all requests received by the server in real-time."),
 ];
 
 /// Finds a command by name, case-insensitively; returns its index and spec.

@@ -4,8 +4,11 @@
 //! value or an error, never `ERR internal error`), and afterwards the process is alive, its log
 //! holds no panic, and every core still answers PING and serves a key.
 //!
-//! Skipped, because they must be: SHUTDOWN (it ends the server) and `CONFIG SET requirepass` /
-//! `maxclients` (they lock later connections out by design). `DEBUG SLEEP` is capped at 50 ms.
+//! Skipped, because they must be: SHUTDOWN (it ends the server), `CONFIG SET requirepass` /
+//! `maxclients` (they lock later connections out by design) and `CLIENT KILL` / `PAUSE`
+//! (they close or stall the fuzzing connections by design; `operations.rs` tests them).
+//! `DEBUG SLEEP` is capped at 50 ms. MONITOR, when it succeeds, ends its connection's
+//! pipeline as QUIT does (the connection then streams, and is replaced).
 //! The seed is printed; `SHARDCAST_SEED=<seed>` replays a run's command sequences (the
 //! interleaving of the connections is the scheduler's).
 
@@ -196,8 +199,13 @@ fn words_of(name: &str) -> &'static [&'static str] {
         "keys" => &["*", "k*", "user:?", "[a-z]*", "\\"],
         "client" => &[
             "ID", "SETNAME", "GETNAME", "SETINFO", "INFO", "LIST", "HELP", "TYPE", "normal",
-            "lib-name", "lib-ver",
+            "lib-name", "lib-ver", "NO-EVICT", "on", "off", "UNPAUSE",
         ],
+        "slowlog" => &["GET", "LEN", "RESET", "HELP", "-1", "0", "10"],
+        "latency" => {
+            &["LATEST", "HISTORY", "RESET", "HISTOGRAM", "HELP", "command", "get", "config"]
+        }
+        "memory" => &["USAGE", "STATS", "DOCTOR", "MALLOC-STATS", "PURGE", "HELP", "SAMPLES", "k1"],
         "command" => &["COUNT", "INFO", "DOCS", "LIST", "get", "set"],
         // Not requirepass or maxclients: they lock later connections out by design.
         "config" => &[
@@ -210,6 +218,11 @@ fn words_of(name: &str) -> &'static [&'static str] {
             "maxmemory-samples",
             "proto-max-bulk-len",
             "telemetry",
+            "slowlog-log-slower-than",
+            "slowlog-max-len",
+            "latency-monitor-threshold",
+            "latency-tracking",
+            "latency-tracking-info-percentiles",
             "allkeys-lru",
             "noeviction",
             "volatile-ttl",
@@ -386,8 +399,10 @@ fn fuzz_connection(port: u16, entries: &[Entry], seed: u64) -> Vec<(usize, usize
         while (batch.len() as u64) < size && !quit {
             let Some(i) = next.next() else { break };
             let command = random_command(&mut rng, &entries[i]);
-            // QUIT closes the connection: it ends the pipeline.
-            quit = command[0].eq_ignore_ascii_case(b"quit");
+            // QUIT closes the connection and MONITOR turns it into a stream: either ends the
+            // pipeline.
+            quit = command[0].eq_ignore_ascii_case(b"quit")
+                || (command[0].eq_ignore_ascii_case(b"monitor") && command.len() == 1);
             batch.push((i, command));
         }
         conn.send(&batch.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>());

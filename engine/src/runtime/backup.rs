@@ -247,7 +247,9 @@ impl Core {
                 other => return Err(unexpected("a backup's mark", other)),
             }
         }
-        let hold_micros = hold_started.elapsed().as_micros() as u64;
+        let held = hold_started.elapsed();
+        self.config.latency_events.observe(crate::telemetry::EVENT_BACKUP_CUT, held);
+        let hold_micros = held.as_micros() as u64;
         for (core, files) in &per_core {
             let marks = files.iter().map(|f| (f.number, f.lsn)).collect();
             let sync = CoreWork::Backup(BackupWork::Sync(marks));

@@ -74,6 +74,9 @@ pub struct EngineConfig {
     /// answering (`CoreTimeout`). Data-path ops wait as long as their core takes, as Redis's
     /// clients wait for its one thread.
     pub core_answer_wait_ms: u64,
+    /// The latency monitor the cores report their pauses to (log fsyncs, snapshots, cutovers,
+    /// backup cuts); the server shares it and adds its slow commands.
+    pub latency_events: Arc<crate::telemetry::LatencyEvents>,
 }
 
 /// `core_answer_wait_ms` unless set: far longer than any short step takes on a loaded machine.
@@ -108,6 +111,7 @@ impl Default for EngineConfig {
             telemetry: Default::default(),
             tick_sink: None,
             core_answer_wait_ms: CORE_ANSWER_WAIT_MS_DEFAULT,
+            latency_events: Default::default(),
         }
     }
 }
@@ -120,6 +124,7 @@ impl EngineConfig {
             wal_prealloc_bytes: self.wal_prealloc_bytes,
             partition_separator: self.partition_separator,
             telemetry: self.telemetry.clone(),
+            latency_events: self.latency_events.clone(),
         }
     }
 }

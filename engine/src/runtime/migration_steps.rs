@@ -420,6 +420,8 @@ impl Core {
                 if gone {
                     if let Some(paused) = shard.end_outgoing() {
                         let us = paused.as_micros() as u64;
+                        let events = &self.config.latency_events;
+                        events.observe(crate::telemetry::EVENT_MIGRATION_CUTOVER, paused);
                         self.migrations.last_pause_micros.store(us, Ordering::Relaxed);
                         self.migrations.journal.paused(us);
                     }

@@ -64,6 +64,8 @@ pub struct ShardConfig {
     /// Gather telemetry's per-tick sketches (bytes, distinct keys, hot keys, applications)
     /// on every op, besides the counters that are always kept.
     pub telemetry: TelemetrySwitch,
+    /// Where log fsyncs and snapshots over the latency threshold are reported.
+    pub latency_events: std::sync::Arc<crate::telemetry::LatencyEvents>,
 }
 
 impl Default for ShardConfig {
@@ -74,6 +76,7 @@ impl Default for ShardConfig {
             wal_prealloc_bytes: WAL_PREALLOC_BYTES,
             partition_separator: PARTITION_SEPARATOR_DEFAULT,
             telemetry: TelemetrySwitch::default(),
+            latency_events: Default::default(),
         }
     }
 }
@@ -563,6 +566,7 @@ impl<S: Storage> Shard<S> {
                     idle_s: e.access.idle_s(now),
                     freq: e.access.freq(now),
                     encoding: string_encoding(&e.value),
+                    bytes: crate::keyspace::entry_cost(&key, &e.value),
                 },
                 None => Reply::Nil,
             },
@@ -659,7 +663,10 @@ impl<S: Storage> Shard<S> {
     /// Waits until the record `lsn` is durable.
     pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
         let wal = self.serving_wal()?;
-        wal.sync_to(lsn).await.map_err(|e| match e {
+        let started = std::time::Instant::now();
+        let synced = wal.sync_to(lsn).await;
+        self.config.latency_events.observe(crate::telemetry::EVENT_LOG_FSYNC, started.elapsed());
+        synced.map_err(|e| match e {
             // The log keeps the record and retries: the write's outcome is unknown.
             EngineError::NoSpace { reason, .. } => EngineError::NotDurable { reason },
             e => EngineError::PreviousIo { shard: self.meta.name(), reason: e.to_string() },
@@ -669,7 +676,15 @@ impl<S: Storage> Shard<S> {
     /// Writes buffered records, and syncs them if `sync` (timers, shutdown).
     pub async fn flush(&self, sync: bool) -> Result<()> {
         match &self.wal {
-            Some(wal) if self.failure.is_none() => wal.flush(sync).await,
+            Some(wal) if self.failure.is_none() => {
+                let started = std::time::Instant::now();
+                let flushed = wal.flush(sync).await;
+                if sync {
+                    let took = started.elapsed();
+                    self.config.latency_events.observe(crate::telemetry::EVENT_LOG_FSYNC, took);
+                }
+                flushed
+            }
             _ => Ok(()),
         }
     }

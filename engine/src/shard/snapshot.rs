@@ -41,7 +41,9 @@ impl<S: Storage> Shard<S> {
         if self.snapshot_running.replace(true) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let result = self.snapshot_inner(wal).await;
+        self.config.latency_events.observe(crate::telemetry::EVENT_SNAPSHOT, started.elapsed());
         self.snapshot_running.set(false);
         if let Err(e) = &result {
             tracing::error!(shard = %self.meta.name(), error = %e, "snapshot failed");

@@ -11,10 +11,15 @@
 
 mod apps;
 mod hll;
+mod latency_events;
 mod top_keys;
 
 pub use apps::{app_names, AppCounts, AppId, APPS_MAX};
 pub use hll::{Hll, HLL_PRECISION_BITS, HLL_REGISTERS, HLL_STANDARD_ERROR};
+pub use latency_events::{
+    EventSeries, LatencyEvents, LatencySample, EVENT_BACKUP_CUT, EVENT_LOG_FSYNC,
+    EVENT_MIGRATION_CUTOVER, EVENT_SNAPSHOT, LATENCY_EVENTS_MAX, LATENCY_SAMPLES_MAX,
+};
 pub use top_keys::{KeyCount, TopKeys, TOP_KEYS_MAX};
 
 use crate::routing::Position;

@@ -28,6 +28,12 @@
 //! | `shardcast_telemetry_ticks_deferred_total` | counter | | core ticks folded into the next because the queue to the control thread was full (no count is lost) |
 //! | `shardcast_history_partitions` | gauge | | partitions in the load history |
 //! | `shardcast_history_rows` | gauge | resolution | rows kept |
+//! | `shardcast_command_duration_seconds` | histogram | cmd, le | command latency (as `LATENCY HISTOGRAM`): buckets at powers of two from 1.024 µs to 1.07 s; `_sum` counts each value at its bucket's middle |
+//! | `shardcast_command_calls_total` | counter | cmd | calls (`INFO commandstats`) |
+//! | `shardcast_command_failed_calls_total` | counter | cmd | calls that answered an error |
+//! | `shardcast_command_rejected_calls_total` | counter | cmd | calls refused before they ran |
+//! | `shardcast_command_seconds_total` | counter | cmd | the server's time in the command (`usec`) |
+//! | `shardcast_error_replies_total` | counter | code | error replies by code (`INFO errorstats`) |
 //!
 //! Partitions are the busiest `METRICS_PARTITIONS_MAX` of the last tick, so a server with
 //! 100,000 partitions does not answer with millions of series.
@@ -143,7 +149,72 @@ pub(super) fn render(core: &Core, shared: &Shared, control: &Control) -> String 
     o.family("shardcast_history_rows", "gauge", "Rows kept in the load history, by resolution.");
     o.sample("shardcast_history_rows", &[("resolution", "tick")], stats.tick_rows as f64);
     o.sample("shardcast_history_rows", &[("resolution", "minute")], stats.minute_rows as f64);
+    commands(&mut o, shared);
     o.0
+}
+
+/// Bucket edges of `shardcast_command_duration_seconds`: 2^10 .. 2^30 ns, the edges of the
+/// server's histograms (so each bucket is exact).
+const COMMAND_BUCKET_EDGES_NS: std::ops::RangeInclusive<u32> = 10..=30;
+
+/// The per-command series, for the commands called since start (or CONFIG RESETSTAT).
+fn commands(o: &mut Out, shared: &Shared) {
+    use crate::stats::commands::{all_slots, merged, slot_name};
+    let rows: Vec<_> = all_slots()
+        .map(|slot| (slot_name(slot), merged(&shared.observe.commands, slot)))
+        .filter(|(_, r)| r.calls + r.rejected > 0)
+        .collect();
+    let h = "shardcast_command_duration_seconds";
+    o.family(
+        h,
+        "histogram",
+        "Command latency: the wall time of the batch that held it, until its reply was ready.",
+    );
+    for (name, row) in &rows {
+        for power in COMMAND_BUCKET_EDGES_NS {
+            let edge = 1u64 << power;
+            let le = format!("{}", edge as f64 / 1e9);
+            o.sample(
+                &format!("{h}_bucket"),
+                &[("cmd", name), ("le", &le)],
+                row.latency.count_below(edge) as f64,
+            );
+        }
+        let total = row.latency.total() as f64;
+        o.sample(&format!("{h}_bucket"), &[("cmd", name), ("le", "+Inf")], total);
+        o.sample(&format!("{h}_sum"), &[("cmd", name)], row.latency.approx_sum_ns() / 1e9);
+        o.sample(&format!("{h}_count"), &[("cmd", name)], total);
+    }
+    let counters: [Gauge<crate::stats::commands::CommandRow>; 4] = [
+        ("shardcast_command_calls_total", "Commands run.", |r| r.calls as f64),
+        ("shardcast_command_failed_calls_total", "Commands that answered an error.", |r| {
+            r.failed as f64
+        }),
+        (
+            "shardcast_command_rejected_calls_total",
+            "Commands refused before they ran (arity, authentication, OOM).",
+            |r| r.rejected as f64,
+        ),
+        (
+            "shardcast_command_seconds_total",
+            "The server's time in each command (a batch's time shared among its commands).",
+            |r| r.ns as f64 / 1e9,
+        ),
+    ];
+    for (name, help, value) in counters {
+        o.family(name, "counter", help);
+        for (cmd, row) in &rows {
+            o.sample(name, &[("cmd", cmd)], value(row));
+        }
+    }
+    o.family(
+        "shardcast_error_replies_total",
+        "counter",
+        "Error replies by their code (INFO errorstats).",
+    );
+    for (code, count) in shared.observe.errors.by_code() {
+        o.sample("shardcast_error_replies_total", &[("code", &code)], count as f64);
+    }
 }
 
 fn shards(o: &mut Out, view: &ControlView) {

@@ -1,0 +1,151 @@
+//! The bookkeeping of one pipeline's commands as they run: which command each batch held and
+//! how it ended, and, when a batch ends, its time recorded into the command statistics, the
+//! slow log, the latency monitor and the error counts (`stats`).
+//!
+//! The fast path costs one clock read per batch and one add per counter per run of equal
+//! commands. A slow command's arguments are parsed again from the connection's input buffer
+//! (`raw`), where they still are: nothing is copied ahead in case a command turns out slow.
+
+use crate::resp::{parse, Limits, Parsed};
+use crate::shared::Shared;
+use crate::stats::commands::{slot_name, Batch, Slot};
+use std::ops::Range;
+use std::time::Instant;
+
+/// How a command of the batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Ran; the flag says whether its reply was an error.
+    Ran { failed: bool },
+    /// Refused before it ran (arity, authentication, OOM): counted at once, not timed.
+    Rejected,
+    /// Not a command: only its error reply is counted.
+    Unknown,
+}
+
+struct Mark {
+    slot: Slot,
+    outcome: Outcome,
+    /// Its bytes in `raw`.
+    raw: Range<usize>,
+    fast: bool,
+}
+
+/// One pipeline's ledger.
+pub struct Ledger<'a> {
+    shared: &'a Shared,
+    core: usize,
+    raw: &'a [u8],
+    since: Instant,
+    marks: Vec<Mark>,
+}
+
+impl<'a> Ledger<'a> {
+    /// A ledger for commands parsed from `raw`; the first batch starts now.
+    pub fn new(shared: &'a Shared, core: usize, raw: &'a [u8]) -> Self {
+        Ledger { shared, core, raw, since: Instant::now(), marks: Vec::new() }
+    }
+
+    /// A command `slot` joins the batch (`fast`: the table's `fast` flag).
+    pub fn ran(&mut self, slot: Slot, raw: Range<usize>, fast: bool) {
+        self.marks.push(Mark { slot, outcome: Outcome::Ran { failed: false }, raw, fast });
+    }
+
+    /// A command refused before running.
+    pub fn rejected(&mut self, slot: Slot, raw: Range<usize>) {
+        self.shared.observe.commands[self.core].record_rejected(slot);
+        self.marks.push(Mark { slot, outcome: Outcome::Rejected, raw, fast: true });
+    }
+
+    pub fn unknown(&mut self, raw: Range<usize>) {
+        self.marks.push(Mark { slot: Slot(0), outcome: Outcome::Unknown, raw, fast: true });
+    }
+
+    /// The reply of the batch's `i`th command was rendered as `reply`.
+    pub fn replied(&mut self, i: usize, reply: &[u8]) {
+        if let Some(line) = reply.strip_prefix(b"-") {
+            self.shared.observe.errors.count(line);
+            if let Some(Mark { outcome: Outcome::Ran { failed }, .. }) = self.marks.get_mut(i) {
+                *failed = true;
+            }
+        }
+    }
+
+    /// Whether the batch holds commands not yet recorded.
+    pub fn is_empty(&self) -> bool {
+        self.marks.is_empty()
+    }
+
+    /// The batch's replies are ready: records its commands and starts the next batch.
+    pub fn batch_done(&mut self, s: &crate::connection::Session) {
+        if self.marks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let ns = now.duration_since(self.since).as_nanos() as u64;
+        self.since = now;
+        let ran = self.marks.iter().filter(|m| matches!(m.outcome, Outcome::Ran { .. })).count();
+        let obs = &self.shared.observe;
+        if ran > 0 {
+            let batch = Batch { ns, share_ns: ns / ran as u64, track_latency: obs.tracking() };
+            let stats = &obs.commands[self.core];
+            let mut i = 0;
+            while i < self.marks.len() {
+                let Outcome::Ran { .. } = self.marks[i].outcome else {
+                    i += 1;
+                    continue;
+                };
+                let slot = self.marks[i].slot;
+                let (mut calls, mut failed) = (0, 0);
+                while let Some(Mark { slot: s2, outcome: Outcome::Ran { failed: f }, .. }) =
+                    self.marks.get(i)
+                {
+                    if *s2 != slot {
+                        break;
+                    }
+                    calls += 1;
+                    failed += u64::from(*f);
+                    i += 1;
+                }
+                stats.record_run(slot, calls, failed, batch);
+            }
+            let took = std::time::Duration::from_nanos(ns);
+            if obs.events.is_over(took) {
+                let all_fast = self.marks.iter().all(|m| m.fast);
+                obs.events.observe(if all_fast { "fast-command" } else { "command" }, took);
+            }
+            if obs.slowlog.is_slow(ns / 1000) {
+                self.log_slow(ns / 1000, s);
+            }
+        }
+        self.marks.clear();
+    }
+
+    /// Adds the batch's commands to the slow log, their arguments parsed again from `raw`.
+    fn log_slow(&self, us: u64, s: &crate::connection::Session) {
+        let name = s.client.name.lock().expect("client name poisoned").clone();
+        let limits = Limits { bulk_len_max: usize::MAX };
+        for m in self.marks.iter().filter(|m| matches!(m.outcome, Outcome::Ran { .. })) {
+            let Some(bytes) = self.raw.get(m.raw.clone()) else { continue };
+            let Parsed::Command { mut args, .. } = parse(bytes, limits) else { continue };
+            redact(slot_name(m.slot), &mut args);
+            self.shared.observe.slowlog.add(us, &args, &s.client.addr, &name);
+        }
+    }
+}
+
+/// Hides the secrets of AUTH and HELLO ... AUTH, as Redis does in its slow log and MONITOR.
+pub fn redact(name: &str, args: &mut [Vec<u8>]) {
+    let secrets = match name {
+        "auth" => 1..args.len(),
+        // HELLO [protover [AUTH username password] [SETNAME clientname]]
+        "hello" => match args.iter().position(|a| a.eq_ignore_ascii_case(b"auth")) {
+            Some(i) => i + 1..(i + 3).min(args.len()),
+            None => return,
+        },
+        _ => return,
+    };
+    for a in &mut args[secrets] {
+        *a = b"(redacted)".to_vec();
+    }
+}
