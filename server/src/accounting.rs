@@ -41,9 +41,9 @@ pub struct Ledger<'a> {
 }
 
 impl<'a> Ledger<'a> {
-    /// A ledger for commands parsed from `raw`; the first batch starts now.
-    pub fn new(shared: &'a Shared, core: usize, raw: &'a [u8]) -> Self {
-        Ledger { shared, core, raw, since: Instant::now(), marks: Vec::new() }
+    /// A ledger for up to `commands` commands parsed from `raw`; the first batch starts now.
+    pub fn new(shared: &'a Shared, core: usize, raw: &'a [u8], commands: usize) -> Self {
+        Ledger { shared, core, raw, since: Instant::now(), marks: Vec::with_capacity(commands) }
     }
 
     /// A command `slot` joins the batch (`fast`: the table's `fast` flag).

@@ -312,7 +312,7 @@ async fn execute(
 ) {
     let mut ops: Vec<Op> = Vec::new();
     let mut plans: Vec<Plan> = Vec::new();
-    let mut ledger = Ledger::new(shared, core.id(), raw);
+    let mut ledger = Ledger::new(shared, core.id(), raw, commands.len());
     // The core every op of the current batch belongs to.
     let mut batch_core: Option<usize> = None;
     let n = commands.len() as u64;
