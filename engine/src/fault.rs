@@ -38,8 +38,9 @@ pub fn hit(name: &str) {
     }
 }
 
-/// Marks a delay point: with `SHARDCAST_FAULT_DELAY=<name>@<ms>`, the task waits that long
-/// there (other tasks run meanwhile), so a test can widen a window it must prove harmless.
+/// Marks a delay point: with `SHARDCAST_FAULT_DELAY=<name>@<ms>[,<name>@<ms>...]`, the task
+/// waits that long there (other tasks run meanwhile), so a test can widen a window it must
+/// prove harmless, or make a pause long enough to be seen.
 /// Compiles to nothing without debug assertions.
 #[macro_export]
 macro_rules! fault_delay {
@@ -52,18 +53,20 @@ macro_rules! fault_delay {
 /// The environment variable that arms a delay point.
 pub const FAULT_DELAY_ENV: &str = "SHARDCAST_FAULT_DELAY";
 
-/// Called by `fault_delay!`: waits if `name` is the armed delay point.
+/// Called by `fault_delay!`: waits if `name` is an armed delay point.
 #[cfg(debug_assertions)]
 pub async fn delay(name: &str) {
-    static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static ARMED: std::sync::OnceLock<Vec<(String, u64)>> = std::sync::OnceLock::new();
     let armed = ARMED.get_or_init(|| {
-        let v = std::env::var(FAULT_DELAY_ENV).ok()?;
-        let (n, ms) = v.split_once('@').expect("SHARDCAST_FAULT_DELAY=name@ms");
-        Some((n.to_owned(), ms.parse().expect("SHARDCAST_FAULT_DELAY=name@ms")))
+        let Ok(v) = std::env::var(FAULT_DELAY_ENV) else { return Vec::new() };
+        v.split(',')
+            .map(|point| {
+                let (n, ms) = point.split_once('@').expect("SHARDCAST_FAULT_DELAY=name@ms,...");
+                (n.to_owned(), ms.parse().expect("SHARDCAST_FAULT_DELAY=name@ms,..."))
+            })
+            .collect()
     });
-    if let Some((point, ms)) = armed {
-        if point == name {
-            glommio::timer::sleep(std::time::Duration::from_millis(*ms)).await;
-        }
+    if let Some((_, ms)) = armed.iter().find(|(point, _)| point == name) {
+        glommio::timer::sleep(std::time::Duration::from_millis(*ms)).await;
     }
 }

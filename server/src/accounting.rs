@@ -7,7 +7,7 @@
 //! (`raw`), where they still are: nothing is copied ahead in case a command turns out slow.
 
 use crate::resp::{parse, Limits, Parsed};
-use crate::shared::Shared;
+use crate::shared::{ClientInfo, Shared};
 use crate::stats::commands::{slot_name, Batch, Slot};
 use std::ops::Range;
 use std::time::Instant;
@@ -23,12 +23,13 @@ enum Outcome {
     Unknown,
 }
 
-struct Mark {
+/// One command of the batch. The buffer of marks is kept by the connection between
+/// pipelines (`Ledger::into_marks`), so a ledger allocates nothing once warm.
+pub struct Mark {
     slot: Slot,
     outcome: Outcome,
     /// Its bytes in `raw`.
     raw: Range<usize>,
-    fast: bool,
 }
 
 /// One pipeline's ledger.
@@ -41,24 +42,31 @@ pub struct Ledger<'a> {
 }
 
 impl<'a> Ledger<'a> {
-    /// A ledger for up to `commands` commands parsed from `raw`; the first batch starts now.
-    pub fn new(shared: &'a Shared, core: usize, raw: &'a [u8], commands: usize) -> Self {
-        Ledger { shared, core, raw, since: Instant::now(), marks: Vec::with_capacity(commands) }
+    /// A ledger for commands parsed from `raw`, keeping its marks in `marks` (emptied); the
+    /// first batch starts now.
+    pub fn new(shared: &'a Shared, core: usize, raw: &'a [u8], mut marks: Vec<Mark>) -> Self {
+        marks.clear();
+        Ledger { shared, core, raw, since: Instant::now(), marks }
     }
 
-    /// A command `slot` joins the batch (`fast`: the table's `fast` flag).
-    pub fn ran(&mut self, slot: Slot, raw: Range<usize>, fast: bool) {
-        self.marks.push(Mark { slot, outcome: Outcome::Ran { failed: false }, raw, fast });
+    /// The marks' buffer, for the next ledger.
+    pub fn into_marks(self) -> Vec<Mark> {
+        self.marks
+    }
+
+    /// A command `slot` joins the batch.
+    pub fn ran(&mut self, slot: Slot, raw: Range<usize>) {
+        self.marks.push(Mark { slot, outcome: Outcome::Ran { failed: false }, raw });
     }
 
     /// A command refused before running.
     pub fn rejected(&mut self, slot: Slot, raw: Range<usize>) {
         self.shared.observe.commands[self.core].record_rejected(slot);
-        self.marks.push(Mark { slot, outcome: Outcome::Rejected, raw, fast: true });
+        self.marks.push(Mark { slot, outcome: Outcome::Rejected, raw });
     }
 
     pub fn unknown(&mut self, raw: Range<usize>) {
-        self.marks.push(Mark { slot: Slot(0), outcome: Outcome::Unknown, raw, fast: true });
+        self.marks.push(Mark { slot: Slot(0), outcome: Outcome::Unknown, raw });
     }
 
     /// The reply of the batch's `i`th command was rendered as `reply`.
@@ -76,8 +84,9 @@ impl<'a> Ledger<'a> {
         self.marks.is_empty()
     }
 
-    /// The batch's replies are ready: records its commands and starts the next batch.
-    pub fn batch_done(&mut self, s: &crate::connection::Session) {
+    /// The batch's replies are ready: records its commands (run by `client`) and starts the
+    /// next batch.
+    pub fn batch_done(&mut self, client: &ClientInfo) {
         if self.marks.is_empty() {
             return;
         }
@@ -111,27 +120,38 @@ impl<'a> Ledger<'a> {
             }
             let took = std::time::Duration::from_nanos(ns);
             if obs.events.is_over(took) {
-                let all_fast = self.marks.iter().all(|m| m.fast);
+                let all_fast = self
+                    .marks
+                    .iter()
+                    .all(|m| !matches!(m.outcome, Outcome::Ran { .. }) || slot_is_fast(m.slot));
                 obs.events.observe(if all_fast { "fast-command" } else { "command" }, took);
             }
             if obs.slowlog.is_slow(ns / 1000) {
-                self.log_slow(ns / 1000, s);
+                self.log_slow(ns / 1000, client);
             }
         }
         self.marks.clear();
     }
 
     /// Adds the batch's commands to the slow log, their arguments parsed again from `raw`.
-    fn log_slow(&self, us: u64, s: &crate::connection::Session) {
-        let name = s.client.name.lock().expect("client name poisoned").clone();
+    fn log_slow(&self, us: u64, client: &ClientInfo) {
+        let name = client.name.lock().expect("client name poisoned").clone();
         let limits = Limits { bulk_len_max: usize::MAX };
         for m in self.marks.iter().filter(|m| matches!(m.outcome, Outcome::Ran { .. })) {
             let Some(bytes) = self.raw.get(m.raw.clone()) else { continue };
             let Parsed::Command { mut args, .. } = parse(bytes, limits) else { continue };
             redact(slot_name(m.slot), &mut args);
-            self.shared.observe.slowlog.add(us, &args, &s.client.addr, &name);
+            self.shared.observe.slowlog.add(us, &args, &client.addr, &name);
         }
     }
+}
+
+/// Whether the command of row `slot` has the table's `fast` flag (a subcommand: its
+/// container's).
+fn slot_is_fast(slot: Slot) -> bool {
+    let name = slot_name(slot);
+    let command = name.split_once('|').map_or(name, |(container, _)| container);
+    crate::table::lookup(command.as_bytes()).is_some_and(|(_, spec)| spec.has("fast"))
 }
 
 /// Hides the secrets of AUTH and HELLO ... AUTH, as Redis does in its slow log and MONITOR.

@@ -364,3 +364,36 @@ pub fn client(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
         _ => unknown_subcommand(&mut s.w, &args[1], "client"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &[u8]) -> &'static Spec {
+        crate::table::lookup(name).unwrap().1
+    }
+
+    #[test]
+    fn a_pause_holds_what_its_mode_says_and_never_shortens() {
+        let p = ClientPause::default();
+        assert!(!p.blocks(spec(b"set")) && p.current().is_none());
+        let now = now_ms();
+        p.start(now + 60_000, true);
+        assert!(p.blocks(spec(b"set")) && !p.blocks(spec(b"get")));
+        // ALL wins over WRITE; the later end stays.
+        p.start(now + 1_000, false);
+        assert!(p.blocks(spec(b"get")));
+        assert_eq!(p.current(), Some((now + 60_000, false)));
+        // WRITE does not weaken ALL while it lasts.
+        p.start(now + 120_000, true);
+        assert_eq!(p.current(), Some((now + 120_000, false)));
+        p.end();
+        assert!(!p.blocks(spec(b"set")) && p.current().is_none());
+        // An ended pause leaves nothing behind: a new WRITE pause is WRITE.
+        p.start(now + 60_000, true);
+        assert!(!p.blocks(spec(b"get")));
+        p.end();
+        p.start(0, false);
+        assert!(!p.blocks(spec(b"get")), "a pause already over holds nothing");
+    }
+}

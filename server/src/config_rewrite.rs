@@ -29,6 +29,16 @@ pub fn rewrite(shared: &Shared) -> Result<(), String> {
     let bulk = shared.proto_max_bulk_len.load(std::sync::atomic::Ordering::Relaxed);
     set(&mut doc, "proto-max-bulk-len", toml_edit::value(bulk.to_string()));
     set(&mut doc, "telemetry", toml_edit::value(shared.config.engine.telemetry.is_on()));
+    let obs = &shared.observe;
+    set(&mut doc, "slowlog-log-slower-than", toml_edit::value(obs.slowlog.slower_than_us()));
+    let slowlog_len = obs.slowlog.max_len() as i64; // at most SLOWLOG_LEN_MAX
+    set(&mut doc, "slowlog-max-len", toml_edit::value(slowlog_len));
+    let threshold = i64::try_from(obs.events.threshold_ms()).unwrap_or(i64::MAX);
+    set(&mut doc, "latency-monitor-threshold", toml_edit::value(threshold));
+    set(&mut doc, "latency-tracking", toml_edit::value(obs.tracking()));
+    let percentiles: Vec<String> =
+        obs.percentiles().iter().map(|p| crate::stats::percentile_text(*p)).collect();
+    set(&mut doc, "latency-tracking-info-percentiles", toml_edit::value(percentiles.join(" ")));
     match shared.password() {
         Some(p) => set(&mut doc, "requirepass", toml_edit::value(p)),
         None => {

@@ -94,6 +94,8 @@ pub struct Session {
     pub affinity: Affinity,
     /// MONITOR ran: the connection streams commands from now on.
     pub monitor: Option<Arc<crate::monitor::Feed>>,
+    /// The accounting's buffer, kept between pipelines.
+    pub marks: Vec<crate::accounting::Mark>,
 }
 
 /// While it lives, CLIENT KILL can reach the connection's socket (`ClientInfo::kill`); it
@@ -154,6 +156,7 @@ async fn serve(
         close: false,
         affinity: Affinity::new(core.cores()),
         monitor: None,
+        marks: Vec::new(),
     };
     let mut socket_slot = SocketSlot::new(s.client.clone(), &stream);
     // input[start..end] holds unparsed bytes; input[end..] is spare room to read into. The
@@ -312,7 +315,7 @@ async fn execute(
 ) {
     let mut ops: Vec<Op> = Vec::new();
     let mut plans: Vec<Plan> = Vec::new();
-    let mut ledger = Ledger::new(shared, core.id(), raw, commands.len());
+    let mut ledger = Ledger::new(shared, core.id(), raw, std::mem::take(&mut s.marks));
     // The core every op of the current batch belongs to.
     let mut batch_core: Option<usize> = None;
     let n = commands.len() as u64;
@@ -374,7 +377,7 @@ async fn execute(
                 }
                 ops.extend(new_ops);
                 plans.push(p);
-                ledger.ran(slot, raw, spec.has("fast"));
+                ledger.ran(slot, raw);
                 if target.is_none() && !ops.is_empty() {
                     flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
                 }
@@ -382,10 +385,10 @@ async fn execute(
             Handler::Admin(cmd) => {
                 flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
                 let before = s.w.buf.len();
-                ledger.ran(slot, raw, spec.has("fast"));
+                ledger.ran(slot, raw);
                 admin::run(core, shared, s, cmd, args).await;
                 ledger.replied(0, s.w.buf.get(before..).unwrap_or_default());
-                ledger.batch_done(s);
+                ledger.batch_done(&s.client);
                 if s.close || s.monitor.is_some() {
                     break;
                 }
@@ -393,6 +396,7 @@ async fn execute(
         }
     }
     flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
+    s.marks = ledger.into_marks();
     shared.stats.commands.add(core.id(), n);
     s.client
         .last_command_ms
@@ -429,7 +433,7 @@ async fn flush_batch(
         }
         ledger.replied(i, &s.w.buf[before..]);
     }
-    ledger.batch_done(s);
+    ledger.batch_done(&s.client);
     if hits > 0 {
         shared.stats.keyspace_hits.add(core.id(), hits);
     }

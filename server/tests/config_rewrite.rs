@@ -31,6 +31,12 @@ fn config_rewrite_keeps_comments_and_survives_a_restart() {
         .arg("allkeys-lru")
         .arg("maxclients")
         .arg("250")
+        .arg("slowlog-log-slower-than")
+        .arg("-1")
+        .arg("latency-monitor-threshold")
+        .arg("5")
+        .arg("latency-tracking-info-percentiles")
+        .arg("50 99.99")
         .query(&mut c)
         .unwrap();
     assert_eq!(ok, "OK");
@@ -53,6 +59,10 @@ fn config_rewrite_keeps_comments_and_survives_a_restart() {
     assert_eq!(config_get(&mut c, "maxmemory-policy"), "allkeys-lru");
     assert_eq!(config_get(&mut c, "maxclients"), "250");
     assert_eq!(config_get(&mut c, "tick-ms"), "500");
+    assert_eq!(config_get(&mut c, "slowlog-log-slower-than"), "-1");
+    assert_eq!(config_get(&mut c, "latency-monitor-threshold"), "5");
+    assert_eq!(config_get(&mut c, "latency-tracking-info-percentiles"), "50 99.99");
+    assert_eq!(config_get(&mut c, "slowlog-max-len"), "128");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

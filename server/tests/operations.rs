@@ -362,47 +362,81 @@ fn slow_log_keeps_slow_commands_with_their_arguments() {
     assert_eq!(run(&mut c, &["SLOWLOG", "LEN"]).unwrap(), Value::Int(0));
 }
 
-/// The latency monitor shows slow commands and the engine's own pauses (here a backup's cut,
-/// widened with a delay point), with LATEST, HISTORY and RESET as Redis has them.
+/// The latency monitor shows slow commands and the engine's own pauses (a backup's cut, a
+/// snapshot, a migration's cutover, each widened with a delay point so it is over the
+/// threshold whatever the machine), with LATEST, HISTORY and RESET as Redis has them.
 #[test]
 fn latency_monitor_shows_commands_and_engine_events() {
-    let mut server = Server::start("ops-latency", &[]);
-    // Only debug builds have the delay point; the tests run them.
-    server.set_env("SHARDCAST_FAULT_DELAY", Some("backup:mark@60"));
+    let dir = std::env::temp_dir().join(format!("shardcast-it-ops-latency-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Small logs, so a few hundred writes start a snapshot.
+    let config = dir.join("shardcast.toml");
+    std::fs::write(&config, "snapshot-min-wal-size = \"64kb\"\nlatency-monitor-threshold = 20\n")
+        .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let mut server = Server::start_at(
+        &dir.join("data"),
+        &["--cores", "2", "--policy", "static", "--config", &config],
+    );
+    // Only debug builds have the delay points; the tests run them.
+    let delays = "backup:mark@60,snapshot:write@40,migration:cutover@40";
+    server.set_env("SHARDCAST_FAULT_DELAY", Some(delays));
     server.terminate();
     server.restart();
     let mut c = server.client();
-    assert_eq!(run(&mut c, &["LATENCY", "LATEST"]).unwrap(), Value::Array(vec![]));
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("latency-monitor-threshold")
-        .arg("20")
-        .query(&mut c)
-        .unwrap();
     let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("0.04").query(&mut c).unwrap();
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
     let _: String = redis::cmd("SAVE").query(&mut c).unwrap();
-    let latest = run(&mut c, &["LATENCY", "LATEST"]).unwrap();
-    let Value::Array(events) = latest else { panic!() };
-    let by_name: Vec<(String, i64, i64)> = events
-        .iter()
-        .map(|e| {
-            let Value::Array(f) = e else { panic!() };
-            let (Value::Int(latest), Value::Int(max)) = (&f[2], &f[3]) else { panic!() };
-            (text(&f[0]), *latest, *max)
-        })
-        .collect();
-    let command =
-        by_name.iter().find(|e| e.0 == "command").unwrap_or_else(|| panic!("{by_name:?}"));
-    assert!(command.1 >= 40 && command.2 >= 40, "{by_name:?}");
-    let cut = by_name.iter().find(|e| e.0 == "backup-cut").unwrap_or_else(|| panic!("{by_name:?}"));
-    assert!(cut.1 >= 60, "{by_name:?}");
+    let value = "v".repeat(1000);
+    for i in 0..300 {
+        let _: () = redis::cmd("SET").arg(format!("acct:{i}")).arg(&value).query(&mut c).unwrap();
+    }
+    let split: String = redis::cmd("SHARDCAST").arg("SPLIT").arg("acct").query(&mut c).unwrap();
+    assert_eq!(split, "OK");
+    let latest = |c: &mut redis::Connection| -> Vec<(String, i64, i64)> {
+        let Value::Array(events) = run(c, &["LATENCY", "LATEST"]).unwrap() else { panic!() };
+        events
+            .iter()
+            .map(|e| {
+                let Value::Array(f) = e else { panic!() };
+                let (Value::Int(latest), Value::Int(max)) = (&f[2], &f[3]) else { panic!() };
+                (text(&f[0]), *latest, *max)
+            })
+            .collect()
+    };
+    // The snapshot runs in the background: wait for it.
+    let deadline = Instant::now() + DEADLINE;
+    let events = loop {
+        let events = latest(&mut c);
+        if events.iter().any(|e| e.0 == "snapshot") {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "no snapshot event: {events:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let find = |name: &str| {
+        events
+            .iter()
+            .find(|e| e.0 == name)
+            .unwrap_or_else(|| panic!("{name} in {events:?}"))
+            .clone()
+    };
+    let command = find("command");
+    assert!(command.1 >= 40 && command.2 >= 40, "{events:?}");
+    assert!(find("backup-cut").1 >= 60, "{events:?}");
+    assert!(find("snapshot").1 >= 40, "{events:?}");
+    assert!(find("migration-cutover").1 >= 40, "{events:?}");
     let history = run(&mut c, &["LATENCY", "HISTORY", "command"]).unwrap();
     let Value::Array(samples) = history else { panic!() };
-    assert_eq!(samples.len(), 1);
+    // DEBUG SLEEP, SAVE and SPLIT each took over 40 ms: one sample per second they fell in.
+    assert!((1..=3).contains(&samples.len()), "{samples:?}");
     assert_eq!(run(&mut c, &["LATENCY", "RESET", "command", "nosuch"]).unwrap(), Value::Int(1));
-    assert_eq!(run(&mut c, &["LATENCY", "RESET"]).unwrap(), Value::Int(1));
+    // The other events (a slow fsync on a loaded machine may have added one).
+    let Value::Int(reset) = run(&mut c, &["LATENCY", "RESET"]).unwrap() else { panic!() };
+    assert!(reset >= 3, "{reset}: {events:?}");
     assert_eq!(run(&mut c, &["LATENCY", "LATEST"]).unwrap(), Value::Array(vec![]));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn client_ids(c: &mut redis::Connection) -> Vec<(u64, String)> {

@@ -295,6 +295,7 @@ impl Core {
         report: &mut MigrationReport,
         migration: u64,
     ) -> Result<()> {
+        crate::fault_delay!("migration:cutover");
         loop {
             self.check_outgoing(shard, migration)?;
             let batch = shard.take_delta(BATCH_ENTRIES_MAX, BATCH_BYTES_TARGET);

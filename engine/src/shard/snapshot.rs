@@ -86,6 +86,7 @@ impl<S: Storage> Shard<S> {
             }
         };
         let tmp = self.dir.join(format!("{}.tmp", segment_name(lsn)));
+        crate::fault_delay!("snapshot:write");
         let total = entries.len() as u64;
         let written = self.write_segment(&tmp, entries, lsn).await;
         let written = match written {

@@ -2,10 +2,15 @@
 //! `/metrics`): calls, time, rejected and failed calls and a latency histogram for every
 //! command and every subcommand Redis counts apart (`config|get`), kept per core.
 //!
-//! Each core adds to its own cells (relaxed atomics on memory only it writes, so no line
-//! bounces between cores on the data path); a reader merges every core's cells on demand.
-//! Consecutive commands of one kind in a batch are recorded as one add (`record_run`), so a
-//! pipeline of 16 GETs costs one add per counter, not 16.
+//! Each core adds to its own cells, and only that core writes them: an add is a relaxed load
+//! and store (`bump`), not a locked read-modify-write (which costs about 14 ns here, against
+//! under 1), and no cache line bounces between cores on the data path. A reader merges every
+//! core's cells on demand. Consecutive commands of one kind in a batch are recorded as one add
+//! (`record_run`), so a pipeline of 16 GETs costs one add per counter, not 16.
+//!
+//! CONFIG RESETSTAT, on any core, only asks (`reset`): each core zeroes its own cells at its
+//! next record, and until then readers count its cells as zero. So the single writer holds
+//! for resets too, and a reset is never half undone by a concurrent add.
 
 use super::histogram::{AtomicHistogram, Histogram};
 use crate::table::COMMANDS;
@@ -106,45 +111,75 @@ struct Cell {
     latency: AtomicHistogram,
 }
 
-/// One core's rows.
+/// Adds `n` to a counter only the calling core writes.
+pub(super) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// One core's rows. Written by that core only (`record_*`); `reset` may come from any core.
 pub struct CoreCommandStats {
     cells: Vec<Cell>,
+    /// Resets asked for, and the last one this core carried out.
+    resets_asked: AtomicU64,
+    resets_done: AtomicU64,
 }
 
 impl Default for CoreCommandStats {
     fn default() -> Self {
-        CoreCommandStats { cells: (0..slots().names.len()).map(|_| Cell::default()).collect() }
+        CoreCommandStats {
+            cells: (0..slots().names.len()).map(|_| Cell::default()).collect(),
+            resets_asked: AtomicU64::new(0),
+            resets_done: AtomicU64::new(0),
+        }
     }
 }
 
 impl CoreCommandStats {
+    /// On the owning core, before any add: carries out a reset asked for since the last.
+    fn owner_step(&self) {
+        let asked = self.resets_asked.load(Ordering::Acquire);
+        if asked != self.resets_done.load(Ordering::Relaxed) {
+            for c in &self.cells {
+                c.calls.store(0, Ordering::Relaxed);
+                c.ns.store(0, Ordering::Relaxed);
+                c.rejected.store(0, Ordering::Relaxed);
+                c.failed.store(0, Ordering::Relaxed);
+                c.latency.reset();
+            }
+            self.resets_done.store(asked, Ordering::Release);
+        }
+    }
+
     /// `calls` commands of row `slot` ran in a batch that took `batch.ns`; they take
     /// `batch.share_ns` each of the server's time; `failed` of them answered an error.
+    /// Only the owning core calls this.
     pub fn record_run(&self, slot: Slot, calls: u64, failed: u64, batch: Batch) {
+        self.owner_step();
         let cell = &self.cells[slot.0 as usize];
-        cell.calls.fetch_add(calls, Ordering::Relaxed);
-        cell.ns.fetch_add(batch.share_ns * calls, Ordering::Relaxed);
+        bump(&cell.calls, calls);
+        bump(&cell.ns, batch.share_ns * calls);
         if failed > 0 {
-            cell.failed.fetch_add(failed, Ordering::Relaxed);
+            bump(&cell.failed, failed);
         }
         if batch.track_latency {
             cell.latency.record_n(batch.ns, calls);
         }
     }
 
-    /// A command refused before it ran (arity, authentication, OOM).
+    /// A command refused before it ran (arity, authentication, OOM). Owning core only.
     pub fn record_rejected(&self, slot: Slot) {
-        self.cells[slot.0 as usize].rejected.fetch_add(1, Ordering::Relaxed);
+        self.owner_step();
+        bump(&self.cells[slot.0 as usize].rejected, 1);
     }
 
+    /// Asks the owning core to zero its rows (readers count them as zero until it has).
     pub fn reset(&self) {
-        for c in &self.cells {
-            c.calls.store(0, Ordering::Relaxed);
-            c.ns.store(0, Ordering::Relaxed);
-            c.rejected.store(0, Ordering::Relaxed);
-            c.failed.store(0, Ordering::Relaxed);
-            c.latency.reset();
-        }
+        self.resets_asked.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether a reset is asked for and not yet carried out.
+    fn reset_pending(&self) -> bool {
+        self.resets_asked.load(Ordering::Acquire) != self.resets_done.load(Ordering::Acquire)
     }
 }
 
@@ -161,7 +196,7 @@ pub struct CommandRow {
 /// Row `slot` summed over `cores`.
 pub fn merged(cores: &[CoreCommandStats], slot: Slot) -> CommandRow {
     let mut row = CommandRow::default();
-    for core in cores {
+    for core in cores.iter().filter(|c| !c.reset_pending()) {
         let c = &core.cells[slot.0 as usize];
         row.calls += c.calls.load(Ordering::Relaxed);
         row.ns += c.ns.load(Ordering::Relaxed);
@@ -201,6 +236,10 @@ mod tests {
         assert_eq!((row.calls, row.ns, row.rejected, row.failed), (17, 11_000, 1, 1));
         assert_eq!(row.latency.total(), 17);
         cores[0].reset();
-        assert_eq!(merged(&cores, s).calls, 1);
+        assert_eq!(merged(&cores, s).calls, 1, "a reset asked for counts at once");
+        // The owner carries it out at its next record: the old counts do not come back.
+        cores[0].record_run(s, 2, 0, batch(1_000, 500));
+        let row = merged(&cores, s);
+        assert_eq!((row.calls, row.latency.total()), (3, 3));
     }
 }

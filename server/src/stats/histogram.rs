@@ -7,8 +7,9 @@
 //! exactly the edges Redis's `LATENCY HISTOGRAM` reports (1024 ns, 2048 ns, ... shown as 1, 2,
 //! 4, ... 65, 131 µs), so that reply is exact, not interpolated.
 //!
-//! Counts are relaxed atomics added by their core; a reader sums them as they are, which may
-//! miss the adds of the moment (a merge is a snapshot, not a barrier). Bucket memory
+//! Counts are relaxed atomics that only their core writes (a load and a store, not a locked
+//! add: `commands::bump`); a reader sums them as they are, which may miss the adds of the
+//! moment (a merge is a snapshot, not a barrier). Bucket memory
 //! (`BUCKETS` × 8 bytes = 8 KiB) is allocated on a histogram's first record, so a command
 //! never called costs nothing.
 
@@ -53,11 +54,11 @@ pub struct AtomicHistogram {
 }
 
 impl AtomicHistogram {
-    /// Counts `n` values of `ns` nanoseconds.
+    /// Counts `n` values of `ns` nanoseconds. Only the owning core calls this.
     pub fn record_n(&self, ns: u64, n: u64) {
         let buckets =
             self.buckets.get_or_init(|| (0..BUCKETS).map(|_| AtomicU64::new(0)).collect());
-        buckets[bucket_of(ns)].fetch_add(n, Ordering::Relaxed);
+        super::commands::bump(&buckets[bucket_of(ns)], n);
     }
 
     /// Adds this histogram's counts into `into`.
