@@ -79,6 +79,11 @@ impl<'a> Ledger<'a> {
         }
     }
 
+    /// The next batch starts now (after a wait that is not the commands' own: a pause).
+    pub fn restart(&mut self) {
+        self.since = Instant::now();
+    }
+
     /// Whether the batch holds commands not yet recorded.
     pub fn is_empty(&self) -> bool {
         self.marks.is_empty()
@@ -133,15 +138,15 @@ impl<'a> Ledger<'a> {
         self.marks.clear();
     }
 
-    /// Adds the batch's commands to the slow log, their arguments parsed again from `raw`.
+    /// Adds the batch's commands to the slow log, their arguments read again from `raw`
+    /// (only what an entry keeps is copied).
     fn log_slow(&self, us: u64, client: &ClientInfo) {
         let name = client.name.lock().expect("client name poisoned").clone();
-        let limits = Limits { bulk_len_max: usize::MAX };
         for m in self.marks.iter().filter(|m| matches!(m.outcome, Outcome::Ran { .. })) {
             let Some(bytes) = self.raw.get(m.raw.clone()) else { continue };
-            let Parsed::Command { mut args, .. } = parse(bytes, limits) else { continue };
+            let Some(mut args) = trimmed_args(bytes) else { continue };
             redact(slot_name(m.slot), &mut args);
-            self.shared.observe.slowlog.add(us, &args, &client.addr, &name);
+            self.shared.observe.slowlog.add_trimmed(us, args, &client.addr, &name);
         }
     }
 }
@@ -154,8 +159,61 @@ fn slot_is_fast(slot: Slot) -> bool {
     crate::table::lookup(command.as_bytes()).is_some_and(|(_, spec)| spec.has("fast"))
 }
 
-/// Hides the secrets of AUTH and HELLO ... AUTH, as Redis does in its slow log and MONITOR.
+/// A command's arguments as a slow log entry keeps them (`slowlog::trim_args`), read from its
+/// bytes on the wire without copying more than that: a RESP array is walked bulk by bulk; an
+/// inline command (at most 64 KiB) is parsed whole and trimmed.
+fn trimmed_args(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    use crate::stats::slowlog::{trim_args, SLOWLOG_ENTRY_ARGS_MAX, SLOWLOG_ENTRY_ARG_BYTES_MAX};
+    if bytes.first() != Some(&b'*') {
+        let Parsed::Command { args, .. } = parse(bytes, Limits { bulk_len_max: usize::MAX }) else {
+            return None;
+        };
+        return Some(trim_args(&args));
+    }
+    // The parser accepted these bytes already: `*N\r\n` then N times `$len\r\n<len bytes>\r\n`.
+    fn line(bytes: &[u8], at: &mut usize) -> Option<usize> {
+        let end = *at + bytes.get(*at..)?.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(bytes.get(*at + 1..end)?).ok()?.parse().ok()?;
+        *at = end + 2;
+        Some(n)
+    }
+    let mut at = 0;
+    let count = line(bytes, &mut at)?;
+    let kept = if count > SLOWLOG_ENTRY_ARGS_MAX { SLOWLOG_ENTRY_ARGS_MAX - 1 } else { count };
+    let mut out = Vec::with_capacity(kept + 1);
+    for _ in 0..kept {
+        let len = line(bytes, &mut at)?;
+        let data = bytes.get(at..at + len)?;
+        at += len + 2;
+        let mut arg = data[..len.min(SLOWLOG_ENTRY_ARG_BYTES_MAX)].to_vec();
+        if len > SLOWLOG_ENTRY_ARG_BYTES_MAX {
+            let more = len - SLOWLOG_ENTRY_ARG_BYTES_MAX;
+            arg.extend_from_slice(format!("... ({more} more bytes)").as_bytes());
+        }
+        out.push(arg);
+    }
+    if kept < count {
+        out.push(format!("... ({} more arguments)", count - kept).into_bytes());
+    }
+    Some(out)
+}
+
+/// Hides secrets as Redis does in its slow log and MONITOR: AUTH's arguments, HELLO's AUTH
+/// pair, and the values of `requirepass` and `masterauth` in CONFIG SET.
 pub fn redact(name: &str, args: &mut [Vec<u8>]) {
+    if name == "config|set" {
+        for pair in args.get_mut(2..).unwrap_or_default().chunks_mut(2) {
+            let secret = |k: &[u8]| {
+                k.eq_ignore_ascii_case(b"requirepass") || k.eq_ignore_ascii_case(b"masterauth")
+            };
+            if let [key, value] = pair {
+                if secret(key) {
+                    *value = b"(redacted)".to_vec();
+                }
+            }
+        }
+        return;
+    }
     let secrets = match name {
         "auth" => 1..args.len(),
         // HELLO [protover [AUTH username password] [SETNAME clientname]]
@@ -167,5 +225,60 @@ pub fn redact(name: &str, args: &mut [Vec<u8>]) {
     };
     for a in &mut args[secrets] {
         *a = b"(redacted)".to_vec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::slowlog::trim_args;
+
+    fn wire(args: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// Reading only what an entry keeps gives what parsing everything and trimming gives.
+    #[test]
+    fn trimmed_args_match_a_full_parse_then_trim() {
+        let long = vec![b'x'; 1000];
+        let many: Vec<Vec<u8>> = (0..40).map(|i| format!("k{i}").into_bytes()).collect();
+        let mut many_refs: Vec<&[u8]> = vec![b"MGET"];
+        many_refs.extend(many.iter().map(|k| k.as_slice()));
+        let cases: Vec<Vec<u8>> = vec![
+            wire(&[b"GET", b"k"]),
+            wire(&[b"SET", b"k", &long]),
+            wire(&many_refs),
+            wire(&[b"SET", b"k", b"with\r\ninside"]),
+            b"SET inline value\r\n".to_vec(),
+        ];
+        for bytes in cases {
+            let Parsed::Command { args, .. } = parse(&bytes, Limits { bulk_len_max: usize::MAX })
+            else {
+                panic!("{bytes:?}")
+            };
+            assert_eq!(trimmed_args(&bytes), Some(trim_args(&args)), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut args: Vec<Vec<u8>> =
+            ["CONFIG", "SET", "maxmemory", "1mb", "MasterAuth", "pw", "requirepass", "pw2"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+        redact("config|set", &mut args);
+        let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into()).collect();
+        assert_eq!(text[3], "1mb");
+        assert_eq!((text[5].as_str(), text[7].as_str()), ("(redacted)", "(redacted)"));
+        let mut auth: Vec<Vec<u8>> = vec![b"AUTH".to_vec(), b"user".to_vec(), b"pw".to_vec()];
+        redact("auth", &mut auth);
+        assert!(auth[1..].iter().all(|a| a == b"(redacted)"));
     }
 }

@@ -103,7 +103,7 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, cmd: AdminCmd, a
         SlowLog => crate::observe::slowlog(shared, s, &args),
         Latency => crate::observe::latency(shared, s, &args),
         Memory => crate::observe::memory(core, shared, s, &args).await,
-        Monitor => crate::observe::monitor(shared, s),
+        Monitor => crate::observe::monitor(s),
     }
 }
 

@@ -34,9 +34,10 @@ impl ClientPause {
             && (!self.writes_only.load(Ordering::Relaxed) || spec.has("write"))
     }
 
-    /// Waits until `spec` may run: the pause ends, is lifted, or no longer covers it.
-    pub async fn wait_for(&self, spec: &Spec, core: &shardcast_engine::Core) {
-        while self.blocks(spec) && !core.stop_requested() {
+    /// Waits until `spec` may run (the pause ends, is lifted, or no longer covers it), the
+    /// server stops or `client` is killed.
+    pub async fn wait_for(&self, spec: &Spec, core: &shardcast_engine::Core, client: &ClientInfo) {
+        while self.blocks(spec) && !core.stop_requested() && !client.is_killed() {
             glommio::timer::sleep(Duration::from_millis(PAUSE_POLL_MS)).await;
         }
     }

@@ -92,8 +92,9 @@ pub struct Session {
     /// Close after writing the pending replies.
     pub close: bool,
     pub affinity: Affinity,
-    /// MONITOR ran: the connection streams commands from now on.
-    pub monitor: Option<Arc<crate::monitor::Feed>>,
+    /// MONITOR ran: the connection streams commands from now on; the input from this offset
+    /// (the commands pipelined after MONITOR) goes to `monitor::serve`.
+    pub monitor_from: Option<usize>,
     /// The accounting's buffer, kept between pipelines.
     pub marks: Vec<crate::accounting::Mark>,
 }
@@ -155,7 +156,7 @@ async fn serve(
         w: Writer { buf: Vec::new(), resp3: carry.resp3 },
         close: false,
         affinity: Affinity::new(core.cores()),
-        monitor: None,
+        monitor_from: None,
         marks: Vec::new(),
     };
     let mut socket_slot = SocketSlot::new(s.client.clone(), &stream);
@@ -173,7 +174,9 @@ async fn serve(
         if may_be_http && end > 0 {
             match crate::http::sniff(&input[..end]) {
                 crate::http::Sniff::Http => {
+                    // Not a Redis client: out of CLIENT LIST and KILL's reach.
                     socket_slot.release();
+                    shared.unregister(s.client.id);
                     crate::http::serve(core, shared, stream, input[..end].to_vec()).await;
                     return Ended::Closed;
                 }
@@ -201,7 +204,7 @@ async fn serve(
         }
         let more_ready = commands.len() == PIPELINE_BATCH_MAX;
         if !commands.is_empty() {
-            execute(core, shared, &mut s, commands, &input).await;
+            execute(core, shared, &mut s, commands, &input, &mut stream).await;
         }
         if let Some(e) = protocol_error {
             s.w.error(&format!("ERR Protocol error: {e}"));
@@ -220,8 +223,9 @@ async fn serve(
             let _ = stream.flush().await;
             return Ended::Closed;
         }
-        if let Some(feed) = s.monitor.take() {
-            crate::monitor::serve(core, shared, &mut stream, &s.client, feed).await;
+        if let Some(from) = s.monitor_from.take() {
+            let rest = input.get(from..end).unwrap_or_default().to_vec();
+            crate::monitor::serve(core, shared, &mut stream, &s.client, rest).await;
             return Ended::Closed;
         }
         if shared.config.migrate_connections {
@@ -305,13 +309,15 @@ struct Received {
 }
 
 /// Executes a pipeline in order: runs of plannable commands go to the engine as one batch.
-/// `raw` is the input buffer the commands were parsed from (the slow log reads it again).
+/// `raw` is the input buffer the commands were parsed from (the slow log reads it again);
+/// `stream` takes the replies ready before a command CLIENT PAUSE holds.
 async fn execute(
     core: &Core,
     shared: &Shared,
     s: &mut Session,
     commands: Vec<Received>,
     raw: &[u8],
+    stream: &mut TcpStream,
 ) {
     let mut ops: Vec<Op> = Vec::new();
     let mut plans: Vec<Plan> = Vec::new();
@@ -320,6 +326,11 @@ async fn execute(
     let mut batch_core: Option<usize> = None;
     let n = commands.len() as u64;
     for Received { mut args, raw } in commands {
+        if s.client.is_killed() {
+            // CLIENT KILL from another connection: nothing more of this pipeline runs.
+            s.close = true;
+            break;
+        }
         let Some((index, spec)) = lookup(&args[0]) else {
             plans.push(Plan::Reply(error_reply(s, &unknown_command(&args))));
             ledger.unknown(raw);
@@ -352,7 +363,21 @@ async fn execute(
         if shared.pause.blocks(spec) {
             // Commands before it keep their place: they run first.
             flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
-            shared.pause.wait_for(spec, core).await;
+            // The replies before it leave now, as Redis writes a postponed client's replies.
+            if !s.w.buf.is_empty() {
+                if stream.write_all(&s.w.buf).await.is_err() {
+                    s.close = true;
+                    break;
+                }
+                s.w.buf.clear();
+            }
+            shared.pause.wait_for(spec, core, &s.client).await;
+            if s.client.is_killed() {
+                s.close = true;
+                break;
+            }
+            // A command is timed from when it may run, as Redis times a postponed one.
+            ledger.restart();
         }
         if shared.monitors.active() && !spec.has("admin") {
             shared.monitors.feed(spec.name, &args, &s.client.addr);
@@ -385,11 +410,15 @@ async fn execute(
             Handler::Admin(cmd) => {
                 flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
                 let before = s.w.buf.len();
+                let raw_end = raw.end;
                 ledger.ran(slot, raw);
                 admin::run(core, shared, s, cmd, args).await;
                 ledger.replied(0, s.w.buf.get(before..).unwrap_or_default());
                 ledger.batch_done(&s.client);
-                if s.close || s.monitor.is_some() {
+                if s.monitor_from.is_some() {
+                    s.monitor_from = Some(raw_end);
+                }
+                if s.close || s.monitor_from.is_some() {
                     break;
                 }
             }

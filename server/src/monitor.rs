@@ -7,7 +7,8 @@
 //! feed (a lock per feed: MONITOR is a debugging tool, and costs Redis about half its
 //! throughput too); each listener's own core writes its feed out every `MONITOR_FLUSH_MS`.
 //! A listener that falls `MONITOR_BACKLOG_MAX_BYTES` behind is disconnected, as Redis drops
-//! a client past its output buffer limit. Admin commands (CONFIG, SHUTDOWN, ...) are not
+//! a client past its output buffer limit, even while a write to it is stuck (it then holds
+//! at most twice that: the batch being written and a full feed). Admin commands (CONFIG, SHUTDOWN, ...) are not
 //! shown, and AUTH's and HELLO's secrets are redacted, as in Redis.
 
 use crate::accounting::redact;
@@ -114,39 +115,41 @@ pub fn format_line(args: &[Vec<u8>], addr: &str, unix_us: u64) -> Vec<u8> {
     line.into_bytes()
 }
 
-/// Serves a connection that ran MONITOR until it closes, quits, is killed or falls too far
-/// behind; `feed` was subscribed by MONITOR.
+/// Unsubscribes its feed when dropped, whichever way the listener's loop ends.
+struct Subscription<'a> {
+    monitors: &'a Monitors,
+    feed: Arc<Feed>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.monitors.unsubscribe(&self.feed);
+    }
+}
+
+/// Serves a connection that ran MONITOR (its `+OK` written) until it closes, quits, is
+/// killed, the server stops, or it falls `MONITOR_BACKLOG_MAX_BYTES` behind. `input` holds
+/// what it sent after MONITOR.
 pub async fn serve(
     core: &shardcast_engine::Core,
     shared: &crate::shared::Shared,
     stream: &mut TcpStream,
     client: &crate::shared::ClientInfo,
-    feed: Arc<Feed>,
+    mut input: Vec<u8>,
 ) {
-    let mut input: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 4096];
-    'serving: loop {
-        if core.stop_requested() || client.is_killed() {
-            break;
-        }
+    let subscription =
+        Subscription { monitors: &shared.monitors, feed: shared.monitors.subscribe() };
+    let feed = &subscription.feed;
+    // Why the listener must stop, checked between steps and while a write is stuck.
+    let must_end = || {
         if feed.overflowed.load(Ordering::Relaxed) {
             tracing::warn!(client = client.id, "closing MONITOR client that fell behind");
-            break;
+            return true;
         }
-        let out = feed.take();
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
-            break;
-        }
-        let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
-            glommio::timer::sleep(Duration::from_millis(MONITOR_FLUSH_MS)).await;
-            None
-        })
-        .await;
-        match read {
-            None => continue,
-            Some(Ok(0)) | Some(Err(_)) => break,
-            Some(Ok(n)) => input.extend_from_slice(&chunk[..n]),
-        }
+        core.stop_requested() || client.is_killed()
+    };
+    let mut chunk = vec![0u8; 4096];
+    'serving: loop {
         let mut replies = Vec::new();
         let limits = Limits { bulk_len_max: MONITOR_INPUT_MAX_BYTES };
         loop {
@@ -172,11 +175,36 @@ pub async fn serve(
                 Parsed::Incomplete | Parsed::Error(_) => break 'serving,
             }
         }
-        if !replies.is_empty() && stream.write_all(&replies).await.is_err() {
+        if must_end() {
             break;
         }
+        let mut out = feed.take();
+        out.extend_from_slice(&replies);
+        if !out.is_empty() {
+            // A listener that stops reading would block this write for ever: it is watched.
+            let written =
+                futures_lite::future::or(async { stream.write_all(&out).await.is_ok() }, async {
+                    while !must_end() {
+                        glommio::timer::sleep(Duration::from_millis(MONITOR_FLUSH_MS)).await;
+                    }
+                    false
+                })
+                .await;
+            if !written {
+                break;
+            }
+        }
+        let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
+            glommio::timer::sleep(Duration::from_millis(MONITOR_FLUSH_MS)).await;
+            None
+        })
+        .await;
+        match read {
+            None => {}
+            Some(Ok(0)) | Some(Err(_)) => break,
+            Some(Ok(n)) => input.extend_from_slice(&chunk[..n]),
+        }
     }
-    shared.monitors.unsubscribe(&feed);
 }
 
 #[cfg(test)]

@@ -412,9 +412,11 @@ async fn memory_doctor(core: &Core, shared: &Shared) -> String {
     }
 }
 
-/// MONITOR: this connection streams every command from now on (`monitor::serve`).
-pub fn monitor(shared: &Shared, s: &mut Session) {
-    s.monitor = Some(shared.monitors.subscribe());
+/// MONITOR: this connection streams every command from now on (`monitor::serve`, which
+/// subscribes once the reply is written, so a connection that ends first leaves no feed).
+pub fn monitor(s: &mut Session) {
+    // Where its input ends is set by the connection, which knows the command's bytes.
+    s.monitor_from = Some(0);
     s.client.monitor.store(true, Ordering::Relaxed);
     s.w.ok();
 }

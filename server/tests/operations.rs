@@ -341,6 +341,10 @@ fn slow_log_keeps_slow_commands_with_their_arguments() {
     };
     assert_eq!(find("SET")[2], format!("{}... (172 more bytes)", &big[..128]));
     assert_eq!(find("AUTH")[1], "(redacted)");
+    let _ = run(&mut c, &["CONFIG", "SET", "masterauth", "hunter2"]);
+    let entries = run(&mut c, &["SLOWLOG", "GET", "1"]).unwrap();
+    assert!(format!("{entries:?}").contains("(redacted)"), "{entries:?}");
+    assert!(!format!("{entries:?}").contains("hunter2"), "{entries:?}");
     let mget = find("MGET");
     assert_eq!(mget.len(), 32);
     assert_eq!(mget[31], "... (10 more arguments)");
@@ -543,10 +547,34 @@ fn client_pause_holds_writes_or_everything() {
     let (waited, v) = writer.join().unwrap();
     assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(15), "{waited:?}");
     assert_eq!(v, "v", "the read after the paused write saw it");
+    // Held time is not the command's: a PING held 400 ms is not slow at 200 ms.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("200000")
+        .query(&mut admin)
+        .unwrap();
     let _: () = redis::cmd("CLIENT").arg("PAUSE").arg("400").arg("ALL").query(&mut admin).unwrap();
     let started = Instant::now();
     let _: String = redis::cmd("PING").query(&mut reader).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!(run(&mut admin, &["SLOWLOG", "LEN"]).unwrap(), Value::Int(0));
+    // A held write of a connection killed meanwhile never runs.
+    let _: () =
+        redis::cmd("CLIENT").arg("PAUSE").arg("20000").arg("WRITE").query(&mut admin).unwrap();
+    let mut held = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    held.write_all(b"CLIENT ID\r\nSET killed yes\r\n").unwrap();
+    let mut id_line = String::new();
+    BufReader::new(held.try_clone().unwrap()).read_line(&mut id_line).unwrap();
+    let id: u64 = id_line.trim_start_matches(':').trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query(&mut admin).unwrap();
+    assert_eq!(killed, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut admin).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let v: Option<String> = redis::cmd("GET").arg("killed").query(&mut admin).unwrap();
+    assert_eq!(v, None, "the killed connection's held SET ran");
 }
 
 /// MONITOR streams the commands every core runs, quoted as Redis quotes them, AUTH redacted,
@@ -555,11 +583,15 @@ fn client_pause_holds_writes_or_everything() {
 fn monitor_streams_commands_from_every_core() {
     let server = Server::start("ops-monitor", &["--cores", "2"]);
     let mut m = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    m.write_all(b"MONITOR\r\n").unwrap();
+    // A PING pipelined behind MONITOR is answered, not lost.
+    m.write_all(b"MONITOR\r\nPING\r\n").unwrap();
     let mut lines = BufReader::new(m.try_clone().unwrap());
     let mut first = String::new();
     lines.read_line(&mut first).unwrap();
     assert_eq!(first, "+OK\r\n");
+    let mut pong = String::new();
+    lines.read_line(&mut pong).unwrap();
+    assert_eq!(pong, "+PONG\r\n");
     // Clients on both cores (connections move to the core owning their keys).
     let mut clients: Vec<_> = (0..4).map(|_| server.client()).collect();
     for (i, c) in clients.iter_mut().enumerate() {

@@ -81,11 +81,22 @@ impl SlowLog {
 
     /// Logs a command: `args` as received (trimmed here to the entry limits).
     pub fn add(&self, duration_us: u64, args: &[Vec<u8>], client_addr: &str, client_name: &[u8]) {
+        self.add_trimmed(duration_us, trim_args(args), client_addr, client_name);
+    }
+
+    /// Logs a command whose arguments are trimmed already (`trim_args`).
+    pub fn add_trimmed(
+        &self,
+        duration_us: u64,
+        args: Vec<Vec<u8>>,
+        client_addr: &str,
+        client_name: &[u8],
+    ) {
         let entry = SlowEntry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             unix_s: crate::commands::now_ms() / 1000,
             duration_us,
-            args: trim_args(args),
+            args,
             client_addr: client_addr.to_owned(),
             client_name: client_name.to_vec(),
         };
@@ -117,7 +128,7 @@ impl SlowLog {
 /// Redis's trimming: at most `SLOWLOG_ENTRY_ARGS_MAX` arguments, the last one then saying
 /// `... (N more arguments)`; an argument past `SLOWLOG_ENTRY_ARG_BYTES_MAX` bytes ends with
 /// `... (N more bytes)`.
-fn trim_args(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+pub fn trim_args(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let kept =
         if args.len() > SLOWLOG_ENTRY_ARGS_MAX { SLOWLOG_ENTRY_ARGS_MAX - 1 } else { args.len() };
     let mut out: Vec<Vec<u8>> = args[..kept]
