@@ -234,13 +234,8 @@ mod tests {
     use crate::stats::slowlog::trim_args;
 
     fn wire(args: &[&[u8]]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        out
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+        crate::fuzz_targets::encode_command(&args)
     }
 
     /// Reading only what an entry keeps gives what parsing everything and trimming gives.

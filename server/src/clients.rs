@@ -352,10 +352,7 @@ pub fn client(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                 "UNPAUSE",
                 "    Stop the current client pause, resuming traffic.",
             ];
-            s.w.array(lines.len());
-            for l in lines {
-                s.w.simple(l);
-            }
+            s.w.lines(&lines);
         }
         (
             "id" | "setname" | "getname" | "setinfo" | "info" | "kill" | "pause" | "unpause"

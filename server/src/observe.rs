@@ -17,13 +17,6 @@ use std::sync::atomic::Ordering;
 /// SLOWLOG GET's count unless given (Redis's).
 pub const SLOWLOG_GET_DEFAULT: usize = 10;
 
-fn help(w: &mut Writer, lines: &[&str]) {
-    w.array(lines.len());
-    for l in lines {
-        w.simple(l);
-    }
-}
-
 /// SLOWLOG GET [count] | LEN | RESET | HELP
 pub fn slowlog(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
     let log = &shared.observe.slowlog;
@@ -55,23 +48,20 @@ pub fn slowlog(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             log.reset();
             s.w.ok();
         }
-        ("help", 2) => help(
-            &mut s.w,
-            &[
-                "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "GET [<count>]",
-                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
-                "    Entries are made of:",
-                "    id, timestamp, time in microseconds, arguments array, client IP and port,",
-                "    client name",
-                "LEN",
-                "    Return the length of the slowlog.",
-                "RESET",
-                "    Reset the slowlog.",
-                "HELP",
-                "    Print this help.",
-            ],
-        ),
+        ("help", 2) => s.w.lines(&[
+            "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+            "HELP",
+            "    Print this help.",
+        ]),
         (sub @ ("get" | "len" | "reset" | "help"), _) => {
             s.w.error(&format!("ERR wrong number of arguments for 'slowlog|{sub}' command"))
         }
@@ -114,9 +104,7 @@ pub fn latency(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
             s.w.int(n as i64);
         }
         ("histogram", _) => histogram(shared, &mut s.w, &args[2..]),
-        ("help", 2) => help(
-            &mut s.w,
-            &[
+        ("help", 2) => s.w.lines(&[
                 "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "HISTORY <event>",
                 "    Return time-latency samples for the <event> class.",
@@ -132,8 +120,7 @@ pub fn latency(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                 "    Prints this help.",
                 "Events: command, fast-command (commands over latency-monitor-threshold ms),",
                 "    log-fsync, snapshot, migration-cutover, backup-cut (the engine's pauses).",
-            ],
-        ),
+            ]),
         (sub @ ("latest" | "history" | "help"), _) => {
             s.w.error(&format!("ERR wrong number of arguments for 'latency|{sub}' command"))
         }
@@ -251,24 +238,21 @@ pub async fn memory(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u
         }
         ("malloc-stats", 2) => s.w.bulk(b"Stats not supported for the current allocator"),
         ("purge", 2) => s.w.ok(),
-        ("help", 2) => help(
-            &mut s.w,
-            &[
-                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "DOCTOR",
-                "    Return memory problems reports.",
-                "MALLOC-STATS",
-                "    Return internal statistics report from the memory allocator.",
-                "PURGE",
-                "    Attempt to purge dirty pages for reclamation by the allocator.",
-                "STATS",
-                "    Return information about the memory usage of the server.",
-                "USAGE <key> [SAMPLES <count>]",
-                "    Return memory in bytes used by <key> and its value, as maxmemory counts it.",
-                "HELP",
-                "    Print this help.",
-            ],
-        ),
+        ("help", 2) => s.w.lines(&[
+            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "DOCTOR",
+            "    Return memory problems reports.",
+            "MALLOC-STATS",
+            "    Return internal statistics report from the memory allocator.",
+            "PURGE",
+            "    Attempt to purge dirty pages for reclamation by the allocator.",
+            "STATS",
+            "    Return information about the memory usage of the server.",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value, as maxmemory counts it.",
+            "HELP",
+            "    Print this help.",
+        ]),
         (sub @ ("stats" | "doctor" | "malloc-stats" | "purge" | "help"), _) => {
             s.w.error(&format!("ERR wrong number of arguments for 'memory|{sub}' command"))
         }

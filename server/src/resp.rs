@@ -237,6 +237,14 @@ impl Writer {
         self.buf.extend_from_slice(b"\r\n");
     }
 
+    /// An array of simple strings (the HELP replies).
+    pub fn lines(&mut self, lines: &[&str]) {
+        self.array(lines.len());
+        for l in lines {
+            self.simple(l);
+        }
+    }
+
     pub fn ok(&mut self) {
         self.buf.extend_from_slice(b"+OK\r\n");
     }

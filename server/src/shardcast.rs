@@ -284,10 +284,7 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]
                 "HELP",
                 "    Print this help.",
             ];
-            s.w.array(lines.len());
-            for l in lines {
-                s.w.simple(l);
-            }
+            s.w.lines(&lines);
         }
         "shards" | "split" | "merge" | "help" | "partitions" | "history" | "predict" | "move"
         | "policy" | "explain" => {

@@ -640,3 +640,55 @@ fn monitor_streams_commands_from_every_core() {
     let _ = lines.read_to_string(&mut rest);
     assert!(rest.ends_with("+OK\r\n"), "{rest}");
 }
+
+/// An operator's session, every command typed into `redis-cli` as Redis's users type them.
+#[test]
+fn an_operator_session_with_redis_cli() {
+    let server = Server::start("ops-cli", &[]);
+    let port = server.port.to_string();
+    let mut monitor = Command::new("redis-cli")
+        .args(["-p", &port, "monitor"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    let mut monitored = BufReader::new(monitor.stdout.take().unwrap());
+    let mut ok = String::new();
+    monitored.read_line(&mut ok).unwrap();
+    assert_eq!(ok.trim(), "OK");
+    assert_eq!(server.cli(&["config", "set", "slowlog-log-slower-than", "0"]).trim(), "OK");
+    assert_eq!(server.cli(&["set", "user:1", "alice"]).trim(), "OK");
+    assert_eq!(server.cli(&["get", "user:1"]).trim(), "alice");
+    let mut line = String::new();
+    while !line.contains("\"user:1\" \"alice\"") {
+        line.clear();
+        assert!(monitored.read_line(&mut line).unwrap() > 0, "redis-cli monitor ended");
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let slowlog = server.cli(&["slowlog", "get", "3"]);
+    assert!(slowlog.contains("user:1") && slowlog.contains("127.0.0.1:"), "{slowlog}");
+    assert!(server.cli(&["slowlog", "len"]).trim().parse::<i64>().unwrap() >= 3);
+    let hist = server.cli(&["latency", "histogram", "set"]);
+    assert!(hist.starts_with("set\ncalls\n1\nhistogram_usec\n"), "{hist}");
+    let stats = server.cli(&["info", "commandstats"]);
+    assert!(stats.contains("cmdstat_get:calls=1,usec="), "{stats}");
+    assert!(server.cli(&["info", "latencystats"]).contains("latency_percentiles_usec_get:p50="));
+    assert_eq!(server.cli(&["latency", "latest"]).trim(), "");
+    let usage: u64 = server.cli(&["memory", "usage", "user:1"]).trim().parse().unwrap();
+    assert!(usage >= "user:1alice".len() as u64, "{usage}");
+    let memory = server.cli(&["memory", "stats"]);
+    assert!(memory.contains("keys.count\n1\n") && memory.contains("dataset.bytes"), "{memory}");
+    // The monitor's connection closes when its redis-cli is gone.
+    let deadline = Instant::now() + DEADLINE;
+    while server.cli(&["client", "list"]).lines().count() > 1 {
+        assert!(Instant::now() < deadline, "the MONITOR connection stays listed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.cli(&["client", "kill", "id", "999999"]).trim(), "0");
+    assert_eq!(server.cli(&["client", "no-evict", "on"]).trim(), "OK");
+    assert_eq!(server.cli(&["client", "pause", "10", "write"]).trim(), "OK");
+    assert_eq!(server.cli(&["client", "unpause"]).trim(), "OK");
+    assert_eq!(server.cli(&["bgsave"]).trim(), "Background saving started");
+    assert_eq!(server.cli(&["slowlog", "reset"]).trim(), "OK");
+    assert_eq!(server.cli(&["latency", "reset"]).trim(), "0");
+}
