@@ -41,6 +41,11 @@ pub enum Op {
     Ttl {
         key: Vec<u8>,
     },
+    /// The absolute expiry (EXPIRETIME, PEXPIRETIME): `Reply::Ttl` whose `Ms` is ms since the
+    /// Unix epoch.
+    ExpireTime {
+        key: Vec<u8>,
+    },
     /// Get and delete (GETDEL).
     GetDel {
         key: Vec<u8>,
@@ -87,6 +92,7 @@ impl Op {
             | Op::Expire { key, .. }
             | Op::Persist { key }
             | Op::Ttl { key }
+            | Op::ExpireTime { key }
             | Op::GetDel { key }
             | Op::GetEx { key, .. }
             | Op::StrLen { key }
@@ -106,6 +112,7 @@ impl Op {
             Op::Get { .. }
             | Op::Exists { .. }
             | Op::Ttl { .. }
+            | Op::ExpireTime { .. }
             | Op::StrLen { .. }
             | Op::GetRange { .. }
             | Op::Object { .. } => false,
@@ -129,6 +136,7 @@ impl Op {
             Op::Get { .. }
             | Op::Exists { .. }
             | Op::Ttl { .. }
+            | Op::ExpireTime { .. }
             | Op::StrLen { .. }
             | Op::GetRange { .. }
             | Op::Object { .. } => OpKind::Read,
@@ -165,6 +173,7 @@ impl Op {
             Op::Get { .. }
             | Op::Exists { .. }
             | Op::Ttl { .. }
+            | Op::ExpireTime { .. }
             | Op::StrLen { .. }
             | Op::GetRange { .. }
             | Op::Object { .. }

@@ -35,6 +35,7 @@ fn every_op(k: &str) -> Vec<Op> {
         Op::Expire { key: key(), at_ms: NOW_MS + 50_000, condition: ExpireCondition::Always },
         Op::Persist { key: key() },
         Op::Ttl { key: key() },
+        Op::ExpireTime { key: key() },
         Op::GetDel { key: key() },
         Op::GetEx { key: key(), expiry: Some(SetExpiry::At(NOW_MS + 90_000)) },
         Op::StrLen { key: key() },
@@ -54,6 +55,7 @@ fn every_op(k: &str) -> Vec<Op> {
             | Op::Expire { .. }
             | Op::Persist { .. }
             | Op::Ttl { .. }
+            | Op::ExpireTime { .. }
             | Op::GetDel { .. }
             | Op::GetEx { .. }
             | Op::StrLen { .. }

@@ -71,7 +71,8 @@ fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
             ][rng.below(6) as usize],
         },
         6 => Op::Persist { key },
-        7 => Op::Ttl { key },
+        7 if rng.chance(1, 2) => Op::Ttl { key },
+        7 => Op::ExpireTime { key },
         8 => Op::Exists { key },
         9 => match rng.below(7) {
             0 => Op::GetDel { key },
@@ -110,6 +111,11 @@ fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineErro
             None => Ttl::Missing,
             Some((_, 0)) => Ttl::Persistent,
             Some((_, at)) => Ttl::Ms(at - now),
+        })),
+        Op::ExpireTime { key } => Ok(Reply::Ttl(match live(model, &key, now) {
+            None => Ttl::Missing,
+            Some((_, 0)) => Ttl::Persistent,
+            Some((_, at)) => Ttl::Ms(at),
         })),
         Op::Set { key, value, condition, expiry, return_old } => {
             let cur = live(model, &key, now);

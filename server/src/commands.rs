@@ -125,10 +125,7 @@ fn plan_object(args: &mut [Vec<u8>], ops: &mut Vec<Op>) -> Result<Render, PlanRe
     let field = match (sub.as_str(), args.len()) {
         ("help", 2) => {
             let mut w = Writer { buf: Vec::new(), resp3: false };
-            w.array(OBJECT_HELP.len());
-            for line in OBJECT_HELP {
-                w.simple(line);
-            }
+            w.lines(OBJECT_HELP);
             return Err(PlanReply::Ready(w.buf));
         }
         ("encoding", 3) => ObjectField::Encoding,
@@ -271,7 +268,8 @@ fn plan_inner(
             }
             Ok(Render::Count)
         }
-        Exists => {
+        // TOUCH is EXISTS: every lookup of a live key updates its access time and frequency.
+        Exists | Touch => {
             for i in 1..args.len() {
                 ops.push(Op::Exists { key: take(args, i) });
             }
@@ -333,6 +331,11 @@ fn plan_inner(
         Ttl | PTtl => {
             ops.push(Op::Ttl { key: take(args, 1) });
             Ok(Render::Ttl { ms: cmd == PTtl })
+        }
+        // Rendered as TTL is: Redis rounds EXPIRETIME's seconds the same way.
+        ExpireTime | PExpireTime => {
+            ops.push(Op::ExpireTime { key: take(args, 1) });
+            Ok(Render::Ttl { ms: cmd == PExpireTime })
         }
         Persist => {
             ops.push(Op::Persist { key: take(args, 1) });

@@ -353,3 +353,32 @@ fn new_partitions_never_need_a_shard() {
     assert_eq!(q::<String>(c, &["GET", "p0:k"]), "v", "nothing moved");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// EXPIRETIME, PEXPIRETIME and TOUCH, as Redis 7 answers them, on keys of both cores.
+#[test]
+fn expiretime_and_touch() {
+    let server = Server::start("expiretime", &["--cores", "2"]);
+    let c = &mut server.client();
+    let at_ms: i64 = 4_102_444_800_123; // 2100-01-01T00:00:00.123Z
+    for p in 0..4 {
+        let (k, persistent) = (format!("p{p}:k"), format!("p{p}:persistent"));
+        assert_eq!(q::<String>(c, &["SET", &k, "v"]), "OK");
+        assert_eq!(q::<i64>(c, &["PEXPIREAT", &k, &at_ms.to_string()]), 1);
+        assert_eq!(q::<i64>(c, &["PEXPIRETIME", &k]), at_ms);
+        // Seconds are rounded as TTL's are ((ms + 500) / 1000).
+        assert_eq!(q::<i64>(c, &["EXPIRETIME", &k]), (at_ms + 500) / 1000);
+        assert_eq!(q::<String>(c, &["SET", &persistent, "v"]), "OK");
+        assert_eq!(q::<i64>(c, &["EXPIRETIME", &persistent]), -1);
+        assert_eq!(q::<i64>(c, &["PEXPIRETIME", &format!("p{p}:missing")]), -2);
+        let touched = q::<i64>(c, &["TOUCH", &k, &persistent, &format!("p{p}:missing"), &k]);
+        assert_eq!(touched, 3, "each existing key counts, repeats too");
+    }
+    assert_eq!(err(c, &["EXPIRETIME"]), "ERR wrong number of arguments for 'expiretime' command");
+    assert_eq!(err(c, &["TOUCH"]), "ERR wrong number of arguments for 'touch' command");
+    // TOUCH resets the idle time OBJECT IDLETIME reports.
+    assert_eq!(q::<String>(c, &["SET", "idle", "v"]), "OK");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(q::<i64>(c, &["OBJECT", "IDLETIME", "idle"]) >= 2);
+    assert_eq!(q::<i64>(c, &["TOUCH", "idle"]), 1);
+    assert_eq!(q::<i64>(c, &["OBJECT", "IDLETIME", "idle"]), 0);
+}

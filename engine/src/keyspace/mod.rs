@@ -309,6 +309,15 @@ impl Keyspace {
         self.live(key, now_ms).is_some()
     }
 
+    /// The key's expiry as an absolute time: `Ttl::Ms` holds ms since the Unix epoch.
+    pub fn expire_time(&mut self, key: &[u8], now_ms: u64) -> Ttl {
+        match self.live(key, now_ms) {
+            None => Ttl::Missing,
+            Some(e) if e.expire_at_ms == 0 => Ttl::Persistent,
+            Some(e) => Ttl::Ms(e.expire_at_ms),
+        }
+    }
+
     pub fn ttl(&mut self, key: &[u8], now_ms: u64) -> Ttl {
         match self.live(key, now_ms) {
             None => Ttl::Missing,

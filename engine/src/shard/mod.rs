@@ -540,6 +540,7 @@ impl<S: Storage> Shard<S> {
             Op::Get { key } => ks.get(&key, now).map_or(Reply::Nil, |v| Reply::Value(v.to_vec())),
             Op::Exists { key } => Reply::Bool(ks.exists(&key, now)),
             Op::Ttl { key } => Reply::Ttl(ks.ttl(&key, now)),
+            Op::ExpireTime { key } => Reply::Ttl(ks.expire_time(&key, now)),
             Op::Set { key, value, condition, expiry, return_old } => {
                 let options = SetOptions { condition, expiry, return_old };
                 let o = ks.set(&key, value, options, now, &mut sink)?;
