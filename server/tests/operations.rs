@@ -283,8 +283,8 @@ fn slow_log_keeps_slow_commands_with_their_arguments() {
     let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("0.05").query(&mut c).unwrap();
     let entries = run(&mut c, &["SLOWLOG", "GET"]).unwrap();
     let Value::Array(entries) = entries else { panic!() };
-    assert_eq!(entries.len(), 1, "only the sleep is slow: {entries:?}");
-    let Value::Array(e) = &entries[0] else { panic!() };
+    // The sleep is the newest entry (on a loaded machine an earlier command may be slow too).
+    let Some(Value::Array(e)) = entries.first() else { panic!("no entry: {entries:?}") };
     let Value::Int(us) = e[2] else { panic!() };
     assert!(us >= 50_000, "{us}");
     assert_eq!(
@@ -526,27 +526,35 @@ fn client_pause_holds_writes_or_everything() {
     let _: () =
         redis::cmd("CLIENT").arg("PAUSE").arg("20000").arg("WRITE").query(&mut admin).unwrap();
     let port = server.port;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer_done = done.clone();
     let writer = std::thread::spawn(move || {
         let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
             .unwrap()
             .get_connection()
             .unwrap();
-        let started = Instant::now();
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg("k").arg("v").cmd("GET").arg("k");
         let (_, v): ((), String) = pipe.query(&mut c).unwrap();
-        (started.elapsed(), v)
+        writer_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        v
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The SET has arrived (CLIENT LIST names a connection's last command before it waits).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+        if list.contains("cmd=set ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SET never arrived: {list}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut reader = server.client();
-    let started = Instant::now();
     let v: Option<String> = redis::cmd("GET").arg("k").query(&mut reader).unwrap();
     assert_eq!(v, None, "the write is held, so the read sees no value");
-    assert!(started.elapsed() < Duration::from_secs(5), "reads are not paused");
+    assert!(!done.load(std::sync::atomic::Ordering::SeqCst), "the paused pipeline finished");
     let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut admin).unwrap();
-    let (waited, v) = writer.join().unwrap();
-    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(15), "{waited:?}");
-    assert_eq!(v, "v", "the read after the paused write saw it");
+    assert_eq!(writer.join().unwrap(), "v", "the read after the paused write saw it");
     // Held time is not the command's: a PING held 400 ms is not slow at 200 ms.
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -554,10 +562,11 @@ fn client_pause_holds_writes_or_everything() {
         .arg("200000")
         .query(&mut admin)
         .unwrap();
-    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg("400").arg("ALL").query(&mut admin).unwrap();
+    // Timed from before the pause began, so a slow test thread cannot shorten what it sees.
     let started = Instant::now();
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg("400").arg("ALL").query(&mut admin).unwrap();
     let _: String = redis::cmd("PING").query(&mut reader).unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
     assert_eq!(run(&mut admin, &["SLOWLOG", "LEN"]).unwrap(), Value::Int(0));
     // A held write of a connection killed meanwhile never runs.
     let _: () =
