@@ -84,11 +84,6 @@ impl<'a> Ledger<'a> {
         self.since = Instant::now();
     }
 
-    /// Whether the batch holds commands not yet recorded.
-    pub fn is_empty(&self) -> bool {
-        self.marks.is_empty()
-    }
-
     /// The batch's replies are ready: records its commands (run by `client`) and starts the
     /// next batch.
     pub fn batch_done(&mut self, client: &ClientInfo) {

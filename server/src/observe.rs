@@ -7,7 +7,7 @@ use crate::commands::{error_text, int_arg, ERR_SYNTAX};
 use crate::connection::Session;
 use crate::resp::Writer;
 use crate::shared::Shared;
-use crate::stats::commands::{all_slots, merged, slot_name, slot_named, CommandRow, Slot};
+use crate::stats::commands::{all_slots, merged, slot_name, CommandRow, Slot};
 use crate::stats::percentile_text;
 use shardcast_engine::ops::{Op, Reply};
 use shardcast_engine::Core;
@@ -403,9 +403,4 @@ pub fn monitor(s: &mut Session) {
     s.monitor_from = Some(0);
     s.client.monitor.store(true, Ordering::Relaxed);
     s.w.ok();
-}
-
-/// The row of `name` (`get`, `config|get`), for tests and metrics.
-pub fn row(shared: &Shared, name: &str) -> Option<CommandRow> {
-    slot_named(name).map(|slot| merged(&shared.observe.commands, slot))
 }
