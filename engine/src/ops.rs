@@ -196,6 +196,17 @@ pub enum OpKind {
 }
 
 impl Reply {
+    /// Whether the mutating op that gave this reply changed its key (what a WATCH hears):
+    /// a SET NX that did not set, a DEL or EXPIRE that found nothing, changed nothing.
+    pub fn changed(&self) -> bool {
+        match self {
+            Reply::Set { applied, .. } => *applied,
+            Reply::Bool(b) => *b,
+            Reply::Nil => false,
+            _ => true,
+        }
+    }
+
     /// Value bytes in this reply (telemetry's bytes out).
     pub fn payload_bytes(&self) -> u64 {
         match self {

@@ -104,6 +104,11 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, cmd: AdminCmd, a
         Latency => crate::observe::latency(shared, s, &args),
         Memory => crate::observe::memory(core, shared, s, &args).await,
         Monitor => crate::observe::monitor(s),
+        Multi => crate::transaction::multi(s),
+        Exec => crate::transaction::exec(core, shared, s).await,
+        Discard => crate::transaction::discard(core, s).await,
+        Watch => crate::transaction::watch(core, s, &args).await,
+        Unwatch => crate::transaction::unwatch(core, s).await,
     }
 }
 
@@ -717,11 +722,12 @@ async fn scan(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
 async fn keys(core: &Core, s: &mut Session, pattern: &[u8]) {
     let pattern = if pattern == b"*" { None } else { Some(pattern.to_vec()) };
     let mut all = Vec::new();
-    let answers =
-        match core.on_every_core_settled(CoreWork::Keys { pattern, max: KEYS_REPLY_MAX }).await {
-            Ok(a) => a,
-            Err(e) => return s.w.error(&error_text(&e)),
-        };
+    // Every core held: no transaction is seen on one core and not yet on another.
+    let read = core.on_every_core_settled(CoreWork::Keys { pattern, max: KEYS_REPLY_MAX });
+    let answers = match core.with_every_core_held(read).await {
+        Ok(a) => a,
+        Err(e) => return s.w.error(&error_text(&e)),
+    };
     for r in answers {
         match r {
             CoreResult::Keys { truncated: true, .. } => {

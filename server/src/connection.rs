@@ -15,6 +15,7 @@ use crate::resp::{parse, Limits, Parsed, Writer};
 use crate::shared::{ClientInfo, Shared};
 use crate::stats::commands::slot_of;
 use crate::table::{lookup, Handler};
+use crate::transaction;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shardcast_engine::ops::Op;
@@ -97,6 +98,10 @@ pub struct Session {
     pub monitor_from: Option<usize>,
     /// The accounting's buffer, kept between pipelines.
     pub marks: Vec<crate::accounting::Mark>,
+    /// MULTI ran and EXEC or DISCARD has not yet.
+    pub multi: Option<crate::transaction::Multi>,
+    /// The keys WATCH named since the last EXEC, DISCARD or UNWATCH.
+    pub watching: Option<crate::transaction::Watching>,
 }
 
 /// While it lives, CLIENT KILL can reach the connection's socket (`ClientInfo::kill`); it
@@ -158,6 +163,8 @@ async fn serve(
         affinity: Affinity::new(core.cores()),
         monitor_from: None,
         marks: Vec::new(),
+        multi: None,
+        watching: None,
     };
     let mut socket_slot = SocketSlot::new(s.client.clone(), &stream);
     // input[start..end] holds unparsed bytes; input[end..] is spare room to read into. The
@@ -228,7 +235,9 @@ async fn serve(
             crate::monitor::serve(core, shared, &mut stream, &s.client, rest).await;
             return Ended::Closed;
         }
-        if shared.config.migrate_connections {
+        // A transaction or a watch in progress stays on its core: its state is here.
+        let stays = s.multi.is_some() || s.watching.is_some();
+        if shared.config.migrate_connections && !stays {
             if let Some(target) = s.affinity.target(core.id()) {
                 let carry = Carry {
                     client: s.client.clone(),
@@ -333,6 +342,7 @@ async fn execute(
         }
         let Some((index, spec)) = lookup(&args[0]) else {
             plans.push(Plan::Reply(error_reply(s, &unknown_command(&args))));
+            transaction::flag_failed(s);
             ledger.unknown(raw);
             continue;
         };
@@ -341,11 +351,13 @@ async fn execute(
         if !spec.arity_ok(args.len()) {
             let e = format!("ERR wrong number of arguments for '{}' command", spec.name);
             plans.push(Plan::Reply(error_reply(s, &e)));
+            transaction::flag_failed(s);
             ledger.rejected(slot, raw);
             continue;
         }
         if !s.authenticated && !spec.has("noauth") && shared.auth_required() {
             plans.push(Plan::Reply(error_reply(s, "NOAUTH Authentication required.")));
+            transaction::flag_failed(s);
             ledger.rejected(slot, raw);
             continue;
         }
@@ -356,9 +368,16 @@ async fn execute(
             if max > 0 && core.used_memory() > max {
                 let e = "OOM command not allowed when used memory > 'maxmemory'.";
                 plans.push(Plan::Reply(error_reply(s, e)));
+                transaction::flag_failed(s);
                 ledger.rejected(slot, raw);
                 continue;
             }
+        }
+        if s.multi.is_some() && !transaction::runs_in_multi(spec) {
+            // Queued for EXEC: answered QUEUED (or the error that aborts EXEC) in its place.
+            plans.push(Plan::Reply(transaction::queue(shared, s, spec, args)));
+            ledger.ran(slot, raw);
+            continue;
         }
         if shared.pause.blocks(spec) {
             // Commands before it keep their place: they run first.
@@ -404,7 +423,9 @@ async fn execute(
                 plans.push(p);
                 ledger.ran(slot, raw);
                 if target.is_none() && !ops.is_empty() {
-                    flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
+                    // One command whose keys span cores (MSET, MGET, DEL...): atomic, as in
+                    // Redis, by the engine's cross-core locking.
+                    flush_atomic(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
                 }
             }
             Handler::Admin(cmd) => {
@@ -448,6 +469,37 @@ async fn flush_batch(
     } else {
         core.execute_for(std::mem::take(ops), s.client.app()).await
     };
+    write_replies(core, shared, s, results, plans, ledger);
+}
+
+/// `flush_batch` for ops that must apply atomically across cores.
+async fn flush_atomic(
+    core: &Core,
+    shared: &Shared,
+    s: &mut Session,
+    ops: &mut Vec<Op>,
+    plans: &mut Vec<Plan>,
+    ledger: &mut Ledger<'_>,
+) {
+    let ops = std::mem::take(ops);
+    let n = ops.len();
+    let results = match core.execute_atomic(ops, None, s.client.app()).await {
+        Ok(Some(results)) => results,
+        Ok(None) => unreachable!("no watch, no abort"),
+        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+    };
+    write_replies(core, shared, s, results, plans, ledger);
+}
+
+/// Renders the replies of `plans` from the engine's `results`, in order.
+fn write_replies(
+    core: &Core,
+    shared: &Shared,
+    s: &mut Session,
+    results: Vec<shardcast_engine::Result<shardcast_engine::ops::Reply>>,
+    plans: &mut Vec<Plan>,
+    ledger: &mut Ledger<'_>,
+) {
     let mut results = results.into_iter();
     let (mut hits, mut misses) = (0, 0);
     for (i, p) in plans.drain(..).enumerate() {

@@ -23,6 +23,7 @@ pub mod shared;
 pub mod sockets;
 pub mod stats;
 pub mod table;
+pub mod transaction;
 
 use shardcast_engine::Core;
 use std::rc::Rc;

@@ -82,6 +82,11 @@ pub enum AdminCmd {
     Latency,
     Memory,
     Monitor,
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
 }
 
 /// One command's static description.
@@ -107,6 +112,7 @@ const RS: &[&str] = &["readonly"];
 const F: &[&str] = &["fast"];
 const NA: &[&str] = &["noauth", "fast"];
 const A: &[&str] = &["admin"];
+const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 macro_rules! spec {
     ($name:expr, $handler:expr, $arity:expr, $flags:expr, $fk:expr, $lk:expr, $st:expr, $group:expr, $since:expr, $summary:expr) => {
@@ -191,6 +197,11 @@ pub static COMMANDS: &[Spec] = &[
     spec!("slowlog", Admin(SlowLog), -2, A, 0, 0, 0, "server", "2.2.12", "A container for slow log commands."),
     spec!("latency", Admin(Latency), -2, A, 0, 0, 0, "server", "2.8.13", "A container for latency diagnostics commands."),
     spec!("memory", Admin(Memory), -2, RS, 0, 0, 0, "server", "4.0.0", "A container for memory diagnostics commands."),
+    spec!("multi", Admin(Multi), 1, TX, 0, 0, 0, "transactions", "1.2.0", "Starts a transaction."),
+    spec!("exec", Admin(Exec), 1, &["noscript", "loading", "stale", "skip_slowlog"], 0, 0, 0, "transactions", "1.2.0", "Executes all commands in a transaction."),
+    spec!("discard", Admin(Discard), 1, TX, 0, 0, 0, "transactions", "2.0.0", "Discards a transaction."),
+    spec!("watch", Admin(Watch), -2, TX, 1, -1, 1, "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction."),
+    spec!("unwatch", Admin(Unwatch), 1, TX, 0, 0, 0, "transactions", "2.2.0", "Forgets about watched keys of a transaction."),
     spec!("monitor", Admin(Monitor), 1, A, 0, 0, 0, "server", "1.0.0", "Listens for all requests received by the server in real-time."),
 ];
 

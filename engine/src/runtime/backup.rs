@@ -106,6 +106,8 @@ impl Core {
                 Err(e) => done(Err(e)),
             },
             BackupWork::Hold { id } => {
+                // No transaction half applied here at the cut (see `txn`).
+                self.quiet_txns().await;
                 self.hold_for_backup(id);
                 done(Ok(()))
             }

@@ -164,7 +164,10 @@ impl Core {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         self.check_rebalance_usable()?;
         let mut first = Ok(());
-        for r in self.on_every_core(CoreWork::FlushAll, "FLUSHALL").await {
+        // Every core held: a transaction lands wholly before the flush or wholly after it.
+        let flushed =
+            self.with_every_core_held(self.on_every_core(CoreWork::FlushAll, "FLUSHALL")).await;
+        for r in flushed {
             if let CoreResult::Done(Err(e)) = r {
                 if first.is_ok() {
                     first = Err(e);

@@ -9,7 +9,9 @@ use crate::routing::Position;
 impl Core {
     /// Keys in the whole engine (DBSIZE), each counted once even during a migration.
     pub async fn dbsize(&self) -> Result<u64> {
-        let answers = self.on_every_core_settled(CoreWork::DbSize).await?;
+        // Every core held: no transaction is counted on one core and not yet on another.
+        let answers =
+            self.with_every_core_held(self.on_every_core_settled(CoreWork::DbSize)).await?;
         answers
             .into_iter()
             .map(|r| match r {
@@ -47,6 +49,7 @@ impl Core {
                 CoreResult::Done(r)
             }
             CoreWork::ShardInfo => CoreResult::Shards(self.shard_summaries()),
+            CoreWork::Txn(work) => Box::pin(self.run_txn_work(work)).await,
             CoreWork::SetIfNoneExist(pairs) => match self.set_if_none_exist(pairs).await {
                 Ok(set) => CoreResult::Count(set as u64),
                 Err(e) => CoreResult::Done(Err(e)),

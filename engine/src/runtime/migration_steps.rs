@@ -214,6 +214,9 @@ impl Core {
         let result = match streamed.and_then(|r| self.check_outgoing(&shard, migration).map(|()| r))
         {
             Ok(mut report) => {
+                // No transaction holds keys here when the range pauses; later ones see the
+                // pause and wait (see `txn`).
+                self.quiet_txns().await;
                 shard.pause_outgoing();
                 fault_point!("migrate:paused");
                 self.send_final_delta(&shard, target_core, &mut report, migration)

@@ -24,6 +24,7 @@ pub mod migration_steps;
 mod route;
 mod start;
 mod timers;
+pub mod txn;
 mod work;
 
 pub use backup::{find_backup, BackupReport, BACKUP_INFO_FILE};
@@ -132,6 +133,12 @@ pub struct Core {
     /// Set on the coordinator when a failed migration's rollback could not be recorded:
     /// migrations and FLUSHALL are refused until a restart settles the map.
     pub(crate) rebalance_broken: RefCell<Option<String>>,
+    /// Key locks of atomic work across cores (`txn`).
+    pub(crate) locks: RefCell<txn::locks::KeyLocks>,
+    /// WATCHed keys of this core (`txn::watch`).
+    pub(crate) watches: RefCell<txn::watch::WatchRegistry>,
+    /// The last transaction id this core gave out.
+    next_txn: Cell<u64>,
     /// While a backup takes its cut, ops on this core wait on this gate (`backup`).
     pub(crate) backup_hold: RefCell<Option<Rc<crate::migration::Gate>>>,
     /// The backup in progress here: its id and the shards it pinned.
@@ -252,6 +259,7 @@ impl Core {
             route::RouteTable::build(&self.map.borrow(), self.config.cores, self.id, &shards);
         *self.shards.borrow_mut() = shards;
         *self.routes.borrow_mut() = routes;
+        self.drop_departed_watches();
     }
 
     /// Adds a serving shard (its ranges set from the map).

@@ -7,6 +7,8 @@ use crate::log::writer::FsyncPolicy;
 use crate::migration::Gate;
 use crate::ops::{Op, Reply};
 use crate::routing::{key_position, partition_of, partition_span, position_of, Position};
+use crate::runtime::txn::locks::TxnId;
+use crate::runtime::txn::NO_TXN;
 use crate::shard::Shard;
 use crate::storage::dma::DmaStorage;
 use crate::telemetry::{AppId, SERVICE_SAMPLE_EVERY};
@@ -14,7 +16,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 /// Where an op goes, as this core sees it now.
-pub(super) enum Route {
+pub(crate) enum Route {
     /// A shard here serves it, at this position.
     Local(Rc<Shard<DmaStorage>>, Position),
     /// Another core owns it.
@@ -22,6 +24,9 @@ pub(super) enum Route {
     /// Its range is in a cutover; wait, then route again.
     Paused(Rc<Gate>),
 }
+
+/// A shard's log position to wait for, and the ops whose replies wait for it.
+pub(super) type DurabilityWait = (Rc<Shard<DmaStorage>>, u64, Vec<usize>);
 
 /// Forwards after which an op is refused rather than sent on (routes settle in one or two).
 pub const ROUTE_HOPS_MAX: u32 = 8;
@@ -83,6 +88,12 @@ impl Core {
     /// Where `key` goes, as this core sees it now.
     #[inline]
     pub(super) fn route(&self, key: &[u8]) -> Route {
+        self.route_as(key, NO_TXN)
+    }
+
+    /// `route` for the holder `me` of key locks (`txn`): keys it holds do not stop it.
+    #[inline]
+    pub(super) fn route_as(&self, key: &[u8], me: TxnId) -> Route {
         let position = position_of(key, self.config.partition_separator);
         let routes = self.routes.borrow();
         let entry = routes.find(position);
@@ -91,6 +102,9 @@ impl Core {
         }
         if let Some(gate) = self.backup_hold.borrow().as_ref() {
             return Route::Paused(gate.clone());
+        }
+        if let Some(gate) = self.locks.borrow().blocked(key, me) {
+            return Route::Paused(gate);
         }
         match &entry.shard {
             Some(s) => match s.paused_gate(position) {
@@ -201,22 +215,8 @@ impl Core {
         targets: Vec<(Rc<Shard<DmaStorage>>, Position)>,
         app: AppId,
     ) -> Vec<Result<Reply>> {
-        let mut out = Vec::with_capacity(ops.len());
-        let refused = self.room_for(ops.iter().any(Op::may_grow));
-        let timer = ServiceTimer::start(self.config.telemetry.is_on(), &self.service_sample);
-        for (op, (shard, position)) in ops.into_iter().zip(targets) {
-            if let Some(e) = refused.as_ref().filter(|_| op.may_grow()) {
-                out.push(Err(e.clone()));
-                continue;
-            }
-            let started = timer.begin();
-            out.push(shard.execute_at(op, position, app).map(|(reply, wait)| {
-                debug_assert!(wait.is_none(), "no durability wait outside fsync=always");
-                reply
-            }));
-            timer.end(started, &shard);
-            self.after_write(&shard);
-        }
+        let (out, waits) = self.apply_ops(ops, targets, app);
+        debug_assert!(waits.is_empty(), "no durability wait outside fsync=always");
         self.publish_memory();
         out
     }
@@ -255,8 +255,22 @@ impl Core {
                 Some(gate) => gate.wait().await,
             }
         };
+        let (out, waits) = self.apply_ops(ops, targets, app);
+        self.publish_memory();
+        self.await_durable(out, waits).await
+    }
+
+    /// Runs `ops` on the shards `targets` names, in order, with nothing awaited: one moment of
+    /// this core. Returns the replies and, per shard, the LSN to wait for (fsync `always`)
+    /// with the ops whose replies wait for it.
+    pub(super) fn apply_ops(
+        &self,
+        ops: Vec<Op>,
+        targets: Vec<(Rc<Shard<DmaStorage>>, Position)>,
+        app: AppId,
+    ) -> (Vec<Result<Reply>>, Vec<DurabilityWait>) {
         let mut out = Vec::with_capacity(ops.len());
-        let mut waits: Vec<(Rc<Shard<DmaStorage>>, u64, Vec<usize>)> = Vec::new();
+        let mut waits: Vec<DurabilityWait> = Vec::new();
         let refused = self.room_for(ops.iter().any(Op::may_grow));
         let timer = ServiceTimer::start(self.config.telemetry.is_on(), &self.service_sample);
         for (i, (op, (shard, position))) in ops.into_iter().zip(targets).enumerate() {
@@ -264,27 +278,35 @@ impl Core {
                 out.push(Err(e.clone()));
                 continue;
             }
+            let watched = self.watched_key(&op);
             let started = timer.begin();
             let done = shard.execute_at(op, position, app);
             timer.end(started, &shard);
-            match done {
-                Ok((reply, wait)) => {
-                    out.push(Ok(reply));
-                    if let Some(lsn) = wait {
-                        match waits.iter_mut().find(|(s, _, _)| Rc::ptr_eq(s, &shard)) {
-                            Some(w) => {
-                                w.1 = w.1.max(lsn);
-                                w.2.push(i);
-                            }
-                            None => waits.push((shard.clone(), lsn, vec![i])),
+            let done = done.map(|(reply, wait)| {
+                if let Some(lsn) = wait {
+                    match waits.iter_mut().find(|(s, _, _)| Rc::ptr_eq(s, &shard)) {
+                        Some(w) => {
+                            w.1 = w.1.max(lsn);
+                            w.2.push(i);
                         }
+                        None => waits.push((shard.clone(), lsn, vec![i])),
                     }
                 }
-                Err(e) => out.push(Err(e)),
-            }
+                reply
+            });
+            self.note_watched(watched, done.as_ref().ok());
+            out.push(done);
             self.after_write(&shard);
         }
-        self.publish_memory();
+        (out, waits)
+    }
+
+    /// Waits for the records `apply_ops` named; an op whose record failed gets the error.
+    pub(super) async fn await_durable(
+        &self,
+        mut out: Vec<Result<Reply>>,
+        waits: Vec<DurabilityWait>,
+    ) -> Vec<Result<Reply>> {
         for (shard, lsn, idx) in waits {
             if let Err(e) = shard.wait_durable(lsn).await {
                 for i in idx {
@@ -293,6 +315,14 @@ impl Core {
             }
         }
         out
+    }
+
+    /// The serving shard here that owns `key` by this core's map, pauses and locks aside.
+    pub(super) fn serving_shard_of(&self, key: &[u8]) -> Option<Rc<Shard<DmaStorage>>> {
+        let position = position_of(key, self.config.partition_separator);
+        let routes = self.routes.borrow();
+        let entry = routes.find(position);
+        (entry.core == self.id).then(|| entry.shard.clone()).flatten()
     }
 
     /// MSETNX on one core: nothing awaits between the checks and the writes, so no other op
@@ -309,14 +339,26 @@ impl Core {
                 None => break,
             }
         }
-        let mut shards = Vec::with_capacity(pairs.len());
-        for (key, _) in &pairs {
-            match self.route(key) {
-                Route::Local(shard, _) => shards.push(shard),
-                // The keys moved (or are moving) since the caller routed them here.
-                _ => return Err(EngineError::TryAgain),
+        let shards = loop {
+            let mut shards = Vec::with_capacity(pairs.len());
+            let mut paused = None;
+            for (key, _) in &pairs {
+                match self.route(key) {
+                    Route::Local(shard, _) => shards.push(shard),
+                    // A transaction holds the key, or a cutover pauses it: wait, route again.
+                    Route::Paused(gate) => {
+                        paused = Some(gate);
+                        break;
+                    }
+                    // The keys moved since the caller routed them here.
+                    Route::Remote => return Err(EngineError::TryAgain),
+                }
             }
-        }
+            match paused {
+                Some(gate) => gate.wait().await,
+                None => break shards,
+            }
+        };
         for shard in &shards {
             shard.check_writable()?;
         }
@@ -337,7 +379,10 @@ impl Core {
                 expiry: crate::keyspace::SetExpiry::Clear,
                 return_old: false,
             };
-            if let (_, Some(lsn)) = shard.execute(op)? {
+            let watched = self.watched_key(&op);
+            let done = shard.execute(op)?;
+            self.note_watched(watched, Some(&done.0));
+            if let (_, Some(lsn)) = done {
                 waits.push((shard.clone(), lsn));
             }
         }

@@ -44,6 +44,8 @@ pub enum CoreWork {
     Backup(crate::runtime::backup::BackupWork),
     /// The inner work, answered with the epoch of the map it ran under (`AtEpoch`).
     AtEpoch(Box<CoreWork>),
+    /// Steps of atomic work across cores (see `txn`).
+    Txn(crate::runtime::txn::TxnWork),
 }
 
 impl CoreWork {
@@ -116,6 +118,7 @@ pub enum CoreResult {
         epoch: u64,
         result: Box<CoreResult>,
     },
+    Txn(crate::runtime::txn::TxnAnswer),
 }
 
 /// What one core's scan examined.

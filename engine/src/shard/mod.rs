@@ -592,6 +592,11 @@ impl<S: Storage> Shard<S> {
         Ok(reply)
     }
 
+    /// Whether `key` is here and not expired (not counted as an access).
+    pub fn is_live(&self, key: &[u8]) -> bool {
+        self.keyspace.borrow().peek_live(key, self.clock.now_ms()).is_some()
+    }
+
     /// Ok if the shard accepts writes now (serving, and its log has not failed).
     pub fn check_writable(&self) -> Result<()> {
         let wal = self.serving_wal()?;

@@ -1,0 +1,396 @@
+//! MULTI / EXEC / DISCARD / WATCH / UNWATCH against the real binary: replies compared with
+//! Debian's `redis-server`, WATCH conflicts from other connections on either core (writes,
+//! expiry, FLUSHALL), and transfers between accounts on two cores while their partitions split
+//! and merge, with every read (MGET across cores, and reads inside EXEC) seeing the total
+//! conserved, and again after a restart.
+
+mod common;
+
+use common::{core_of_partition, shards, Server};
+use redis::Value;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Debian's redis-server on a free port, without persistence; killed at drop.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server; .ci/run installs it)");
+        let deadline = Instant::now() + DEADLINE;
+        while redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { port, child }
+    }
+
+    fn client(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(c) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("error {} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
+    }
+}
+
+/// EXEC of integer replies: `None` when a watch failed it.
+fn exec(c: &mut redis::Connection) -> Option<Vec<i64>> {
+    redis::cmd("EXEC").query(c).unwrap()
+}
+
+/// EXEC of OK replies: `None` when a watch failed it.
+fn exec_ok(c: &mut redis::Connection) -> Option<Vec<String>> {
+    redis::cmd("EXEC").query(c).unwrap()
+}
+
+fn get(c: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(c).unwrap()
+}
+
+/// Two partition names whose keys live on different cores of a 2-core server.
+fn partitions_on_both_cores(c: &mut redis::Connection) -> (String, String) {
+    let rows = shards(c);
+    let names: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
+    let a = names.iter().find(|p| core_of_partition(&rows, p) == 0).expect("a core-0 partition");
+    let b = names.iter().find(|p| core_of_partition(&rows, p) == 1).expect("a core-1 partition");
+    (a.clone(), b.clone())
+}
+
+/// The same sessions against Redis and Shardcast: each reply the same (values, nils, errors
+/// with their text), on one core and across both.
+#[test]
+fn replies_match_redis() {
+    let redis = Redis::start();
+    let server = Server::start("tx-replies", &["--cores", "2"]);
+    let (a, b) = partitions_on_both_cores(&mut server.client());
+    let (ka, kb) = (format!("{a}:x"), format!("{b}:y"));
+    let sessions: Vec<Vec<Vec<&str>>> = vec![
+        // One core, then both: every reply in order, a runtime error in its place.
+        vec![
+            vec!["SET", "s", "text"],
+            vec!["MULTI"],
+            vec!["SET", &ka, "1"],
+            vec!["INCRBY", &ka, "5"],
+            vec!["SET", &kb, "2"],
+            vec!["INCR", "s"],
+            vec!["MGET", &ka, &kb, "nokey"],
+            vec!["PING"],
+            vec!["EXEC"],
+            vec!["MULTI"],
+            vec!["GET", &ka],
+            vec!["DEL", &ka, &kb],
+            vec!["EXEC"],
+        ],
+        // Errors at queue time abort; errors outside MULTI; nesting.
+        vec![
+            vec!["MULTI"],
+            vec!["SET", "a"],
+            vec!["SET", "a", "1"],
+            vec!["EXEC"],
+            vec!["GET", "a"],
+            vec!["MULTI"],
+            vec!["NOSUCHCOMMAND", "x"],
+            vec!["EXEC"],
+            vec!["EXEC"],
+            vec!["DISCARD"],
+            vec!["MULTI"],
+            vec!["MULTI"],
+            vec!["WATCH", "a"],
+            vec!["SET", "a", "2"],
+            vec!["DISCARD"],
+            vec!["GET", "a"],
+            vec!["MULTI"],
+            vec!["EXEC"],
+        ],
+        // WATCH: a change (even our own) fails EXEC; an unchanged key, UNWATCH and a
+        // missing key that stays missing do not.
+        vec![
+            vec!["WATCH", &ka, &kb],
+            vec!["SET", &kb, "9"],
+            vec!["MULTI"],
+            vec!["SET", &ka, "1"],
+            vec!["EXEC"],
+            vec!["GET", &ka],
+            vec!["WATCH", &ka],
+            vec!["MULTI"],
+            vec!["SET", &ka, "1"],
+            vec!["EXEC"],
+            vec!["WATCH", &ka],
+            vec!["SET", &ka, "3"],
+            vec!["UNWATCH"],
+            vec!["MULTI"],
+            vec!["GET", &ka],
+            vec!["EXEC"],
+            vec!["WATCH", "missing"],
+            vec!["SET", "missing", "v", "NX", "GET"],
+            vec!["DEL", "missing"],
+            vec!["MULTI"],
+            vec!["GET", &kb],
+            vec!["EXEC"],
+            vec!["WATCH", "stillmissing"],
+            vec!["DEL", "stillmissing"],
+            vec!["MULTI"],
+            vec!["EXISTS", "stillmissing"],
+            vec!["EXEC"],
+        ],
+    ];
+    for (i, session) in sessions.iter().enumerate() {
+        let (mut r, mut s) = (redis.client(), server.client());
+        run(&mut r, &["FLUSHALL"]);
+        run(&mut s, &["FLUSHALL"]);
+        for cmd in session {
+            let (want, got) = (run(&mut r, cmd), run(&mut s, cmd));
+            assert_eq!(got, want, "session {i}: {cmd:?}");
+        }
+    }
+}
+
+/// A watched key changed by another connection, on either core, by a write, by its expiry or
+/// by FLUSHALL, fails EXEC; a write to another key does not.
+#[test]
+fn watch_sees_changes_from_other_connections_on_any_core() {
+    let server = Server::start("tx-watch", &["--cores", "2"]);
+    let mut me = server.client();
+    let mut other = server.client();
+    let (a, b) = partitions_on_both_cores(&mut me);
+    for key in [format!("{a}:w"), format!("{b}:w")] {
+        run(&mut me, &["SET", &key, "0"]);
+        // Another key changed: EXEC runs.
+        run(&mut me, &["WATCH", &key]);
+        run(&mut other, &["SET", &format!("{key}:other"), "1"]);
+        run(&mut me, &["MULTI"]);
+        run(&mut me, &["INCR", &key]);
+        assert_eq!(exec(&mut me), Some(vec![1]));
+        // The key changed by another connection: nothing runs.
+        run(&mut me, &["WATCH", &key]);
+        run(&mut other, &["SET", &key, "10"]);
+        run(&mut me, &["MULTI"]);
+        run(&mut me, &["INCR", &key]);
+        assert_eq!(exec(&mut me), None, "{key}");
+        assert_eq!(get(&mut me, &key), Some("10".into()));
+        // A SET NX that sets nothing changes nothing.
+        run(&mut me, &["WATCH", &key]);
+        run(&mut other, &["SET", &key, "11", "NX"]);
+        run(&mut me, &["MULTI"]);
+        run(&mut me, &["INCR", &key]);
+        assert_eq!(exec(&mut me), Some(vec![11]));
+        // Expiry: live when watched, gone at EXEC.
+        run(&mut me, &["SET", &key, "v", "PX", "50"]);
+        run(&mut me, &["WATCH", &key]);
+        std::thread::sleep(Duration::from_millis(120));
+        run(&mut me, &["MULTI"]);
+        run(&mut me, &["SET", &key, "after"]);
+        assert_eq!(exec_ok(&mut me), None, "expired {key}");
+        // FLUSHALL removes a watched key that existed.
+        run(&mut me, &["SET", &key, "v"]);
+        run(&mut me, &["WATCH", &key]);
+        run(&mut other, &["FLUSHALL"]);
+        run(&mut me, &["MULTI"]);
+        run(&mut me, &["SET", &key, "after"]);
+        assert_eq!(exec_ok(&mut me), None, "flushed {key}");
+    }
+    // Watching keys on both cores and writing on one: EXEC across cores fails as a whole.
+    let (ka, kb) = (format!("{a}:both"), format!("{b}:both"));
+    run(&mut me, &["MSET", &ka, "1", &kb, "1"]);
+    run(&mut me, &["WATCH", &ka, &kb]);
+    run(&mut other, &["INCR", &kb]);
+    run(&mut me, &["MULTI"]);
+    run(&mut me, &["SET", &ka, "x"]);
+    run(&mut me, &["SET", &kb, "x"]);
+    assert_eq!(exec_ok(&mut me), None);
+    let values: Vec<String> = redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut me).unwrap();
+    assert_eq!(values, ["1", "2"]);
+}
+
+/// The Rust `redis` crate's atomic pipeline (MULTI/EXEC) and its optimistic `transaction`
+/// helper (WATCH, read, MULTI/EXEC, retried on a null reply), with keys on both cores.
+#[test]
+fn the_redis_crate_pipelines_and_transactions_work() {
+    let server = Server::start("tx-crate", &["--cores", "2"]);
+    let mut c = server.client();
+    let (a, b) = partitions_on_both_cores(&mut c);
+    let (ka, kb) = (format!("{a}:n"), format!("{b}:n"));
+    let (x, y): (i64, i64) = redis::pipe()
+        .atomic()
+        .set(&ka, 5)
+        .ignore()
+        .incr(&ka, 2)
+        .incr(&kb, 3)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((x, y), (7, 3));
+    let mut other = server.client();
+    let mut tries = 0;
+    let (na, nb): (i64, i64) = redis::transaction(&mut c, &[&ka, &kb], |con, pipe| {
+        tries += 1;
+        let (va, vb): (i64, i64) = redis::pipe().get(&ka).get(&kb).query(con)?;
+        if tries == 1 {
+            // Another client moves money between the read and EXEC: the first EXEC fails.
+            let _: () = redis::cmd("INCRBY").arg(&kb).arg(100).query(&mut other)?;
+        }
+        pipe.set(&ka, va - 1).ignore().set(&kb, vb + 1).ignore().get(&ka).get(&kb).query(con)
+    })
+    .unwrap();
+    assert_eq!(tries, 2, "the conflicting write forced one retry");
+    assert_eq!((na, nb), (6, 104));
+}
+
+/// Clients move money between accounts on both cores with MULTI/EXEC (and WATCH), while both
+/// partitions split and merge; every read of all accounts (an MGET across cores, or GETs
+/// inside one EXEC) sees the total unchanged, and so does a restart.
+#[test]
+fn transfers_across_cores_conserve_the_total_under_splits_and_merges() {
+    const ACCOUNTS: usize = 8;
+    const START: i64 = 1000;
+    let mut server = Server::start("tx-transfers", &["--cores", "2"]);
+    let mut admin = server.client();
+    let (a, b) = partitions_on_both_cores(&mut admin);
+    let keys: Vec<String> = (0..ACCOUNTS)
+        .map(|i| if i % 2 == 0 { format!("{a}:acct{i}") } else { format!("{b}:acct{i}") })
+        .collect();
+    let total = START * ACCOUNTS as i64;
+    for k in &keys {
+        run(&mut admin, &["SET", k, &START.to_string()]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (transfers, reads, watch_retries) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut threads = Vec::new();
+    for t in 0..3u64 {
+        let (mut c, keys, stop, transfers) =
+            (server.client(), keys.clone(), stop.clone(), transfers.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = t;
+            while !stop.load(Ordering::Relaxed) {
+                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let from = &keys[(n >> 33) as usize % ACCOUNTS];
+                let to = &keys[(n >> 40) as usize % ACCOUNTS];
+                let amount = (n >> 50) % 50;
+                let replies: Vec<i64> = redis::pipe()
+                    .atomic()
+                    .decr(from, amount)
+                    .incr(to, amount)
+                    .query(&mut c)
+                    .expect("a transfer");
+                assert_eq!(replies.len(), 2);
+                transfers.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    {
+        // Optimistic transfers: WATCH, read, write both, retried when another client won.
+        let (mut c, keys, stop, transfers, retries) =
+            (server.client(), keys.clone(), stop.clone(), transfers.clone(), watch_retries.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let (from, to) = (&keys[i % ACCOUNTS], &keys[(i * 3 + 1) % ACCOUNTS]);
+                if from == to {
+                    continue;
+                }
+                let mut attempt = 0;
+                let _: () = redis::transaction(&mut c, &[from, to], |con, pipe| {
+                    attempt += 1;
+                    let (f, t): (i64, i64) = redis::pipe().get(from).get(to).query(con)?;
+                    pipe.set(from, f - 3).ignore().set(to, t + 3).ignore().query(con)
+                })
+                .expect("a watched transfer");
+                retries.fetch_add(attempt - 1, Ordering::Relaxed);
+                transfers.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for reader in 0..2 {
+        let (mut c, keys, stop, reads) =
+            (server.client(), keys.clone(), stop.clone(), reads.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let values: Vec<i64> = if reader == 0 {
+                    redis::cmd("MGET").arg(&keys).query(&mut c).expect("MGET")
+                } else {
+                    let mut p = redis::pipe();
+                    p.atomic();
+                    for k in &keys {
+                        p.get(k);
+                    }
+                    p.query(&mut c).expect("GETs in EXEC")
+                };
+                assert_eq!(
+                    values.iter().sum::<i64>(),
+                    total,
+                    "a torn transaction was seen: {values:?}"
+                );
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Both partitions carved out, split across the cores and merged back, twice.
+    let mut migrations = 0;
+    for _ in 0..2 {
+        for p in [&a, &b] {
+            for verb in ["SPLIT", "SPLIT", "MERGE", "MERGE"] {
+                let before = transfers.load(Ordering::Relaxed);
+                let r: String =
+                    redis::cmd("SHARDCAST").arg(verb).arg(p.as_str()).query(&mut admin).unwrap();
+                assert_eq!(r, "OK");
+                migrations += 1;
+                let deadline = Instant::now() + DEADLINE;
+                while transfers.load(Ordering::Relaxed) < before + 100 {
+                    assert!(Instant::now() < deadline, "transfers made no progress");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("a client saw an error or a torn read");
+    }
+    eprintln!(
+        "{migrations} migrations, {} transfers ({} WATCH retries), {} reads",
+        transfers.load(Ordering::Relaxed),
+        watch_retries.load(Ordering::Relaxed),
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    let before: Vec<i64> = redis::cmd("MGET").arg(&keys).query(&mut admin).unwrap();
+    assert_eq!(before.iter().sum::<i64>(), total);
+    server.terminate();
+    server.restart();
+    let after: Vec<i64> = redis::cmd("MGET").arg(&keys).query(&mut server.client()).unwrap();
+    assert_eq!(after, before, "the restart changed the balances");
+}
