@@ -78,6 +78,11 @@ pub enum Op {
     Object {
         key: Vec<u8>,
     },
+    /// The key's value and absolute expiry, not counted as an access (RENAME, COPY):
+    /// `Reply::Entry`, or `Nil` if it is missing.
+    Dump {
+        key: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -99,7 +104,8 @@ impl Op {
             | Op::GetRange { key, .. }
             | Op::SetRange { key, .. }
             | Op::IncrByFloat { key, .. }
-            | Op::Object { key } => key,
+            | Op::Object { key }
+            | Op::Dump { key } => key,
         }
     }
 
@@ -115,7 +121,8 @@ impl Op {
             | Op::ExpireTime { .. }
             | Op::StrLen { .. }
             | Op::GetRange { .. }
-            | Op::Object { .. } => false,
+            | Op::Object { .. }
+            | Op::Dump { .. } => false,
             Op::Set { .. }
             | Op::Del { .. }
             | Op::IncrBy { .. }
@@ -139,7 +146,8 @@ impl Op {
             | Op::ExpireTime { .. }
             | Op::StrLen { .. }
             | Op::GetRange { .. }
-            | Op::Object { .. } => OpKind::Read,
+            | Op::Object { .. }
+            | Op::Dump { .. } => OpKind::Read,
             Op::Del { .. } | Op::GetDel { .. } => OpKind::Delete,
             Op::Set { .. }
             | Op::IncrBy { .. }
@@ -177,6 +185,7 @@ impl Op {
             | Op::StrLen { .. }
             | Op::GetRange { .. }
             | Op::Object { .. }
+            | Op::Dump { .. }
             | Op::Del { .. }
             | Op::GetDel { .. }
             | Op::Expire { .. }
@@ -239,5 +248,10 @@ pub enum Reply {
         freq: u8,
         encoding: &'static str,
         bytes: u64,
+    },
+    /// DUMP-like: a key's value and absolute expiry in ms (0: none).
+    Entry {
+        value: Vec<u8>,
+        expire_at_ms: u64,
     },
 }

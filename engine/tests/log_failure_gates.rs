@@ -43,6 +43,7 @@ fn every_op(k: &str) -> Vec<Op> {
         Op::SetRange { key: key(), offset: 1, value: b"yy".to_vec() },
         Op::IncrByFloat { key: format!("{k}:f").into_bytes(), delta: 1.5 },
         Op::Object { key: key() },
+        Op::Dump { key: key() },
     ];
     for op in &ops {
         match op {
@@ -62,7 +63,8 @@ fn every_op(k: &str) -> Vec<Op> {
             | Op::GetRange { .. }
             | Op::SetRange { .. }
             | Op::IncrByFloat { .. }
-            | Op::Object { .. } => {}
+            | Op::Object { .. }
+            | Op::Dump { .. } => {}
         }
     }
     ops

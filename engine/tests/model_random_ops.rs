@@ -73,6 +73,7 @@ fn random_op(rng: &mut SplitMix64, now: u64) -> Op {
         6 => Op::Persist { key },
         7 if rng.chance(1, 2) => Op::Ttl { key },
         7 => Op::ExpireTime { key },
+        8 if rng.chance(1, 4) => Op::Dump { key },
         8 => Op::Exists { key },
         9 => match rng.below(7) {
             0 => Op::GetDel { key },
@@ -106,6 +107,8 @@ fn model_apply(model: &mut Model, op: &Op, now: u64) -> Result<Reply, EngineErro
     match op.clone() {
         Op::Get { key } => Ok(live(model, &key, now).map_or(Reply::Nil, |(v, _)| Reply::Value(v))),
         Op::Object { .. } => unreachable!("the generator makes no OBJECT ops"),
+        Op::Dump { key } => Ok(live(model, &key, now)
+            .map_or(Reply::Nil, |(value, expire_at_ms)| Reply::Entry { value, expire_at_ms })),
         Op::Exists { key } => Ok(Reply::Bool(live(model, &key, now).is_some())),
         Op::Ttl { key } => Ok(Reply::Ttl(match live(model, &key, now) {
             None => Ttl::Missing,

@@ -49,6 +49,9 @@ const RECONNECT_BACKOFF_MIN_MS: u64 = 100;
 const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
 /// The `op` of the GET half of a read-modify-write (not counted as an op of its own).
 const RMW_READ: u8 = 255;
+/// The in-flight marker of a transaction's replies before EXEC's (MULTI's OK, each QUEUED):
+/// counted only if one is an error, under `multi`.
+const MULTI_PART: u8 = 254;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoopMode {
@@ -483,7 +486,11 @@ impl Worker {
         }
         let app = c.app;
         for f in c.inflight.drain(..) {
-            let op = if f.op == RMW_READ { Op::Rmw as usize } else { f.op as usize };
+            let op = match f.op {
+                RMW_READ => Op::Rmw as usize,
+                MULTI_PART => Op::Multi as usize,
+                op => op as usize,
+            };
             if let Some(s) = self.stats.ops[app * OP_COUNT + op].as_mut() {
                 s.errors += 1;
             }
@@ -701,6 +708,25 @@ impl Worker {
                     push_read(c, id, pos as u16, &mut nv);
                 }
             }
+            Op::Multi => {
+                let n =
+                    g.rng.range_inclusive(plan.multi.0, plan.multi.1).min(MULTI_KEYS_MAX) as usize;
+                let part = InFlight { intended_ns, sent_ns: now, op: MULTI_PART, nv: 0 };
+                resp::put_array(&mut c.out, 1);
+                resp::put_bulk(&mut c.out, b"MULTI");
+                c.inflight.push_back(part);
+                for _ in 0..n {
+                    let id = key(&mut g.rng);
+                    resp::put_array(&mut c.out, 2);
+                    resp::put_bulk(&mut c.out, b"INCR");
+                    resp::put_key(&mut c.out, &plan.prefix, b"c", id);
+                    notes.push((Kind::Write, id, true, 0));
+                    c.inflight.push_back(part);
+                }
+                resp::put_array(&mut c.out, 1);
+                resp::put_bulk(&mut c.out, b"EXEC");
+                self.inflight_total += n + 1;
+            }
             Op::Mset => {
                 let n =
                     g.rng.range_inclusive(plan.multi.0, plan.multi.1).min(MULTI_KEYS_MAX) as usize;
@@ -880,13 +906,11 @@ impl Worker {
                     }
                 }
             }
-            let op = if f.op == RMW_READ {
-                if !is_err {
-                    continue;
-                }
-                Op::Rmw as usize
-            } else {
-                f.op as usize
+            let op = match f.op {
+                RMW_READ | MULTI_PART if !is_err => continue,
+                RMW_READ => Op::Rmw as usize,
+                MULTI_PART => Op::Multi as usize,
+                op => op as usize,
             };
             let s = self.stats.ops[app * OP_COUNT + op].as_mut().expect("op in the mix");
             if is_err {

@@ -12,7 +12,7 @@ pub const APPLICATIONS_MAX: usize = 64;
 pub const KEYSPACE_MAX: u64 = 1 << 40;
 /// The largest value written.
 pub const VALUE_BYTES_MAX: u64 = 8 * 1024 * 1024;
-/// The most keys in one MGET or MSET.
+/// The most keys in one MGET or MSET, or commands in one transaction.
 pub const MULTI_KEYS_MAX: u64 = 1000;
 /// The most points in a replayed rate series.
 pub const REPLAY_POINTS_MAX: usize = 1_000_000;
@@ -38,15 +38,18 @@ pub enum Op {
     /// Read-modify-write (YCSB F): GET then SET of the same key, pipelined; its latency runs
     /// to the SET's reply.
     Rmw = 7,
+    /// A transaction: MULTI, `multi_keys` INCRs of counter keys, EXEC, pipelined; its latency
+    /// runs to EXEC's reply.
+    Multi = 8,
 }
 
-pub const OP_COUNT: usize = 8;
+pub const OP_COUNT: usize = 9;
 pub const OPS: [Op; OP_COUNT] =
-    [Op::Get, Op::Set, Op::Del, Op::Incr, Op::Mget, Op::Mset, Op::Insert, Op::Rmw];
+    [Op::Get, Op::Set, Op::Del, Op::Incr, Op::Mget, Op::Mset, Op::Insert, Op::Rmw, Op::Multi];
 
 impl Op {
     pub fn name(self) -> &'static str {
-        ["get", "set", "del", "incr", "mget", "mset", "insert", "rmw"][self as usize]
+        ["get", "set", "del", "incr", "mget", "mset", "insert", "rmw", "multi"][self as usize]
     }
 
     pub fn from_index(i: usize) -> Op {

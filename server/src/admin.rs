@@ -109,6 +109,9 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, cmd: AdminCmd, a
         Discard => crate::transaction::discard(core, s).await,
         Watch => crate::transaction::watch(core, s, &args).await,
         Unwatch => crate::transaction::unwatch(core, s).await,
+        Rename => crate::rename::rename(core, s, &args, false).await,
+        RenameNx => crate::rename::rename(core, s, &args, true).await,
+        Copy => crate::rename::copy(core, s, &args).await,
     }
 }
 
@@ -724,7 +727,7 @@ async fn keys(core: &Core, s: &mut Session, pattern: &[u8]) {
     let mut all = Vec::new();
     // Every core held: no transaction is seen on one core and not yet on another.
     let read = core.on_every_core_settled(CoreWork::Keys { pattern, max: KEYS_REPLY_MAX });
-    let answers = match core.with_every_core_held(read).await {
+    let answers = match core.with_every_core_held("KEYS", read).await.and_then(|r| r) {
         Ok(a) => a,
         Err(e) => return s.w.error(&error_text(&e)),
     };

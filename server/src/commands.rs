@@ -580,5 +580,6 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Ttl(_) => "ttl",
         Reply::Set { .. } => "set",
         Reply::Object { .. } => "object",
+        Reply::Entry { .. } => "entry",
     }
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod layout_cmds;
 pub mod monitor;
 pub mod observe;
+pub mod rename;
 pub mod resp;
 pub mod shardcast;
 pub mod shared;

@@ -87,6 +87,9 @@ pub enum AdminCmd {
     Discard,
     Watch,
     Unwatch,
+    Rename,
+    RenameNx,
+    Copy,
 }
 
 /// One command's static description.
@@ -171,6 +174,9 @@ pub static COMMANDS: &[Spec] = &[
     spec!("persist", Key(Persist), 2, WF, 1, 1, 1, "generic", "2.2.0", "Removes the expiration time of a key."),
     spec!("type", Key(Type), 2, R, 1, 1, 1, "generic", "1.0.0", "Determines the type of value stored at a key."),
     spec!("object", Key(Object), -2, RS, 2, 2, 1, "generic", "2.2.3", "A container for object introspection commands."),
+    spec!("rename", Admin(Rename), 3, &["write"], 1, 2, 1, "generic", "1.0.0", "Renames a key and overwrites the destination."),
+    spec!("renamenx", Admin(RenameNx), 3, WF, 1, 2, 1, "generic", "1.0.0", "Renames a key only when the target key name doesn't exist."),
+    spec!("copy", Admin(Copy), -3, WS, 1, 2, 1, "generic", "6.2.0", "Copies the value of a key to a new key."),
     spec!("keys", Admin(Keys), 2, RS, 0, 0, 0, "generic", "1.0.0", "Returns all key names that match a pattern."),
     spec!("scan", Admin(Scan), -2, RS, 0, 0, 0, "generic", "2.8.0", "Iterates over the key names in the database."),
     spec!("randomkey", Admin(RandomKey), 1, RS, 0, 0, 0, "generic", "1.0.0", "Returns a random key name from the database."),

@@ -166,6 +166,33 @@ fn replies_match_redis() {
             vec!["EXISTS", "stillmissing"],
             vec!["EXEC"],
         ],
+        // RENAME, RENAMENX and COPY within a core and across cores, with expiries kept.
+        vec![
+            vec!["SET", &ka, "v1", "EX", "100"],
+            vec!["RENAME", &ka, &kb],
+            vec!["MGET", &ka, &kb],
+            vec!["TTL", &kb],
+            vec!["RENAME", &ka, &kb],
+            vec!["RENAME", &kb, &kb],
+            vec!["RENAMENX", &kb, &kb],
+            vec!["SET", &ka, "v2"],
+            vec!["RENAMENX", &ka, &kb],
+            vec!["RENAMENX", &kb, "fresh"],
+            vec!["TTL", "fresh"],
+            vec!["COPY", "fresh", &ka],
+            vec!["COPY", "fresh", &ka, "REPLACE"],
+            vec!["MGET", &ka, "fresh"],
+            vec!["TTL", &ka],
+            vec!["COPY", "fresh", "fresh"],
+            vec!["COPY", "missing", &kb],
+            vec!["COPY", "fresh", &kb, "DB", "0"],
+            vec!["COPY", "fresh", &kb, "BOGUS"],
+            vec!["RENAME", "missing", &kb],
+            vec!["MULTI"],
+            vec!["SET", &kb, "in-tx"],
+            vec!["GET", &kb],
+            vec!["EXEC"],
+        ],
     ];
     for (i, session) in sessions.iter().enumerate() {
         let (mut r, mut s) = (redis.client(), server.client());
@@ -393,4 +420,41 @@ fn transfers_across_cores_conserve_the_total_under_splits_and_merges() {
     server.restart();
     let after: Vec<i64> = redis::cmd("MGET").arg(&keys).query(&mut server.client()).unwrap();
     assert_eq!(after, before, "the restart changed the balances");
+}
+
+/// A key renamed back and forth between two cores, while readers look at both names: every
+/// read sees it under exactly one of them, never both or neither.
+#[test]
+fn rename_across_cores_is_atomic() {
+    let server = Server::start("tx-rename", &["--cores", "2"]);
+    let mut c = server.client();
+    let (a, b) = partitions_on_both_cores(&mut c);
+    let (ka, kb) = (format!("{a}:moving"), format!("{b}:moving"));
+    run(&mut c, &["SET", &ka, "payload"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut c, stop, reads) = (server.client(), stop.clone(), reads.clone());
+            let (ka, kb) = (ka.clone(), kb.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let v: Vec<Option<String>> =
+                        redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut c).unwrap();
+                    assert_eq!(v.iter().flatten().count(), 1, "seen under both or neither: {v:?}");
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for i in 0..2000 {
+        let (from, to) = if i % 2 == 0 { (&ka, &kb) } else { (&kb, &ka) };
+        assert_eq!(run(&mut c, &["RENAME", from, to]), "ok");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("a reader saw a torn rename");
+    }
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert_eq!(get(&mut c, &ka), Some("payload".into()));
 }

@@ -165,8 +165,9 @@ impl Core {
         self.check_rebalance_usable()?;
         let mut first = Ok(());
         // Every core held: a transaction lands wholly before the flush or wholly after it.
-        let flushed =
-            self.with_every_core_held(self.on_every_core(CoreWork::FlushAll, "FLUSHALL")).await;
+        let flushed = self
+            .with_every_core_held("FLUSHALL", self.on_every_core(CoreWork::FlushAll, "FLUSHALL"))
+            .await?;
         for r in flushed {
             if let CoreResult::Done(Err(e)) = r {
                 if first.is_ok() {

@@ -10,8 +10,9 @@ impl Core {
     /// Keys in the whole engine (DBSIZE), each counted once even during a migration.
     pub async fn dbsize(&self) -> Result<u64> {
         // Every core held: no transaction is counted on one core and not yet on another.
-        let answers =
-            self.with_every_core_held(self.on_every_core_settled(CoreWork::DbSize)).await?;
+        let answers = self
+            .with_every_core_held("DBSIZE", self.on_every_core_settled(CoreWork::DbSize))
+            .await??;
         answers
             .into_iter()
             .map(|r| match r {

@@ -571,6 +571,10 @@ impl<S: Storage> Shard<S> {
                 },
                 None => Reply::Nil,
             },
+            Op::Dump { key } => match ks.peek_live(&key, now) {
+                Some(e) => Reply::Entry { value: e.value.to_vec(), expire_at_ms: e.expire_at_ms },
+                None => Reply::Nil,
+            },
             Op::GetRange { key, start, end } => Reply::Value(ks.get_range(&key, start, end, now)),
             Op::SetRange { key, offset, value } => {
                 let len =

@@ -26,16 +26,33 @@ pub enum Want {
     Core,
 }
 
-/// Where a waiting request learns it was granted.
+/// Where a waiting request learns it was granted, or withdrawn.
 #[derive(Default)]
 pub struct Grant {
     granted: Cell<bool>,
+    withdrawn: Cell<bool>,
     waker: Cell<Option<Waker>>,
 }
 
 impl Grant {
     pub fn is_granted(&self) -> bool {
         self.granted.get()
+    }
+
+    /// `Some(true)` once granted, `Some(false)` once withdrawn, `None` while it waits.
+    pub fn outcome(&self) -> Option<bool> {
+        match (self.granted.get(), self.withdrawn.get()) {
+            (true, _) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    }
+
+    fn withdraw(&self) {
+        self.withdrawn.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
     }
 
     pub fn set_waker(&self, waker: Waker) {
@@ -117,7 +134,12 @@ impl KeyLocks {
         if self.core_holder == Some(txn) {
             self.core_holder = None;
         }
-        self.queue.retain(|(t, _, _)| *t != txn);
+        self.queue.retain(|(t, _, grant)| {
+            if *t == txn {
+                grant.withdraw();
+            }
+            *t != txn
+        });
         while let Some((_, want, _)) = self.queue.front() {
             if !self.compatible(want) {
                 break;
@@ -211,6 +233,7 @@ mod tests {
         let g3 = l.request(3, keys(&["b"])).unwrap();
         l.release(2);
         assert!(g3.is_granted() && !g2.is_granted());
+        assert_eq!(g2.outcome(), Some(false), "its waiter learns it was withdrawn");
         assert_eq!(l.waiting(), 0);
         assert_eq!(l.held_keys(), 2);
     }

@@ -29,7 +29,8 @@ use crate::ops::{Op, Reply};
 use crate::runtime::route::Route;
 use crate::telemetry::AppId;
 use locks::{TxnId, Want};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use watch::WatchFlag;
 
@@ -96,6 +97,46 @@ pub enum TxnAnswer {
 /// One core's keys in an atomic batch: its ops' keys and its watched keys.
 type CoreKeys = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
+/// Keys locked on their cores by `Core::hold_keys`. Dropped without `release`, they are
+/// released by a task (a caller that returns early cannot leave them held).
+#[must_use = "held keys stop every other client's ops on them until released"]
+pub struct HeldKeys {
+    core: Rc<Core>,
+    txn: TxnId,
+    cores: Vec<usize>,
+    owners: HashMap<Vec<u8>, usize>,
+    released: bool,
+}
+
+impl HeldKeys {
+    /// Runs `ops` (on held keys only) as one step on each core, in parallel; replies in op
+    /// order. An op on a key not held is refused.
+    pub async fn run(&self, ops: Vec<Op>, app: AppId) -> Vec<Result<Reply>> {
+        let op_cores: Option<Vec<usize>> =
+            ops.iter().map(|op| self.owners.get(op.key()).copied()).collect();
+        let Some(op_cores) = op_cores else {
+            let e = EngineError::Unavailable { reason: "an op on a key that is not held".into() };
+            return ops.iter().map(|_| Err(e.clone())).collect();
+        };
+        self.core.apply_locked(self.txn, ops, &op_cores, app).await
+    }
+
+    pub async fn release(mut self) {
+        self.released = true;
+        self.core.unlock_cores(self.txn, &self.cores).await;
+    }
+}
+
+impl Drop for HeldKeys {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (core, txn, cores) = (self.core.clone(), self.txn, std::mem::take(&mut self.cores));
+        glommio::spawn_local(async move { core.unlock_cores(txn, &cores).await }).detach();
+    }
+}
+
 /// What `execute_atomic` did.
 pub type AtomicOutcome = Option<Vec<Result<Reply>>>;
 
@@ -155,35 +196,15 @@ impl Core {
                 continue;
             }
             let txn = self.new_txn_id();
-            let mut locked = Vec::with_capacity(parts.len());
-            let mut settled = true;
-            for (&c, (op_keys, wkeys)) in &parts {
-                let mut keys: Vec<Vec<u8>> = op_keys.iter().chain(wkeys).cloned().collect();
+            let requests = parts.into_iter().map(|(c, (op_keys, wkeys))| {
+                let mut keys: Vec<Vec<u8>> = op_keys.into_iter().chain(wkeys.clone()).collect();
                 keys.sort_unstable();
                 keys.dedup();
-                let work = TxnWork::Lock { txn, keys: keys.clone(), watch: check(wkeys.clone()) };
-                match self.on_core(c, CoreWork::Txn(work)).await {
-                    CoreResult::Txn(TxnAnswer::Locked) => locked.push(c),
-                    answer => {
-                        self.unlock_cores(txn, &locked).await;
-                        match answer {
-                            CoreResult::Txn(TxnAnswer::Moved(_)) => {}
-                            CoreResult::Txn(TxnAnswer::Paused) => {
-                                self.on_core(c, CoreWork::Txn(TxnWork::WaitOpen { keys })).await;
-                            }
-                            CoreResult::Txn(TxnAnswer::Refused(e)) | CoreResult::Done(Err(e)) => {
-                                return Err(e)
-                            }
-                            other => unreachable!("Lock answered with {other:?}"),
-                        }
-                        settled = false;
-                        break;
-                    }
-                }
-            }
-            if !settled {
+                (c, keys, check(wkeys))
+            });
+            let Some(locked) = self.lock_in_order(txn, requests.collect()).await? else {
                 continue;
-            }
+            };
             if watch.is_some_and(|w| w.flag.is_dirty()) {
                 self.unlock_cores(txn, &locked).await;
                 return Ok(None);
@@ -191,6 +212,60 @@ impl Core {
             let replies = self.apply_locked(txn, ops, &op_cores, app).await;
             self.unlock_cores(txn, &locked).await;
             return Ok(Some(replies));
+        }
+        Err(EngineError::TryAgain)
+    }
+
+    /// Phase 1: locks each core's keys for `txn`, in ascending core order (`requests` is in
+    /// that order). Returns the cores locked, or `None` if a key moved or is paused (then
+    /// nothing is held and the pause has ended: try again).
+    async fn lock_in_order(
+        &self,
+        txn: TxnId,
+        requests: Vec<(usize, Vec<Vec<u8>>, Option<WatchCheck>)>,
+    ) -> Result<Option<Vec<usize>>> {
+        let mut locked = Vec::with_capacity(requests.len());
+        for (c, keys, watch) in requests {
+            let work = TxnWork::Lock { txn, keys: keys.clone(), watch };
+            match self.on_core(c, CoreWork::Txn(work)).await {
+                CoreResult::Txn(TxnAnswer::Locked) => locked.push(c),
+                answer => {
+                    self.unlock_cores(txn, &locked).await;
+                    return match answer {
+                        CoreResult::Txn(TxnAnswer::Moved(_)) => Ok(None),
+                        CoreResult::Txn(TxnAnswer::Paused) => {
+                            self.on_core(c, CoreWork::Txn(TxnWork::WaitOpen { keys })).await;
+                            Ok(None)
+                        }
+                        CoreResult::Txn(TxnAnswer::Refused(e)) | CoreResult::Done(Err(e)) => Err(e),
+                        other => unreachable!("Lock answered with {other:?}"),
+                    };
+                }
+            }
+        }
+        Ok(Some(locked))
+    }
+
+    /// Locks `keys` wherever they live, for work of several steps that must be atomic
+    /// (RENAME reads, then writes): run the steps with `HeldKeys::run`, then `release`.
+    pub async fn hold_keys(&self, keys: &[Vec<u8>]) -> Result<HeldKeys> {
+        for attempt in 0..ATOMIC_ATTEMPTS_MAX {
+            if attempt > 0 {
+                glommio::timer::sleep(MOVED_RETRY_PAUSE).await;
+            }
+            let mut owners = HashMap::new();
+            let mut parts: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
+            for k in keys {
+                let c = self.owner_of(k);
+                if owners.insert(k.clone(), c).is_none() {
+                    parts.entry(c).or_default().push(k.clone());
+                }
+            }
+            let txn = self.new_txn_id();
+            let requests = parts.into_iter().map(|(c, keys)| (c, keys, None)).collect();
+            if let Some(cores) = self.lock_in_order(txn, requests).await? {
+                return Ok(HeldKeys { core: self.handle(), txn, cores, owners, released: false });
+            }
         }
         Err(EngineError::TryAgain)
     }
@@ -258,20 +333,40 @@ impl Core {
 
     /// Runs `work` on every core while every core is held against transactions (taken in core
     /// order, like a transaction's keys): FLUSHALL, DBSIZE and KEYS see no transaction half
-    /// applied.
-    pub async fn with_every_core_held<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+    /// applied. A core that does not grant within `step_wait` fails it (`CoreTimeout`, naming
+    /// `what`) before `work` starts; its request is withdrawn.
+    pub async fn with_every_core_held<T>(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
         let txn = self.new_txn_id();
         let mut held = Vec::with_capacity(self.config.cores);
         for c in 0..self.config.cores {
-            if let CoreResult::Txn(TxnAnswer::Locked) =
-                self.on_core(c, CoreWork::Txn(TxnWork::LockCore { txn })).await
-            {
-                held.push(c);
+            let lock = CoreWork::Txn(TxnWork::LockCore { txn });
+            match self.on_core_within(c, lock, self.step_wait(), what).await {
+                CoreResult::Txn(TxnAnswer::Locked) => held.push(c),
+                answer => {
+                    // Releases the cores held; withdraws the request where it may still wait
+                    // (without waiting for an answer from a core that is not answering).
+                    self.unlock_cores(txn, &held).await;
+                    if c == self.id {
+                        self.locks.borrow_mut().release(txn);
+                    } else {
+                        let _ = self.send(c, CoreWork::Txn(TxnWork::Unlock { txn })).await;
+                    }
+                    return Err(match answer {
+                        CoreResult::Done(Err(e)) | CoreResult::Txn(TxnAnswer::Refused(e)) => e,
+                        other => EngineError::Unavailable {
+                            reason: format!("core {c} answered {other:?} to a hold"),
+                        },
+                    });
+                }
             }
         }
         let out = work.await;
         self.unlock_cores(txn, &held).await;
-        out
+        Ok(out)
     }
 
     /// Waits until no transaction holds a key here; returns with nothing awaited after, so
@@ -285,11 +380,12 @@ impl Core {
         self.locks.borrow_mut().release(id);
     }
 
-    /// Waits until `want` is granted to `txn` here. If the wait is dropped, the request is
-    /// withdrawn (or released, if it was granted meanwhile).
-    async fn acquire(&self, txn: TxnId, want: Want) {
+    /// Waits until `want` is granted to `txn` here (`true`), or the request is withdrawn by
+    /// a release of `txn` (`false`). If the wait is dropped, the request is withdrawn (or
+    /// released, if it was granted meanwhile).
+    async fn acquire(&self, txn: TxnId, want: Want) -> bool {
         let Some(grant) = self.locks.borrow_mut().request(txn, want) else {
-            return;
+            return true;
         };
         struct Withdraw<'a>(&'a Core, TxnId, bool);
         impl Drop for Withdraw<'_> {
@@ -300,15 +396,16 @@ impl Core {
             }
         }
         let mut withdraw = Withdraw(self, txn, true);
-        std::future::poll_fn(|cx| {
-            if grant.is_granted() {
-                return std::task::Poll::Ready(());
+        let granted = std::future::poll_fn(|cx| {
+            if let Some(granted) = grant.outcome() {
+                return std::task::Poll::Ready(granted);
             }
             grant.set_waker(cx.waker().clone());
             std::task::Poll::Pending
         })
         .await;
         withdraw.2 = false;
+        granted
     }
 
     pub(super) async fn run_txn_work(&self, work: TxnWork) -> CoreResult {
@@ -320,10 +417,12 @@ impl Core {
             }
             TxnWork::RunAlone { ops, watch, app } => self.run_alone(ops, watch, app).await,
             TxnWork::Lock { txn, keys, watch } => self.lock_here(txn, keys, watch).await,
-            TxnWork::LockCore { txn } => {
-                self.acquire(txn, Want::Core).await;
-                TxnAnswer::Locked
-            }
+            TxnWork::LockCore { txn } => match self.acquire(txn, Want::Core).await {
+                true => TxnAnswer::Locked,
+                false => TxnAnswer::Refused(EngineError::Unavailable {
+                    reason: "the hold was withdrawn".into(),
+                }),
+            },
             TxnWork::LockedOps { txn, ops, app } => {
                 TxnAnswer::Ran(self.run_locked(txn, ops, app).await)
             }
@@ -432,7 +531,11 @@ impl Core {
         if self.draining.get() {
             return TxnAnswer::Refused(EngineError::Unavailable { reason: "shutting down".into() });
         }
-        self.acquire(txn, Want::Keys(keys.clone())).await;
+        if !self.acquire(txn, Want::Keys(keys.clone())).await {
+            return TxnAnswer::Refused(EngineError::Unavailable {
+                reason: "the lock request was withdrawn".into(),
+            });
+        }
         for key in &keys {
             match self.route_as(key, txn) {
                 Route::Local(..) => {}
