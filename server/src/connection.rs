@@ -406,10 +406,21 @@ async fn execute(
                 let before = ops.len();
                 let p = plan(cmd, spec.name, &mut args, s.w.resp3, &mut ops);
                 // Effects must happen in command order. The cores of one batch run in
-                // parallel, so a batch holds commands for one core only; a command whose own
-                // keys span cores (MSET over partitions) runs as a batch of its own.
+                // parallel, so a batch holds commands for one core only.
                 let new_ops = ops.split_off(before);
                 let target = single_core(core, &mut s.affinity, &new_ops);
+                if new_ops.len() > 1 {
+                    // A command of several keys (MSET, MGET, DEL...) is atomic, as in Redis,
+                    // wherever its keys live and even if they move while it runs: the engine
+                    // runs it as one atomic batch (docs/transactions.md), after the commands
+                    // before it.
+                    flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
+                    let mut own = new_ops;
+                    plans.push(p);
+                    ledger.ran(slot, raw);
+                    flush_atomic(core, shared, s, &mut own, &mut plans, &mut ledger).await;
+                    continue;
+                }
                 let fits = new_ops.is_empty()
                     || ops.is_empty()
                     || (target.is_some() && target == batch_core);
@@ -422,11 +433,6 @@ async fn execute(
                 ops.extend(new_ops);
                 plans.push(p);
                 ledger.ran(slot, raw);
-                if target.is_none() && !ops.is_empty() {
-                    // One command whose keys span cores (MSET, MGET, DEL...): atomic, as in
-                    // Redis, by the engine's cross-core locking.
-                    flush_atomic(core, shared, s, &mut ops, &mut plans, &mut ledger).await;
-                }
             }
             Handler::Admin(cmd) => {
                 flush_batch(core, shared, s, &mut ops, &mut plans, &mut ledger).await;

@@ -89,20 +89,28 @@ async fn move_value(
                     0 => SetExpiry::Clear,
                     at => SetExpiry::At(*at),
                 };
-                let mut ops = vec![Op::Set {
+                let set = Op::Set {
                     key: dst,
                     value: value.clone(),
                     condition: SetCondition::Always,
                     expiry,
                     return_old: false,
-                }];
+                };
+                // The source goes only once the destination is written: a refused write (a
+                // failed log) must not lose the value.
+                let mut steps = vec![set];
                 if matches!(mode, Mode::Rename | Mode::RenameNx) {
-                    ops.push(Op::Del { key: src });
+                    steps.push(Op::Del { key: src });
                 }
-                match held.run(ops, app).await.into_iter().find_map(Result::err) {
-                    Some(e) => Err(error_text(&e)),
-                    None => Ok(Outcome::Done),
+                let mut outcome = Ok(Outcome::Done);
+                for op in steps {
+                    if let Some(e) = held.run(vec![op], app).await.into_iter().find_map(Result::err)
+                    {
+                        outcome = Err(error_text(&e));
+                        break;
+                    }
                 }
+                outcome
             }
         }
         (Ok(_), Ok(_)) => Ok(Outcome::NoSource),

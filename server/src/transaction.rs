@@ -49,17 +49,12 @@ impl Drop for Watching {
     }
 }
 
-/// Whether `spec` runs at once even inside MULTI (Redis's list).
+/// Whether `spec` runs at once even inside MULTI (Redis's list; UNWATCH is queued).
 pub fn runs_in_multi(spec: &Spec) -> bool {
     matches!(
         spec.handler,
         Handler::Admin(
-            AdminCmd::Exec
-                | AdminCmd::Discard
-                | AdminCmd::Multi
-                | AdminCmd::Watch
-                | AdminCmd::Unwatch
-                | AdminCmd::Quit
+            AdminCmd::Exec | AdminCmd::Discard | AdminCmd::Multi | AdminCmd::Watch | AdminCmd::Quit
         )
     )
 }
@@ -83,6 +78,7 @@ fn refused_in_multi(spec: &Spec) -> Option<String> {
                 | SlowLog
                 | Latency
                 | Memory
+                | Unwatch
         ),
     };
     (!allowed).then(|| {
@@ -159,9 +155,11 @@ pub async fn watch(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
             keys: Vec::new(),
         })
     });
+    let mut seen: std::collections::HashSet<&[u8]> =
+        watching.0.keys.iter().map(Vec::as_slice).collect();
     let mut new: Vec<Vec<u8>> = Vec::new();
     for k in &args[1..] {
-        if !watching.0.keys.contains(k) && !new.contains(k) {
+        if seen.insert(k.as_slice()) {
             new.push(k.clone());
         }
     }

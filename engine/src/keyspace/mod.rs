@@ -652,6 +652,9 @@ impl Keyspace {
                 self.apply_append(key, suffix);
             }
             Record::Clear => self.clear(&mut NoLog),
+            // A transaction's frame: its records reach here only once recovery knows it
+            // committed (`shard::recover::TxnReplay`), so the markers change nothing.
+            Record::TxnBegin { .. } | Record::TxnEnd { .. } | Record::TxnCommit { .. } => {}
         }
     }
 

@@ -6,7 +6,8 @@
 //! 4   u32  crc32        over body_len bytes [0..4) and the body [8..8+body_len)
 //! 8   u64  lsn          log sequence number, consecutive from 1
 //! 16  u64  durable_lsn  the highest LSN known durable when this record was appended
-//! 24  u8   kind         1 Put, 2 Delete, 3 Expire, 4 Append, 5 Clear
+//! 24  u8   kind         1 Put, 2 Delete, 3 Expire, 4 Append, 5 Clear,
+//!                       6 TxnBegin, 7 TxnEnd, 8 TxnCommit (a transaction's frame)
 //! 25  ...  payload
 //! ```
 //! `durable_lsn` is what lets recovery tell a torn in-flight write (blocks persisted out of
@@ -33,6 +34,17 @@ const KIND_DELETE: u8 = 2;
 const KIND_EXPIRE: u8 = 3;
 const KIND_APPEND: u8 = 4;
 const KIND_CLEAR: u8 = 5;
+const KIND_TXN_BEGIN: u8 = 6;
+const KIND_TXN_END: u8 = 7;
+const KIND_TXN_COMMIT: u8 = 8;
+
+/// A transaction's name in the logs: unique across restarts (the process's start time in ns,
+/// and the engine's id of the transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LoggedTxn {
+    pub boot: u64,
+    pub txn: u64,
+}
 
 /// One logged mutation of a shard's keyspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +59,14 @@ pub enum Record<'a> {
     Append { key: &'a [u8], suffix: &'a [u8] },
     /// Every key of the shard was removed.
     Clear,
+    /// The records that follow, up to `TxnEnd` or `TxnCommit` of the same transaction, are
+    /// its part in this shard: replayed only if the transaction committed.
+    TxnBegin { txn: LoggedTxn },
+    /// The transaction's part here is complete; whether it committed is said later (here or
+    /// in another shard's log).
+    TxnEnd { txn: LoggedTxn },
+    /// The transaction committed: its parts, here and in every other shard, are replayed.
+    TxnCommit { txn: LoggedTxn },
 }
 
 /// Why a record could not be decoded.
@@ -81,6 +101,7 @@ impl Record<'_> {
             Record::Expire { key, .. } => 4 + key.len() + 8,
             Record::Append { key, suffix } => 4 + key.len() + 4 + suffix.len(),
             Record::Clear => 0,
+            Record::TxnBegin { .. } | Record::TxnEnd { .. } | Record::TxnCommit { .. } => 16,
         }
     }
 
@@ -124,6 +145,15 @@ impl Record<'_> {
                 put_bytes(out, suffix);
             }
             Record::Clear => out.push(KIND_CLEAR),
+            Record::TxnBegin { txn } | Record::TxnEnd { txn } | Record::TxnCommit { txn } => {
+                out.push(match self {
+                    Record::TxnBegin { .. } => KIND_TXN_BEGIN,
+                    Record::TxnEnd { .. } => KIND_TXN_END,
+                    _ => KIND_TXN_COMMIT,
+                });
+                out.extend_from_slice(&txn.boot.to_le_bytes());
+                out.extend_from_slice(&txn.txn.to_le_bytes());
+            }
         }
         debug_assert_eq!(out.len() - start, RECORD_HEADER_LEN + body_len);
         let crc = record_crc(&out[start..start + 4], &out[start + RECORD_HEADER_LEN..]);
@@ -194,6 +224,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             Record::Append { key, suffix: r.bytes()? }
         }
         KIND_CLEAR => Record::Clear,
+        KIND_TXN_BEGIN => Record::TxnBegin { txn: r.txn()? },
+        KIND_TXN_END => Record::TxnEnd { txn: r.txn()? },
+        KIND_TXN_COMMIT => Record::TxnCommit { txn: r.txn()? },
         _ => return Err(DecodeError::Malformed { reason: "unknown record kind" }),
     };
     if !r.buf.is_empty() {
@@ -214,6 +247,10 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.buf.split_at(8);
         self.buf = rest;
         Ok(u64::from_le_bytes(head.try_into().unwrap()))
+    }
+
+    fn txn(&mut self) -> Result<LoggedTxn, DecodeError> {
+        Ok(LoggedTxn { boot: self.u64()?, txn: self.u64()? })
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
@@ -242,6 +279,9 @@ mod tests {
             Record::Expire { key: b"k", expire_at_ms: 1_700_000_000_000 },
             Record::Append { key: b"log", suffix: b"line\n" },
             Record::Clear,
+            Record::TxnBegin { txn: LoggedTxn { boot: 1, txn: 2 } },
+            Record::TxnEnd { txn: LoggedTxn { boot: u64::MAX, txn: 0 } },
+            Record::TxnCommit { txn: LoggedTxn { boot: 7, txn: 1 << 50 } },
         ]
     }
 

@@ -85,6 +85,8 @@ pub struct BackupReport {
 pub(crate) struct BackupState {
     id: u64,
     pinned: Vec<u64>,
+    /// The newest backup id ended here (a late hold for it is not taken).
+    ended: u64,
 }
 
 impl Core {
@@ -106,8 +108,21 @@ impl Core {
                 Err(e) => done(Err(e)),
             },
             BackupWork::Hold { id } => {
-                // No transaction half applied here at the cut (see `txn`).
-                self.quiet_txns().await;
+                // No transaction half applied here at the cut (see `txn`); bounded, and a
+                // backup that ended while this core waited takes no hold.
+                if super::mesh::within(BACKUP_CUT_WAIT, self.quiet_txns()).await.is_none() {
+                    return done(Err(EngineError::Unavailable {
+                        reason: format!(
+                            "transactions held keys on core {} past the cut's wait",
+                            self.id
+                        ),
+                    }));
+                }
+                if self.backup_state.borrow().ended >= id {
+                    return done(Err(EngineError::Unavailable {
+                        reason: format!("backup {id} ended before core {} could hold", self.id),
+                    }));
+                }
                 self.hold_for_backup(id);
                 done(Ok(()))
             }
@@ -139,7 +154,8 @@ impl Core {
         let gate = Rc::new(Gate::default());
         let previous = self.backup_state.borrow().id;
         self.end_backup_here(previous);
-        *self.backup_state.borrow_mut() = BackupState { id, pinned: Vec::new() };
+        let ended = self.backup_state.borrow().ended;
+        *self.backup_state.borrow_mut() = BackupState { id, pinned: Vec::new(), ended };
         *self.backup_hold.borrow_mut() = Some(gate.clone());
         // A hold whose mark never comes (the coordinator gave up) must not last.
         let me = self.me.upgrade().expect("a core outlives its handlers");
@@ -194,6 +210,10 @@ impl Core {
 
     /// Ends backup `id` on this core: its hold released, its shards unpinned.
     fn end_backup_here(&self, id: u64) {
+        {
+            let mut state = self.backup_state.borrow_mut();
+            state.ended = state.ended.max(id);
+        }
         if self.backup_state.borrow().id != id {
             return;
         }

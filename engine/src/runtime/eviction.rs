@@ -268,6 +268,16 @@ impl Core {
         Ok(())
     }
 
+    /// Evicts `key` unless a transaction holds it (its part, not yet committed, must not be
+    /// followed in the log by another change of the key; docs/transactions.md).
+    fn evict_unheld(&self, shard: &Shard<DmaStorage>, key: &[u8], volatile: bool) -> Option<u64> {
+        let held = self.locks.borrow().blocked(key, crate::runtime::txn::NO_TXN).is_some();
+        if held {
+            return None;
+        }
+        shard.evict(key, volatile)
+    }
+
     /// Evicts one key from `shards` (with their key counts when `make_room` began) by
     /// `policy`; the bytes freed, `None` if there is nothing to evict.
     fn evict_one(
@@ -284,7 +294,7 @@ impl Core {
                 .iter()
                 .filter_map(|(s, _)| s.soonest_expiring().map(|(at, k)| (at, s, k)))
                 .min_by_key(|(at, _, _)| *at)?;
-            shard.evict(&key, volatile)
+            self.evict_unheld(shard, &key, volatile)
         };
         if policy == EvictionPolicy::VolatileTtl {
             return soonest_expiring();
@@ -308,7 +318,9 @@ impl Core {
             let mut sampled: Vec<(u64, Key)> = Vec::with_capacity(samples);
             shard.sample(samples, volatile, |k, e| sampled.push((policy.score(e, now), k.clone())));
             if matches!(policy, EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom) {
-                if let Some(freed) = sampled.first().and_then(|(_, k)| shard.evict(k, volatile)) {
+                if let Some(freed) =
+                    sampled.first().and_then(|(_, k)| self.evict_unheld(shard, k, volatile))
+                {
                     return Some(freed);
                 }
                 continue;
@@ -319,7 +331,9 @@ impl Core {
             while let Some(best) = evictor.pool.pop() {
                 let owner = shards.iter().find(|(s, _)| s.number() == best.shard);
                 // The key may have gone, or lost its expiry, since it was sampled.
-                if let Some(freed) = owner.and_then(|(s, _)| s.evict(&best.key, volatile)) {
+                if let Some(freed) =
+                    owner.and_then(|(s, _)| self.evict_unheld(s, &best.key, volatile))
+                {
                     return Some(freed);
                 }
             }

@@ -220,7 +220,7 @@ impl Core {
         let shards = self.local_shards();
         for shard in shards {
             if shard.is_serving() {
-                shard.snapshot().await?;
+                shard.snapshot_with(self.hold_against_txns()).await?;
             }
         }
         Ok(())

@@ -11,6 +11,7 @@ use crate::migration::{
 };
 use crate::placement::shard_map::ShardMap;
 use crate::routing::Position;
+use crate::runtime::txn::TXN_QUIET_WAIT_MAX;
 use crate::runtime::{Core, CoreResult};
 use crate::shard::{remove_shard_dir, shard_dir, Shard, ShardMeta};
 use crate::storage::dma::DmaStorage;
@@ -215,13 +216,31 @@ impl Core {
         {
             Ok(mut report) => {
                 // No transaction holds keys here when the range pauses; later ones see the
-                // pause and wait (see `txn`).
-                self.quiet_txns().await;
-                shard.pause_outgoing();
-                fault_point!("migrate:paused");
-                self.send_final_delta(&shard, target_core, &mut report, migration)
-                    .await
-                    .map(|()| report)
+                // pause and wait (see `txn`). The wait is bounded (the coordinator hears no
+                // heartbeat meanwhile), and the migration checked again after it: it may have
+                // been given up while this core waited.
+                let quiet = super::mesh::within(TXN_QUIET_WAIT_MAX, self.quiet_txns()).await;
+                match quiet.ok_or_else(|| EngineError::MigrationStep {
+                    reason: format!(
+                        "transactions kept keys held on core {} for {} ms; the cutover waits for the next migration",
+                        self.id,
+                        TXN_QUIET_WAIT_MAX.as_millis()
+                    ),
+                }).and_then(|()| self.check_outgoing(&shard, migration))
+                {
+                    Ok(()) => {
+                        shard.pause_outgoing();
+                        // From now on the range's writes happen on the target, which these
+                        // watches do not hear: they fail (a client retries, as after any
+                        // conflict).
+                        self.fail_watches_in(lo, hi);
+                        fault_point!("migrate:paused");
+                        self.send_final_delta(&shard, target_core, &mut report, migration)
+                            .await
+                            .map(|()| report)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };

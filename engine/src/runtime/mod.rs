@@ -139,6 +139,8 @@ pub struct Core {
     pub(crate) watches: RefCell<txn::watch::WatchRegistry>,
     /// The last transaction id this core gave out.
     next_txn: Cell<u64>,
+    /// Shards holding a part of a transaction whose commit is not logged yet, by transaction.
+    pub(crate) txn_parts: RefCell<HashMap<u64, Vec<Rc<Shard<DmaStorage>>>>>,
     /// While a backup takes its cut, ops on this core wait on this gate (`backup`).
     pub(crate) backup_hold: RefCell<Option<Rc<crate::migration::Gate>>>,
     /// The backup in progress here: its id and the shards it pinned.

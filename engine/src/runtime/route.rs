@@ -269,9 +269,24 @@ impl Core {
         targets: Vec<(Rc<Shard<DmaStorage>>, Position)>,
         app: AppId,
     ) -> (Vec<Result<Reply>>, Vec<DurabilityWait>) {
+        self.apply_ops_room(ops, targets, app, true)
+    }
+
+    /// `apply_ops`; `check_room` false when the caller made room already (a transaction's
+    /// part, checked for every core at its lock, must not be refused on one core alone).
+    pub(super) fn apply_ops_room(
+        &self,
+        ops: Vec<Op>,
+        targets: Vec<(Rc<Shard<DmaStorage>>, Position)>,
+        app: AppId,
+        check_room: bool,
+    ) -> (Vec<Result<Reply>>, Vec<DurabilityWait>) {
         let mut out = Vec::with_capacity(ops.len());
         let mut waits: Vec<DurabilityWait> = Vec::new();
-        let refused = self.room_for(ops.iter().any(Op::may_grow));
+        let refused = match check_room {
+            true => self.room_for(ops.iter().any(Op::may_grow)),
+            false => None,
+        };
         let timer = ServiceTimer::start(self.config.telemetry.is_on(), &self.service_sample);
         for (i, (op, (shard, position))) in ops.into_iter().zip(targets).enumerate() {
             if let Some(e) = refused.as_ref().filter(|_| op.may_grow()) {
@@ -294,7 +309,12 @@ impl Core {
                 }
                 reply
             });
-            self.note_watched(watched, done.as_ref().ok());
+            // A change refused by a failed log is still made in memory: its watches fail too.
+            match &done {
+                Ok(reply) => self.note_watched(watched, Some(reply)),
+                Err(EngineError::PreviousIo { .. }) => self.note_watched(watched, None),
+                Err(_) => {}
+            }
             out.push(done);
             self.after_write(&shard);
         }
@@ -397,7 +417,7 @@ impl Core {
     /// evicts by the policy; returns the error those ops get when there is no room.
     /// `noeviction` is checked by the server before a command starts (whole commands are
     /// refused), so nothing is done for it here.
-    fn room_for(&self, grows: bool) -> Option<EngineError> {
+    pub(super) fn room_for(&self, grows: bool) -> Option<EngineError> {
         let policy = self.config.eviction.policy();
         if policy == super::EvictionPolicy::NoEviction || !grows {
             return None;

@@ -4,13 +4,14 @@
 use super::*;
 use crate::clock::SystemClock;
 use crate::error::{EngineError, Result};
+use crate::log::record::LoggedTxn;
 use crate::placement::manifest::{create_placed_shard, recover_layout, LayoutInit};
 use crate::placement::shard_map::ShardMap;
 use crate::storage::dma::DmaStorage;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
@@ -69,6 +70,9 @@ where
     let memory = Arc::new(MemoryGauge::new(config.cores));
     let layout: Arc<std::sync::OnceLock<Result<Arc<ShardMap>>>> = Arc::default();
     let migrations = Arc::new(crate::runtime::coordinator::MigrationCounters::default());
+    // The transactions some shard's log says committed, gathered from every core before any
+    // serves (`Shard::resolve_txns`).
+    let commits: Arc<std::sync::Mutex<HashSet<LoggedTxn>>> = Arc::default();
     let handles = builder
         .on_all_shards(move || async move {
             let shared = Shared { stopping, memory, layout: layout.clone(), migrations };
@@ -76,6 +80,12 @@ where
             let mut exit = Exit { lifecycle: &lifecycle, layout: &layout, stage: Stage::Starting };
             let core = match Core::start(config.clone(), mesh, shared).await {
                 Ok(core) => {
+                    let found: Vec<LoggedTxn> = core
+                        .all_local_shards()
+                        .iter()
+                        .flat_map(|s| s.recovered_commits())
+                        .collect();
+                    commits.lock().expect("no panic holds it").extend(found);
                     exit.stage = Stage::Started;
                     lifecycle.started.fetch_add(1, Ordering::SeqCst);
                     Some(core)
@@ -99,6 +109,12 @@ where
                 return Err(e);
             }
             let core = core.expect("a core that did not fail has started");
+            let committed = commits.lock().expect("no panic holds it").clone();
+            if let Err(e) = core.resolve_recovered_txns(&committed).await {
+                exit.stage = Stage::Done;
+                lifecycle.fail(e.clone(), &layout);
+                return Err(e);
+            }
             core.clone().spawn_timers();
             let out = per_core(core.clone()).await;
             exit.finish();
@@ -241,6 +257,18 @@ pub(super) struct Shared {
 }
 
 impl Core {
+    /// Settles the transaction parts recovery held back, by the commits every core's logs
+    /// hold (`committed`), and makes what that logged durable before this core serves.
+    async fn resolve_recovered_txns(&self, committed: &HashSet<LoggedTxn>) -> Result<()> {
+        for shard in self.all_local_shards() {
+            if let Some(lsn) = shard.resolve_txns(committed)? {
+                shard.wait_durable(lsn).await?;
+            }
+        }
+        self.publish_memory();
+        Ok(())
+    }
+
     pub(super) async fn start(
         config: Arc<EngineConfig>,
         mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
@@ -301,6 +329,7 @@ impl Core {
             locks: RefCell::default(),
             watches: RefCell::default(),
             next_txn: Cell::new(0),
+            txn_parts: RefCell::default(),
             backup_hold: RefCell::new(None),
             backup_state: RefCell::new(Default::default()),
             migration_lock: glommio::sync::Semaphore::new(1),

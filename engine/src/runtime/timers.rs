@@ -181,10 +181,10 @@ impl Core {
             .detach();
         }
         if shard.wants_snapshot() {
-            let s = shard.clone();
+            let (s, core) = (shard.clone(), self.handle());
             let spawned = glommio::spawn_local_into(
                 async move {
-                    let _ = s.snapshot().await;
+                    let _ = s.snapshot_with(core.hold_against_txns()).await;
                 },
                 self.background,
             );

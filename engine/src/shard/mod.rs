@@ -25,7 +25,7 @@ mod snapshot;
 mod stats;
 
 pub use meta::{partition_display, shard_dir, shards_dir, ShardMeta, META_MAGIC_V1, SHARDS_DIR};
-pub use recover::{read_keyspace, RecoveredKeyspace};
+pub use recover::{read_keyspace, RecoveredKeyspace, UndecidedPart};
 use stats::OpSample;
 pub use stats::{
     new_service_histogram, PartitionLoad, PartitionTopK, ShardStats, TickCounts,
@@ -37,7 +37,7 @@ use crate::error::{EngineError, Result};
 use crate::keyspace::{
     incr_float_value, set_range_value, Entry, Key, Keyspace, LogSink, SetOptions,
 };
-use crate::log::record::{Record, KEY_LEN_MAX};
+use crate::log::record::{LoggedTxn, Record, KEY_LEN_MAX};
 use crate::log::writer::{FsyncPolicy, Wal, WAL_PREALLOC_BYTES};
 use crate::migration::{AccessHistogram, Outgoing};
 use crate::ops::{Op, Reply};
@@ -47,6 +47,7 @@ use crate::routing::{
 use crate::storage::{read_all, Storage, StorageFile};
 use crate::telemetry::{AppId, ShardTick, TelemetrySwitch};
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -186,6 +187,9 @@ pub struct Shard<S: Storage> {
     wal_seq: Cell<u64>,
     segment_len: Cell<u64>,
     snapshot_running: Cell<bool>,
+    /// What recovery found of transactions: parts it could not decide alone, and the commits
+    /// its log holds (`resolve_txns` settles them once every shard has recovered).
+    recovered_txns: RefCell<(Vec<recover::UndecidedPart>, HashSet<LoggedTxn>)>,
     /// Backups copying this shard's files: while any is, a snapshot removes no file.
     backup_pins: Cell<u32>,
     /// A task that will run `snapshot` is spawned and has not started.
@@ -399,6 +403,7 @@ impl<S: Storage> Shard<S> {
             wal_seq: Cell::new(0),
             segment_len: Cell::new(0),
             snapshot_running: Cell::new(false),
+            recovered_txns: RefCell::default(),
             backup_pins: Cell::new(0),
             snapshot_scheduled: Cell::new(false),
             write_scheduled: Cell::new(false),
@@ -594,6 +599,37 @@ impl<S: Storage> Shard<S> {
             return Err(EngineError::PreviousIo { shard: self.meta.name(), reason });
         }
         Ok(reply)
+    }
+
+    /// The transactions this shard's log said committed when it was recovered.
+    pub fn recovered_commits(&self) -> Vec<LoggedTxn> {
+        self.recovered_txns.borrow().1.iter().copied().collect()
+    }
+
+    /// After every shard has recovered: applies the parts held back whose transaction some
+    /// shard's log said committed (`committed`), logging the commit here too so this log
+    /// decides alone next time, and drops the others (their transaction never committed).
+    /// Returns the LSN to make durable before serving.
+    pub fn resolve_txns(&self, committed: &HashSet<LoggedTxn>) -> Result<Option<u64>> {
+        let (parts, _) = std::mem::take(&mut *self.recovered_txns.borrow_mut());
+        let mut last = None;
+        for part in parts {
+            if !committed.contains(&part.txn) {
+                tracing::warn!(shard = %self.meta.name(), txn = ?part.txn,
+                    "a transaction that did not commit before the crash: its part is dropped");
+                continue;
+            }
+            recover::apply_part(&mut self.keyspace.borrow_mut(), &part);
+            last = Some(self.log_marker(&Record::TxnCommit { txn: part.txn })?);
+        }
+        Ok(last)
+    }
+
+    /// Appends a transaction marker (`TxnBegin`, `TxnEnd`, `TxnCommit`) to the log.
+    pub fn log_marker(&self, record: &Record<'_>) -> Result<u64> {
+        let wal = self.serving_wal()?;
+        wal.append(record)
+            .map_err(|reason| EngineError::PreviousIo { shard: self.meta.name(), reason })
     }
 
     /// Whether `key` is here and not expired (not counted as an access).

@@ -5,8 +5,10 @@ use super::{new_wal_file, parse_numbered, segment, segment_name, wal_name, Shard
 use crate::error::{EngineError, Result};
 use crate::keyspace::Keyspace;
 use crate::log::reader::{read_log, LogEnd};
+use crate::log::record::{decode, LoggedTxn, Record};
 use crate::log::writer::Wal;
 use crate::storage::{read_all, Storage, StorageFile};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// What the files of a shard directory hold.
@@ -23,6 +25,92 @@ pub struct RecoveredKeyspace {
     pub torn: Option<(PathBuf, u64)>,
     /// Log files that hold no record.
     pub empty_files: Vec<PathBuf>,
+    /// Transaction parts complete here whose commit this log does not hold: replayed only if
+    /// another shard's log holds it (`Shard::resolve_txns`).
+    pub undecided: Vec<UndecidedPart>,
+    /// The transactions this log says committed (past the segment).
+    pub commits: HashSet<LoggedTxn>,
+}
+
+/// A transaction's part in one shard, read but not applied: its records, encoded.
+#[derive(Debug, Clone)]
+pub struct UndecidedPart {
+    pub txn: LoggedTxn,
+    pub records: Vec<Vec<u8>>,
+}
+
+/// Replays a shard's log records into its keyspace, holding back each transaction's part
+/// until the log says the transaction committed (docs/transactions.md, "Crashes").
+///
+/// A part is contiguous in its shard's log (written in one synchronous step): `TxnBegin`, its
+/// records, then `TxnCommit` (a transaction with one part) or `TxnEnd` (one of several parts;
+/// its `TxnCommit` comes later, here or in another shard's log). A part still open when the
+/// log ends was cut by the crash and is dropped. No later record of this log touches a part's
+/// keys before its commit (the transaction holds them until every part's commit is logged),
+/// so applying a part at its commit, or after the whole log, is the same as applying it where
+/// it stands.
+#[derive(Default)]
+pub struct TxnReplay {
+    open: Option<UndecidedPart>,
+    ended: Vec<UndecidedPart>,
+    commits: HashSet<LoggedTxn>,
+}
+
+impl TxnReplay {
+    pub fn record(&mut self, keyspace: &mut Keyspace, record: &Record<'_>) {
+        match *record {
+            Record::TxnBegin { txn } => {
+                if let Some(cut) = self.open.replace(UndecidedPart { txn, records: Vec::new() }) {
+                    tracing::warn!(?cut.txn, "a transaction's part without its end; dropped");
+                }
+            }
+            Record::TxnEnd { txn } => match self.open.take() {
+                Some(part) if part.txn == txn => self.ended.push(part),
+                other => {
+                    self.open = other;
+                    tracing::warn!(?txn, "a transaction end without its begin; ignored");
+                }
+            },
+            Record::TxnCommit { txn } => {
+                self.commits.insert(txn);
+                // A transaction of several steps (RENAME) may have several parts here.
+                let (parts, others): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut self.ended).into_iter().partition(|p| p.txn == txn);
+                self.ended = others;
+                parts.iter().for_each(|p| apply_part(keyspace, p));
+                match self.open.take() {
+                    Some(part) if part.txn == txn => apply_part(keyspace, &part),
+                    other => self.open = other,
+                }
+            }
+            _ => match self.open.as_mut() {
+                Some(part) => {
+                    let mut bytes = Vec::with_capacity(record.encoded_len());
+                    record.encode(1, 0, &mut bytes);
+                    part.records.push(bytes);
+                }
+                None => keyspace.apply_record(record),
+            },
+        }
+    }
+
+    /// The parts complete but undecided when the log ended, and the commits it held.
+    pub fn finish(self) -> (Vec<UndecidedPart>, HashSet<LoggedTxn>) {
+        if let Some(part) = self.open {
+            tracing::warn!(txn = ?part.txn, "a transaction's part cut by the end of the log; dropped");
+        }
+        (self.ended, self.commits)
+    }
+}
+
+/// Applies a committed part's records to `keyspace`.
+pub fn apply_part(keyspace: &mut Keyspace, part: &UndecidedPart) {
+    for bytes in &part.records {
+        match decode(bytes) {
+            Ok(d) => keyspace.apply_record(&d.record),
+            Err(e) => tracing::error!(?e, "a held-back record does not decode"),
+        }
+    }
 }
 
 /// Reads the keyspace a shard directory holds, changing nothing on disk (the upgrade of an
@@ -73,6 +161,7 @@ pub async fn read_keyspace<S: Storage>(
     }
 
     let mut last_lsn: Option<u64> = None;
+    let mut replay = TxnReplay::default();
     let mut torn: Option<(PathBuf, u64)> = None;
     let mut empty_files = Vec::new();
     for &seq in &wals {
@@ -90,7 +179,7 @@ pub async fn read_keyspace<S: Storage>(
             records += 1;
             last_lsn = Some(lsn);
             if lsn > segment_lsn {
-                keyspace.apply_record(record);
+                replay.record(&mut keyspace, record);
             }
         });
         if records > 0 {
@@ -126,7 +215,18 @@ pub async fn read_keyspace<S: Storage>(
             empty_files.push(path);
         }
     }
-    Ok(RecoveredKeyspace { keyspace, segment_lsn, segment_len, last_lsn, wals, torn, empty_files })
+    let (undecided, commits) = replay.finish();
+    Ok(RecoveredKeyspace {
+        keyspace,
+        segment_lsn,
+        segment_len,
+        last_lsn,
+        wals,
+        torn,
+        empty_files,
+        undecided,
+        commits,
+    })
 }
 
 impl<S: Storage> Shard<S> {
@@ -161,6 +261,7 @@ impl<S: Storage> Shard<S> {
         // What the files hold has no access history: count every key as used now.
         keyspace.reset_access(self.clock.now_ms());
         *self.keyspace.get_mut() = keyspace;
+        *self.recovered_txns.get_mut() = (found.undecided, found.commits);
         Ok(())
     }
 }

@@ -36,13 +36,20 @@ impl<S: Storage> Shard<S> {
     /// Foreground traffic continues meanwhile: the keyspace is captured by sharing reference
     /// counts at the rotation point, and the encoding yields between chunks.
     pub async fn snapshot(&self) -> Result<()> {
+        self.snapshot_with(async {}).await
+    }
+
+    /// `snapshot`, whose cut is taken while the guard `hold` resolves to is alive: the core
+    /// passes a hold that waits until no transaction holds keys there, so no segment holds a
+    /// transaction's part before its commit is logged (docs/transactions.md, "Crashes").
+    pub async fn snapshot_with<G>(&self, hold: impl std::future::Future<Output = G>) -> Result<()> {
         self.snapshot_scheduled.set(false);
         let wal = self.serving_wal()?;
         if self.snapshot_running.replace(true) {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let result = self.snapshot_inner(wal).await;
+        let result = self.snapshot_inner(wal, hold).await;
         self.config.latency_events.observe(crate::telemetry::EVENT_SNAPSHOT, started.elapsed());
         self.snapshot_running.set(false);
         if let Err(e) = &result {
@@ -51,7 +58,11 @@ impl<S: Storage> Shard<S> {
         result
     }
 
-    async fn snapshot_inner(&self, wal: &Wal<S::File>) -> Result<()> {
+    async fn snapshot_inner<G>(
+        &self,
+        wal: &Wal<S::File>,
+        hold: impl std::future::Future<Output = G>,
+    ) -> Result<()> {
         if let Some(e) = wal.no_space() {
             // The disk is full: a snapshot would only take space the log needs.
             return Err(e);
@@ -62,6 +73,9 @@ impl<S: Storage> Shard<S> {
             let (file, path) =
                 new_wal_file(&self.storage, &self.dir, seq, self.config.wal_prealloc_bytes).await?;
             self.storage.sync_dir(&self.dir).await?;
+            // Taken before the log's lock: a transaction the hold waits for may need that
+            // lock to make its part durable.
+            let held = hold.await;
             let _lock = wal.lock().await;
             // Written first, so what the rotation leaves to write in the old file is small.
             wal.flush_held(false).await?;
@@ -69,6 +83,7 @@ impl<S: Storage> Shard<S> {
             self.wal_seq.set(seq);
             let entries = self.keyspace.borrow().share_range(0, crate::routing::Position::MAX);
             let lsn = wal.last_lsn();
+            drop(held);
             wal.finish_rotation(rotated).await?;
             Ok((entries, lsn))
         }

@@ -25,8 +25,11 @@ pub mod watch;
 
 use super::*;
 use crate::error::{EngineError, Result};
+use crate::log::record::{LoggedTxn, Record};
 use crate::ops::{Op, Reply};
 use crate::runtime::route::Route;
+use crate::shard::Shard;
+use crate::storage::dma::DmaStorage;
 use crate::telemetry::AppId;
 use locks::{TxnId, Want};
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +42,9 @@ pub const NO_TXN: TxnId = 0;
 /// Attempts of an atomic batch whose keys kept moving (a split or merge between its steps)
 /// before it answers TRYAGAIN.
 pub const ATOMIC_ATTEMPTS_MAX: u32 = 200;
+/// The longest a migration's cutover or a backup's hold waits for transactions to let go of
+/// a core's keys before it gives up (and is retried).
+pub const TXN_QUIET_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Pause between attempts after the keys moved: the map reaches every core within it.
 const MOVED_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -67,12 +73,18 @@ pub enum TxnWork {
     Unwatch { id: u64, keys: Vec<Vec<u8>> },
     /// Run `ops` (all owned here) as one step, unless the watch failed.
     RunAlone { ops: Vec<Op>, watch: Option<WatchCheck>, app: AppId },
-    /// Phase 1: lock `keys` for `txn` and check they are served here.
-    Lock { txn: TxnId, keys: Vec<Vec<u8>>, watch: Option<WatchCheck> },
+    /// Phase 1: lock `keys` for `txn` and check they are served here (and, if the part
+    /// `writes`, that there is room and every shard takes writes, so no core's part is
+    /// refused after another's was applied).
+    Lock { txn: TxnId, keys: Vec<Vec<u8>>, watch: Option<WatchCheck>, writes: bool },
     /// Phase 1 of whole-core work: hold the core for `txn`.
     LockCore { txn: TxnId },
     /// Phase 2: run `ops` under `txn`'s locks.
     LockedOps { txn: TxnId, ops: Vec<Op>, app: AppId },
+    /// After phase 2: log `txn`'s commit in the shards holding its parts here, durably.
+    Commit { txn: TxnId },
+    /// After phase 2, a part not durable: forget `txn`'s parts here without a commit.
+    Forget { txn: TxnId },
     /// Phase 3 (or giving up): release what `txn` holds here.
     Unlock { txn: TxnId },
     /// Wait until no migration or backup pauses `keys` here.
@@ -83,6 +95,11 @@ pub enum TxnWork {
 #[derive(Debug)]
 pub enum TxnAnswer {
     Ran(Vec<Result<Reply>>),
+    /// A core's part of phase 2.
+    Part(PartDone),
+    /// The ops write to several shards here: run them on the locked path (the ops come back
+    /// unrun).
+    SeveralShards(Vec<Op>),
     /// A watched key changed: nothing ran.
     Aborted,
     /// Some key is no longer served here; the ops come back unrun.
@@ -96,6 +113,8 @@ pub enum TxnAnswer {
 
 /// One core's keys in an atomic batch: its ops' keys and its watched keys.
 type CoreKeys = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// Phase 1 on one core: the core, its keys, its watches, whether its part writes.
+type LockRequest = (usize, Vec<Vec<u8>>, Option<WatchCheck>, bool);
 
 /// Keys locked on their cores by `Core::hold_keys`. Dropped without `release`, they are
 /// released by a task (a caller that returns early cannot leave them held).
@@ -105,6 +124,8 @@ pub struct HeldKeys {
     txn: TxnId,
     cores: Vec<usize>,
     owners: HashMap<Vec<u8>, usize>,
+    /// What the steps logged: the cores with parts, and whether every part is durable.
+    parts: std::cell::RefCell<Applied>,
     released: bool,
 }
 
@@ -118,11 +139,23 @@ impl HeldKeys {
             let e = EngineError::Unavailable { reason: "an op on a key that is not held".into() };
             return ops.iter().map(|_| Err(e.clone())).collect();
         };
-        self.core.apply_locked(self.txn, ops, &op_cores, app).await
+        let applied = self.core.apply_locked(self.txn, ops, &op_cores, app).await;
+        let mut parts = self.parts.borrow_mut();
+        parts.durable &= applied.durable;
+        for c in applied.wrote {
+            if !parts.wrote.contains(&c) {
+                parts.wrote.push(c);
+            }
+        }
+        parts.wrote.sort_unstable();
+        applied.replies
     }
 
+    /// Commits what the steps wrote (see `Core::settle`) and releases the keys.
     pub async fn release(mut self) {
         self.released = true;
+        let parts = std::mem::replace(&mut *self.parts.borrow_mut(), Applied::empty());
+        self.core.settle(self.txn, &parts).await;
         self.core.unlock_cores(self.txn, &self.cores).await;
     }
 }
@@ -133,8 +166,105 @@ impl Drop for HeldKeys {
             return;
         }
         let (core, txn, cores) = (self.core.clone(), self.txn, std::mem::take(&mut self.cores));
-        glommio::spawn_local(async move { core.unlock_cores(txn, &cores).await }).detach();
+        let parts = std::mem::replace(&mut *self.parts.borrow_mut(), Applied::empty());
+        glommio::spawn_local(async move {
+            core.settle(txn, &parts).await;
+            core.unlock_cores(txn, &cores).await
+        })
+        .detach();
     }
+}
+
+/// What one core's part of phase 2 did.
+#[derive(Debug)]
+pub struct PartDone {
+    pub replies: Vec<Result<Reply>>,
+    /// Some shard here logged a part (it needs a commit).
+    pub wrote: bool,
+    /// Every part here is durable.
+    pub durable: bool,
+}
+
+/// What phase 2 did on every core.
+struct Applied {
+    replies: Vec<Result<Reply>>,
+    /// Cores whose shards logged a part, ascending.
+    wrote: Vec<usize>,
+    durable: bool,
+}
+
+impl Applied {
+    fn empty() -> Self {
+        Applied { replies: Vec::new(), wrote: Vec::new(), durable: true }
+    }
+}
+
+/// Holds a core against transactions while alive (`Core::hold_against_txns`).
+pub struct CoreHold<'a> {
+    core: &'a Core,
+    id: TxnId,
+}
+
+impl Drop for CoreHold<'_> {
+    fn drop(&mut self) {
+        self.core.locks.borrow_mut().release(self.id);
+    }
+}
+
+/// The process's start in ns since the Unix epoch: with the engine's transaction id, a
+/// transaction's name in the logs, never reused by a later run.
+fn boot_nonce() -> u64 {
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    })
+}
+
+/// `txn` as the logs name it.
+pub fn logged(txn: TxnId) -> LoggedTxn {
+    LoggedTxn { boot: boot_nonce(), txn }
+}
+
+/// How `apply_framed` logs a batch: for which transaction (`NO_TXN`: unframed), how each
+/// shard's frame ends, and whether the batch may be refused for room here.
+#[derive(Clone, Copy)]
+struct Framing {
+    txn: TxnId,
+    frame: Frame,
+    check_room: bool,
+}
+
+/// What `apply_framed` did: the replies, the durability waits of `apply_ops`, and each
+/// framed shard with the LSN of its closing marker.
+struct FramedRun {
+    out: Vec<Result<Reply>>,
+    waits: Vec<super::route::DurabilityWait>,
+    ends: Vec<(Rc<Shard<DmaStorage>>, u64)>,
+}
+
+/// How a transaction's frame in a shard's log ends.
+#[derive(Clone, Copy)]
+enum Frame {
+    /// `TxnCommit`: the transaction has no other part.
+    Whole,
+    /// `TxnEnd`: the commit comes once every part is durable.
+    Part,
+}
+
+/// The distinct shards that `ops` (placed by `targets`) may change.
+fn writer_shards(
+    ops: &[Op],
+    targets: &[(Rc<Shard<DmaStorage>>, crate::routing::Position)],
+) -> Vec<Rc<Shard<DmaStorage>>> {
+    let mut out: Vec<Rc<Shard<DmaStorage>>> = Vec::new();
+    for (op, (shard, _)) in ops.iter().zip(targets) {
+        if op.mutates() && !out.iter().any(|s| Rc::ptr_eq(s, shard)) {
+            out.push(shard.clone());
+        }
+    }
+    out
 }
 
 /// What `execute_atomic` did.
@@ -159,8 +289,12 @@ impl Core {
     ) -> Result<AtomicOutcome> {
         let _in_flight = self.enter_queue();
         let watch_keys: &[Vec<u8>] = watch.map_or(&[], |w| &w.keys);
+        // Set when the batch writes to several shards of one core: it then takes the locked
+        // path, whose parts are logged so that a crash keeps all of them or none.
+        let mut several_shards = false;
+        let mut retry_now = false;
         for attempt in 0..ATOMIC_ATTEMPTS_MAX {
-            if attempt > 0 {
+            if attempt > 0 && !std::mem::take(&mut retry_now) {
                 glommio::timer::sleep(MOVED_RETRY_PAUSE).await;
             }
             if watch.is_some_and(|w| w.flag.is_dirty()) {
@@ -181,13 +315,16 @@ impl Core {
                     keys,
                 })
             };
-            if parts.len() <= 1 {
+            if parts.len() <= 1 && !several_shards {
                 let (c, (_, wkeys)) = parts.pop_first().unwrap_or((self.id, Default::default()));
                 let work = TxnWork::RunAlone { ops, watch: check(wkeys), app };
                 match self.on_core(c, CoreWork::Txn(work)).await {
                     CoreResult::Txn(TxnAnswer::Ran(r)) => return Ok(Some(r)),
                     CoreResult::Txn(TxnAnswer::Aborted) => return Ok(None),
                     CoreResult::Txn(TxnAnswer::Moved(back)) => ops = back,
+                    CoreResult::Txn(TxnAnswer::SeveralShards(back)) => {
+                        (ops, several_shards, retry_now) = (back, true, true);
+                    }
                     CoreResult::Txn(TxnAnswer::Refused(e)) | CoreResult::Done(Err(e)) => {
                         return Err(e)
                     }
@@ -197,10 +334,11 @@ impl Core {
             }
             let txn = self.new_txn_id();
             let requests = parts.into_iter().map(|(c, (op_keys, wkeys))| {
+                let writes = ops.iter().zip(&op_cores).any(|(op, &oc)| oc == c && op.mutates());
                 let mut keys: Vec<Vec<u8>> = op_keys.into_iter().chain(wkeys.clone()).collect();
                 keys.sort_unstable();
                 keys.dedup();
-                (c, keys, check(wkeys))
+                (c, keys, check(wkeys), writes)
             });
             let Some(locked) = self.lock_in_order(txn, requests.collect()).await? else {
                 continue;
@@ -209,9 +347,10 @@ impl Core {
                 self.unlock_cores(txn, &locked).await;
                 return Ok(None);
             }
-            let replies = self.apply_locked(txn, ops, &op_cores, app).await;
+            let applied = self.apply_locked(txn, ops, &op_cores, app).await;
+            self.settle(txn, &applied).await;
             self.unlock_cores(txn, &locked).await;
-            return Ok(Some(replies));
+            return Ok(Some(applied.replies));
         }
         Err(EngineError::TryAgain)
     }
@@ -222,11 +361,11 @@ impl Core {
     async fn lock_in_order(
         &self,
         txn: TxnId,
-        requests: Vec<(usize, Vec<Vec<u8>>, Option<WatchCheck>)>,
+        requests: Vec<LockRequest>,
     ) -> Result<Option<Vec<usize>>> {
         let mut locked = Vec::with_capacity(requests.len());
-        for (c, keys, watch) in requests {
-            let work = TxnWork::Lock { txn, keys: keys.clone(), watch };
+        for (c, keys, watch, writes) in requests {
+            let work = TxnWork::Lock { txn, keys: keys.clone(), watch, writes };
             match self.on_core(c, CoreWork::Txn(work)).await {
                 CoreResult::Txn(TxnAnswer::Locked) => locked.push(c),
                 answer => {
@@ -262,22 +401,31 @@ impl Core {
                 }
             }
             let txn = self.new_txn_id();
-            let requests = parts.into_iter().map(|(c, keys)| (c, keys, None)).collect();
+            let requests = parts.into_iter().map(|(c, keys)| (c, keys, None, true)).collect();
             if let Some(cores) = self.lock_in_order(txn, requests).await? {
-                return Ok(HeldKeys { core: self.handle(), txn, cores, owners, released: false });
+                let parts = std::cell::RefCell::new(Applied::empty());
+                return Ok(HeldKeys {
+                    core: self.handle(),
+                    txn,
+                    cores,
+                    owners,
+                    parts,
+                    released: false,
+                });
             }
         }
         Err(EngineError::TryAgain)
     }
 
-    /// Phase 2: every core runs its part under `txn`'s locks, in parallel.
+    /// Phase 2: every core runs its part under `txn`'s locks, in parallel, and makes it
+    /// durable (framed in each shard's log by `TxnBegin` .. `TxnEnd`).
     async fn apply_locked(
         &self,
         txn: TxnId,
         ops: Vec<Op>,
         op_cores: &[usize],
         app: AppId,
-    ) -> Vec<Result<Reply>> {
+    ) -> Applied {
         let n = ops.len();
         let mut per_core: BTreeMap<usize, (Vec<usize>, Vec<Op>)> = BTreeMap::new();
         for (i, (op, &c)) in ops.into_iter().zip(op_cores).enumerate() {
@@ -292,28 +440,69 @@ impl Core {
                 local = Some((idx, ops));
             } else {
                 let work = CoreWork::Txn(TxnWork::LockedOps { txn, ops, app });
-                waiting.push((idx, self.send(c, work).await));
+                waiting.push((c, idx, self.send(c, work).await));
             }
         }
         let mut out: Vec<Option<Result<Reply>>> = (0..n).map(|_| None).collect();
+        let (mut wrote, mut durable) = (Vec::new(), true);
         if let Some((idx, ops)) = local {
-            for (i, r) in idx.into_iter().zip(self.run_locked(txn, ops, app).await) {
+            let part = self.run_locked(txn, ops, app).await;
+            if part.wrote {
+                wrote.push(self.id);
+            }
+            durable &= part.durable;
+            for (i, r) in idx.into_iter().zip(part.replies) {
                 out[i] = Some(r);
             }
         }
-        for (idx, pending) in waiting {
+        for (c, idx, pending) in waiting {
             let replies = match pending {
                 Ok(slot) => match wait_reply(slot).await {
-                    CoreResult::Txn(TxnAnswer::Ran(r)) => r,
+                    CoreResult::Txn(TxnAnswer::Part(part)) => {
+                        if part.wrote {
+                            wrote.push(c);
+                        }
+                        durable &= part.durable;
+                        part.replies
+                    }
                     other => unreachable!("LockedOps answered with {other:?}"),
                 },
-                Err(e) => idx.iter().map(|_| Err(e.clone())).collect(),
+                Err(e) => {
+                    durable = false;
+                    idx.iter().map(|_| Err(e.clone())).collect()
+                }
             };
             for (i, r) in idx.into_iter().zip(replies) {
                 out[i] = Some(r);
             }
         }
-        out.into_iter().map(|r| r.expect("every op answered")).collect()
+        wrote.sort_unstable();
+        let replies = out.into_iter().map(|r| r.expect("every op answered")).collect();
+        Applied { replies, wrote, durable }
+    }
+
+    /// Phase 2's end: if every part is durable, logs the commit in every shard that holds a
+    /// part and waits until each commit is durable; otherwise forgets the parts (a crash
+    /// drops them all: the transaction is applied in memory, as a write whose log failed is,
+    /// and its ops answered the error). Runs before the unlock, so no snapshot (which waits
+    /// for the locks) takes in a part whose commit is not durable everywhere.
+    async fn settle(&self, txn: TxnId, applied: &Applied) {
+        if applied.wrote.is_empty() {
+            return;
+        }
+        if applied.durable {
+            crate::fault_point!("txn:parts-durable");
+        }
+        for (i, &c) in applied.wrote.iter().enumerate() {
+            let work = match applied.durable {
+                true => TxnWork::Commit { txn },
+                false => TxnWork::Forget { txn },
+            };
+            self.on_core(c, CoreWork::Txn(work)).await;
+            if i == 0 && applied.durable {
+                crate::fault_point!("txn:one-commit");
+            }
+        }
     }
 
     /// Releases `txn` on `cores`, all at once, and waits until each has.
@@ -416,7 +605,9 @@ impl Core {
                 TxnAnswer::Done
             }
             TxnWork::RunAlone { ops, watch, app } => self.run_alone(ops, watch, app).await,
-            TxnWork::Lock { txn, keys, watch } => self.lock_here(txn, keys, watch).await,
+            TxnWork::Lock { txn, keys, watch, writes } => {
+                self.lock_here(txn, keys, watch, writes).await
+            }
             TxnWork::LockCore { txn } => match self.acquire(txn, Want::Core).await {
                 true => TxnAnswer::Locked,
                 false => TxnAnswer::Refused(EngineError::Unavailable {
@@ -424,7 +615,15 @@ impl Core {
                 }),
             },
             TxnWork::LockedOps { txn, ops, app } => {
-                TxnAnswer::Ran(self.run_locked(txn, ops, app).await)
+                TxnAnswer::Part(self.run_locked(txn, ops, app).await)
+            }
+            TxnWork::Commit { txn } => {
+                self.commit_parts(txn).await;
+                TxnAnswer::Done
+            }
+            TxnWork::Forget { txn } => {
+                self.txn_parts.borrow_mut().remove(&txn);
+                TxnAnswer::Done
             }
             TxnWork::Unlock { txn } => {
                 self.locks.borrow_mut().release(txn);
@@ -440,17 +639,13 @@ impl Core {
 
     fn watch_here(&self, id: u64, flag: &Arc<WatchFlag>, keys: &[Vec<u8>]) -> TxnAnswer {
         for key in keys {
-            let live = match self.route(key) {
-                Route::Local(shard, _) => shard.is_live(key),
-                Route::Paused(_) => match self.serving_shard_of(key) {
-                    Some(shard) => shard.is_live(key),
-                    None => {
-                        flag.mark_dirty();
-                        continue;
-                    }
-                },
-                // Moved since the sender routed it: the watch cannot follow, so it fails.
-                Route::Remote => {
+            // Not routed: a key another transaction holds stays here, and its watch with it.
+            let position = crate::routing::position_of(key, self.config.partition_separator);
+            let live = match self.serving_shard_of(key) {
+                // In a migration's cutover, the key's next writes happen on its new core,
+                // which this watch would not hear; moved already, it cannot follow: it fails.
+                Some(shard) if shard.paused_gate(position).is_none() => shard.is_live(key),
+                _ => {
                     flag.mark_dirty();
                     continue;
                 }
@@ -472,7 +667,7 @@ impl Core {
     fn check_watch(&self, check: &WatchCheck) {
         for key in &check.keys {
             let live = self.serving_shard_of(key).is_some_and(|s| s.is_live(key));
-            self.watches.borrow().check_gone(key, check.id, live);
+            self.watches.borrow().check_gone(key, check.id, &check.flag, live);
         }
     }
 
@@ -510,13 +705,23 @@ impl Core {
             }
         };
         // From here to the last op nothing awaits: no other op of this core interleaves.
+        let writers = writer_shards(&ops, &targets);
+        if writers.len() > 1 {
+            // A crash could keep one shard's records and lose another's: the locked path
+            // logs each part and a commit.
+            return TxnAnswer::SeveralShards(ops);
+        }
         if let Some(w) = &watch {
             self.check_watch(w);
             if w.flag.is_dirty() {
                 return TxnAnswer::Aborted;
             }
         }
-        let (out, waits) = self.apply_ops(ops, targets, app);
+        // Two changes or more in one shard: framed, so a crash keeps both or neither.
+        let framed = ops.iter().filter(|op| op.mutates()).count() > 1;
+        let txn = if framed { self.new_txn_id() } else { NO_TXN };
+        let framing = Framing { txn, frame: Frame::Whole, check_room: true };
+        let FramedRun { out, waits, .. } = self.apply_framed(framing, ops, targets, app, &writers);
         self.publish_memory();
         TxnAnswer::Ran(self.await_durable(out, waits).await)
     }
@@ -527,6 +732,7 @@ impl Core {
         txn: TxnId,
         keys: Vec<Vec<u8>>,
         watch: Option<WatchCheck>,
+        writes: bool,
     ) -> TxnAnswer {
         if self.draining.get() {
             return TxnAnswer::Refused(EngineError::Unavailable { reason: "shutting down".into() });
@@ -549,6 +755,17 @@ impl Core {
                 }
             }
         }
+        if writes {
+            let refused = self.room_for(true).map(Err).unwrap_or(Ok(())).and_then(|()| {
+                keys.iter()
+                    .filter_map(|k| self.serving_shard_of(k))
+                    .try_for_each(|s| s.check_writable())
+            });
+            if let Err(e) = refused {
+                self.locks.borrow_mut().release(txn);
+                return TxnAnswer::Refused(e);
+            }
+        }
         if let Some(w) = &watch {
             self.check_watch(w);
         }
@@ -557,7 +774,7 @@ impl Core {
 
     /// Phase 2 on this core: the keys are locked for `txn` and were checked to be served
     /// here; a migration's pause or a backup's hold waits for the locks, so they still are.
-    async fn run_locked(&self, txn: TxnId, ops: Vec<Op>, app: AppId) -> Vec<Result<Reply>> {
+    async fn run_locked(&self, txn: TxnId, ops: Vec<Op>, app: AppId) -> PartDone {
         let mut targets = Vec::with_capacity(ops.len());
         for op in &ops {
             match self.route_as(op.key(), txn) {
@@ -569,13 +786,98 @@ impl Core {
                     let e = EngineError::Unavailable {
                         reason: "a locked key moved during its transaction".into(),
                     };
-                    return ops.iter().map(|_| Err(e.clone())).collect();
+                    let replies = ops.iter().map(|_| Err(e.clone())).collect();
+                    return PartDone { replies, wrote: false, durable: false };
                 }
             }
         }
-        let (out, waits) = self.apply_ops(ops, targets, app);
+        let writers = writer_shards(&ops, &targets);
+        // Room and writability were checked under the lock, for every core's part at once.
+        let framing = Framing { txn, frame: Frame::Part, check_room: false };
+        let FramedRun { out, waits, ends } =
+            self.apply_framed(framing, ops, targets, app, &writers);
         self.publish_memory();
-        self.await_durable(out, waits).await
+        let mut out = self.await_durable(out, waits).await;
+        // Every part durable before any commit is logged: a commit found after a crash means
+        // every part of the transaction is there too.
+        let mut durable = true;
+        for (shard, lsn) in &ends {
+            if let Err(e) = shard.wait_durable(*lsn).await {
+                durable = false;
+                for r in out.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        if !ends.is_empty() {
+            let shards = ends.into_iter().map(|(s, _)| s);
+            self.txn_parts.borrow_mut().entry(txn).or_default().extend(shards);
+        }
+        PartDone { replies: out, wrote: !writers.is_empty(), durable }
+    }
+
+    /// Runs `ops` with each shard in `writers` framed for transaction `txn` (nothing is framed
+    /// for `NO_TXN`): `TxnBegin` before the first op, then `TxnCommit` (`Frame::Whole`, the
+    /// transaction's only part) or `TxnEnd` (`Frame::Part`) after the last. One synchronous
+    /// step, so each shard's frame is contiguous in its log. Returns `apply_ops`'s results and
+    /// each framed shard with the LSN of its closing marker.
+    fn apply_framed(
+        &self,
+        framing: Framing,
+        ops: Vec<Op>,
+        targets: Vec<(Rc<Shard<DmaStorage>>, crate::routing::Position)>,
+        app: AppId,
+        writers: &[Rc<Shard<DmaStorage>>],
+    ) -> FramedRun {
+        let Framing { txn, frame, check_room } = framing;
+        if txn == NO_TXN || writers.is_empty() {
+            let (out, waits) = self.apply_ops_room(ops, targets, app, check_room);
+            return FramedRun { out, waits, ends: Vec::new() };
+        }
+        let name = logged(txn);
+        // A shard whose log refuses the marker refuses the ops too (`execute_at`).
+        let begun: Vec<_> = writers
+            .iter()
+            .filter(|s| s.log_marker(&Record::TxnBegin { txn: name }).is_ok())
+            .cloned()
+            .collect();
+        let (out, waits) = self.apply_ops_room(ops, targets, app, check_room);
+        let close = match frame {
+            Frame::Whole => Record::TxnCommit { txn: name },
+            Frame::Part => Record::TxnEnd { txn: name },
+        };
+        let ends = begun
+            .into_iter()
+            .filter_map(|s| s.log_marker(&close).ok().map(|lsn| (s, lsn)))
+            .collect();
+        FramedRun { out, waits, ends }
+    }
+
+    /// Logs `txn`'s commit in every shard of this core that holds one of its parts, and waits
+    /// until each is durable.
+    async fn commit_parts(&self, txn: TxnId) {
+        let shards = self.txn_parts.borrow_mut().remove(&txn).unwrap_or_default();
+        let mut logged_at = Vec::with_capacity(shards.len());
+        for shard in shards {
+            match shard.log_marker(&Record::TxnCommit { txn: logged(txn) }) {
+                Ok(lsn) => logged_at.push((shard, lsn)),
+                Err(e) => tracing::error!(core = self.id, txn, error = %e,
+                    "a transaction's commit could not be logged; a crash would drop its part"),
+            }
+        }
+        for (shard, lsn) in logged_at {
+            if let Err(e) = shard.wait_durable(lsn).await {
+                tracing::error!(core = self.id, txn, error = %e, "a transaction's commit is not durable");
+            }
+        }
+    }
+
+    /// Holds this core against transactions until the guard drops: waits (in the FIFO) until
+    /// no key is held, then no key is granted. A snapshot's cut is taken under it.
+    pub async fn hold_against_txns(&self) -> CoreHold<'_> {
+        let id = self.new_txn_id();
+        self.acquire(id, Want::Core).await;
+        CoreHold { core: self, id }
     }
 
     async fn wait_open(&self, keys: &[Vec<u8>]) {
@@ -630,9 +932,10 @@ impl Core {
     }
 
     /// After an op on a watched key: if it changed the key, its watches fail.
+    /// `reply` `None`: the op failed but may have changed the key (a failed log).
     pub(super) fn note_watched(&self, key: Option<Vec<u8>>, reply: Option<&Reply>) {
-        if let (Some(key), Some(reply)) = (key, reply) {
-            if reply.changed() {
+        if let Some(key) = key {
+            if reply.is_none_or(Reply::changed) {
                 self.watches.borrow().touched(&key);
             }
         }
@@ -644,6 +947,22 @@ impl Core {
             return;
         }
         self.watches.borrow_mut().keys_left(|k| self.owner_of(k) != self.id);
+    }
+
+    /// A range stops being served here (a migration's pause): watches of its keys fail.
+    pub(super) fn fail_watches_in(
+        &self,
+        lo: crate::routing::Position,
+        hi: crate::routing::Position,
+    ) {
+        if self.watches.borrow().is_empty() {
+            return;
+        }
+        let separator = self.config.partition_separator;
+        self.watches.borrow_mut().keys_left(|k| {
+            let p = crate::routing::position_of(k, separator);
+            lo <= p && p <= hi
+        });
     }
 
     /// What the lock table and the watch registry hold now (INFO).

@@ -86,9 +86,9 @@ impl WatchRegistry {
         flag: &Arc<WatchFlag>,
         live: bool,
     ) -> Result<(), RegistryFull> {
-        if self.entries >= self.prune_at {
+        if self.entries >= self.prune_at || self.entries >= WATCHED_KEYS_PER_CORE_MAX {
             self.prune();
-            self.prune_at = (self.entries * 2).max(1024);
+            self.prune_at = (self.entries * 2).clamp(1024, WATCHED_KEYS_PER_CORE_MAX);
         }
         let watchers = self.keys.entry(key.to_vec()).or_default();
         if watchers.iter().any(|w| w.id == id) {
@@ -127,15 +127,14 @@ impl WatchRegistry {
         }
     }
 
-    /// At EXEC: watch `id` of `key` fails if the key was live when watched and is not now.
-    pub fn check_gone(&self, key: &[u8], id: u64, live_now: bool) {
-        if live_now {
-            return;
-        }
-        if let Some(w) = self.keys.get(key).and_then(|ws| ws.iter().find(|w| w.id == id)) {
-            if w.live {
-                w.flag.mark_dirty();
-            }
+    /// At EXEC, on the core that serves `key` now: watch `id` of `key` fails if the key was
+    /// live when watched and is not now, and if this core does not hold the watch at all
+    /// (it was registered where the key used to be).
+    pub fn check_gone(&self, key: &[u8], id: u64, flag: &WatchFlag, live_now: bool) {
+        match self.keys.get(key).and_then(|ws| ws.iter().find(|w| w.id == id)) {
+            Some(w) if w.live && !live_now => w.flag.mark_dirty(),
+            Some(_) => {}
+            None => flag.mark_dirty(),
         }
     }
 
@@ -190,11 +189,14 @@ mod tests {
         let (live, absent) = (Arc::new(WatchFlag::default()), Arc::new(WatchFlag::default()));
         r.add(b"x", 1, &live, true).unwrap();
         r.add(b"x", 2, &absent, false).unwrap();
-        r.check_gone(b"x", 1, true);
+        r.check_gone(b"x", 1, &live, true);
         assert!(!live.is_dirty());
-        r.check_gone(b"x", 1, false);
-        r.check_gone(b"x", 2, false);
+        r.check_gone(b"x", 1, &live, false);
+        r.check_gone(b"x", 2, &absent, false);
         assert!(live.is_dirty() && !absent.is_dirty(), "absent then, absent now: unchanged");
+        let elsewhere = Arc::new(WatchFlag::default());
+        r.check_gone(b"x", 3, &elsewhere, true);
+        assert!(elsewhere.is_dirty(), "a watch this core does not hold fails");
     }
 
     #[test]
