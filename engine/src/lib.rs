@@ -32,5 +32,5 @@ pub use log::writer::FsyncPolicy;
 pub use runtime::layout::LayoutChange;
 pub use runtime::{
     find_backup, run, run_until, BackupReport, Core, CoreJob, CoreResult, CoreWork, EngineConfig,
-    EvictionPolicy, EvictionSettings, ShardSummary,
+    EvictionPolicy, EvictionSettings, ShardSummary, SET_IF_NONE_EXIST_SEVERAL_SHARDS,
 };

@@ -775,6 +775,43 @@ async fn randomkey(core: &Core, s: &mut Session) {
     }
 }
 
+/// MSETNX over keys that live on several cores or shards: all held (`Core::hold_keys`),
+/// checked, then set, as one transaction.
+async fn msetnx_held(
+    core: &Core,
+    s: &Session,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> shardcast_engine::Result<i64> {
+    use shardcast_engine::keyspace::{SetCondition, SetExpiry};
+    use shardcast_engine::ops::{Op, Reply};
+    let app = s.client.app();
+    let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    let held = core.hold_keys(&keys).await?;
+    let exists = held.run(keys.into_iter().map(|key| Op::Exists { key }).collect(), app).await;
+    let outcome = if let Some(e) = exists.iter().find_map(|r| r.as_ref().err()) {
+        Err(e.clone())
+    } else if exists.iter().any(|r| matches!(r, Ok(Reply::Bool(true)))) {
+        Ok(0)
+    } else {
+        let sets = pairs
+            .into_iter()
+            .map(|(key, value)| Op::Set {
+                key,
+                value,
+                condition: SetCondition::Always,
+                expiry: SetExpiry::Clear,
+                return_old: false,
+            })
+            .collect();
+        match held.run(sets, app).await.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(1),
+        }
+    };
+    held.release().await;
+    outcome
+}
+
 async fn msetnx(core: &Core, s: &mut Session, mut args: Vec<Vec<u8>>) {
     if args.len().is_multiple_of(2) {
         return s.w.error("ERR wrong number of arguments for 'msetnx' command");
@@ -783,20 +820,28 @@ async fn msetnx(core: &Core, s: &mut Session, mut args: Vec<Vec<u8>>) {
         .step_by(2)
         .map(|i| (std::mem::take(&mut args[i]), std::mem::take(&mut args[i + 1])))
         .collect();
+    // One core: checked and set in one step there (framed in its shard's log). Keys on
+    // several cores or shards: held with the engine's key locks, checked, then set.
     let owner = core.owner_of(&pairs[0].0);
-    if pairs.iter().any(|(k, _)| core.owner_of(k) != owner) {
-        // Redis Cluster refuses this too (CROSSSLOT); atomicity across cores would need a
-        // cross-core transaction.
-        return s.w.error("CROSSSLOT Keys in request don't hash to the same core; MSETNX is atomic only within one core (use a {hash tag})");
-    }
-    let result = if owner == core.id() {
-        core.set_if_none_exist(pairs).await.map(|b| b as i64)
-    } else {
-        match core.on_core(owner, CoreWork::SetIfNoneExist(pairs)).await {
+    let one_core = pairs.iter().all(|(k, _)| core.owner_of(k) == owner);
+    let several = shardcast_engine::SET_IF_NONE_EXIST_SEVERAL_SHARDS as i64;
+    let result = match one_core {
+        true if owner == core.id() => {
+            core.set_if_none_exist(pairs.clone()).await.map(|b| match b {
+                Some(set) => set as i64,
+                None => several,
+            })
+        }
+        true => match core.on_core(owner, CoreWork::SetIfNoneExist(pairs.clone())).await {
             CoreResult::Count(n) => Ok(n as i64),
             CoreResult::Done(Err(e)) => Err(e),
             other => return unexpected_answer(s, "MSETNX", &other),
-        }
+        },
+        false => Ok(several),
+    };
+    let result = match result {
+        Ok(n) if n == several => msetnx_held(core, s, pairs).await,
+        other => other,
     };
     match result {
         Ok(n) => s.w.int(n),

@@ -113,6 +113,10 @@ fn replies_match_redis() {
             vec!["GET", &ka],
             vec!["DEL", &ka, &kb],
             vec!["EXEC"],
+            // MSETNX across cores: all or nothing.
+            vec!["MSETNX", &ka, "1", &kb, "2"],
+            vec!["MSETNX", &ka, "3", "fresh:key", "4"],
+            vec!["MGET", &ka, &kb, "fresh:key"],
         ],
         // Errors at queue time abort; errors outside MULTI; nesting.
         vec![

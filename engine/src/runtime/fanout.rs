@@ -5,6 +5,7 @@ use super::*;
 use crate::error::{EngineError, Result};
 use crate::glob::glob_match;
 use crate::routing::Position;
+use crate::runtime::work::SET_IF_NONE_EXIST_SEVERAL_SHARDS;
 
 impl Core {
     /// Keys in the whole engine (DBSIZE), each counted once even during a migration.
@@ -52,7 +53,8 @@ impl Core {
             CoreWork::ShardInfo => CoreResult::Shards(self.shard_summaries()),
             CoreWork::Txn(work) => Box::pin(self.run_txn_work(work)).await,
             CoreWork::SetIfNoneExist(pairs) => match self.set_if_none_exist(pairs).await {
-                Ok(set) => CoreResult::Count(set as u64),
+                Ok(Some(set)) => CoreResult::Count(set as u64),
+                Ok(None) => CoreResult::Count(SET_IF_NONE_EXIST_SEVERAL_SHARDS),
                 Err(e) => CoreResult::Done(Err(e)),
             },
             CoreWork::RandomKey { seed } => CoreResult::Key(self.random_key(seed)),

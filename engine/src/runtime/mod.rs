@@ -35,7 +35,9 @@ pub use eviction::{EvictionPolicy, EvictionSettings};
 use mesh::{wait_reply, MeshMsg, ReplySlot};
 pub use route::ROUTE_HOPS_MAX;
 pub use start::{apply_iopoll_workaround, run, run_until};
-pub use work::{CoreJob, CoreResult, CoreWork, ScanPage, ShardSummary};
+pub use work::{
+    CoreJob, CoreResult, CoreWork, ScanPage, ShardSummary, SET_IF_NONE_EXIST_SEVERAL_SHARDS,
+};
 
 use crate::clock::Clock;
 use crate::placement::shard_map::ShardMap;

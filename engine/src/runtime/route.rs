@@ -345,9 +345,11 @@ impl Core {
         (entry.core == self.id).then(|| entry.shard.clone()).flatten()
     }
 
-    /// MSETNX on one core: nothing awaits between the checks and the writes, so no other op
-    /// interleaves. Returns whether the pairs were set.
-    pub async fn set_if_none_exist(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool> {
+    /// MSETNX on one core and one shard: nothing awaits between the checks and the writes,
+    /// so no other op interleaves, and the writes are framed in the shard's log so a crash
+    /// keeps all or none. Returns whether the pairs were set, or `None` if the keys live in
+    /// several shards here (the caller then holds them: `Core::hold_keys`).
+    pub async fn set_if_none_exist(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<bool>> {
         if self.draining.get() {
             return Err(EngineError::Unavailable { reason: "shutting down".into() });
         }
@@ -379,6 +381,9 @@ impl Core {
                 None => break shards,
             }
         };
+        if shards.iter().any(|s| !Rc::ptr_eq(s, &shards[0])) {
+            return Ok(None);
+        }
         for shard in &shards {
             shard.check_writable()?;
         }
@@ -387,10 +392,16 @@ impl Core {
         }
         for ((key, _), shard) in pairs.iter().zip(&shards) {
             if shard.execute(Op::Exists { key: key.clone() })?.0 == Reply::Bool(true) {
-                return Ok(false);
+                return Ok(Some(false));
             }
         }
+        let framed = pairs.len() > 1;
+        let name = crate::runtime::txn::logged(self.new_txn_id());
+        if framed {
+            shards[0].log_marker(&crate::log::record::Record::TxnBegin { txn: name })?;
+        }
         let mut waits = Vec::new();
+        let mut first_err = None;
         for ((key, value), shard) in pairs.into_iter().zip(&shards) {
             let op = Op::Set {
                 key,
@@ -400,17 +411,37 @@ impl Core {
                 return_old: false,
             };
             let watched = self.watched_key(&op);
-            let done = shard.execute(op)?;
-            self.note_watched(watched, Some(&done.0));
-            if let (_, Some(lsn)) = done {
-                waits.push((shard.clone(), lsn));
+            // No early return: the frame below must be closed whatever an op answers, or
+            // replay would take the records after it for the transaction's.
+            match shard.execute(op) {
+                Ok(done) => {
+                    self.note_watched(watched, Some(&done.0));
+                    if let (_, Some(lsn)) = done {
+                        waits.push((shard.clone(), lsn));
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if framed {
+            if let Ok(lsn) =
+                shards[0].log_marker(&crate::log::record::Record::TxnCommit { txn: name })
+            {
+                waits.push((shards[0].clone(), lsn));
             }
         }
         self.publish_memory();
-        for (shard, lsn) in waits {
-            shard.wait_durable(lsn).await?;
+        if let Some(e) = first_err {
+            return Err(e);
         }
-        Ok(true)
+        if self.config.fsync == FsyncPolicy::Always {
+            for (shard, lsn) in waits {
+                shard.wait_durable(lsn).await?;
+            }
+        }
+        Ok(Some(true))
     }
 
     /// Before ops run here: if they may add data (`grows`) and memory is above `maxmemory`,

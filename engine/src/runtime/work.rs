@@ -5,6 +5,9 @@ use crate::error::Result;
 use crate::ops::{Op, Reply};
 use std::rc::Rc;
 
+/// `CoreWork::SetIfNoneExist`'s answer when its keys live in several shards of the core.
+pub const SET_IF_NONE_EXIST_SEVERAL_SHARDS: u64 = 2;
+
 /// Work that is not a single-key op, run on every core.
 #[derive(Debug, Clone)]
 pub enum CoreWork {
@@ -27,7 +30,8 @@ pub enum CoreWork {
     /// A summary of every local shard.
     ShardInfo,
     /// Sets every pair only if none of the keys exists, atomically (all keys on this core).
-    /// Answers `Count(1)` if set, `Count(0)` if not.
+    /// Answers `Count(1)` if set, `Count(0)` if not, `Count(SET_IF_NONE_EXIST_SEVERAL_SHARDS)`
+    /// if the keys live in several shards (nothing done: the caller holds them instead).
     SetIfNoneExist(Vec<(Vec<u8>, Vec<u8>)>),
     /// A random live key of this core, if it has any.
     RandomKey {

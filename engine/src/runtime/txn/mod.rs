@@ -271,7 +271,7 @@ fn writer_shards(
 pub type AtomicOutcome = Option<Vec<Result<Reply>>>;
 
 impl Core {
-    fn new_txn_id(&self) -> TxnId {
+    pub(super) fn new_txn_id(&self) -> TxnId {
         let n = self.next_txn.get() + 1;
         self.next_txn.set(n);
         // Unique across cores; never NO_TXN.
