@@ -73,6 +73,8 @@ where
     // The transactions some shard's log says committed, gathered from every core before any
     // serves (`Shard::resolve_txns`).
     let commits: Arc<std::sync::Mutex<HashSet<LoggedTxn>>> = Arc::default();
+    // Whether some shard did not recover (its log's commits are then unknown).
+    let shard_failed: Arc<AtomicBool> = Arc::default();
     let handles = builder
         .on_all_shards(move || async move {
             let shared = Shared { stopping, memory, layout: layout.clone(), migrations };
@@ -86,6 +88,9 @@ where
                         .flat_map(|s| s.recovered_commits())
                         .collect();
                     commits.lock().expect("no panic holds it").extend(found);
+                    if core.all_local_shards().iter().any(|s| !s.is_serving()) {
+                        shard_failed.store(true, Ordering::SeqCst);
+                    }
                     exit.stage = Stage::Started;
                     lifecycle.started.fetch_add(1, Ordering::SeqCst);
                     Some(core)
@@ -110,9 +115,20 @@ where
             }
             let core = core.expect("a core that did not fail has started");
             let committed = commits.lock().expect("no panic holds it").clone();
-            if let Err(e) = core.resolve_recovered_txns(&committed).await {
+            let decided = !shard_failed.load(Ordering::SeqCst);
+            if let Err(e) = core.resolve_recovered_txns(&committed, decided).await {
                 exit.stage = Stage::Done;
                 lifecycle.fail(e.clone(), &layout);
+                return Err(e);
+            }
+            lifecycle.resolved.fetch_add(1, Ordering::SeqCst);
+            while lifecycle.failure().is_none()
+                && lifecycle.resolved.load(Ordering::SeqCst) < config.cores
+            {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            if let Some(e) = lifecycle.failure() {
+                exit.stage = Stage::Done;
                 return Err(e);
             }
             core.clone().spawn_timers();
@@ -170,6 +186,10 @@ pub async fn apply_iopoll_workaround(data_dir: &Path) -> Result<()> {
 /// through `per_core` included), so the others reach their final flush.
 struct Lifecycle {
     started: AtomicUsize,
+    /// Cores that settled the transactions their recovery held back (no core serves before
+    /// every core has: a core serving early could show half a transaction, or have a write
+    /// overwritten by a part applied after it).
+    resolved: AtomicUsize,
     finished: AtomicUsize,
     /// The first core's failure to start.
     failed: std::sync::OnceLock<EngineError>,
@@ -181,6 +201,7 @@ impl Lifecycle {
         assert!(cores > 0);
         Lifecycle {
             started: AtomicUsize::new(0),
+            resolved: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
             failed: std::sync::OnceLock::new(),
             stopping,
@@ -259,13 +280,26 @@ pub(super) struct Shared {
 impl Core {
     /// Settles the transaction parts recovery held back, by the commits every core's logs
     /// hold (`committed`), and makes what that logged durable before this core serves.
-    async fn resolve_recovered_txns(&self, committed: &HashSet<LoggedTxn>) -> Result<()> {
-        for shard in self.all_local_shards() {
-            if let Some(lsn) = shard.resolve_txns(committed)? {
-                shard.wait_durable(lsn).await?;
+    /// Every part is applied in memory first (no await), then the commits logged for them
+    /// are made durable. `committed` is only final (`decided`) if every shard recovered: with
+    /// a shard that did not, parts not known committed stay undecided (neither applied nor
+    /// dropped).
+    async fn resolve_recovered_txns(
+        &self,
+        committed: &HashSet<LoggedTxn>,
+        decided: bool,
+    ) -> Result<()> {
+        let shards = self.all_local_shards();
+        let mut waits = Vec::new();
+        for shard in &shards {
+            if let Some(lsn) = shard.resolve_txns(committed, decided)? {
+                waits.push((shard.clone(), lsn));
             }
         }
         self.publish_memory();
+        for (shard, lsn) in waits {
+            shard.wait_durable(lsn).await?;
+        }
         Ok(())
     }
 

@@ -609,14 +609,27 @@ impl<S: Storage> Shard<S> {
     /// After every shard has recovered: applies the parts held back whose transaction some
     /// shard's log said committed (`committed`), logging the commit here too so this log
     /// decides alone next time, and drops the others (their transaction never committed).
+    /// Unless `decided` (a shard did not recover, and may hold a commit), the others are left
+    /// undecided instead: not applied, and decided again at the next start.
     /// Returns the LSN to make durable before serving.
-    pub fn resolve_txns(&self, committed: &HashSet<LoggedTxn>) -> Result<Option<u64>> {
+    pub fn resolve_txns(
+        &self,
+        committed: &HashSet<LoggedTxn>,
+        decided: bool,
+    ) -> Result<Option<u64>> {
+        if !self.is_serving() {
+            return Ok(None);
+        }
         let (parts, _) = std::mem::take(&mut *self.recovered_txns.borrow_mut());
         let mut last = None;
         for part in parts {
             if !committed.contains(&part.txn) {
-                tracing::warn!(shard = %self.meta.name(), txn = ?part.txn,
-                    "a transaction that did not commit before the crash: its part is dropped");
+                match decided {
+                    true => tracing::warn!(shard = %self.meta.name(), txn = ?part.txn,
+                        "a transaction that did not commit before the crash: its part is dropped"),
+                    false => tracing::error!(shard = %self.meta.name(), txn = ?part.txn,
+                        "a transaction's part is undecided (a shard did not recover): not applied"),
+                }
                 continue;
             }
             recover::apply_part(&mut self.keyspace.borrow_mut(), &part);

@@ -44,8 +44,8 @@ pub struct UndecidedPart {
 ///
 /// A part is contiguous in its shard's log (written in one synchronous step): `TxnBegin`, its
 /// records, then `TxnCommit` (a transaction with one part) or `TxnEnd` (one of several parts;
-/// its `TxnCommit` comes later, here or in another shard's log). A part still open when the
-/// log ends was cut by the crash and is dropped. No later record of this log touches a part's
+/// its `TxnCommit` comes later, here or in another shard's log). A part still open when its
+/// log file ends was cut by a crash and is dropped. No later record of this log touches a part's
 /// keys before its commit (the transaction holds them until every part's commit is logged),
 /// so applying a part at its commit, or after the whole log, is the same as applying it where
 /// it stands.
@@ -94,11 +94,16 @@ impl TxnReplay {
         }
     }
 
-    /// The parts complete but undecided when the log ended, and the commits it held.
-    pub fn finish(self) -> (Vec<UndecidedPart>, HashSet<LoggedTxn>) {
-        if let Some(part) = self.open {
-            tracing::warn!(txn = ?part.txn, "a transaction's part cut by the end of the log; dropped");
+    /// The end of a log file: a part still open there was cut by a crash; dropped.
+    pub fn end_of_file(&mut self) {
+        if let Some(part) = self.open.take() {
+            tracing::warn!(txn = ?part.txn, "a transaction's part cut by a crash; dropped");
         }
+    }
+
+    /// The parts complete but undecided when the log ended, and the commits it held.
+    pub fn finish(mut self) -> (Vec<UndecidedPart>, HashSet<LoggedTxn>) {
+        self.end_of_file();
         (self.ended, self.commits)
     }
 }
@@ -182,6 +187,10 @@ pub async fn read_keyspace<S: Storage>(
                 replay.record(&mut keyspace, record);
             }
         });
+        // A frame never spans files (framing and rotation are each one synchronous step): a
+        // part still open here was cut by a crash, and must not take in the next file's
+        // records (the torn frame stays in this file after recovery).
+        replay.end_of_file();
         if records > 0 {
             if let Some((torn_path, offset)) = torn.take() {
                 return Err(EngineError::Corrupt {
@@ -263,5 +272,69 @@ impl<S: Storage> Shard<S> {
         *self.keyspace.get_mut() = keyspace;
         *self.recovered_txns.get_mut() = (found.undecided, found.commits);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T1: LoggedTxn = LoggedTxn { boot: 1, txn: 1 };
+    const T2: LoggedTxn = LoggedTxn { boot: 1, txn: 2 };
+
+    fn put<'a>(key: &'a [u8], value: &'a [u8]) -> Record<'a> {
+        Record::Put { key, value, expire_at_ms: 0 }
+    }
+
+    fn value(ks: &mut Keyspace, key: &[u8]) -> Option<Vec<u8>> {
+        ks.get(key, 1).map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn a_whole_frame_is_applied_at_its_commit_and_a_cut_one_never() {
+        let mut ks = Keyspace::with_separator(b':');
+        let mut r = TxnReplay::default();
+        r.record(&mut ks, &Record::TxnBegin { txn: T1 });
+        r.record(&mut ks, &put(b"a", b"1"));
+        assert_eq!(value(&mut ks, b"a"), None, "held back until the commit");
+        r.record(&mut ks, &Record::TxnCommit { txn: T1 });
+        assert_eq!(value(&mut ks, b"a"), Some(b"1".to_vec()));
+        // A frame cut by a crash at the end of a file takes in nothing of the next file.
+        r.record(&mut ks, &Record::TxnBegin { txn: T2 });
+        r.record(&mut ks, &put(b"a", b"torn"));
+        r.end_of_file();
+        r.record(&mut ks, &put(b"b", b"after the restart"));
+        let (undecided, commits) = r.finish();
+        assert_eq!(value(&mut ks, b"a"), Some(b"1".to_vec()));
+        assert_eq!(value(&mut ks, b"b"), Some(b"after the restart".to_vec()));
+        assert!(undecided.is_empty());
+        assert_eq!(commits, HashSet::from([T1]));
+    }
+
+    #[test]
+    fn ended_parts_wait_for_a_commit_here_or_elsewhere() {
+        let mut ks = Keyspace::with_separator(b':');
+        let mut r = TxnReplay::default();
+        // Two parts of T1 (a transaction of two steps), committed later in this log.
+        for (k, v) in [(b"x", b"1"), (b"y", b"2")] {
+            r.record(&mut ks, &Record::TxnBegin { txn: T1 });
+            r.record(&mut ks, &put(k, v));
+            r.record(&mut ks, &Record::TxnEnd { txn: T1 });
+        }
+        r.record(&mut ks, &put(b"other", b"o"));
+        // T2's part ends here; its commit is in another shard's log, or nowhere.
+        r.record(&mut ks, &Record::TxnBegin { txn: T2 });
+        r.record(&mut ks, &put(b"z", b"3"));
+        r.record(&mut ks, &Record::TxnEnd { txn: T2 });
+        r.record(&mut ks, &Record::TxnCommit { txn: T1 });
+        let (undecided, _) = r.finish();
+        assert_eq!(value(&mut ks, b"x"), Some(b"1".to_vec()));
+        assert_eq!(value(&mut ks, b"y"), Some(b"2".to_vec()));
+        assert_eq!(value(&mut ks, b"other"), Some(b"o".to_vec()));
+        assert_eq!(value(&mut ks, b"z"), None);
+        assert_eq!(undecided.len(), 1);
+        assert_eq!(undecided[0].txn, T2);
+        apply_part(&mut ks, &undecided[0]);
+        assert_eq!(value(&mut ks, b"z"), Some(b"3".to_vec()));
     }
 }

@@ -45,6 +45,8 @@ pub const ATOMIC_ATTEMPTS_MAX: u32 = 200;
 /// The longest a migration's cutover or a backup's hold waits for transactions to let go of
 /// a core's keys before it gives up (and is retried).
 pub const TXN_QUIET_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(1000);
+/// How often a transaction whose records wait for disk space tries again.
+const NOT_DURABLE_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Pause between attempts after the keys moved: the map reaches every core within it.
 const MOVED_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -802,7 +804,7 @@ impl Core {
         // every part of the transaction is there too.
         let mut durable = true;
         for (shard, lsn) in &ends {
-            if let Err(e) = shard.wait_durable(*lsn).await {
+            if let Err(e) = self.wait_part_durable(shard, *lsn).await {
                 durable = false;
                 for r in out.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(e.clone());
@@ -853,6 +855,20 @@ impl Core {
         FramedRun { out, waits, ends }
     }
 
+    /// Waits until a transaction's record `lsn` is durable. A full disk (`NotDurable`: the log
+    /// keeps the record and retries) is waited out, the keys still held: a part forgotten
+    /// while applied in memory could reach a snapshot without its siblings.
+    async fn wait_part_durable(&self, shard: &Shard<DmaStorage>, lsn: u64) -> Result<()> {
+        loop {
+            match shard.wait_durable(lsn).await {
+                Err(EngineError::NotDurable { .. }) if !self.draining.get() => {
+                    glommio::timer::sleep(NOT_DURABLE_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Logs `txn`'s commit in every shard of this core that holds one of its parts, and waits
     /// until each is durable.
     async fn commit_parts(&self, txn: TxnId) {
@@ -866,7 +882,7 @@ impl Core {
             }
         }
         for (shard, lsn) in logged_at {
-            if let Err(e) = shard.wait_durable(lsn).await {
+            if let Err(e) = self.wait_part_durable(&shard, lsn).await {
                 tracing::error!(core = self.id, txn, error = %e, "a transaction's commit is not durable");
             }
         }
