@@ -303,13 +303,7 @@ impl Core {
                 return Ok(None);
             }
             let op_cores: Vec<usize> = ops.iter().map(|op| self.owner_of(op.key())).collect();
-            let mut parts: BTreeMap<usize, CoreKeys> = BTreeMap::new();
-            for (op, &c) in ops.iter().zip(&op_cores) {
-                parts.entry(c).or_default().0.push(op.key().to_vec());
-            }
-            for key in watch_keys {
-                parts.entry(self.owner_of(key)).or_default().1.push(key.clone());
-            }
+            let watch_cores: Vec<usize> = watch_keys.iter().map(|k| self.owner_of(k)).collect();
             let check = |keys: Vec<Vec<u8>>| {
                 watch.filter(|_| !keys.is_empty()).map(|w| WatchCheck {
                     id: w.id,
@@ -317,9 +311,12 @@ impl Core {
                     keys,
                 })
             };
-            if parts.len() <= 1 && !several_shards {
-                let (c, (_, wkeys)) = parts.pop_first().unwrap_or((self.id, Default::default()));
-                let work = TxnWork::RunAlone { ops, watch: check(wkeys), app };
+            // One core (the common case, and the cheap one): no key is copied.
+            let first = op_cores.first().or(watch_cores.first()).copied();
+            let one_core = op_cores.iter().chain(&watch_cores).all(|&c| Some(c) == first);
+            if one_core && !several_shards {
+                let c = first.unwrap_or(self.id);
+                let work = TxnWork::RunAlone { ops, watch: check(watch_keys.to_vec()), app };
                 match self.on_core(c, CoreWork::Txn(work)).await {
                     CoreResult::Txn(TxnAnswer::Ran(r)) => return Ok(Some(r)),
                     CoreResult::Txn(TxnAnswer::Aborted) => return Ok(None),
@@ -333,6 +330,13 @@ impl Core {
                     other => unreachable!("RunAlone answered with {other:?}"),
                 }
                 continue;
+            }
+            let mut parts: BTreeMap<usize, CoreKeys> = BTreeMap::new();
+            for (op, &c) in ops.iter().zip(&op_cores) {
+                parts.entry(c).or_default().0.push(op.key().to_vec());
+            }
+            for (key, &c) in watch_keys.iter().zip(&watch_cores) {
+                parts.entry(c).or_default().1.push(key.clone());
             }
             let txn = self.new_txn_id();
             let requests = parts.into_iter().map(|(c, (op_keys, wkeys))| {
