@@ -112,6 +112,11 @@ pub async fn run(core: &Core, shared: &Shared, s: &mut Session, cmd: AdminCmd, a
         Rename => crate::rename::rename(core, s, &args, false).await,
         RenameNx => crate::rename::rename(core, s, &args, true).await,
         Copy => crate::rename::copy(core, s, &args).await,
+        Eval => crate::scripting::eval(core, shared, s, &args, false, false).await,
+        EvalRo => crate::scripting::eval(core, shared, s, &args, false, true).await,
+        EvalSha => crate::scripting::eval(core, shared, s, &args, true, false).await,
+        EvalShaRo => crate::scripting::eval(core, shared, s, &args, true, true).await,
+        Script => crate::scripting::script(shared, s, &args),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod observe;
 pub mod rename;
 pub mod resp;
+pub mod scripting;
 pub mod shardcast;
 pub mod shared;
 pub mod sockets;

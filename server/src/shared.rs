@@ -132,6 +132,8 @@ pub struct Shared {
     pub pause: crate::clients::ClientPause,
     /// MONITOR's listeners.
     pub monitors: crate::monitor::Monitors,
+    /// Scripts by SHA-1 (EVALSHA, SCRIPT), and the ones running.
+    pub scripts: crate::scripting::ScriptCache,
 }
 
 impl Shared {
@@ -180,6 +182,7 @@ impl Shared {
             ),
             pause: Default::default(),
             monitors: Default::default(),
+            scripts: Default::default(),
             config,
         }
     }

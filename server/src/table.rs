@@ -90,6 +90,11 @@ pub enum AdminCmd {
     Rename,
     RenameNx,
     Copy,
+    Eval,
+    EvalRo,
+    EvalSha,
+    EvalShaRo,
+    Script,
 }
 
 /// One command's static description.
@@ -208,6 +213,11 @@ pub static COMMANDS: &[Spec] = &[
     spec!("discard", Admin(Discard), 1, TX, 0, 0, 0, "transactions", "2.0.0", "Discards a transaction."),
     spec!("watch", Admin(Watch), -2, TX, 1, -1, 1, "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction."),
     spec!("unwatch", Admin(Unwatch), 1, TX, 0, 0, 0, "transactions", "2.2.0", "Forgets about watched keys of a transaction."),
+    spec!("eval", Admin(Eval), -3, &["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys"], 3, -3, 1, "scripting", "2.6.0", "Executes a server-side Lua script."),
+    spec!("eval_ro", Admin(EvalRo), -3, &["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys"], 3, -3, 1, "scripting", "7.0.0", "Executes a read-only server-side Lua script."),
+    spec!("evalsha", Admin(EvalSha), -3, &["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys"], 3, -3, 1, "scripting", "2.6.0", "Executes a server-side Lua script by SHA1 digest."),
+    spec!("evalsha_ro", Admin(EvalShaRo), -3, &["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys"], 3, -3, 1, "scripting", "7.0.0", "Executes a read-only server-side Lua script by SHA1 digest."),
+    spec!("script", Admin(Script), -2, &["noscript"], 0, 0, 0, "scripting", "2.6.0", "A container for Lua scripts management commands."),
     spec!("monitor", Admin(Monitor), 1, A, 0, 0, 0, "server", "1.0.0", "Listens for all requests received by the server in real-time."),
 ];
 

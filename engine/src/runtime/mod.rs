@@ -141,8 +141,9 @@ pub struct Core {
     pub(crate) watches: RefCell<txn::watch::WatchRegistry>,
     /// The last transaction id this core gave out.
     next_txn: Cell<u64>,
-    /// Shards holding a part of a transaction whose commit is not logged yet, by transaction.
-    pub(crate) txn_parts: RefCell<HashMap<u64, Vec<Rc<Shard<DmaStorage>>>>>,
+    /// Shards holding a part of a transaction whose commit is not logged yet, with the LSN of
+    /// the part's last `TxnEnd` there, by transaction.
+    pub(crate) txn_parts: RefCell<HashMap<u64, Vec<TxnPart>>>,
     /// While a backup takes its cut, ops on this core wait on this gate (`backup`).
     pub(crate) backup_hold: RefCell<Option<Rc<crate::migration::Gate>>>,
     /// The backup in progress here: its id and the shards it pinned.
@@ -170,6 +171,9 @@ pub struct Core {
     /// Candidates for eviction under `maxmemory`.
     evictor: RefCell<eviction::Evictor>,
 }
+
+/// A shard holding part of a transaction, and the LSN of the part's last `TxnEnd` there.
+pub(crate) type TxnPart = (Rc<Shard<DmaStorage>>, u64);
 
 /// Counts a request in progress on a core until dropped.
 pub(crate) struct InFlight(Rc<Cell<u64>>);

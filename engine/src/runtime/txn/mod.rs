@@ -83,8 +83,11 @@ pub enum TxnWork {
     LockCore { txn: TxnId },
     /// Phase 2: run `ops` under `txn`'s locks.
     LockedOps { txn: TxnId, ops: Vec<Op>, app: AppId },
-    /// After phase 2: log `txn`'s commit in the shards holding its parts here, durably.
-    Commit { txn: TxnId },
+    /// After phase 2, a transaction over several shards: make its parts here durable.
+    SyncParts { txn: TxnId },
+    /// After phase 2: log `txn`'s commit in the shards holding its parts here (durably if
+    /// `sync`, or if the fsync policy is `always`).
+    Commit { txn: TxnId, sync: bool },
     /// After phase 2, a part not durable: forget `txn`'s parts here without a commit.
     Forget { txn: TxnId },
     /// Phase 3 (or giving up): release what `txn` holds here.
@@ -142,14 +145,8 @@ impl HeldKeys {
             return ops.iter().map(|_| Err(e.clone())).collect();
         };
         let applied = self.core.apply_locked(self.txn, ops, &op_cores, app).await;
-        let mut parts = self.parts.borrow_mut();
-        parts.durable &= applied.durable;
-        for c in applied.wrote {
-            if !parts.wrote.contains(&c) {
-                parts.wrote.push(c);
-            }
-        }
-        parts.wrote.sort_unstable();
+        // Each core reports its shards with parts so far: the latest count is the one.
+        self.parts.borrow_mut().shards.extend(applied.shards);
         applied.replies
     }
 
@@ -181,23 +178,26 @@ impl Drop for HeldKeys {
 #[derive(Debug)]
 pub struct PartDone {
     pub replies: Vec<Result<Reply>>,
-    /// Some shard here logged a part (it needs a commit).
-    pub wrote: bool,
-    /// Every part here is durable.
-    pub durable: bool,
+    /// Shards here holding a part of the transaction so far (each needs a commit).
+    pub shards: usize,
 }
 
 /// What phase 2 did on every core.
 struct Applied {
     replies: Vec<Result<Reply>>,
-    /// Cores whose shards logged a part, ascending.
-    wrote: Vec<usize>,
-    durable: bool,
+    /// Shards holding a part, by core (cores absent hold none).
+    shards: BTreeMap<usize, usize>,
 }
 
 impl Applied {
     fn empty() -> Self {
-        Applied { replies: Vec::new(), wrote: Vec::new(), durable: true }
+        Applied { replies: Vec::new(), shards: BTreeMap::new() }
+    }
+
+    fn note(&mut self, core: usize, shards: usize) {
+        if shards > 0 {
+            self.shards.insert(core, shards);
+        }
     }
 }
 
@@ -450,13 +450,10 @@ impl Core {
             }
         }
         let mut out: Vec<Option<Result<Reply>>> = (0..n).map(|_| None).collect();
-        let (mut wrote, mut durable) = (Vec::new(), true);
+        let mut applied = Applied::empty();
         if let Some((idx, ops)) = local {
             let part = self.run_locked(txn, ops, app).await;
-            if part.wrote {
-                wrote.push(self.id);
-            }
-            durable &= part.durable;
+            applied.note(self.id, part.shards);
             for (i, r) in idx.into_iter().zip(part.replies) {
                 out[i] = Some(r);
             }
@@ -465,26 +462,20 @@ impl Core {
             let replies = match pending {
                 Ok(slot) => match wait_reply(slot).await {
                     CoreResult::Txn(TxnAnswer::Part(part)) => {
-                        if part.wrote {
-                            wrote.push(c);
-                        }
-                        durable &= part.durable;
+                        applied.note(c, part.shards);
                         part.replies
                     }
                     other => unreachable!("LockedOps answered with {other:?}"),
                 },
-                Err(e) => {
-                    durable = false;
-                    idx.iter().map(|_| Err(e.clone())).collect()
-                }
+                // The core did not take the part: nothing of it to commit there.
+                Err(e) => idx.iter().map(|_| Err(e.clone())).collect(),
             };
             for (i, r) in idx.into_iter().zip(replies) {
                 out[i] = Some(r);
             }
         }
-        wrote.sort_unstable();
-        let replies = out.into_iter().map(|r| r.expect("every op answered")).collect();
-        Applied { replies, wrote, durable }
+        applied.replies = out.into_iter().map(|r| r.expect("every op answered")).collect();
+        applied
     }
 
     /// Phase 2's end: if every part is durable, logs the commit in every shard that holds a
@@ -493,19 +484,32 @@ impl Core {
     /// and its ops answered the error). Runs before the unlock, so no snapshot (which waits
     /// for the locks) takes in a part whose commit is not durable everywhere.
     async fn settle(&self, txn: TxnId, applied: &Applied) {
-        if applied.wrote.is_empty() {
+        let total: usize = applied.shards.values().sum();
+        if total == 0 {
             return;
         }
-        if applied.durable {
+        let cores: Vec<usize> = applied.shards.keys().copied().collect();
+        // One shard: its parts and its commit are in one log, read back as a prefix, so the
+        // commit needs no sync before it. Several: every part durable before any commit is
+        // logged, so a commit found after a crash means every part is there too.
+        let several = total > 1;
+        if several {
+            let mut durable = true;
+            for &c in &cores {
+                let answer = self.on_core(c, CoreWork::Txn(TxnWork::SyncParts { txn })).await;
+                durable &= matches!(answer, CoreResult::Txn(TxnAnswer::Done));
+            }
+            if !durable {
+                for &c in &cores {
+                    self.on_core(c, CoreWork::Txn(TxnWork::Forget { txn })).await;
+                }
+                return;
+            }
             crate::fault_point!("txn:parts-durable");
         }
-        for (i, &c) in applied.wrote.iter().enumerate() {
-            let work = match applied.durable {
-                true => TxnWork::Commit { txn },
-                false => TxnWork::Forget { txn },
-            };
-            self.on_core(c, CoreWork::Txn(work)).await;
-            if i == 0 && applied.durable {
+        for (i, &c) in cores.iter().enumerate() {
+            self.on_core(c, CoreWork::Txn(TxnWork::Commit { txn, sync: several })).await;
+            if i == 0 && several {
                 crate::fault_point!("txn:one-commit");
             }
         }
@@ -623,8 +627,12 @@ impl Core {
             TxnWork::LockedOps { txn, ops, app } => {
                 TxnAnswer::Part(self.run_locked(txn, ops, app).await)
             }
-            TxnWork::Commit { txn } => {
-                self.commit_parts(txn).await;
+            TxnWork::SyncParts { txn } => match self.sync_parts(txn).await {
+                Ok(()) => TxnAnswer::Done,
+                Err(e) => TxnAnswer::Refused(e),
+            },
+            TxnWork::Commit { txn, sync } => {
+                self.commit_parts(txn, sync).await;
                 TxnAnswer::Done
             }
             TxnWork::Forget { txn } => {
@@ -793,7 +801,7 @@ impl Core {
                         reason: "a locked key moved during its transaction".into(),
                     };
                     let replies = ops.iter().map(|_| Err(e.clone())).collect();
-                    return PartDone { replies, wrote: false, durable: false };
+                    return PartDone { replies, shards: 0 };
                 }
             }
         }
@@ -803,23 +811,22 @@ impl Core {
         let FramedRun { out, waits, ends } =
             self.apply_framed(framing, ops, targets, app, &writers);
         self.publish_memory();
-        let mut out = self.await_durable(out, waits).await;
-        // Every part durable before any commit is logged: a commit found after a crash means
-        // every part of the transaction is there too.
-        let mut durable = true;
-        for (shard, lsn) in &ends {
-            if let Err(e) = self.wait_part_durable(shard, *lsn).await {
-                durable = false;
-                for r in out.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(e.clone());
-                }
+        let out = self.await_durable(out, waits).await;
+        // The parts' durability is settled once, before the commit (`settle`), for every
+        // step of the transaction at once.
+        let mut parts = self.txn_parts.borrow_mut();
+        let here = parts.entry(txn).or_default();
+        for (shard, lsn) in ends {
+            match here.iter_mut().find(|(s, _)| Rc::ptr_eq(s, &shard)) {
+                Some(part) => part.1 = part.1.max(lsn),
+                None => here.push((shard, lsn)),
             }
         }
-        if !ends.is_empty() {
-            let shards = ends.into_iter().map(|(s, _)| s);
-            self.txn_parts.borrow_mut().entry(txn).or_default().extend(shards);
+        let shards = here.len();
+        if shards == 0 {
+            parts.remove(&txn);
         }
-        PartDone { replies: out, wrote: !writers.is_empty(), durable }
+        PartDone { replies: out, shards }
     }
 
     /// Runs `ops` with each shard in `writers` framed for transaction `txn` (nothing is framed
@@ -875,21 +882,32 @@ impl Core {
 
     /// Logs `txn`'s commit in every shard of this core that holds one of its parts, and waits
     /// until each is durable.
-    async fn commit_parts(&self, txn: TxnId) {
-        let shards = self.txn_parts.borrow_mut().remove(&txn).unwrap_or_default();
-        let mut logged_at = Vec::with_capacity(shards.len());
-        for shard in shards {
+    async fn commit_parts(&self, txn: TxnId, sync: bool) {
+        let parts = self.txn_parts.borrow_mut().remove(&txn).unwrap_or_default();
+        let sync = sync || self.config.fsync == crate::log::writer::FsyncPolicy::Always;
+        let mut logged_at = Vec::with_capacity(parts.len());
+        for (shard, _) in parts {
             match shard.log_marker(&Record::TxnCommit { txn: logged(txn) }) {
                 Ok(lsn) => logged_at.push((shard, lsn)),
                 Err(e) => tracing::error!(core = self.id, txn, error = %e,
                     "a transaction's commit could not be logged; a crash would drop its part"),
             }
         }
-        for (shard, lsn) in logged_at {
+        for (shard, lsn) in logged_at.into_iter().filter(|_| sync) {
             if let Err(e) = self.wait_part_durable(&shard, lsn).await {
                 tracing::error!(core = self.id, txn, error = %e, "a transaction's commit is not durable");
             }
         }
+    }
+
+    /// Makes `txn`'s parts on this core durable (a transaction over several shards, before
+    /// any of its commits is logged).
+    async fn sync_parts(&self, txn: TxnId) -> Result<()> {
+        let parts = self.txn_parts.borrow().get(&txn).cloned().unwrap_or_default();
+        for (shard, lsn) in parts {
+            self.wait_part_durable(&shard, lsn).await?;
+        }
+        Ok(())
     }
 
     /// Holds this core against transactions until the guard drops: waits (in the FIFO) until

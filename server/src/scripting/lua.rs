@@ -1,0 +1,416 @@
+//! One script run: a fresh Lua 5.1 state with Redis's `redis` table, `KEYS` and `ARGV`, the
+//! conversions between Lua values and RESP, and the limits.
+
+use super::reply::{parse_reply, ReplyValue};
+use crate::commands::{plan, render, Plan};
+use crate::resp::Writer;
+use crate::table::{lookup, Handler};
+use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
+use shardcast_engine::runtime::txn::HeldKeys;
+use shardcast_engine::telemetry::AppId;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest a script runs; past it, it is stopped with an error (what it wrote stays, and
+/// is committed).
+pub const SCRIPT_TIME_MAX: Duration = Duration::from_secs(5);
+/// The most memory one script's Lua state may take.
+pub const SCRIPT_MEMORY_MAX: usize = 64 * 1024 * 1024;
+/// Lua instructions between two checks of the time limit and of SCRIPT KILL.
+const HOOK_EVERY_INSTRUCTIONS: u32 = 10_000;
+/// Deepest nesting of tables converted to a reply (and of replies converted to tables).
+const NESTING_MAX: usize = 64;
+
+/// What a running script may do, and what it holds.
+pub struct Run {
+    pub held: Rc<HeldKeys>,
+    /// When the run began (its time limit counts from it).
+    pub started: Instant,
+    pub declared: HashSet<Vec<u8>>,
+    pub read_only: bool,
+    pub app: AppId,
+}
+
+/// Where a run's `redis.call` finds the run: emptied when the run ends (`run`).
+type RunSlot = Rc<std::cell::RefCell<Option<Rc<(Run, Arc<Running>)>>>>;
+
+/// A running script as SCRIPT KILL sees it.
+#[derive(Default)]
+pub struct Running {
+    pub kill: AtomicBool,
+    pub wrote: AtomicBool,
+}
+
+/// Checks that `source` compiles (SCRIPT LOAD).
+pub fn compile_check(source: &[u8]) -> Result<(), String> {
+    let lua = core_state().map_err(|e| format!("ERR {e}"))?;
+    lua.load(source).set_name("@user_script").into_function().map(|_| ()).map_err(|e| {
+        format!("ERR Error compiling script (new function): {}", one_line(&e.to_string()))
+    })
+}
+
+fn new_state() -> mlua::Result<Lua> {
+    let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE | StdLib::MATH, LuaOptions::default())?;
+    lua.set_memory_limit(SCRIPT_MEMORY_MAX)?;
+    // The metatable of every run's environment: reads fall through to the libraries, a read
+    // of a missing global or any new global is an error, as in Redis.
+    let guard: mlua::Table = lua
+        .load(
+            r#"local G = _G
+            return {
+              __index = function(t, k)
+                local v = rawget(G, k)
+                if v == nil then
+                  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+                end
+                return v
+              end,
+              __newindex = function(t, k)
+                error("Script attempted to create global variable '" .. tostring(k) .. "'", 2)
+              end,
+            }"#,
+        )
+        .eval()?;
+    lua.set_named_registry_value(ENV_GUARD, guard)?;
+    Ok(lua)
+}
+
+/// The registry name of the environments' metatable.
+const ENV_GUARD: &str = "shardcast.env_guard";
+
+thread_local! {
+    /// This core's Lua state, made at its first script and kept (each run has its own
+    /// environment table in it; `new_state`).
+    static STATE: std::cell::RefCell<Option<Lua>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This core's Lua state.
+fn core_state() -> mlua::Result<Lua> {
+    STATE.with(|cell| {
+        if let Some(lua) = cell.borrow().as_ref() {
+            return Ok(lua.clone());
+        }
+        let lua = new_state()?;
+        *cell.borrow_mut() = Some(lua.clone());
+        Ok(lua)
+    })
+}
+
+fn one_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_owned()
+}
+
+/// Runs `source` with `KEYS` and `ARGV`; its reply as RESP, or an error text.
+pub async fn run(
+    source: &[u8],
+    keys: Vec<Vec<u8>>,
+    argv: Vec<Vec<u8>>,
+    run: Run,
+    running: Arc<Running>,
+) -> Result<Vec<u8>, String> {
+    let lua = core_state().map_err(|e| format!("ERR {e}"))?;
+    let started = run.started;
+    // The run's context, reachable from Lua only through this slot, emptied when the run ends:
+    // the state outlives the run, and must not keep its held keys.
+    let slot: RunSlot = Rc::new(std::cell::RefCell::new(Some(Rc::new((run, running.clone())))));
+    struct Empty(RunSlot);
+    impl Drop for Empty {
+        fn drop(&mut self) {
+            self.0.borrow_mut().take();
+        }
+    }
+    let _empty_at_end = Empty(slot.clone());
+    let setup = || -> mlua::Result<mlua::Function> {
+        // This run's globals: its own table over the shared libraries.
+        let globals = lua.create_table()?;
+        globals.set_metatable(Some(lua.named_registry_value::<mlua::Table>(ENV_GUARD)?));
+        globals.raw_set("KEYS", strings(&lua, &keys)?)?;
+        globals.raw_set("ARGV", strings(&lua, &argv)?)?;
+        let redis = lua.create_table()?;
+        for (name, protected) in [("call", false), ("pcall", true)] {
+            let slot = slot.clone();
+            let f = lua.create_async_function(move |lua, args: MultiValue| {
+                let ctx = slot.borrow().clone();
+                async move {
+                    let Some(ctx) = ctx else {
+                        return Err(mlua::Error::runtime("ERR the script has ended"));
+                    };
+                    call(&lua, &ctx.0, &ctx.1, args, protected).await
+                }
+            })?;
+            redis.set(name, f)?;
+        }
+        redis.set(
+            "error_reply",
+            lua.create_function(|lua, msg: mlua::String| {
+                let t = lua.create_table()?;
+                t.set("err", msg)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.set(
+            "status_reply",
+            lua.create_function(|lua, msg: mlua::String| {
+                let t = lua.create_table()?;
+                t.set("ok", msg)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.set(
+            "sha1hex",
+            lua.create_function(|_, s: mlua::String| Ok(super::sha1_hex(&s.as_bytes())))?,
+        )?;
+        redis.set("log", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+        for (i, name) in
+            ["LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING"].iter().enumerate()
+        {
+            redis.set(*name, i as i64)?;
+        }
+        globals.raw_set("redis", redis)?;
+        lua.load(source).set_name("@user_script").set_environment(globals).into_function()
+    };
+    let function = setup().map_err(|e| {
+        format!("ERR Error compiling script (new function): {}", one_line(&e.to_string()))
+    })?;
+    // The script runs in its own coroutine (redis.call awaits the engine there), which the
+    // hook must be set on: Lua 5.1's hooks are per thread.
+    let thread = lua.create_thread(function).map_err(|e| format!("ERR {e}"))?;
+    arm_limits(&thread, started, running);
+    let value = thread.into_async::<Value>(()).await.map_err(|e| script_error(&e))?;
+    let mut w = Writer { buf: Vec::new(), resp3: false };
+    write_value(&mut w, &value, 0);
+    Ok(w.buf)
+}
+
+/// Sets the time limit and SCRIPT KILL's check on `thread`, the coroutine of a run that began
+/// at `started`. The state serves every script of this core and mlua keeps one hook per state
+/// (for the thread set last), so a run re-arms it each time it resumes (`call`).
+fn arm_limits(thread: &mlua::Thread, started: Instant, running: Arc<Running>) {
+    thread.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY_INSTRUCTIONS),
+        move |_: &Lua, _: mlua::Debug| {
+            if running.kill.load(Ordering::Relaxed) {
+                return Err(mlua::Error::runtime("ERR Script killed by user with SCRIPT KILL..."));
+            }
+            if started.elapsed() > SCRIPT_TIME_MAX {
+                return Err(mlua::Error::runtime(format!(
+                    "ERR Script ran past its time limit of {} ms and was stopped",
+                    SCRIPT_TIME_MAX.as_millis()
+                )));
+            }
+            Ok(VmState::Continue)
+        },
+    );
+}
+
+/// A Lua error as the error reply of EVAL: a Redis error raised by `redis.call` keeps its
+/// text (code first); anything else is reported as Redis reports a script's error.
+fn script_error(e: &mlua::Error) -> String {
+    let text = match e {
+        mlua::Error::CallbackError { cause, .. } => return script_error(cause),
+        mlua::Error::RuntimeError(t) => t.clone(),
+        mlua::Error::MemoryError(_) => return "ERR script used more memory than allowed".into(),
+        other => other.to_string(),
+    };
+    let line = one_line(&text);
+    // `@user_script:3: ERR ...` from `error(...)` inside the script keeps its position.
+    let code_first = line
+        .split(' ')
+        .next()
+        .is_some_and(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+    if code_first {
+        line
+    } else {
+        // Redis: "ERR user_script:1: boom script: <sha>, on @user_script:1."
+        format!("ERR {line}")
+    }
+}
+
+fn strings(lua: &Lua, items: &[Vec<u8>]) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table_with_capacity(items.len(), 0)?;
+    for (i, item) in items.iter().enumerate() {
+        t.raw_set(i + 1, lua.create_string(item)?)?;
+    }
+    Ok(t)
+}
+
+/// `redis.call` (`protected` false: an error reply raises a Lua error) and `redis.pcall`
+/// (the error comes back as a table `{err = ...}`).
+async fn call(
+    lua: &Lua,
+    run: &Run,
+    running: &Arc<Running>,
+    args: MultiValue,
+    protected: bool,
+) -> mlua::Result<Value> {
+    let done = call_inner(run, running, args).await;
+    // Another script of this core may have run meanwhile and taken the state's hook.
+    arm_limits(&lua.current_thread(), run.started, running.clone());
+    match done {
+        Ok(bytes) => match parse_reply(&bytes) {
+            Some((ReplyValue::Error(text), _)) if !protected => Err(mlua::Error::runtime(text)),
+            Some((v, _)) => to_lua(lua, &v, 0),
+            None => Err(mlua::Error::runtime("ERR internal error: an unreadable reply")),
+        },
+        Err(text) if protected => {
+            let t = lua.create_table()?;
+            t.set("err", text)?;
+            Ok(Value::Table(t))
+        }
+        Err(text) => Err(mlua::Error::runtime(text)),
+    }
+}
+
+/// Runs one command of a script; its reply as RESP bytes, or an error text that is not the
+/// command's own reply (a command a script may not run, an undeclared key).
+async fn call_inner(run: &Run, running: &Running, args: MultiValue) -> Result<Vec<u8>, String> {
+    let mut argv: Vec<Vec<u8>> = Vec::with_capacity(args.len());
+    for v in args.iter() {
+        match v {
+            Value::String(s) => argv.push(s.as_bytes().to_vec()),
+            Value::Integer(i) => argv.push(i.to_string().into_bytes()),
+            Value::Number(n) => argv.push(lua_number(*n).into_bytes()),
+            _ => {
+                return Err("ERR Lua redis lib command arguments must be strings or integers".into())
+            }
+        }
+    }
+    if argv.is_empty() {
+        return Err("ERR Please specify at least one argument for this redis lib call".into());
+    }
+    let Some((_, spec)) = lookup(&argv[0]) else {
+        return Err("ERR Unknown Redis command called from script".into());
+    };
+    if !spec.arity_ok(argv.len()) {
+        return Err("ERR Wrong number of args calling Redis command from script".into());
+    }
+    let cmd = match spec.handler {
+        Handler::Key(cmd) => cmd,
+        // Commands that touch no key.
+        Handler::Admin(crate::table::AdminCmd::Ping) if argv.len() <= 2 => {
+            let mut w = Writer { buf: Vec::new(), resp3: false };
+            match argv.get(1) {
+                Some(msg) => w.bulk(msg),
+                None => w.simple("PONG"),
+            }
+            return Ok(w.buf);
+        }
+        Handler::Admin(crate::table::AdminCmd::Echo) => {
+            let mut w = Writer { buf: Vec::new(), resp3: false };
+            w.bulk(&argv[1]);
+            return Ok(w.buf);
+        }
+        Handler::Admin(crate::table::AdminCmd::Time) => {
+            let us = crate::commands::now_us();
+            let mut w = Writer { buf: Vec::new(), resp3: false };
+            w.array(2);
+            w.bulk((us / 1_000_000).to_string().as_bytes());
+            w.bulk((us % 1_000_000).to_string().as_bytes());
+            return Ok(w.buf);
+        }
+        _ => {
+            return Err(format!(
+                "ERR This Redis command is not allowed from script ('{}' runs outside a script's keys here)",
+                spec.name
+            ))
+        }
+    };
+    if run.read_only && spec.has("write") {
+        return Err("ERR Write commands are not allowed from read-only scripts.".into());
+    }
+    let mut ops = Vec::new();
+    let planned = plan(cmd, spec.name, &mut argv, false, &mut ops);
+    if let Some(op) = ops.iter().find(|op| !run.declared.contains(op.key())) {
+        return Err(format!(
+            "ERR Script attempted to access key '{}' that was not declared in KEYS",
+            String::from_utf8_lossy(op.key())
+        ));
+    }
+    if ops.iter().any(|op| op.mutates()) {
+        running.wrote.store(true, Ordering::Relaxed);
+    }
+    let mut w = Writer { buf: Vec::new(), resp3: false };
+    match planned {
+        Plan::Reply(bytes) => w.buf = bytes,
+        Plan::Ops { count, render: r } => {
+            let results = run.held.run(ops, run.app).await;
+            render(&mut w, r, &mut results.into_iter(), count);
+        }
+    }
+    Ok(w.buf)
+}
+
+/// A Lua number as an argument: integral values without a fraction, as Lua prints them.
+fn lua_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e17 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// RESP reply -> Lua, as Redis converts: integer -> number, bulk -> string, nil -> false,
+/// array -> table, status -> {ok = ...}, error -> {err = ...}.
+fn to_lua(lua: &Lua, v: &ReplyValue, depth: usize) -> mlua::Result<Value> {
+    if depth > NESTING_MAX {
+        return Err(mlua::Error::runtime("ERR reply nested too deeply"));
+    }
+    Ok(match v {
+        ReplyValue::Int(i) => Value::Integer(*i),
+        ReplyValue::Bulk(b) => Value::String(lua.create_string(b)?),
+        ReplyValue::Nil => Value::Boolean(false),
+        ReplyValue::Status(s) => {
+            let t = lua.create_table()?;
+            t.set("ok", lua.create_string(s)?)?;
+            Value::Table(t)
+        }
+        ReplyValue::Error(s) => {
+            let t = lua.create_table()?;
+            t.set("err", lua.create_string(s)?)?;
+            Value::Table(t)
+        }
+        ReplyValue::Array(items) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, item, depth + 1)?)?;
+            }
+            Value::Table(t)
+        }
+    })
+}
+
+/// Lua -> RESP, as Redis converts a script's return value: number -> integer (truncated),
+/// string -> bulk, true -> 1, false and nil -> nil, {ok = s} -> status, {err = s} -> error,
+/// other tables -> array up to the first nil.
+fn write_value(w: &mut Writer, v: &Value, depth: usize) {
+    match v {
+        Value::Integer(i) => w.int(*i),
+        Value::Number(n) => w.int(*n as i64),
+        Value::String(s) => w.bulk(&s.as_bytes()),
+        Value::Boolean(true) => w.int(1),
+        Value::Table(t) if depth < NESTING_MAX => {
+            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+                return w.error(&String::from_utf8_lossy(&e.as_bytes()));
+            }
+            if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
+                return w.simple(&String::from_utf8_lossy(&s.as_bytes()));
+            }
+            let mut items = Vec::new();
+            for i in 1.. {
+                match t.raw_get::<Value>(i) {
+                    Ok(Value::Nil) | Err(_) => break,
+                    Ok(v) => items.push(v),
+                }
+            }
+            w.array(items.len());
+            for item in &items {
+                write_value(w, item, depth + 1);
+            }
+        }
+        Value::Table(_) => w.error("ERR reply nested too deeply"),
+        _ => w.null(),
+    }
+}

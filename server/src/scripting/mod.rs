@@ -1,0 +1,211 @@
+//! EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT LOAD | EXISTS | FLUSH (docs/scripting.md).
+//!
+//! A script runs atomically over the keys it declares: the engine holds them
+//! (`Core::hold_keys`, the locks of a transaction, wherever they live) for the whole run, and
+//! `redis.call` executes each command on them through the engine, awaiting it inside a Lua
+//! coroutine. A key the script did not declare gets an error, as in Redis Cluster. Each run
+//! has its own Lua 5.1 state (string, table and math libraries, no I/O, no `os`, no `load`
+//! of bytecode), bounded in time (`SCRIPT_TIME_MAX`) and memory (`SCRIPT_MEMORY_MAX`).
+//!
+//! Invariant: a script never outlives its run's hold: the keys are released, and what the
+//! script wrote committed, whether it returned, raised an error or was stopped.
+
+mod lua;
+mod reply;
+
+use crate::commands::error_text;
+use crate::connection::Session;
+use crate::shared::Shared;
+use shardcast_engine::Core;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+/// Scripts kept for EVALSHA (SCRIPT LOAD and every EVAL add theirs); past it, SCRIPT LOAD and
+/// EVAL still run, and the oldest script is forgotten.
+pub const SCRIPTS_MAX: usize = 10_000;
+/// The largest script source.
+pub const SCRIPT_BYTES_MAX: usize = 1024 * 1024;
+
+/// Sources by SHA-1, and the SHA-1s in the order they were added (the oldest goes first).
+type Scripts = (HashMap<String, std::sync::Arc<Vec<u8>>>, std::collections::VecDeque<String>);
+
+/// The scripts known by their SHA-1, shared by every core.
+#[derive(Default)]
+pub struct ScriptCache {
+    scripts: Mutex<Scripts>,
+    /// The scripts running now, on any core (SCRIPT KILL).
+    running: Mutex<Vec<std::sync::Arc<lua::Running>>>,
+}
+
+impl ScriptCache {
+    fn add(&self, source: &[u8]) -> String {
+        let sha = sha1_hex(source);
+        let mut guard = self.scripts.lock().expect("no panic holds it");
+        let (map, order) = &mut *guard;
+        if !map.contains_key(&sha) {
+            if map.len() >= SCRIPTS_MAX {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+            map.insert(sha.clone(), std::sync::Arc::new(source.to_vec()));
+            order.push_back(sha.clone());
+        }
+        sha
+    }
+
+    fn get(&self, sha: &str) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.scripts.lock().expect("no panic holds it").0.get(sha).cloned()
+    }
+
+    fn flush(&self) {
+        let mut guard = self.scripts.lock().expect("no panic holds it");
+        guard.0.clear();
+        guard.1.clear();
+    }
+}
+
+/// The SHA-1 of `source` in lower-case hex, as Redis names scripts.
+pub fn sha1_hex(source: &[u8]) -> String {
+    sha1_smol::Sha1::from(source).digest().to_string()
+}
+
+/// EVAL / EVAL_RO (`by_sha` false) and EVALSHA / EVALSHA_RO (`by_sha` true).
+pub async fn eval(
+    core: &Core,
+    shared: &Shared,
+    s: &mut Session,
+    args: &[Vec<u8>],
+    by_sha: bool,
+    read_only: bool,
+) {
+    let source = if by_sha {
+        let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+        match shared.scripts.get(&sha) {
+            Some(src) => src,
+            None => return s.w.error("NOSCRIPT No matching script. Please use EVAL."),
+        }
+    } else {
+        if args[1].len() > SCRIPT_BYTES_MAX {
+            return s.w.error(&format!("ERR a script is at most {SCRIPT_BYTES_MAX} bytes"));
+        }
+        shared.scripts.add(&args[1]);
+        std::sync::Arc::new(args[1].clone())
+    };
+    let numkeys = match std::str::from_utf8(&args[2]).ok().and_then(|t| t.parse::<i64>().ok()) {
+        Some(n) if n < 0 => return s.w.error("ERR Number of keys can't be negative"),
+        Some(n) if n as usize > args.len() - 3 => {
+            return s.w.error("ERR Number of keys can't be greater than number of args")
+        }
+        Some(n) => n as usize,
+        None => return s.w.error(crate::commands::ERR_NOT_INTEGER),
+    };
+    let keys = args[3..3 + numkeys].to_vec();
+    let argv = args[3 + numkeys..].to_vec();
+    let held = match core.hold_keys(&keys).await {
+        Ok(h) => std::rc::Rc::new(h),
+        Err(e) => return s.w.error(&error_text(&e)),
+    };
+    let run = lua::Run {
+        held: held.clone(),
+        started: std::time::Instant::now(),
+        declared: keys.iter().cloned().collect(),
+        read_only,
+        app: s.client.app(),
+    };
+    let running = std::sync::Arc::new(lua::Running::default());
+    shared.scripts.running.lock().expect("no panic holds it").push(running.clone());
+    let outcome = lua::run(&source, keys, argv, run, running.clone()).await;
+    shared
+        .scripts
+        .running
+        .lock()
+        .expect("no panic holds it")
+        .retain(|r| !std::sync::Arc::ptr_eq(r, &running));
+    // The hold ends (and what the script wrote commits) however the script ended.
+    match std::rc::Rc::try_unwrap(held) {
+        Ok(held) => held.release().await,
+        Err(_) => tracing::error!("a script's hold outlived its run; released when dropped"),
+    }
+    match outcome {
+        Ok(bytes) => s.w.buf.extend_from_slice(&bytes),
+        Err(text) => s.w.error(&text),
+    }
+}
+
+/// SCRIPT LOAD | EXISTS | FLUSH | HELP.
+pub fn script(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    match (sub.as_str(), args.len()) {
+        ("load", 3) => {
+            if args[2].len() > SCRIPT_BYTES_MAX {
+                return s.w.error(&format!("ERR a script is at most {SCRIPT_BYTES_MAX} bytes"));
+            }
+            if let Err(e) = lua::compile_check(&args[2]) {
+                return s.w.error(&e);
+            }
+            let sha = shared.scripts.add(&args[2]);
+            s.w.bulk(sha.as_bytes());
+        }
+        ("exists", n) if n >= 3 => {
+            s.w.array(n - 2);
+            for a in &args[2..] {
+                let sha = String::from_utf8_lossy(a).to_ascii_lowercase();
+                s.w.int(shared.scripts.get(&sha).is_some() as i64);
+            }
+        }
+        ("flush", 2 | 3) => {
+            if let Some(mode) = args.get(2) {
+                let m = String::from_utf8_lossy(mode).to_ascii_lowercase();
+                if m != "sync" && m != "async" {
+                    return s.w.error(crate::commands::ERR_SYNTAX);
+                }
+            }
+            shared.scripts.flush();
+            s.w.ok();
+        }
+        ("kill", 2) => {
+            let running = shared.scripts.running.lock().expect("no panic holds it");
+            if running.is_empty() {
+                return s.w.error("NOTBUSY No scripts in execution right now.");
+            }
+            let killable: Vec<_> =
+                running.iter().filter(|r| !r.wrote.load(Ordering::Relaxed)).collect();
+            if killable.is_empty() {
+                return s.w.error("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
+            }
+            killable.iter().for_each(|r| r.kill.store(true, Ordering::Relaxed));
+            s.w.ok();
+        }
+        ("help", 2) => s.w.lines(&[
+            "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "EXISTS <sha1> [<sha1> ...]",
+            "    Return information about the existence of the scripts in the script cache.",
+            "KILL",
+            "    Kill the currently executing Lua script.",
+            "FLUSH [ASYNC|SYNC]",
+            "    Flush the Lua scripts cache. Very dangerous on replicas.",
+            "LOAD <script>",
+            "    Load a script into the scripts cache without executing it.",
+            "HELP",
+            "    Print this help.",
+        ]),
+        ("load" | "exists" | "flush" | "kill" | "help", _) => {
+            s.w.error(&format!("ERR wrong number of arguments for 'script|{sub}' command"))
+        }
+        _ => s.w.error(&format!(
+            "ERR unknown subcommand '{}'. Try SCRIPT HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sha1_is_redis_s_name_for_a_script() {
+        // redis-cli SCRIPT LOAD "return 1"
+        assert_eq!(super::sha1_hex(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+}

@@ -1,0 +1,180 @@
+//! EVAL, EVALSHA, EVAL_RO and SCRIPT against the real binary: replies compared with Debian's
+//! `redis-server` (conversions both ways, redis.call / pcall, error_reply / status_reply,
+//! the script cache, argument errors), a script that moves money between keys on two cores
+//! while readers check the total, the time limit (the server keeps serving), and keys a
+//! script did not declare.
+
+mod common;
+
+use common::{core_of_partition, shards, Redis, Server};
+use redis::Value;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn run(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(c) {
+        Ok(v) => format!("{v:?}"),
+        // Redis appends where in the script an error was raised; the text before is the same.
+        Err(e) => {
+            let detail = e.detail().unwrap_or("");
+            let detail = detail.split(" script: ").next().unwrap_or(detail);
+            format!("error {} {}", e.code().unwrap_or("?"), detail)
+        }
+    }
+}
+
+fn partitions_on_both_cores(c: &mut redis::Connection) -> (String, String) {
+    let rows = shards(c);
+    let names: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
+    let a = names.iter().find(|p| core_of_partition(&rows, p) == 0).expect("a core-0 partition");
+    let b = names.iter().find(|p| core_of_partition(&rows, p) == 1).expect("a core-1 partition");
+    (a.clone(), b.clone())
+}
+
+#[test]
+fn replies_match_redis() {
+    let redis = Redis::start();
+    let server = Server::start("script-replies", &["--cores", "2"]);
+    let (a, b) = partitions_on_both_cores(&mut server.client());
+    let (ka, kb) = (format!("{a}:k"), format!("{b}:k"));
+    let session: Vec<Vec<&str>> = vec![
+        vec!["EVAL", "return 1", "0"],
+        vec!["EVAL", "return 3.99", "0"],
+        vec!["EVAL", "return -2", "0"],
+        vec!["EVAL", "return 'text'", "0"],
+        vec!["EVAL", "return true", "0"],
+        vec!["EVAL", "return false", "0"],
+        vec!["EVAL", "return nil", "0"],
+        vec!["EVAL", "return {1, 'two', {3, {'four'}}, nil, 5}", "0"],
+        vec!["EVAL", "return redis.status_reply('FINE')", "0"],
+        vec!["EVAL", "return redis.error_reply('MY failure')", "0"],
+        vec!["EVAL", "return {ok = 'ALSO'}", "0"],
+        vec!["EVAL", "return {KEYS[1], KEYS[2], ARGV[1], ARGV[2]}", "2", &ka, &kb, "x", "y"],
+        vec!["EVAL", "return redis.call('SET', KEYS[1], ARGV[1])", "1", &ka, "10"],
+        vec!["EVAL", "return redis.call('incrby', KEYS[1], 5)", "1", &ka],
+        vec!["EVAL", "return redis.call('get', KEYS[1])", "1", &kb],
+        vec!["EVAL", "return redis.call('mget', KEYS[1], KEYS[2])", "2", &ka, &kb],
+        vec!["EVAL", "return redis.call('set', KEYS[1], 'x', 'NX')", "1", &ka],
+        vec!["EVAL", "return type(redis.call('get', KEYS[1]))", "1", "missing"],
+        vec!["EVAL", "return redis.pcall('incr', KEYS[1])", "1", &kb],
+        vec!["SET", &kb, "text"],
+        vec!["EVAL", "return redis.pcall('incr', KEYS[1])", "1", &kb],
+        vec!["EVAL", "local r = redis.pcall('incr', KEYS[1]) return r['err']", "1", &kb],
+        vec!["EVAL", "return redis.call('incr', KEYS[1])", "1", &kb],
+        vec!["EVAL", "return redis.call('ping')", "0"],
+        vec!["EVAL", "return tonumber(ARGV[1]) * 2", "0", "21"],
+        vec!["EVAL", "return redis.sha1hex('abc')", "0"],
+        vec!["EVAL", "return 1", "-1"],
+        vec!["EVAL", "return 1", "3", "a"],
+        vec!["EVAL", "return 1", "x"],
+        vec!["SCRIPT", "LOAD", "return ARGV[1]"],
+        vec!["EVALSHA", "5d4a2ee0ee8fc1e8e1aa85beb5ed5d3a5a39f19a", "0", "hello"],
+        vec![
+            "SCRIPT",
+            "EXISTS",
+            "5d4a2ee0ee8fc1e8e1aa85beb5ed5d3a5a39f19a",
+            "0000000000000000000000000000000000000000",
+        ],
+        vec!["SCRIPT", "FLUSH"],
+        vec!["EVALSHA", "5d4a2ee0ee8fc1e8e1aa85beb5ed5d3a5a39f19a", "0", "hello"],
+        vec!["SCRIPT", "KILL"],
+        vec!["EVAL_RO", "return redis.call('get', KEYS[1])", "1", &ka],
+    ];
+    let (mut r, mut s) = (redis.client(), server.client());
+    for cmd in &session {
+        let (want, got) = (run(&mut r, cmd), run(&mut s, cmd));
+        assert_eq!(got, want, "{cmd:?}");
+    }
+    // The sha Shardcast computes is Redis's.
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg("return 7").query(&mut s).unwrap();
+    let want: String = redis::cmd("SCRIPT").arg("LOAD").arg("return 7").query(&mut r).unwrap();
+    assert_eq!(sha, want);
+}
+
+/// What a Redis Cluster user meets, and the limits: an undeclared key, a write from EVAL_RO,
+/// a global, a script that never ends (stopped, the server serving on), memory.
+#[test]
+fn undeclared_keys_read_only_scripts_and_limits() {
+    let server = Server::start("script-limits", &["--cores", "2"]);
+    let mut c = server.client();
+    let e = run(&mut c, &["EVAL", "return redis.call('get', 'elsewhere')", "0"]);
+    assert!(e.contains("not declared in KEYS"), "{e}");
+    let e = run(&mut c, &["EVAL_RO", "return redis.call('set', KEYS[1], 1)", "1", "k"]);
+    assert!(e.contains("Write commands are not allowed from read-only scripts"), "{e}");
+    let e = run(&mut c, &["EVAL", "x = 1", "0"]);
+    assert!(e.contains("Script attempted to create global variable 'x'"), "{e}");
+    let e = run(&mut c, &["EVAL", "local t = {} for i = 1, 1e9 do t[i] = i end", "0"]);
+    assert!(e.contains("more memory than allowed"), "{e}");
+    // A script that never ends is stopped; meanwhile another connection is served.
+    let url = server.url();
+    let looping = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let started = Instant::now();
+        let e = run(&mut c, &["EVAL", "while true do end", "0"]);
+        (e, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = server.client();
+    for i in 0..20 {
+        assert_eq!(run(&mut other, &["SET", &format!("k{i}"), "v"]), "ok");
+    }
+    let (e, took) = looping.join().unwrap();
+    assert!(e.contains("time limit"), "{e}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let still: String = redis::cmd("EVAL").arg("return 'still here'").arg(0).query(&mut c).unwrap();
+    assert_eq!(still, "still here");
+}
+
+/// A script moves money between an account on each core (GET both, SET both) while readers
+/// MGET both: the total never changes, because the script holds its declared keys.
+#[test]
+fn a_script_over_keys_on_two_cores_is_atomic() {
+    let server = Server::start("script-atomic", &["--cores", "2"]);
+    let mut c = server.client();
+    let (a, b) = partitions_on_both_cores(&mut c);
+    let (ka, kb) = (format!("{a}:acct"), format!("{b}:acct"));
+    run(&mut c, &["MSET", &ka, "500", &kb, "500"]);
+    let script = "local x = tonumber(redis.call('get', KEYS[1])) \
+                  local y = tonumber(redis.call('get', KEYS[2])) \
+                  redis.call('set', KEYS[1], x - ARGV[1]) \
+                  redis.call('set', KEYS[2], y + ARGV[1]) return x - ARGV[1]";
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut c, stop, reads) = (server.client(), stop.clone(), reads.clone());
+            let (ka, kb) = (ka.clone(), kb.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let v: Vec<i64> = redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut c).unwrap();
+                    assert_eq!(v[0] + v[1], 1000, "a script seen half done: {v:?}");
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(script).query(&mut c).unwrap();
+    for i in 0..500 {
+        let amount = if i % 2 == 0 { "7" } else { "-7" };
+        let _: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(2)
+            .arg(&ka)
+            .arg(&kb)
+            .arg(amount)
+            .query(&mut c)
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("a reader saw a torn script");
+    }
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    let v: Vec<i64> = redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut c).unwrap();
+    assert_eq!(v, [500, 500]);
+}
