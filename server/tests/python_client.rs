@@ -5,15 +5,13 @@
 
 mod common;
 
-use common::{core_of_partition, shards, Server};
+use common::{partitions_on_both_cores, Server};
 use std::process::Command;
 
 #[test]
 fn redis_py_pipelines_and_transactions_work() {
     let server = Server::start("python-client", &["--cores", "2"]);
-    let rows = shards(&mut server.client());
-    let names: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
-    let on = |core| names.iter().find(|p| core_of_partition(&rows, p) == core).unwrap().clone();
+    let (a, b) = partitions_on_both_cores(&mut server.client());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/redis_py_client.py");
     // Debian's interpreter, which python3-redis is installed for (a pyenv `python3` earlier
     // on the PATH would not see it).
@@ -24,8 +22,8 @@ fn redis_py_pipelines_and_transactions_work() {
     let out = Command::new(python)
         .arg(script)
         .arg(server.port.to_string())
-        .arg(format!("{}:balance", on(0)))
-        .arg(format!("{}:balance", on(1)))
+        .arg(format!("{a}:balance"))
+        .arg(format!("{b}:balance"))
         .output()
         .expect("python3 (with python3-redis; .ci/run installs it)");
     let (stdout, stderr) =

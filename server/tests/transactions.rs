@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{core_of_partition, shards, Redis, Server};
+use common::{partitions_on_both_cores, Redis, Server};
 use redis::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,15 +37,6 @@ fn exec_ok(c: &mut redis::Connection) -> Option<Vec<String>> {
 
 fn get(c: &mut redis::Connection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query(c).unwrap()
-}
-
-/// Two partition names whose keys live on different cores of a 2-core server.
-fn partitions_on_both_cores(c: &mut redis::Connection) -> (String, String) {
-    let rows = shards(c);
-    let names: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
-    let a = names.iter().find(|p| core_of_partition(&rows, p) == 0).expect("a core-0 partition");
-    let b = names.iter().find(|p| core_of_partition(&rows, p) == 1).expect("a core-1 partition");
-    (a.clone(), b.clone())
 }
 
 /// The same sessions against Redis and Shardcast: each reply the same (values, nils, errors

@@ -365,3 +365,12 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// Two partition names whose keys live on different cores of a 2-core server: one on core 0,
+/// one on core 1.
+pub fn partitions_on_both_cores(c: &mut redis::Connection) -> (String, String) {
+    let rows = shards(c);
+    let names: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
+    let on = |core| names.iter().find(|p| core_of_partition(&rows, p) == core).cloned();
+    (on(0).expect("a core-0 partition"), on(1).expect("a core-1 partition"))
+}
