@@ -95,19 +95,32 @@ impl EvictionPolicy {
     }
 
     /// How good a candidate an entry is: higher goes first.
+    ///
+    /// Recency is scored by *when* the key was last used, not by its idle time: a pool
+    /// candidate keeps its score while it waits, and an idle time read seconds ago would lose
+    /// to a more recently used key sampled now, whose idle time is read later (Redis's pool
+    /// stores idle times; during a slow fill it evicted recently read keys this way).
     fn score(self, entry: &Entry, now_ms: u64) -> u64 {
         match self {
-            EvictionPolicy::AllKeysLru | EvictionPolicy::VolatileLru => {
-                entry.access.idle_s(now_ms) as u64
-            }
+            EvictionPolicy::AllKeysLru | EvictionPolicy::VolatileLru => staleness(entry, now_ms),
             EvictionPolicy::AllKeysLfu | EvictionPolicy::VolatileLfu => {
                 let rarity = 255 - entry.access.freq(now_ms) as u64;
-                (rarity << 32) | entry.access.idle_s(now_ms) as u64
+                (rarity << STALENESS_BITS) | staleness(entry, now_ms)
             }
             // Random policies take a sampled key as is; TTL does not sample.
             _ => 0,
         }
     }
+}
+
+/// Bits of [`staleness`]: seconds since the epoch fit until the year 10,000 and beyond.
+const STALENESS_BITS: u32 = 40;
+
+/// Higher the longer ago the entry was last used, and the same whenever it is computed: the
+/// last use in seconds on the engine's clock, counted down from 2^[`STALENESS_BITS`].
+fn staleness(entry: &Entry, now_ms: u64) -> u64 {
+    let last_use_s = (now_ms / 1000).saturating_sub(entry.access.idle_s(now_ms) as u64);
+    (1u64 << STALENESS_BITS) - 1 - last_use_s.min((1 << STALENESS_BITS) - 1)
 }
 
 /// The eviction settings every core reads: changed at runtime by `CONFIG SET`.
@@ -378,6 +391,21 @@ mod tests {
         assert_eq!(e.pool.len(), EVICTION_POOL_SIZE);
         let scores: Vec<u64> = e.pool.iter().map(|c| c.score).collect();
         assert_eq!(scores, (24..40).collect::<Vec<u64>>());
+    }
+
+    /// A candidate waiting in the pool keeps its rank: a key last used at 0 s, sampled at 3 s,
+    /// still beats a key last used at 5 s and sampled at 10 s (by idle time, 3 < 5, it lost).
+    #[test]
+    fn a_candidate_sampled_long_ago_keeps_its_rank() {
+        let mut ks = Keyspace::new();
+        let opts = SetOptions { expiry: SetExpiry::Clear, ..SetOptions::PLAIN };
+        ks.set(b"cold", vec![0; 8], opts, 0, &mut NoLog).unwrap();
+        ks.set(b"hot", vec![0; 8], opts, 5_000, &mut NoLog).unwrap();
+        for policy in [EvictionPolicy::AllKeysLru, EvictionPolicy::AllKeysLfu] {
+            let cold = policy.score(ks.peek(b"cold").unwrap(), 3_000);
+            let hot = policy.score(ks.peek(b"hot").unwrap(), 10_000);
+            assert!(cold > hot, "{policy:?}: cold {cold} <= hot {hot}");
+        }
     }
 
     /// Sampled LRU with a pool approximates true LRU: filling a keyspace's worth of new keys
