@@ -328,6 +328,8 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("maxmemory-policy", shared.eviction().policy().name().into()),
         ("maxmemory-samples", shared.eviction().samples().to_string()),
         ("maxclients", shared.maxclients.load(Ordering::Relaxed).to_string()),
+        ("busy-reply-threshold", shared.scripts.time_limit_ms().to_string()),
+        ("lua-time-limit", shared.scripts.time_limit_ms().to_string()),
         ("proto-max-bulk-len", shared.proto_max_bulk_len.load(Ordering::Relaxed).to_string()),
         ("client-query-buffer-limit", c.query_buffer_max_bytes.to_string()),
         ("requirepass", shared.password().unwrap_or_default()),
@@ -420,6 +422,14 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                             .map(|n| n as u64),
                         Err(_) => Err("argument couldn't be parsed into an integer".into()),
                     },
+                    "busy-reply-threshold" | "lua-time-limit" => match value.parse::<i64>() {
+                        Ok(v) if v >= 0 => Ok(v as u64),
+                        Ok(_) => {
+                            Err("argument must be between 0 and 9223372036854775807 inclusive"
+                                .into())
+                        }
+                        Err(_) => Err("argument couldn't be parsed into an integer".into()),
+                    },
                     "requirepass" => Ok(0),
                     "telemetry" | "latency-tracking" => {
                         crate::config::parse_yes_no(&value).map(u64::from)
@@ -470,6 +480,9 @@ fn config(core: &Core, shared: &Shared, s: &mut Session, args: &[Vec<u8>]) {
                     }
                     "maxmemory-samples" => shared.eviction().set_samples(v as usize),
                     "maxclients" => shared.maxclients.store(v, Ordering::Relaxed),
+                    "busy-reply-threshold" | "lua-time-limit" => {
+                        shared.scripts.set_time_limit_ms(v)
+                    }
                     "proto-max-bulk-len" => shared.proto_max_bulk_len.store(v, Ordering::Relaxed),
                     "telemetry" => shared.config.engine.telemetry.set(v == 1),
                     "latency-tracking" => shared.observe.tracking.store(v == 1, Ordering::Relaxed),
@@ -787,34 +800,68 @@ async fn msetnx_held(
     s: &Session,
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> shardcast_engine::Result<i64> {
+    let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    let held = core.hold_keys(&keys).await?;
+    let outcome = msetnx_on(&held, s, pairs).await;
+    held.release().await;
+    outcome
+}
+
+/// MSETNX's check and sets on keys the caller holds (alone, or in an EXEC that holds them).
+async fn msetnx_on(
+    held: &shardcast_engine::runtime::txn::HeldKeys,
+    s: &Session,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> shardcast_engine::Result<i64> {
     use shardcast_engine::keyspace::{SetCondition, SetExpiry};
     use shardcast_engine::ops::{Op, Reply};
     let app = s.client.app();
     let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
-    let held = core.hold_keys(&keys).await?;
     let exists = held.run(keys.into_iter().map(|key| Op::Exists { key }).collect(), app).await;
-    let outcome = if let Some(e) = exists.iter().find_map(|r| r.as_ref().err()) {
-        Err(e.clone())
-    } else if exists.iter().any(|r| matches!(r, Ok(Reply::Bool(true)))) {
-        Ok(0)
-    } else {
-        let sets = pairs
-            .into_iter()
-            .map(|(key, value)| Op::Set {
-                key,
-                value,
-                condition: SetCondition::Always,
-                expiry: SetExpiry::Clear,
-                return_old: false,
-            })
-            .collect();
-        match held.run(sets, app).await.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(1),
-        }
-    };
-    held.release().await;
-    outcome
+    if let Some(e) = exists.iter().find_map(|r| r.as_ref().err()) {
+        return Err(e.clone());
+    }
+    if exists.iter().any(|r| matches!(r, Ok(Reply::Bool(true)))) {
+        return Ok(0);
+    }
+    let sets = pairs
+        .into_iter()
+        .map(|(key, value)| Op::Set {
+            key,
+            value,
+            condition: SetCondition::Always,
+            expiry: SetExpiry::Clear,
+            return_old: false,
+        })
+        .collect();
+    match held.run(sets, app).await.into_iter().find_map(Result::err) {
+        Some(e) => Err(e),
+        None => Ok(1),
+    }
+}
+
+/// The keys of an MSETNX.
+pub fn msetnx_keys(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    args.iter().skip(1).step_by(2).cloned().collect()
+}
+
+/// MSETNX inside an EXEC that holds its keys.
+pub async fn msetnx_in_exec(
+    held: &shardcast_engine::runtime::txn::HeldKeys,
+    s: &mut Session,
+    mut args: Vec<Vec<u8>>,
+) {
+    if args.len().is_multiple_of(2) {
+        return s.w.error("ERR wrong number of arguments for 'msetnx' command");
+    }
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (1..args.len())
+        .step_by(2)
+        .map(|i| (std::mem::take(&mut args[i]), std::mem::take(&mut args[i + 1])))
+        .collect();
+    match msetnx_on(held, s, pairs).await {
+        Ok(n) => s.w.int(n),
+        Err(e) => s.w.error(&error_text(&e)),
+    }
 }
 
 async fn msetnx(core: &Core, s: &mut Session, mut args: Vec<Vec<u8>>) {

@@ -134,6 +134,9 @@ pub struct FileConfig {
     pub latency_monitor_threshold: Option<u64>,
     pub latency_tracking: Option<bool>,
     pub latency_tracking_info_percentiles: Option<String>,
+    /// How long a script may run before it is stopped, in ms (0: until SCRIPT KILL).
+    #[serde(alias = "lua-time-limit")]
+    pub busy_reply_threshold: Option<u64>,
 }
 
 /// Everything the server runs with.
@@ -167,6 +170,8 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// The slow log, latency monitor and latency tracking settings.
     pub observe: crate::stats::ObserveSettings,
+    /// `busy-reply-threshold`: how long a script may run, in ms (0: until SCRIPT KILL).
+    pub script_time_limit_ms: u64,
 }
 
 /// The forecaster's settings, in ms.
@@ -209,6 +214,7 @@ impl Default for ServerConfig {
             maxmemory_bytes: 0,
             maxmemory_policy: EvictionPolicy::NoEviction,
             maxmemory_samples: MAXMEMORY_SAMPLES_DEFAULT,
+            script_time_limit_ms: crate::scripting::SCRIPT_TIME_LIMIT_DEFAULT_MS,
             maxclients: MAXCLIENTS_DEFAULT,
             proto_max_bulk_len: PROTO_MAX_BULK_LEN_DEFAULT,
             query_buffer_max_bytes: QUERY_BUFFER_MAX_BYTES_DEFAULT,
@@ -477,6 +483,9 @@ impl ServerConfig {
             }
             self.observe.slowlog_max_len = v;
         }
+        if let Some(v) = f.busy_reply_threshold {
+            self.script_time_limit_ms = v;
+        }
         if let Some(v) = f.latency_monitor_threshold {
             self.observe.latency_monitor_threshold_ms = v;
         }
@@ -637,6 +646,14 @@ mod tests {
         let c =
             ServerConfig::load(Flags { config: Some(file.clone()), ..Flags::default() }).unwrap();
         assert_eq!((c.maxmemory_policy, c.maxmemory_samples), (EvictionPolicy::VolatileLfu, 10));
+        assert_eq!(c.script_time_limit_ms, crate::scripting::SCRIPT_TIME_LIMIT_DEFAULT_MS);
+        for key in ["busy-reply-threshold", "lua-time-limit"] {
+            std::fs::write(&file, format!("{key} = 250\n")).unwrap();
+            let c = ServerConfig::load(Flags { config: Some(file.clone()), ..Flags::default() });
+            assert_eq!(c.unwrap().script_time_limit_ms, 250);
+        }
+        std::fs::write(&file, "maxmemory-policy = \"volatile-lfu\"\nmaxmemory-samples = 10\n")
+            .unwrap();
         let c = ServerConfig::load(Flags {
             config: Some(file.clone()),
             maxmemory_policy: Some("allkeys-random".into()),

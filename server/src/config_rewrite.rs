@@ -36,6 +36,9 @@ pub fn rewrite(shared: &Shared) -> Result<(), String> {
     let threshold = i64::try_from(obs.events.threshold_ms()).unwrap_or(i64::MAX);
     set(&mut doc, "latency-monitor-threshold", toml_edit::value(threshold));
     set(&mut doc, "latency-tracking", toml_edit::value(obs.tracking()));
+    let script_limit = i64::try_from(shared.scripts.time_limit_ms()).unwrap_or(i64::MAX);
+    doc.remove("lua-time-limit");
+    set(&mut doc, "busy-reply-threshold", toml_edit::value(script_limit));
     let percentiles: Vec<String> =
         obs.percentiles().iter().map(|p| crate::stats::percentile_text(*p)).collect();
     set(&mut doc, "latency-tracking-info-percentiles", toml_edit::value(percentiles.join(" ")));

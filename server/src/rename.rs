@@ -1,18 +1,43 @@
 //! RENAME, RENAMENX and COPY: a read of the source and a write of the destination (and, for
 //! RENAME, a delete of the source) under the engine's key locks (`Core::hold_keys`), so the
 //! pair changes atomically whichever cores the two keys live on, and the value keeps its
-//! expiry.
+//! expiry. Inside an EXEC that holds its keys already, the same steps run on that hold
+//! (`rename_held`, `copy_held`).
 
 use crate::commands::error_text;
 use crate::connection::Session;
 use shardcast_engine::keyspace::{SetCondition, SetExpiry};
 use shardcast_engine::ops::{Op, Reply};
+use shardcast_engine::runtime::txn::HeldKeys;
 use shardcast_engine::Core;
+
+/// The keys RENAME, RENAMENX and COPY hold.
+pub fn keys_of(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    args.get(1..3).map(<[Vec<u8>]>::to_vec).unwrap_or_default()
+}
+
+/// Holds the source and destination of `args` for one command.
+async fn hold(core: &Core, s: &mut Session, args: &[Vec<u8>]) -> Option<HeldKeys> {
+    match core.hold_keys(&keys_of(args)).await {
+        Ok(held) => Some(held),
+        Err(e) => {
+            s.w.error(&error_text(&e));
+            None
+        }
+    }
+}
 
 /// RENAME (`nx` false) and RENAMENX (`nx` true).
 pub async fn rename(core: &Core, s: &mut Session, args: &[Vec<u8>], nx: bool) {
+    let Some(held) = hold(core, s, args).await else { return };
+    rename_held(&held, s, args, nx).await;
+    held.release().await;
+}
+
+/// RENAME or RENAMENX with both keys held by the caller.
+pub async fn rename_held(held: &HeldKeys, s: &mut Session, args: &[Vec<u8>], nx: bool) {
     let (src, dst) = (args[1].clone(), args[2].clone());
-    match move_value(core, s, src, dst, if nx { Mode::RenameNx } else { Mode::Rename }).await {
+    match move_value(held, s, src, dst, if nx { Mode::RenameNx } else { Mode::Rename }).await {
         Ok(Outcome::NoSource) => s.w.error("ERR no such key"),
         Ok(Outcome::Done) if nx => s.w.int(1),
         Ok(Outcome::Done) => s.w.ok(),
@@ -23,6 +48,13 @@ pub async fn rename(core: &Core, s: &mut Session, args: &[Vec<u8>], nx: bool) {
 
 /// COPY source destination [DB 0] [REPLACE].
 pub async fn copy(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
+    let Some(held) = hold(core, s, args).await else { return };
+    copy_held(&held, s, args).await;
+    held.release().await;
+}
+
+/// COPY with both keys held by the caller.
+pub async fn copy_held(held: &HeldKeys, s: &mut Session, args: &[Vec<u8>]) {
     let mut replace = false;
     let mut i = 3;
     while i < args.len() {
@@ -44,7 +76,7 @@ pub async fn copy(core: &Core, s: &mut Session, args: &[Vec<u8>]) {
         return s.w.error("ERR source and destination objects are the same");
     }
     let mode = if replace { Mode::CopyReplace } else { Mode::Copy };
-    match move_value(core, s, args[1].clone(), args[2].clone(), mode).await {
+    match move_value(held, s, args[1].clone(), args[2].clone(), mode).await {
         Ok(Outcome::Done) => s.w.int(1),
         Ok(Outcome::NoSource | Outcome::DestinationExists) => s.w.int(0),
         Err(e) => s.w.error(&e),
@@ -67,17 +99,16 @@ enum Outcome {
 
 /// Reads `src` and writes it to `dst` (deleting `src` for a rename), both keys held.
 async fn move_value(
-    core: &Core,
+    held: &HeldKeys,
     s: &Session,
     src: Vec<u8>,
     dst: Vec<u8>,
     mode: Mode,
 ) -> Result<Outcome, String> {
     let app = s.client.app();
-    let held = core.hold_keys(&[src.clone(), dst.clone()]).await.map_err(|e| error_text(&e))?;
     let read =
         held.run(vec![Op::Dump { key: src.clone() }, Op::Exists { key: dst.clone() }], app).await;
-    let outcome = match (&read[0], &read[1]) {
+    match (&read[0], &read[1]) {
         (Err(e), _) | (_, Err(e)) => Err(error_text(e)),
         (Ok(Reply::Entry { value, expire_at_ms }), Ok(Reply::Bool(dst_exists))) => {
             let keep_dst = matches!(mode, Mode::RenameNx | Mode::Copy) && *dst_exists;
@@ -114,7 +145,5 @@ async fn move_value(
             }
         }
         (Ok(_), Ok(_)) => Ok(Outcome::NoSource),
-    };
-    held.release().await;
-    outcome
+    }
 }

@@ -182,7 +182,7 @@ impl Shared {
             ),
             pause: Default::default(),
             monitors: Default::default(),
-            scripts: Default::default(),
+            scripts: crate::scripting::ScriptCache::with_time_limit_ms(config.script_time_limit_ms),
             config,
         }
     }

@@ -68,6 +68,15 @@ fn refused_in_multi(spec: &Spec) -> Option<String> {
         Handler::Admin(cmd) => matches!(
             cmd,
             Ping | Echo
+                | Eval
+                | EvalRo
+                | EvalSha
+                | EvalShaRo
+                | Script
+                | Rename
+                | RenameNx
+                | Copy
+                | MSetNx
                 | Time
                 | Select
                 | Client
@@ -211,6 +220,9 @@ pub async fn exec(core: &Core, shared: &Shared, s: &mut Session) {
     {
         shared.pause.wait_for(spec, core, &s.client).await;
     }
+    if m.queued.iter().filter_map(|a| lookup(&a[0])).any(|(_, sp)| needs_hold(sp)) {
+        return exec_held(core, shared, s, m.queued).await;
+    }
     let mut ops = Vec::new();
     let mut steps = Vec::with_capacity(m.queued.len());
     for mut args in m.queued {
@@ -243,6 +255,100 @@ pub async fn exec(core: &Core, shared: &Shared, s: &mut Session) {
             }
             Step::Admin(cmd, args) => Box::pin(admin::run(core, shared, s, cmd, args)).await,
         }
+    }
+    if hits > 0 {
+        shared.stats.keyspace_hits.add(core.id(), hits);
+    }
+    if misses > 0 {
+        shared.stats.keyspace_misses.add(core.id(), misses);
+    }
+}
+
+/// Whether a queued command takes several steps over its keys (a script's calls, RENAME's
+/// read then write): the EXEC then holds every key of every command (`exec_held`).
+fn needs_hold(spec: &Spec) -> bool {
+    use AdminCmd::*;
+    matches!(
+        spec.handler,
+        Handler::Admin(Eval | EvalRo | EvalSha | EvalShaRo | Rename | RenameNx | Copy | MSetNx)
+    )
+}
+
+/// A queued command of a held EXEC, with its ops if it plans into ops.
+enum HeldStep {
+    Planned(Plan, Vec<shardcast_engine::ops::Op>),
+    Admin(AdminCmd, Vec<Vec<u8>>),
+}
+
+/// EXEC of a transaction with a script, RENAME, COPY or MSETNX: every key of every command
+/// (and every watched key) is locked first, wherever it lives (`Core::hold_keys_watched`),
+/// then the commands run one after another on the hold, and the hold commits as one
+/// transaction (docs/transactions.md). Costs a round of messages per command, where the
+/// plain EXEC costs one for all.
+async fn exec_held(core: &Core, shared: &Shared, s: &mut Session, queued: Vec<Vec<Vec<u8>>>) {
+    use crate::scripting::{eval_in_exec, keys_of as script_keys};
+    use AdminCmd::*;
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut steps = Vec::with_capacity(queued.len());
+    for mut args in queued {
+        let Some((_, spec)) = lookup(&args[0]) else { continue };
+        steps.push(match spec.handler {
+            Handler::Key(cmd) => {
+                let mut ops = Vec::new();
+                let planned = plan(cmd, spec.name, &mut args, s.w.resp3, &mut ops);
+                keys.extend(ops.iter().map(|op| op.key().to_vec()));
+                HeldStep::Planned(planned, ops)
+            }
+            Handler::Admin(cmd) => {
+                match cmd {
+                    Eval | EvalRo | EvalSha | EvalShaRo => keys.extend(script_keys(&args)),
+                    Rename | RenameNx | Copy => keys.extend(crate::rename::keys_of(&args)),
+                    MSetNx => keys.extend(admin::msetnx_keys(&args)),
+                    _ => {}
+                }
+                HeldStep::Admin(cmd, args)
+            }
+        });
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let watch = s.watching.as_ref().map(|w| &w.0);
+    let held = core.hold_keys_watched(&keys, watch).await;
+    unwatch_all(core, s).await;
+    let held = match held {
+        Ok(Some(held)) => std::rc::Rc::new(held),
+        Ok(None) => return s.w.null_array(),
+        Err(e) => return s.w.error(&error_text(&e)),
+    };
+    let app = s.client.app();
+    let (mut hits, mut misses) = (0, 0);
+    s.w.array(steps.len());
+    for step in steps {
+        match step {
+            HeldStep::Planned(Plan::Reply(bytes), _) => s.w.buf.extend_from_slice(&bytes),
+            HeldStep::Planned(Plan::Ops { count, render: r }, ops) => {
+                let results = held.run(ops, app).await;
+                let (h, m) = render(&mut s.w, r, &mut results.into_iter(), count);
+                hits += h;
+                misses += m;
+            }
+            HeldStep::Admin(cmd, args) => match cmd {
+                Eval => eval_in_exec(shared, s, &args, held.clone(), false, false).await,
+                EvalRo => eval_in_exec(shared, s, &args, held.clone(), false, true).await,
+                EvalSha => eval_in_exec(shared, s, &args, held.clone(), true, false).await,
+                EvalShaRo => eval_in_exec(shared, s, &args, held.clone(), true, true).await,
+                Rename => crate::rename::rename_held(&held, s, &args, false).await,
+                RenameNx => crate::rename::rename_held(&held, s, &args, true).await,
+                Copy => crate::rename::copy_held(&held, s, &args).await,
+                MSetNx => admin::msetnx_in_exec(&held, s, args).await,
+                _ => Box::pin(admin::run(core, shared, s, cmd, args)).await,
+            },
+        }
+    }
+    // Commits what the commands wrote, as one transaction, and lets the keys go.
+    match std::rc::Rc::try_unwrap(held) {
+        Ok(held) => held.release().await,
+        Err(_) => tracing::error!("an EXEC's hold outlived it; released when dropped"),
     }
     if hits > 0 {
         shared.stats.keyspace_hits.add(core.id(), hits);

@@ -152,6 +152,39 @@ fn replies_match_redis() {
             vec!["GET", &kb],
             vec!["EXEC"],
         ],
+        // Scripts, RENAME, COPY and MSETNX inside MULTI, across cores: replies in order,
+        // runtime errors in their places; a watched key changed fails the whole EXEC.
+        vec![
+            vec!["SET", &ka, "10"],
+            vec!["MULTI"],
+            vec!["EVAL", "return redis.call('incrby', KEYS[1], ARGV[1])", "1", &ka, "5"],
+            vec!["RENAME", &ka, &kb],
+            vec!["COPY", &kb, "copy:k"],
+            vec!["MSETNX", &ka, "1", "fresh:m", "2"],
+            vec!["MSETNX", &ka, "1", "fresh:m2", "2"],
+            vec!["GET", &kb],
+            vec!["EVAL_RO", "return redis.call('get', KEYS[1])", "1", "copy:k"],
+            vec!["SCRIPT", "LOAD", "return 1"],
+            vec!["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"],
+            vec!["EVALSHA", "0000000000000000000000000000000000000000", "0"],
+            vec!["EVAL", "return 1", "-1"],
+            vec!["EVAL", "return redis.call('incr', KEYS[1])", "1", "copy:k"],
+            vec!["RENAME", "missing", &ka],
+            vec!["RENAMENX", "copy:k", &kb],
+            vec!["EXEC"],
+            vec!["MGET", &ka, &kb, "copy:k", "fresh:m", "fresh:m2"],
+            vec!["WATCH", &kb],
+            vec!["SET", &kb, "changed"],
+            vec!["MULTI"],
+            vec!["RENAME", &kb, &ka],
+            vec!["EXEC"],
+            vec!["MGET", &ka, &kb],
+            vec!["WATCH", &kb],
+            vec!["MULTI"],
+            vec!["RENAME", &kb, "moved"],
+            vec!["EVAL", "return redis.call('get', KEYS[1])", "1", "moved"],
+            vec!["EXEC"],
+        ],
     ];
     for (i, session) in sessions.iter().enumerate() {
         let (mut r, mut s) = (redis.client(), server.client());
@@ -382,6 +415,69 @@ fn transfers_across_cores_conserve_the_total_under_splits_and_merges() {
     server.restart();
     let after: Vec<i64> = redis::cmd("MGET").arg(&keys).query(&mut server.client()).unwrap();
     assert_eq!(after, before, "the restart changed the balances");
+}
+
+/// Transactions that hold their keys (a script and a RENAME in one MULTI) move money and a
+/// key between the cores while readers look: the total is always 100 and the key always
+/// under exactly one name.
+#[test]
+fn a_transaction_with_a_script_and_a_rename_is_atomic_across_cores() {
+    let server = Server::start("tx-held", &["--cores", "2"]);
+    let mut c = server.client();
+    let (a, b) = partitions_on_both_cores(&mut c);
+    let (acc_a, acc_b) = (format!("{a}:acc"), format!("{b}:acc"));
+    let (ka, kb) = (format!("{a}:moving"), format!("{b}:moving"));
+    run(&mut c, &["MSET", &acc_a, "100", &acc_b, "0", &ka, "payload"]);
+    let transfer = "redis.call('decrby', KEYS[1], ARGV[1]) \
+                    return redis.call('incrby', KEYS[2], ARGV[1])";
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut c, stop, reads) = (server.client(), stop.clone(), reads.clone());
+            let keys = [acc_a.clone(), acc_b.clone(), ka.clone(), kb.clone()];
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let v: Vec<Option<String>> =
+                        redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
+                    let total: i64 =
+                        v[..2].iter().flatten().map(|x| x.parse::<i64>().unwrap()).sum();
+                    assert_eq!(total, 100, "a torn transfer: {v:?}");
+                    assert_eq!(v[2..].iter().flatten().count(), 1, "a torn rename: {v:?}");
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut balance_a = 100;
+    for i in 0..300 {
+        balance_a += if i % 2 == 0 { -(1 + i % 7) } else { 1 + i % 7 };
+        let (from, to, kfrom, kto) =
+            if i % 2 == 0 { (&acc_a, &acc_b, &ka, &kb) } else { (&acc_b, &acc_a, &kb, &ka) };
+        let amount = (1 + i % 7).to_string();
+        let mut p = redis::pipe();
+        p.atomic()
+            .cmd("EVAL")
+            .arg(transfer)
+            .arg(2)
+            .arg(from)
+            .arg(to)
+            .arg(&amount)
+            .cmd("RENAME")
+            .arg(kfrom)
+            .arg(kto);
+        let (_, ok): (i64, String) = p.query(&mut c).unwrap();
+        assert_eq!(ok, "OK");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("a reader saw a torn transaction");
+    }
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    let v: Vec<Option<String>> =
+        redis::cmd("MGET").arg(&acc_a).arg(&acc_b).arg(&ka).query(&mut c).unwrap();
+    let want = [balance_a.to_string(), (100 - balance_a).to_string(), "payload".into()];
+    assert_eq!(v, want.map(Some));
 }
 
 /// A key renamed back and forth between two cores, while readers look at both names: every

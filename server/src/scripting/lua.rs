@@ -14,9 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The longest a script runs; past it, it is stopped with an error (what it wrote stays, and
-/// is committed).
-pub const SCRIPT_TIME_MAX: Duration = Duration::from_secs(5);
 /// The most memory one script's Lua state may take.
 pub const SCRIPT_MEMORY_MAX: usize = 64 * 1024 * 1024;
 /// Lua instructions between two checks of the time limit and of SCRIPT KILL.
@@ -29,6 +26,9 @@ pub struct Run {
     pub held: Rc<HeldKeys>,
     /// When the run began (its time limit counts from it).
     pub started: Instant,
+    /// How long it may run (`busy-reply-threshold`); past it, it is stopped with an error
+    /// (what it wrote stays, and is committed). `None`: until SCRIPT KILL.
+    pub time_limit: Option<Duration>,
     pub declared: HashSet<Vec<u8>>,
     pub read_only: bool,
     pub app: AppId,
@@ -55,14 +55,44 @@ pub fn compile_check(source: &[u8]) -> Result<(), String> {
 fn new_state() -> mlua::Result<Lua> {
     let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE | StdLib::MATH, LuaOptions::default())?;
     lua.set_memory_limit(SCRIPT_MEMORY_MAX)?;
-    // The metatable of every run's environment: reads fall through to the libraries, a read
-    // of a missing global or any new global is an error, as in Redis.
+    super::libs::install(&lua, &lua.globals())?;
+    // The state serves every script of its core, so no script may change what the next one
+    // finds: scripts see a frozen copy of the globals, without what reads files or reaches
+    // the real globals (dofile, loadfile, load, getfenv, setfenv, rawset, print), with every
+    // library behind a read-only proxy and the string metatable hidden. `loadstring` stays,
+    // for source text only, its chunk running in the caller's environment.
+    // The metatable of every run's environment reads through to that copy; reading a missing
+    // global or creating one is an error, as in Redis.
     let guard: mlua::Table = lua
         .load(
             r#"local G = _G
+            local readonly = function() error("Attempt to modify a readonly table", 2) end
+            local function proxy(lib)
+              return setmetatable({}, { __index = lib, __newindex = readonly, __metatable = false })
+            end
+            local frozen = {}
+            local banned = { dofile = true, loadfile = true, load = true, getfenv = true,
+                             setfenv = true, rawset = true, print = true, _G = true,
+                             newproxy = true, gcinfo = true, loadstring = true }
+            for k, v in pairs(G) do
+              if not banned[k] then
+                frozen[k] = type(v) == "table" and proxy(v) or v
+              end
+            end
+            local loadstring, setfenv, getfenv = G.loadstring, G.setfenv, G.getfenv
+            frozen.loadstring = function(text, name)
+              if type(text) ~= "string" or text:byte(1) == 27 then
+                return nil, "loadstring takes Lua source text"
+              end
+              local f, e = loadstring(text, name)
+              if f then setfenv(f, getfenv(2)) end
+              return f, e
+            end
+            getmetatable("").__metatable = false
             return {
               __index = function(t, k)
-                local v = rawget(G, k)
+                if k == "_G" then return proxy(t) end
+                local v = frozen[k]
                 if v == nil then
                   error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
                 end
@@ -71,6 +101,7 @@ fn new_state() -> mlua::Result<Lua> {
               __newindex = function(t, k)
                 error("Script attempted to create global variable '" .. tostring(k) .. "'", 2)
               end,
+              __metatable = false,
             }"#,
         )
         .eval()?;
@@ -112,7 +143,7 @@ pub async fn run(
     running: Arc<Running>,
 ) -> Result<Vec<u8>, String> {
     let lua = core_state().map_err(|e| format!("ERR {e}"))?;
-    let started = run.started;
+    let (started, limit) = (run.started, run.time_limit);
     // The run's context, reachable from Lua only through this slot, emptied when the run ends:
     // the state outlives the run, and must not keep its held keys.
     let slot: RunSlot = Rc::new(std::cell::RefCell::new(Some(Rc::new((run, running.clone())))));
@@ -178,7 +209,7 @@ pub async fn run(
     // The script runs in its own coroutine (redis.call awaits the engine there), which the
     // hook must be set on: Lua 5.1's hooks are per thread.
     let thread = lua.create_thread(function).map_err(|e| format!("ERR {e}"))?;
-    arm_limits(&thread, started, running);
+    arm_limits(&thread, started, limit, running);
     let value = thread.into_async::<Value>(()).await.map_err(|e| script_error(&e))?;
     let mut w = Writer { buf: Vec::new(), resp3: false };
     write_value(&mut w, &value, 0);
@@ -188,17 +219,22 @@ pub async fn run(
 /// Sets the time limit and SCRIPT KILL's check on `thread`, the coroutine of a run that began
 /// at `started`. The state serves every script of this core and mlua keeps one hook per state
 /// (for the thread set last), so a run re-arms it each time it resumes (`call`).
-fn arm_limits(thread: &mlua::Thread, started: Instant, running: Arc<Running>) {
+fn arm_limits(
+    thread: &mlua::Thread,
+    started: Instant,
+    limit: Option<Duration>,
+    running: Arc<Running>,
+) {
     thread.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY_INSTRUCTIONS),
         move |_: &Lua, _: mlua::Debug| {
             if running.kill.load(Ordering::Relaxed) {
                 return Err(mlua::Error::runtime("ERR Script killed by user with SCRIPT KILL..."));
             }
-            if started.elapsed() > SCRIPT_TIME_MAX {
+            if let Some(limit) = limit.filter(|&l| started.elapsed() > l) {
                 return Err(mlua::Error::runtime(format!(
-                    "ERR Script ran past its time limit of {} ms and was stopped",
-                    SCRIPT_TIME_MAX.as_millis()
+                    "ERR Script ran past busy-reply-threshold ({} ms) and was stopped",
+                    limit.as_millis()
                 )));
             }
             Ok(VmState::Continue)
@@ -248,7 +284,7 @@ async fn call(
 ) -> mlua::Result<Value> {
     let done = call_inner(run, running, args).await;
     // Another script of this core may have run meanwhile and taken the state's hook.
-    arm_limits(&lua.current_thread(), run.started, running.clone());
+    arm_limits(&lua.current_thread(), run.started, run.time_limit, running.clone());
     match done {
         Ok(bytes) => match parse_reply(&bytes) {
             Some((ReplyValue::Error(text), _)) if !protected => Err(mlua::Error::runtime(text)),

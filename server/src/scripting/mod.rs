@@ -5,25 +5,29 @@
 //! `redis.call` executes each command on them through the engine, awaiting it inside a Lua
 //! coroutine. A key the script did not declare gets an error, as in Redis Cluster. Each run
 //! has its own Lua 5.1 state (string, table and math libraries, no I/O, no `os`, no `load`
-//! of bytecode), bounded in time (`SCRIPT_TIME_MAX`) and memory (`SCRIPT_MEMORY_MAX`).
+//! of bytecode), bounded in time (`busy-reply-threshold`) and memory (`SCRIPT_MEMORY_MAX`).
 //!
 //! Invariant: a script never outlives its run's hold: the keys are released, and what the
 //! script wrote committed, whether it returned, raised an error or was stopped.
 
+mod libs;
 mod lua;
 mod reply;
 
 use crate::commands::error_text;
 use crate::connection::Session;
 use crate::shared::Shared;
+use shardcast_engine::runtime::txn::HeldKeys;
 use shardcast_engine::Core;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Scripts kept for EVALSHA (SCRIPT LOAD and every EVAL add theirs); past it, SCRIPT LOAD and
 /// EVAL still run, and the oldest script is forgotten.
 pub const SCRIPTS_MAX: usize = 10_000;
+/// `busy-reply-threshold`'s default, as Redis's: 5 s.
+pub const SCRIPT_TIME_LIMIT_DEFAULT_MS: u64 = 5000;
 /// The largest script source.
 pub const SCRIPT_BYTES_MAX: usize = 1024 * 1024;
 
@@ -31,14 +35,37 @@ pub const SCRIPT_BYTES_MAX: usize = 1024 * 1024;
 type Scripts = (HashMap<String, std::sync::Arc<Vec<u8>>>, std::collections::VecDeque<String>);
 
 /// The scripts known by their SHA-1, shared by every core.
-#[derive(Default)]
 pub struct ScriptCache {
     scripts: Mutex<Scripts>,
     /// The scripts running now, on any core (SCRIPT KILL).
     running: Mutex<Vec<std::sync::Arc<lua::Running>>>,
+    /// `busy-reply-threshold` in ms (0: no limit, only SCRIPT KILL stops a script).
+    time_limit_ms: AtomicU64,
 }
 
 impl ScriptCache {
+    pub fn with_time_limit_ms(ms: u64) -> Self {
+        ScriptCache {
+            scripts: Mutex::default(),
+            running: Mutex::default(),
+            time_limit_ms: AtomicU64::new(ms),
+        }
+    }
+
+    /// `busy-reply-threshold` (Redis's name; `lua-time-limit` is its alias): how long a
+    /// script may run before it is stopped.
+    pub fn time_limit_ms(&self) -> u64 {
+        self.time_limit_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_time_limit_ms(&self, ms: u64) {
+        self.time_limit_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn time_limit(&self) -> Option<std::time::Duration> {
+        Some(self.time_limit_ms()).filter(|&ms| ms > 0).map(std::time::Duration::from_millis)
+    }
+
     fn add(&self, source: &[u8]) -> String {
         let sha = sha1_hex(source);
         let mut guard = self.scripts.lock().expect("no panic holds it");
@@ -71,6 +98,53 @@ pub fn sha1_hex(source: &[u8]) -> String {
     sha1_smol::Sha1::from(source).digest().to_string()
 }
 
+/// A script ready to run: its source and its KEYS and ARGV.
+struct Call {
+    source: std::sync::Arc<Vec<u8>>,
+    keys: Vec<Vec<u8>>,
+    argv: Vec<Vec<u8>>,
+}
+
+/// Reads EVAL's arguments (`by_sha`: EVALSHA's); the error reply if they are wrong.
+fn call_of(shared: &Shared, args: &[Vec<u8>], by_sha: bool) -> Result<Call, String> {
+    let source = if by_sha {
+        let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+        match shared.scripts.get(&sha) {
+            Some(src) => src,
+            None => return Err("NOSCRIPT No matching script. Please use EVAL.".into()),
+        }
+    } else {
+        if args[1].len() > SCRIPT_BYTES_MAX {
+            return Err(format!("ERR a script is at most {SCRIPT_BYTES_MAX} bytes"));
+        }
+        shared.scripts.add(&args[1]);
+        std::sync::Arc::new(args[1].clone())
+    };
+    let numkeys = keys_declared(args)?;
+    Ok(Call { source, keys: args[3..3 + numkeys].to_vec(), argv: args[3 + numkeys..].to_vec() })
+}
+
+/// EVAL's `numkeys`, checked against its arguments.
+fn keys_declared(args: &[Vec<u8>]) -> Result<usize, String> {
+    match std::str::from_utf8(&args[2]).ok().and_then(|t| t.parse::<i64>().ok()) {
+        Some(n) if n < 0 => Err("ERR Number of keys can't be negative".into()),
+        Some(n) if n as usize > args.len() - 3 => {
+            Err("ERR Number of keys can't be greater than number of args".into())
+        }
+        Some(n) => Ok(n as usize),
+        None => Err(crate::commands::ERR_NOT_INTEGER.into()),
+    }
+}
+
+/// The keys an EVAL-family command declares (none if its `numkeys` is wrong: it then fails
+/// before it runs).
+pub fn keys_of(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    match keys_declared(args) {
+        Ok(n) => args[3..3 + n].to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// EVAL / EVAL_RO (`by_sha` false) and EVALSHA / EVALSHA_RO (`by_sha` true).
 pub async fn eval(
     core: &Core,
@@ -80,54 +154,62 @@ pub async fn eval(
     by_sha: bool,
     read_only: bool,
 ) {
-    let source = if by_sha {
-        let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
-        match shared.scripts.get(&sha) {
-            Some(src) => src,
-            None => return s.w.error("NOSCRIPT No matching script. Please use EVAL."),
-        }
-    } else {
-        if args[1].len() > SCRIPT_BYTES_MAX {
-            return s.w.error(&format!("ERR a script is at most {SCRIPT_BYTES_MAX} bytes"));
-        }
-        shared.scripts.add(&args[1]);
-        std::sync::Arc::new(args[1].clone())
+    let call = match call_of(shared, args, by_sha) {
+        Ok(call) => call,
+        Err(e) => return s.w.error(&e),
     };
-    let numkeys = match std::str::from_utf8(&args[2]).ok().and_then(|t| t.parse::<i64>().ok()) {
-        Some(n) if n < 0 => return s.w.error("ERR Number of keys can't be negative"),
-        Some(n) if n as usize > args.len() - 3 => {
-            return s.w.error("ERR Number of keys can't be greater than number of args")
-        }
-        Some(n) => n as usize,
-        None => return s.w.error(crate::commands::ERR_NOT_INTEGER),
-    };
-    let keys = args[3..3 + numkeys].to_vec();
-    let argv = args[3 + numkeys..].to_vec();
-    let held = match core.hold_keys(&keys).await {
+    let held = match core.hold_keys(&call.keys).await {
         Ok(h) => std::rc::Rc::new(h),
         Err(e) => return s.w.error(&error_text(&e)),
     };
+    run_on(shared, s, call, held.clone(), read_only).await;
+    // The hold ends (and what the script wrote commits) however the script ended.
+    match std::rc::Rc::try_unwrap(held) {
+        Ok(held) => held.release().await,
+        Err(_) => tracing::error!("a script's hold outlived its run; released when dropped"),
+    }
+}
+
+/// An EVAL-family command inside an EXEC whose hold covers the keys the script declares.
+pub async fn eval_in_exec(
+    shared: &Shared,
+    s: &mut Session,
+    args: &[Vec<u8>],
+    held: std::rc::Rc<HeldKeys>,
+    by_sha: bool,
+    read_only: bool,
+) {
+    match call_of(shared, args, by_sha) {
+        Ok(call) => run_on(shared, s, call, held, read_only).await,
+        Err(e) => s.w.error(&e),
+    }
+}
+
+/// Runs `call` on keys `held` for it; its reply (or error) into `s`.
+async fn run_on(
+    shared: &Shared,
+    s: &mut Session,
+    call: Call,
+    held: std::rc::Rc<HeldKeys>,
+    read_only: bool,
+) {
     let run = lua::Run {
-        held: held.clone(),
+        held,
         started: std::time::Instant::now(),
-        declared: keys.iter().cloned().collect(),
+        time_limit: shared.scripts.time_limit(),
+        declared: call.keys.iter().cloned().collect(),
         read_only,
         app: s.client.app(),
     };
     let running = std::sync::Arc::new(lua::Running::default());
     shared.scripts.running.lock().expect("no panic holds it").push(running.clone());
-    let outcome = lua::run(&source, keys, argv, run, running.clone()).await;
+    let outcome = lua::run(&call.source, call.keys, call.argv, run, running.clone()).await;
     shared
         .scripts
         .running
         .lock()
         .expect("no panic holds it")
         .retain(|r| !std::sync::Arc::ptr_eq(r, &running));
-    // The hold ends (and what the script wrote commits) however the script ended.
-    match std::rc::Rc::try_unwrap(held) {
-        Ok(held) => held.release().await,
-        Err(_) => tracing::error!("a script's hold outlived its run; released when dropped"),
-    }
     match outcome {
         Ok(bytes) => s.w.buf.extend_from_slice(&bytes),
         Err(text) => s.w.error(&text),

@@ -394,30 +394,65 @@ impl Core {
     /// Locks `keys` wherever they live, for work of several steps that must be atomic
     /// (RENAME reads, then writes): run the steps with `HeldKeys::run`, then `release`.
     pub async fn hold_keys(&self, keys: &[Vec<u8>]) -> Result<HeldKeys> {
+        Ok(self.hold_keys_watched(keys, None).await?.expect("no watch to fail"))
+    }
+
+    /// `hold_keys` for an EXEC whose steps need the keys held (a script, RENAME): the watched
+    /// keys are locked too and checked under the locks; `Ok(None)` if one changed since it
+    /// was watched (EXEC's null reply), and then nothing is held.
+    pub async fn hold_keys_watched(
+        &self,
+        keys: &[Vec<u8>],
+        watch: Option<&WatchSet>,
+    ) -> Result<Option<HeldKeys>> {
+        let watch_keys: &[Vec<u8>] = watch.map_or(&[], |w| &w.keys);
         for attempt in 0..ATOMIC_ATTEMPTS_MAX {
             if attempt > 0 {
                 glommio::timer::sleep(MOVED_RETRY_PAUSE).await;
             }
+            if watch.is_some_and(|w| w.flag.is_dirty()) {
+                return Ok(None);
+            }
             let mut owners = HashMap::new();
-            let mut parts: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
+            let mut parts: BTreeMap<usize, CoreKeys> = BTreeMap::new();
             for k in keys {
                 let c = self.owner_of(k);
                 if owners.insert(k.clone(), c).is_none() {
-                    parts.entry(c).or_default().push(k.clone());
+                    parts.entry(c).or_default().0.push(k.clone());
                 }
             }
+            for k in watch_keys {
+                parts.entry(self.owner_of(k)).or_default().1.push(k.clone());
+            }
             let txn = self.new_txn_id();
-            let requests = parts.into_iter().map(|(c, keys)| (c, keys, None, true)).collect();
+            let requests = parts
+                .into_iter()
+                .map(|(c, (held, watched))| {
+                    let check = watch.filter(|_| !watched.is_empty()).map(|w| WatchCheck {
+                        id: w.id,
+                        flag: w.flag.clone(),
+                        keys: watched.clone(),
+                    });
+                    let mut keys: Vec<Vec<u8>> = held.into_iter().chain(watched).collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    (c, keys, check, true)
+                })
+                .collect();
             if let Some(cores) = self.lock_in_order(txn, requests).await? {
+                if watch.is_some_and(|w| w.flag.is_dirty()) {
+                    self.unlock_cores(txn, &cores).await;
+                    return Ok(None);
+                }
                 let parts = std::cell::RefCell::new(Applied::empty());
-                return Ok(HeldKeys {
+                return Ok(Some(HeldKeys {
                     core: self.handle(),
                     txn,
                     cores,
                     owners,
                     parts,
                     released: false,
-                });
+                }));
             }
         }
         Err(EngineError::TryAgain)
