@@ -136,6 +136,17 @@ impl Op {
         }
     }
 
+    /// Whether the op can change its key, as a WATCH sees it: a mutating op, except those
+    /// Redis does not count as a change whatever the key holds (GETEX without an option,
+    /// SETRANGE of nothing).
+    pub fn may_change(&self) -> bool {
+        match self {
+            Op::GetEx { expiry: None, .. } => false,
+            Op::SetRange { value, .. } if value.is_empty() => false,
+            op => op.mutates(),
+        }
+    }
+
     /// The kind counted in per-shard statistics (the mix the predictor learns); it decides
     /// nothing else (see `mutates`).
     pub fn kind(&self) -> OpKind {

@@ -124,6 +124,21 @@ fn replies_match_redis() {
             vec!["MULTI"],
             vec!["EXISTS", "stillmissing"],
             vec!["EXEC"],
+            // GETEX without an option and SETRANGE of nothing change nothing; GETEX PERSIST
+            // of a key with an expiry does.
+            vec!["WATCH", &ka, "stillmissing"],
+            vec!["GETEX", &ka],
+            vec!["SETRANGE", &ka, "0", ""],
+            vec!["SETRANGE", "stillmissing", "3", ""],
+            vec!["MULTI"],
+            vec!["GET", &ka],
+            vec!["EXEC"],
+            vec!["SET", &ka, "v", "EX", "100"],
+            vec!["WATCH", &ka],
+            vec!["GETEX", &ka, "PERSIST"],
+            vec!["MULTI"],
+            vec!["GET", &ka],
+            vec!["EXEC"],
         ],
         // RENAME, RENAMENX and COPY within a core and across cores, with expiries kept.
         vec![

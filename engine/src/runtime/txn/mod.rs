@@ -998,7 +998,7 @@ impl Core {
     #[inline]
     pub(super) fn watched_key(&self, op: &Op) -> Option<Vec<u8>> {
         let watches = self.watches.borrow();
-        if watches.is_empty() || !op.mutates() || !watches.is_watched(op.key()) {
+        if watches.is_empty() || !op.may_change() || !watches.is_watched(op.key()) {
             return None;
         }
         Some(op.key().to_vec())
