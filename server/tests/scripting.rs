@@ -76,6 +76,11 @@ fn replies_match_redis() {
         vec!["EVALSHA", "5d4a2ee0ee8fc1e8e1aa85beb5ed5d3a5a39f19a", "0", "hello"],
         vec!["SCRIPT", "KILL"],
         vec!["EVAL_RO", "return redis.call('get', KEYS[1])", "1", &ka],
+        // Compile errors name the place as Redis's wrapped function does.
+        vec!["EVAL", "return 1 2", "0"],
+        vec!["EVAL", "local x = ", "0"],
+        vec!["SCRIPT", "LOAD", "return (("],
+        vec!["EVAL", "return select('#', ...)", "0"],
         // cjson and bit, as Redis links them.
         vec!["EVAL", "return cjson.encode({1, 2.5, 'a/b', {x = true}})", "0"],
         vec!["EVAL", "return cjson.encode({})", "0"],

@@ -1,5 +1,6 @@
-//! One script run: a fresh Lua 5.1 state with Redis's `redis` table, `KEYS` and `ARGV`, the
-//! conversions between Lua values and RESP, and the limits.
+//! Running scripts: each core's Lua 5.1 state (sealed: read-only libraries, Redis's `redis`
+//! table), its compiled scripts, a run's environment (`KEYS`, `ARGV`), the conversions
+//! between Lua values and RESP, and the limits.
 
 use super::reply::{parse_reply, ReplyValue};
 use crate::commands::{plan, render, Plan};
@@ -8,7 +9,7 @@ use crate::table::{lookup, Handler};
 use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
 use shardcast_engine::runtime::txn::HeldKeys;
 use shardcast_engine::telemetry::AppId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,8 +35,11 @@ pub struct Run {
     pub app: AppId,
 }
 
-/// Where a run's `redis.call` finds the run: emptied when the run ends (`run`).
-type RunSlot = Rc<std::cell::RefCell<Option<Rc<(Run, Arc<Running>)>>>>;
+/// A run as `redis.call` finds it.
+type RunContext = Rc<(Run, Arc<Running>)>;
+
+/// Compiled scripts one core keeps (by SHA-1); past it, the core's cache starts over.
+pub const COMPILED_PER_CORE_MAX: usize = 1000;
 
 /// A running script as SCRIPT KILL sees it.
 #[derive(Default)]
@@ -47,8 +51,45 @@ pub struct Running {
 /// Checks that `source` compiles (SCRIPT LOAD).
 pub fn compile_check(source: &[u8]) -> Result<(), String> {
     let lua = core_state().map_err(|e| format!("ERR {e}"))?;
-    lua.load(source).set_name("@user_script").into_function().map(|_| ()).map_err(|e| {
-        format!("ERR Error compiling script (new function): {}", one_line(&e.to_string()))
+    compile(&lua, source).map(|_| ())
+}
+
+/// Compiles `source` as Redis does, into the body of a function (`function f_<sha>() ...
+/// end` in Redis; here an anonymous one, returned by the chunk): each run calls the chunk
+/// with its own environment set, so the function it gets back carries that environment, and
+/// runs of the same script on one core, interleaved at their `redis.call`s, never share one.
+/// A chunk is a valid function body exactly when it is a valid chunk (Lua's grammar has the
+/// same `block` in both), but the errors differ, so the script is first compiled as it is,
+/// for Redis 7's error text.
+fn compile(lua: &Lua, source: &[u8]) -> Result<mlua::Function, String> {
+    let compile_error = |e: mlua::Error| {
+        let text = match e {
+            mlua::Error::SyntaxError { message, .. } => message,
+            other => other.to_string(),
+        };
+        format!("ERR Error compiling script (new function): {}", one_line(&text))
+    };
+    lua.load(source).set_name("@user_script").into_function().map_err(compile_error)?;
+    let mut text = Vec::with_capacity(source.len() + 32);
+    text.extend_from_slice(b"return function(...) ");
+    text.extend_from_slice(source);
+    text.extend_from_slice(b"\nend");
+    lua.load(text).set_name("@user_script").into_function().map_err(compile_error)
+}
+
+/// This core's compiled chunk of the script `sha` (`compile`), compiled at its first run here.
+fn compiled(lua: &Lua, sha: &str, source: &[u8]) -> Result<mlua::Function, String> {
+    COMPILED.with(|cell| {
+        if let Some(f) = cell.borrow().get(sha) {
+            return Ok(f.clone());
+        }
+        let f = compile(lua, source)?;
+        let mut cache = cell.borrow_mut();
+        if cache.len() >= COMPILED_PER_CORE_MAX {
+            cache.clear();
+        }
+        cache.insert(sha.to_owned(), f.clone());
+        Ok(f)
     })
 }
 
@@ -56,6 +97,7 @@ fn new_state() -> mlua::Result<Lua> {
     let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE | StdLib::MATH, LuaOptions::default())?;
     lua.set_memory_limit(SCRIPT_MEMORY_MAX)?;
     super::libs::install(&lua, &lua.globals())?;
+    lua.globals().set("redis", redis_table(&lua)?)?;
     // The state serves every script of its core, so no script may change what the next one
     // finds: scripts see a frozen copy of the globals, without what reads files or reaches
     // the real globals (dofile, loadfile, load, getfenv, setfenv, rawset, print), with every
@@ -116,6 +158,59 @@ thread_local! {
     /// This core's Lua state, made at its first script and kept (each run has its own
     /// environment table in it; `new_state`).
     static STATE: std::cell::RefCell<Option<Lua>> = const { std::cell::RefCell::new(None) };
+    /// This core's compiled scripts, by SHA-1 (`compiled`).
+    static COMPILED: std::cell::RefCell<HashMap<String, mlua::Function>> =
+        std::cell::RefCell::new(HashMap::new());
+    /// The runs in progress on this core, by their coroutine: how the one `redis.call` of
+    /// the state finds its run. A run is removed when it ends, so the state never keeps
+    /// held keys.
+    static RUNS: std::cell::RefCell<HashMap<usize, RunContext>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// The `redis` table every script of a core shares (read-only, like the other libraries).
+fn redis_table(lua: &Lua) -> mlua::Result<mlua::Table> {
+    let redis = lua.create_table()?;
+    for (name, protected) in [("call", false), ("pcall", true)] {
+        let f = lua.create_async_function(move |lua, args: MultiValue| {
+            let thread = lua.current_thread().to_pointer() as usize;
+            let ctx = RUNS.with(|runs| runs.borrow().get(&thread).cloned());
+            async move {
+                let Some(ctx) = ctx else {
+                    return Err(mlua::Error::runtime(
+                        "ERR redis.call runs only in the script's own coroutine",
+                    ));
+                };
+                call(&lua, &ctx.0, &ctx.1, args, protected).await
+            }
+        })?;
+        redis.set(name, f)?;
+    }
+    redis.set(
+        "error_reply",
+        lua.create_function(|lua, msg: mlua::String| {
+            let t = lua.create_table()?;
+            t.set("err", msg)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "status_reply",
+        lua.create_function(|lua, msg: mlua::String| {
+            let t = lua.create_table()?;
+            t.set("ok", msg)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "sha1hex",
+        lua.create_function(|_, s: mlua::String| Ok(super::sha1_hex(&s.as_bytes())))?,
+    )?;
+    redis.set("log", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+    for (i, name) in ["LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING"].iter().enumerate() {
+        redis.set(*name, i as i64)?;
+    }
+    Ok(redis)
 }
 
 /// This core's Lua state.
@@ -134,8 +229,10 @@ fn one_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_owned()
 }
 
-/// Runs `source` with `KEYS` and `ARGV`; its reply as RESP, or an error text.
+/// Runs the script `sha` (`source`) with `KEYS` and `ARGV`; its reply as RESP, or an error
+/// text.
 pub async fn run(
+    sha: &str,
     source: &[u8],
     keys: Vec<Vec<u8>>,
     argv: Vec<Vec<u8>>,
@@ -144,71 +241,30 @@ pub async fn run(
 ) -> Result<Vec<u8>, String> {
     let lua = core_state().map_err(|e| format!("ERR {e}"))?;
     let (started, limit) = (run.started, run.time_limit);
-    // The run's context, reachable from Lua only through this slot, emptied when the run ends:
-    // the state outlives the run, and must not keep its held keys.
-    let slot: RunSlot = Rc::new(std::cell::RefCell::new(Some(Rc::new((run, running.clone())))));
-    struct Empty(RunSlot);
-    impl Drop for Empty {
-        fn drop(&mut self) {
-            self.0.borrow_mut().take();
-        }
-    }
-    let _empty_at_end = Empty(slot.clone());
-    let setup = || -> mlua::Result<mlua::Function> {
+    let chunk = compiled(&lua, sha, source)?;
+    let setup = || -> mlua::Result<mlua::Thread> {
         // This run's globals: its own table over the shared libraries.
         let globals = lua.create_table()?;
         globals.set_metatable(Some(lua.named_registry_value::<mlua::Table>(ENV_GUARD)?));
         globals.raw_set("KEYS", strings(&lua, &keys)?)?;
         globals.raw_set("ARGV", strings(&lua, &argv)?)?;
-        let redis = lua.create_table()?;
-        for (name, protected) in [("call", false), ("pcall", true)] {
-            let slot = slot.clone();
-            let f = lua.create_async_function(move |lua, args: MultiValue| {
-                let ctx = slot.borrow().clone();
-                async move {
-                    let Some(ctx) = ctx else {
-                        return Err(mlua::Error::runtime("ERR the script has ended"));
-                    };
-                    call(&lua, &ctx.0, &ctx.1, args, protected).await
-                }
-            })?;
-            redis.set(name, f)?;
-        }
-        redis.set(
-            "error_reply",
-            lua.create_function(|lua, msg: mlua::String| {
-                let t = lua.create_table()?;
-                t.set("err", msg)?;
-                Ok(t)
-            })?,
-        )?;
-        redis.set(
-            "status_reply",
-            lua.create_function(|lua, msg: mlua::String| {
-                let t = lua.create_table()?;
-                t.set("ok", msg)?;
-                Ok(t)
-            })?,
-        )?;
-        redis.set(
-            "sha1hex",
-            lua.create_function(|_, s: mlua::String| Ok(super::sha1_hex(&s.as_bytes())))?,
-        )?;
-        redis.set("log", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
-        for (i, name) in
-            ["LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING"].iter().enumerate()
-        {
-            redis.set(*name, i as i64)?;
-        }
-        globals.raw_set("redis", redis)?;
-        lua.load(source).set_name("@user_script").set_environment(globals).into_function()
+        chunk.set_environment(globals)?;
+        let function: mlua::Function = chunk.call(())?;
+        // The script runs in its own coroutine (redis.call awaits the engine there), which
+        // the hook must be set on: Lua 5.1's hooks are per thread.
+        lua.create_thread(function)
     };
-    let function = setup().map_err(|e| {
-        format!("ERR Error compiling script (new function): {}", one_line(&e.to_string()))
-    })?;
-    // The script runs in its own coroutine (redis.call awaits the engine there), which the
-    // hook must be set on: Lua 5.1's hooks are per thread.
-    let thread = lua.create_thread(function).map_err(|e| format!("ERR {e}"))?;
+    let thread = setup().map_err(|e| format!("ERR {e}"))?;
+    let id = thread.to_pointer() as usize;
+    RUNS.with(|runs| runs.borrow_mut().insert(id, Rc::new((run, running.clone()))));
+    // The run leaves the registry however it ends (its future may also be dropped).
+    struct Unregister(usize);
+    impl Drop for Unregister {
+        fn drop(&mut self) {
+            RUNS.with(|runs| runs.borrow_mut().remove(&self.0));
+        }
+    }
+    let _unregister = Unregister(id);
     arm_limits(&thread, started, limit, running);
     let value = thread.into_async::<Value>(()).await.map_err(|e| script_error(&e))?;
     let mut w = Writer { buf: Vec::new(), resp3: false };

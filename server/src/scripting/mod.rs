@@ -100,6 +100,7 @@ pub fn sha1_hex(source: &[u8]) -> String {
 
 /// A script ready to run: its source and its KEYS and ARGV.
 struct Call {
+    sha: String,
     source: std::sync::Arc<Vec<u8>>,
     keys: Vec<Vec<u8>>,
     argv: Vec<Vec<u8>>,
@@ -107,21 +108,25 @@ struct Call {
 
 /// Reads EVAL's arguments (`by_sha`: EVALSHA's); the error reply if they are wrong.
 fn call_of(shared: &Shared, args: &[Vec<u8>], by_sha: bool) -> Result<Call, String> {
-    let source = if by_sha {
+    let (sha, source) = if by_sha {
         let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
         match shared.scripts.get(&sha) {
-            Some(src) => src,
+            Some(src) => (sha, src),
             None => return Err("NOSCRIPT No matching script. Please use EVAL.".into()),
         }
     } else {
         if args[1].len() > SCRIPT_BYTES_MAX {
             return Err(format!("ERR a script is at most {SCRIPT_BYTES_MAX} bytes"));
         }
-        shared.scripts.add(&args[1]);
-        std::sync::Arc::new(args[1].clone())
+        (shared.scripts.add(&args[1]), std::sync::Arc::new(args[1].clone()))
     };
     let numkeys = keys_declared(args)?;
-    Ok(Call { source, keys: args[3..3 + numkeys].to_vec(), argv: args[3 + numkeys..].to_vec() })
+    Ok(Call {
+        sha,
+        source,
+        keys: args[3..3 + numkeys].to_vec(),
+        argv: args[3 + numkeys..].to_vec(),
+    })
 }
 
 /// EVAL's `numkeys`, checked against its arguments.
@@ -203,7 +208,8 @@ async fn run_on(
     };
     let running = std::sync::Arc::new(lua::Running::default());
     shared.scripts.running.lock().expect("no panic holds it").push(running.clone());
-    let outcome = lua::run(&call.source, call.keys, call.argv, run, running.clone()).await;
+    let outcome =
+        lua::run(&call.sha, &call.source, call.keys, call.argv, run, running.clone()).await;
     shared
         .scripts
         .running
