@@ -48,7 +48,7 @@ impl Affinity {
         Affinity { ops_per_core: vec![0; cores], total: 0 }
     }
 
-    fn note(&mut self, core: usize) {
+    pub fn note(&mut self, core: usize) {
         let Some(count) = self.ops_per_core.get_mut(core) else { return };
         *count += 1;
         self.total += 1;

@@ -174,8 +174,19 @@ fn a_script_over_keys_on_two_cores_is_atomic() {
     let server = Server::start("script-atomic", &["--cores", "2"]);
     let mut c = server.client();
     let (a, b) = partitions_on_both_cores(&mut c);
-    let (ka, kb) = (format!("{a}:acct"), format!("{b}:acct"));
-    run(&mut c, &["MSET", &ka, "500", &kb, "500"]);
+    // Keys on two cores (held with the lock protocol), then two keys of one partition (one
+    // shard: the script runs synchronously on its core, without locks).
+    for (ka, kb) in
+        [(format!("{a}:acct"), format!("{b}:acct")), (format!("{a}:x"), format!("{a}:y"))]
+    {
+        transfers_by_script_are_never_seen_half_done(&server, &ka, &kb);
+    }
+}
+
+/// Two writers move money between `ka` and `kb` with a script while two readers MGET both.
+fn transfers_by_script_are_never_seen_half_done(server: &Server, ka: &str, kb: &str) {
+    let mut c = server.client();
+    run(&mut c, &["MSET", ka, "500", kb, "500"]);
     let script = "local x = tonumber(redis.call('get', KEYS[1])) \
                   local y = tonumber(redis.call('get', KEYS[2])) \
                   redis.call('set', KEYS[1], x - ARGV[1]) \
@@ -185,7 +196,7 @@ fn a_script_over_keys_on_two_cores_is_atomic() {
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let (mut c, stop, reads) = (server.client(), stop.clone(), reads.clone());
-            let (ka, kb) = (ka.clone(), kb.clone());
+            let (ka, kb) = (ka.to_owned(), kb.to_owned());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let v: Vec<i64> = redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut c).unwrap();
@@ -196,22 +207,33 @@ fn a_script_over_keys_on_two_cores_is_atomic() {
         })
         .collect();
     let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(script).query(&mut c).unwrap();
-    for i in 0..500 {
-        let amount = if i % 2 == 0 { "7" } else { "-7" };
-        let _: i64 = redis::cmd("EVALSHA")
-            .arg(&sha)
-            .arg(2)
-            .arg(&ka)
-            .arg(&kb)
-            .arg(amount)
-            .query(&mut c)
-            .unwrap();
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut c, sha) = (server.client(), sha.clone());
+            let (ka, kb) = (ka.to_owned(), kb.to_owned());
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    let amount = if i % 2 == 0 { "7" } else { "-7" };
+                    let _: i64 = redis::cmd("EVALSHA")
+                        .arg(&sha)
+                        .arg(2)
+                        .arg(&ka)
+                        .arg(&kb)
+                        .arg(amount)
+                        .query(&mut c)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("a writer failed");
     }
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         r.join().expect("a reader saw a torn script");
     }
     assert!(reads.load(Ordering::Relaxed) > 0);
-    let v: Vec<i64> = redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut c).unwrap();
-    assert_eq!(v, [500, 500]);
+    let v: Vec<i64> = redis::cmd("MGET").arg(ka).arg(kb).query(&mut c).unwrap();
+    assert_eq!(v, [500, 500], "{ka} {kb}");
 }

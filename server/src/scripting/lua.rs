@@ -7,6 +7,7 @@ use crate::commands::{plan, render, Plan};
 use crate::resp::Writer;
 use crate::table::{lookup, Handler};
 use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
+use shardcast_engine::runtime::txn::local::LocalRun;
 use shardcast_engine::runtime::txn::HeldKeys;
 use shardcast_engine::telemetry::AppId;
 use std::collections::{HashMap, HashSet};
@@ -22,9 +23,18 @@ const HOOK_EVERY_INSTRUCTIONS: u32 = 10_000;
 /// Deepest nesting of tables converted to a reply (and of replies converted to tables).
 const NESTING_MAX: usize = 64;
 
+/// How a run reaches its keys.
+pub enum RunKeys {
+    /// Locked wherever they live (`Core::hold_keys`); each `redis.call` awaits its ops.
+    Held(Rc<HeldKeys>),
+    /// All in one shard of this core, used synchronously (`Core::local_run`): the run never
+    /// awaits. Emptied by the caller when the run ends, to commit it.
+    Local(Rc<std::cell::RefCell<Option<LocalRun>>>),
+}
+
 /// What a running script may do, and what it holds.
 pub struct Run {
-    pub held: Rc<HeldKeys>,
+    pub keys: RunKeys,
     /// When the run began (its time limit counts from it).
     pub started: Instant,
     /// How long it may run (`busy-reply-threshold`); past it, it is stopped with an error
@@ -428,7 +438,13 @@ async fn call_inner(run: &Run, running: &Running, args: MultiValue) -> Result<Ve
     match planned {
         Plan::Reply(bytes) => w.buf = bytes,
         Plan::Ops { count, render: r } => {
-            let results = run.held.run(ops, run.app).await;
+            let results = match &run.keys {
+                RunKeys::Held(held) => held.run(ops, run.app).await,
+                RunKeys::Local(local) => match local.borrow_mut().as_mut() {
+                    Some(local) => local.run(ops),
+                    None => return Err("ERR the script's run has ended".into()),
+                },
+            };
             render(&mut w, r, &mut results.into_iter(), count);
         }
     }

@@ -163,15 +163,46 @@ pub async fn eval(
         Ok(call) => call,
         Err(e) => return s.w.error(&e),
     };
+    // A connection whose scripts' keys live on another core moves there, as for key
+    // commands, where its scripts run locally.
+    for key in &call.keys {
+        s.affinity.note(core.owner_of(key));
+    }
+    // Keys all in one shard of this core: the script runs synchronously, without locks.
+    if let Some(local) = core.local_run(&call.keys, s.client.app()) {
+        let slot = std::rc::Rc::new(std::cell::RefCell::new(Some(local)));
+        // One poll, which runs the whole script: its `redis.call`s never wait. Were one to
+        // wait, other ops could interleave with its unlocked keys and its open frame, so the
+        // run would be stopped rather than resumed later (`LocalRun`'s invariant).
+        let run = run_on(shared, s, call, lua::RunKeys::Local(slot.clone()), read_only);
+        let outcome = futures_lite::future::poll_once(run).await.unwrap_or_else(|| {
+            tracing::error!("a script on local keys waited; stopped");
+            Err("ERR internal error: a script on local keys waited and was stopped".into())
+        });
+        let taken = slot.borrow_mut().take();
+        let finished = match taken {
+            Some(local) => local.finish().await,
+            None => Ok(()),
+        };
+        return match (outcome, finished) {
+            (_, Err(e)) => s.w.error(&error_text(&e)),
+            (Ok(bytes), Ok(())) => s.w.buf.extend_from_slice(&bytes),
+            (Err(text), Ok(())) => s.w.error(&text),
+        };
+    }
     let held = match core.hold_keys(&call.keys).await {
         Ok(h) => std::rc::Rc::new(h),
         Err(e) => return s.w.error(&error_text(&e)),
     };
-    run_on(shared, s, call, held.clone(), read_only).await;
+    let outcome = run_on(shared, s, call, lua::RunKeys::Held(held.clone()), read_only).await;
     // The hold ends (and what the script wrote commits) however the script ended.
     match std::rc::Rc::try_unwrap(held) {
         Ok(held) => held.release().await,
         Err(_) => tracing::error!("a script's hold outlived its run; released when dropped"),
+    }
+    match outcome {
+        Ok(bytes) => s.w.buf.extend_from_slice(&bytes),
+        Err(text) => s.w.error(&text),
     }
 }
 
@@ -184,22 +215,26 @@ pub async fn eval_in_exec(
     by_sha: bool,
     read_only: bool,
 ) {
-    match call_of(shared, args, by_sha) {
-        Ok(call) => run_on(shared, s, call, held, read_only).await,
-        Err(e) => s.w.error(&e),
+    let outcome = match call_of(shared, args, by_sha) {
+        Ok(call) => run_on(shared, s, call, lua::RunKeys::Held(held), read_only).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(bytes) => s.w.buf.extend_from_slice(&bytes),
+        Err(text) => s.w.error(&text),
     }
 }
 
-/// Runs `call` on keys `held` for it; its reply (or error) into `s`.
+/// Runs `call` on its keys (`keys`); its reply as RESP, or an error text.
 async fn run_on(
     shared: &Shared,
-    s: &mut Session,
+    s: &Session,
     call: Call,
-    held: std::rc::Rc<HeldKeys>,
+    keys: lua::RunKeys,
     read_only: bool,
-) {
+) -> Result<Vec<u8>, String> {
     let run = lua::Run {
-        held,
+        keys,
         started: std::time::Instant::now(),
         time_limit: shared.scripts.time_limit(),
         declared: call.keys.iter().cloned().collect(),
@@ -216,10 +251,7 @@ async fn run_on(
         .lock()
         .expect("no panic holds it")
         .retain(|r| !std::sync::Arc::ptr_eq(r, &running));
-    match outcome {
-        Ok(bytes) => s.w.buf.extend_from_slice(&bytes),
-        Err(text) => s.w.error(&text),
-    }
+    outcome
 }
 
 /// SCRIPT LOAD | EXISTS | FLUSH | HELP.

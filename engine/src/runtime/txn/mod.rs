@@ -20,6 +20,7 @@
 //! in the same FIFO; a migration or backup cannot start on a core while a transaction holds
 //! keys there, and a transaction that finds one started lets go before it waits.
 
+pub mod local;
 pub mod locks;
 pub mod watch;
 
