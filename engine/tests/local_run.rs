@@ -69,3 +69,18 @@ fn a_local_run_needs_its_keys_in_one_shard_of_this_core() {
     assert_eq!(ok.1, ok.0, "{ok:?}");
     assert!(!ok.2, "{ok:?}");
 }
+
+#[test]
+fn a_dropped_local_run_closes_its_frame_so_later_writes_survive() {
+    let dir = common::tempdir("local-run-dropped");
+    let config = common::config(&dir, 1);
+    on_core0(config.clone(), |core| async move {
+        let mut run = core.local_run(&keys(), AppId::UNNAMED).expect("both keys are local");
+        assert!(run.run(vec![set("acct:a", "1")])[0].is_ok());
+        drop(run);
+        // Logged after the run's records: had the frame stayed open, recovery would take this
+        // acknowledged write into it and drop it.
+        assert!(core.execute(vec![set("acct:b", "2")]).await[0].is_ok());
+    });
+    assert_eq!(read_both(config), vec![value("1"), value("2")]);
+}

@@ -322,8 +322,13 @@ async fn exec_held(core: &Core, shared: &Shared, s: &mut Session, queued: Vec<Ve
     };
     let app = s.client.app();
     let (mut hits, mut misses) = (0, 0);
-    s.w.array(steps.len());
-    for step in steps {
+    // Each step's reply, in order. Commands that touch no held key (PING, INFO, MEMORY
+    // USAGE, ...) run after the hold is released, as in a plain EXEC: one that reads a key
+    // the hold covers would otherwise wait for the hold, held by this very EXEC.
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(steps.len());
+    let mut after: Vec<(usize, AdminCmd, Vec<Vec<u8>>)> = Vec::new();
+    let outer = std::mem::take(&mut s.w.buf);
+    for (i, step) in steps.into_iter().enumerate() {
         match step {
             HeldStep::Planned(Plan::Reply(bytes), _) => s.w.buf.extend_from_slice(&bytes),
             HeldStep::Planned(Plan::Ops { count, render: r }, ops) => {
@@ -341,14 +346,24 @@ async fn exec_held(core: &Core, shared: &Shared, s: &mut Session, queued: Vec<Ve
                 RenameNx => crate::rename::rename_held(&held, s, &args, true).await,
                 Copy => crate::rename::copy_held(&held, s, &args).await,
                 MSetNx => admin::msetnx_in_exec(&held, s, args).await,
-                _ => Box::pin(admin::run(core, shared, s, cmd, args)).await,
+                _ => after.push((i, cmd, args)),
             },
         }
+        replies.push(std::mem::take(&mut s.w.buf));
     }
     // Commits what the commands wrote, as one transaction, and lets the keys go.
     match std::rc::Rc::try_unwrap(held) {
         Ok(held) => held.release().await,
         Err(_) => tracing::error!("an EXEC's hold outlived it; released when dropped"),
+    }
+    for (i, cmd, args) in after {
+        Box::pin(admin::run(core, shared, s, cmd, args)).await;
+        replies[i] = std::mem::take(&mut s.w.buf);
+    }
+    s.w.buf = outer;
+    s.w.array(replies.len());
+    for reply in replies {
+        s.w.buf.extend_from_slice(&reply);
     }
     if hits > 0 {
         shared.stats.keyspace_hits.add(core.id(), hits);

@@ -134,6 +134,27 @@ fn undeclared_keys_read_only_scripts_and_limits() {
     }
     let e = run(&mut c, &["EVAL", "getmetatable('').__index = nil", "0"]);
     assert!(e.contains("attempt to index"), "{e}");
+    // Nor through a C function calling loadstring (getfenv(2) there is the real globals),
+    // the table functions that write raw, the collector's switches, or coroutines (a yield
+    // or a loop in a coroutine of its own would slip past the time limit's hook).
+    let e =
+        run(&mut c, &["EVAL", "local _, f = pcall(loadstring, 'return dofile') return f()", "0"]);
+    assert!(e.contains("nonexistent global variable 'dofile'"), "{e}");
+    for (script, want) in [
+        ("table.insert(redis, 1)", "Attempt to modify a readonly table"),
+        ("table.sort(string)", "Attempt to modify a readonly table"),
+        ("collectgarbage('stop')", "collectgarbage('stop') is not allowed"),
+        ("return coroutine", "nonexistent global variable 'coroutine'"),
+    ] {
+        let e = run(&mut c, &["EVAL", script, "0"]);
+        assert!(e.contains(want), "{script}: {e}");
+    }
+    assert_eq!(run(&mut c, &["EVAL", "return #redis", "0"]), "int(0)");
+    // A reply that holds a value many times over is refused, not expanded without end (one
+    // 1 MB string 70 times here; `t = {t, t}` doubled 40 times is refused the same way).
+    let many = "local s, t = string.rep('x', 1e6), {} for i = 1, 70 do t[i] = s end return t";
+    let e = run(&mut c, &["EVAL", many, "0"]);
+    assert!(e.contains("reply is larger than"), "{e}");
     // Bytecode (a known way out of a Lua sandbox) is refused; source text compiles.
     let bytecode = "return select(2, loadstring(string.dump(function() end)))";
     let e = run(&mut c, &["EVAL", bytecode, "0"]);

@@ -495,6 +495,26 @@ fn a_transaction_with_a_script_and_a_rename_is_atomic_across_cores() {
     assert_eq!(v, want.map(Some));
 }
 
+/// Commands that touch no held key run after an EXEC's hold is released, as in a plain EXEC:
+/// MEMORY USAGE of a key the hold covers used to wait for the hold, held by the EXEC itself.
+#[test]
+fn admin_commands_in_a_held_exec_do_not_wait_for_its_own_hold() {
+    let server = Server::start("tx-held-admin", &["--cores", "2"]);
+    let mut c = server.client();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    run(&mut c, &["SET", "src", "value"]);
+    run(&mut c, &["MULTI"]);
+    for cmd in
+        [&["RENAME", "src", "dst"][..], &["MEMORY", "USAGE", "dst"], &["PING"], &["GET", "dst"]]
+    {
+        assert_eq!(run(&mut c, cmd), "simple-string(\"QUEUED\")", "{cmd:?}");
+    }
+    let replies: Vec<Value> = redis::cmd("EXEC").query(&mut c).expect("EXEC answers");
+    assert_eq!(replies.len(), 4, "{replies:?}");
+    assert!(matches!(replies[1], Value::Int(n) if n > 0), "{replies:?}");
+    assert_eq!(replies[3], Value::BulkString(b"value".to_vec()));
+}
+
 /// A key renamed back and forth between two cores, while readers look at both names: every
 /// read sees it under exactly one of them, never both or neither.
 #[test]

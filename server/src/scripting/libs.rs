@@ -14,6 +14,9 @@ pub const JSON_NESTING_MAX: usize = 100;
 /// `SPARSE_SAFE` and above `SPARSE_RATIO` times its element count is refused.
 const SPARSE_RATIO: usize = 2;
 const SPARSE_SAFE: usize = 10;
+/// The longest text `cjson.encode` makes: a table that holds another several times is
+/// encoded that many times, so a few lines of Lua could otherwise ask for exabytes.
+pub const JSON_OUTPUT_MAX: usize = 64 * 1024 * 1024;
 
 /// Adds `cjson` and `bit` to `globals`.
 pub fn install(lua: &Lua, globals: &Table) -> mlua::Result<()> {
@@ -46,11 +49,17 @@ fn cjson(lua: &Lua) -> mlua::Result<Table> {
 }
 
 fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> mlua::Result<()> {
+    if out.len() > JSON_OUTPUT_MAX {
+        return Err(mlua::Error::runtime(format!(
+            "Cannot serialise: the text would be longer than {JSON_OUTPUT_MAX} bytes"
+        )));
+    }
     match v {
         Value::Nil => out.extend_from_slice(b"null"),
         Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        // Lua 5.1 numbers are doubles (mlua hands integral ones over as integers).
+        Value::Integer(i) => out.extend_from_slice(number_text(*i as f64)?.as_bytes()),
         Value::Number(n) => out.extend_from_slice(number_text(*n)?.as_bytes()),
         Value::String(s) => quote(&s.as_bytes(), out),
         Value::Table(t) => {
@@ -82,7 +91,7 @@ fn encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> mlua::Result<()> {
                         first = false;
                         match &k {
                             Value::String(s) => quote(&s.as_bytes(), out),
-                            Value::Integer(i) => quote(i.to_string().as_bytes(), out),
+                            Value::Integer(i) => quote(number_text(*i as f64)?.as_bytes(), out),
                             Value::Number(n) => quote(number_text(*n)?.as_bytes(), out),
                             _ => {
                                 return Err(mlua::Error::runtime(
@@ -276,6 +285,9 @@ fn bit(lua: &Lua) -> mlua::Result<Table> {
                 None => 8,
             };
             let (digits, upper) = (n.unsigned_abs().min(8) as usize, n < 0);
+            if digits == 0 {
+                return Ok(String::new());
+            }
             let masked = if digits == 8 { x } else { x & ((1u32 << (4 * digits)) - 1) };
             Ok(if upper { format!("{masked:0digits$X}") } else { format!("{masked:0digits$x}") })
         })?,
@@ -323,6 +335,7 @@ mod tests {
             (r#"return cjson.encode({x = {y = true}})"#, r#"{"x":{"y":true}}"#),
             (r#"return cjson.encode({[1] = 1, [3] = 3})"#, "[1,null,3]"),
             (r#"return cjson.encode(0.5)"#, "0.5"),
+            (r#"return cjson.encode({1e15, 3})"#, "[1e+15,3]"),
             (r#"return cjson.encode(cjson.null)"#, "null"),
             (r#"return cjson.encode("\n\1")"#, r#""\n\u0001""#),
             (r#"local t = cjson.decode('{"a":[1,2,{"b":null}]}') return t.a[2] + #t.a"#, "5"),
@@ -337,6 +350,13 @@ mod tests {
             ("return cjson.encode({[true] = 1})", "table key must be a number or string"),
             ("return cjson.encode(0/0)", "must not be NaN or Inf"),
             ("local t = {} t[1] = t return cjson.encode(t)", "excessive nesting"),
+            // A table holding one 1 MB string 70 times: 70 MB of text, refused (the doubling
+            // `t = {t, t}` of a few lines is refused the same way, only slower to reach).
+            (
+                "local s, t = string.rep('x', 1e6), {} for i = 1, 70 do t[i] = s end \
+                 return cjson.encode(t)",
+                "longer than",
+            ),
             ("return cjson.decode('{')", "cjson.decode"),
         ] {
             let got = eval(&lua, code);
@@ -361,6 +381,7 @@ mod tests {
             ("return bit.ror(3, 1)", "-2147483647"),
             ("return bit.tohex(255)", "000000ff"),
             ("return bit.tohex(-1, -4)", "FFFF"),
+            ("return bit.tohex(255, 0)", ""),
             ("return bit.bswap(0x01020304)", "67305985"),
         ] {
             assert_eq!(eval(&lua, code), want, "{code}");

@@ -48,8 +48,13 @@ pub struct Run {
 /// A run as `redis.call` finds it.
 type RunContext = Rc<(Run, Arc<Running>)>;
 
-/// Compiled scripts one core keeps (by SHA-1); past it, the core's cache starts over.
+/// Compiled scripts one core keeps (by SHA-1), and their source bytes; past either, the
+/// core's cache starts over.
 pub const COMPILED_PER_CORE_MAX: usize = 1000;
+pub const COMPILED_BYTES_PER_CORE_MAX: usize = 8 * 1024 * 1024;
+/// The largest reply a script may return (its RESP bytes): a table that holds itself many
+/// times over would otherwise expand without bound.
+pub const REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// A running script as SCRIPT KILL sees it.
 #[derive(Default)]
@@ -90,15 +95,19 @@ fn compile(lua: &Lua, source: &[u8]) -> Result<mlua::Function, String> {
 /// This core's compiled chunk of the script `sha` (`compile`), compiled at its first run here.
 fn compiled(lua: &Lua, sha: &str, source: &[u8]) -> Result<mlua::Function, String> {
     COMPILED.with(|cell| {
-        if let Some(f) = cell.borrow().get(sha) {
+        if let Some(f) = cell.borrow().0.get(sha) {
             return Ok(f.clone());
         }
         let f = compile(lua, source)?;
         let mut cache = cell.borrow_mut();
-        if cache.len() >= COMPILED_PER_CORE_MAX {
-            cache.clear();
+        let (map, bytes) = &mut *cache;
+        if map.len() >= COMPILED_PER_CORE_MAX || *bytes + source.len() > COMPILED_BYTES_PER_CORE_MAX
+        {
+            map.clear();
+            *bytes = 0;
         }
-        cache.insert(sha.to_owned(), f.clone());
+        map.insert(sha.to_owned(), f.clone());
+        *bytes += source.len();
         Ok(f)
     })
 }
@@ -109,36 +118,63 @@ fn new_state() -> mlua::Result<Lua> {
     super::libs::install(&lua, &lua.globals())?;
     lua.globals().set("redis", redis_table(&lua)?)?;
     // The state serves every script of its core, so no script may change what the next one
-    // finds: scripts see a frozen copy of the globals, without what reads files or reaches
-    // the real globals (dofile, loadfile, load, getfenv, setfenv, rawset, print), with every
-    // library behind a read-only proxy and the string metatable hidden. `loadstring` stays,
-    // for source text only, its chunk running in the caller's environment.
+    // finds: scripts see a frozen copy of the globals, without what reads files, reaches the
+    // real globals or outlives a run (dofile, loadfile, load, getfenv, setfenv, rawset,
+    // print, coroutine), with every library behind a read-only proxy (and the table
+    // functions that write raw refusing the proxies), collectgarbage limited to what changes
+    // nothing for later runs, and the string metatable hidden. `loadstring` is made per run
+    // (`make_loadstring`): source text only, its chunk in that run's environment.
     // The metatable of every run's environment reads through to that copy; reading a missing
     // global or creating one is an error, as in Redis.
-    let guard: mlua::Table = lua
+    let (guard, make_loadstring): (mlua::Table, mlua::Function) = lua
         .load(
             r#"local G = _G
+            local readonly_tables = setmetatable({}, { __mode = "k" })
             local readonly = function() error("Attempt to modify a readonly table", 2) end
             local function proxy(lib)
-              return setmetatable({}, { __index = lib, __newindex = readonly, __metatable = false })
+              local p = setmetatable({}, { __index = lib, __newindex = readonly, __metatable = false })
+              readonly_tables[p] = true
+              return p
             end
-            local frozen = {}
             local banned = { dofile = true, loadfile = true, load = true, getfenv = true,
                              setfenv = true, rawset = true, print = true, _G = true,
-                             newproxy = true, gcinfo = true, loadstring = true }
+                             newproxy = true, gcinfo = true, loadstring = true,
+                             coroutine = true, module = true, require = true }
+            local frozen = {}
             for k, v in pairs(G) do
-              if not banned[k] then
-                frozen[k] = type(v) == "table" and proxy(v) or v
+              if not banned[k] then frozen[k] = v end
+            end
+            local tbl = {}
+            for k, v in pairs(G.table) do tbl[k] = v end
+            for _, name in ipairs({ "insert", "remove", "sort", "setn" }) do
+              local f = G.table[name]
+              if f then
+                tbl[name] = function(t, ...)
+                  if readonly_tables[t] then error("Attempt to modify a readonly table", 2) end
+                  return f(t, ...)
+                end
               end
             end
-            local loadstring, setfenv, getfenv = G.loadstring, G.setfenv, G.getfenv
-            frozen.loadstring = function(text, name)
-              if type(text) ~= "string" or text:byte(1) == 27 then
-                return nil, "loadstring takes Lua source text"
+            frozen.table = tbl
+            local collect = G.collectgarbage
+            frozen.collectgarbage = function(opt, arg)
+              opt = opt or "collect"
+              if opt == "count" or opt == "collect" or opt == "step" then return collect(opt, arg) end
+              error("collectgarbage('" .. tostring(opt) .. "') is not allowed: a core's scripts share the Lua state", 2)
+            end
+            for k, v in pairs(frozen) do
+              if type(v) == "table" then frozen[k] = proxy(v) end
+            end
+            local loadstring, setfenv = G.loadstring, G.setfenv
+            local function make_loadstring(env)
+              return function(text, name)
+                if type(text) ~= "string" or text:byte(1) == 27 then
+                  return nil, "loadstring takes Lua source text"
+                end
+                local f, e = loadstring(text, name)
+                if f then setfenv(f, env) end
+                return f, e
               end
-              local f, e = loadstring(text, name)
-              if f then setfenv(f, getfenv(2)) end
-              return f, e
             end
             getmetatable("").__metatable = false
             return {
@@ -154,12 +190,19 @@ fn new_state() -> mlua::Result<Lua> {
                 error("Script attempted to create global variable '" .. tostring(k) .. "'", 2)
               end,
               __metatable = false,
-            }"#,
+            }, make_loadstring"#,
         )
         .eval()?;
     lua.set_named_registry_value(ENV_GUARD, guard)?;
+    lua.set_named_registry_value(MAKE_LOADSTRING, make_loadstring)?;
+    lua.set_named_registry_value(EMPTY_ENV, lua.create_table()?)?;
     Ok(lua)
 }
+
+/// The registry name of the function that makes a run's `loadstring`.
+const MAKE_LOADSTRING: &str = "shardcast.make_loadstring";
+/// The registry name of the environment a cached chunk keeps between runs (none of a run's).
+const EMPTY_ENV: &str = "shardcast.empty_env";
 
 /// The registry name of the environments' metatable.
 const ENV_GUARD: &str = "shardcast.env_guard";
@@ -169,8 +212,8 @@ thread_local! {
     /// environment table in it; `new_state`).
     static STATE: std::cell::RefCell<Option<Lua>> = const { std::cell::RefCell::new(None) };
     /// This core's compiled scripts, by SHA-1 (`compiled`).
-    static COMPILED: std::cell::RefCell<HashMap<String, mlua::Function>> =
-        std::cell::RefCell::new(HashMap::new());
+    static COMPILED: std::cell::RefCell<(HashMap<String, mlua::Function>, usize)> =
+        std::cell::RefCell::new((HashMap::new(), 0));
     /// The runs in progress on this core, by their coroutine: how the one `redis.call` of
     /// the state finds its run. A run is removed when it ends, so the state never keeps
     /// held keys.
@@ -258,8 +301,12 @@ pub async fn run(
         globals.set_metatable(Some(lua.named_registry_value::<mlua::Table>(ENV_GUARD)?));
         globals.raw_set("KEYS", strings(&lua, &keys)?)?;
         globals.raw_set("ARGV", strings(&lua, &argv)?)?;
+        let make_loadstring: mlua::Function = lua.named_registry_value(MAKE_LOADSTRING)?;
+        globals.raw_set("loadstring", make_loadstring.call::<mlua::Function>(globals.clone())?)?;
         chunk.set_environment(globals)?;
         let function: mlua::Function = chunk.call(())?;
+        // The cached chunk must not keep this run's environment (its KEYS, ARGV) alive.
+        chunk.set_environment(lua.named_registry_value(EMPTY_ENV)?)?;
         // The script runs in its own coroutine (redis.call awaits the engine there), which
         // the hook must be set on: Lua 5.1's hooks are per thread.
         lua.create_thread(function)
@@ -276,10 +323,18 @@ pub async fn run(
     }
     let _unregister = Unregister(id);
     arm_limits(&thread, started, limit, running);
-    let value = thread.into_async::<Value>(()).await.map_err(|e| script_error(&e))?;
-    let mut w = Writer { buf: Vec::new(), resp3: false };
-    write_value(&mut w, &value, 0);
-    Ok(w.buf)
+    let value = thread.into_async::<Value>(()).await.map_err(|e| script_error(&e));
+    let reply = value.and_then(|value| {
+        let mut w = Writer { buf: Vec::new(), resp3: false };
+        write_value(&mut w, &value, 0)?;
+        Ok(w.buf)
+    });
+    // The state is shared by the core's runs: what this one left is collected before it
+    // crowds out the next (Lua 5.1 has no emergency collection).
+    if lua.used_memory() > SCRIPT_MEMORY_MAX / 2 {
+        let _ = lua.gc_collect();
+    }
+    reply
 }
 
 /// Sets the time limit and SCRIPT KILL's check on `thread`, the coroutine of a run that began
@@ -493,7 +548,10 @@ fn to_lua(lua: &Lua, v: &ReplyValue, depth: usize) -> mlua::Result<Value> {
 /// Lua -> RESP, as Redis converts a script's return value: number -> integer (truncated),
 /// string -> bulk, true -> 1, false and nil -> nil, {ok = s} -> status, {err = s} -> error,
 /// other tables -> array up to the first nil.
-fn write_value(w: &mut Writer, v: &Value, depth: usize) {
+fn write_value(w: &mut Writer, v: &Value, depth: usize) -> Result<(), String> {
+    if w.buf.len() > REPLY_BYTES_MAX {
+        return Err(format!("ERR the script's reply is larger than {REPLY_BYTES_MAX} bytes"));
+    }
     match v {
         Value::Integer(i) => w.int(*i),
         Value::Number(n) => w.int(*n as i64),
@@ -501,10 +559,12 @@ fn write_value(w: &mut Writer, v: &Value, depth: usize) {
         Value::Boolean(true) => w.int(1),
         Value::Table(t) if depth < NESTING_MAX => {
             if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
-                return w.error(&String::from_utf8_lossy(&e.as_bytes()));
+                w.error(&String::from_utf8_lossy(&e.as_bytes()));
+                return Ok(());
             }
             if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
-                return w.simple(&String::from_utf8_lossy(&s.as_bytes()));
+                w.simple(&String::from_utf8_lossy(&s.as_bytes()));
+                return Ok(());
             }
             let mut items = Vec::new();
             for i in 1.. {
@@ -515,10 +575,11 @@ fn write_value(w: &mut Writer, v: &Value, depth: usize) {
             }
             w.array(items.len());
             for item in &items {
-                write_value(w, item, depth + 1);
+                write_value(w, item, depth + 1)?;
             }
         }
         Value::Table(_) => w.error("ERR reply nested too deeply"),
         _ => w.null(),
     }
+    Ok(())
 }

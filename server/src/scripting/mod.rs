@@ -243,15 +243,16 @@ async fn run_on(
     };
     let running = std::sync::Arc::new(lua::Running::default());
     shared.scripts.running.lock().expect("no panic holds it").push(running.clone());
-    let outcome =
-        lua::run(&call.sha, &call.source, call.keys, call.argv, run, running.clone()).await;
-    shared
-        .scripts
-        .running
-        .lock()
-        .expect("no panic holds it")
-        .retain(|r| !std::sync::Arc::ptr_eq(r, &running));
-    outcome
+    // Off SCRIPT KILL's list however the run ends, its future dropped included.
+    struct Listed<'a>(&'a ScriptCache, std::sync::Arc<lua::Running>);
+    impl Drop for Listed<'_> {
+        fn drop(&mut self) {
+            let mut running = self.0.running.lock().expect("no panic holds it");
+            running.retain(|r| !std::sync::Arc::ptr_eq(r, &self.1));
+        }
+    }
+    let _listed = Listed(&shared.scripts, running.clone());
+    lua::run(&call.sha, &call.source, call.keys, call.argv, run, running).await
 }
 
 /// SCRIPT LOAD | EXISTS | FLUSH | HELP.

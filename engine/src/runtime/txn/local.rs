@@ -4,8 +4,9 @@
 //! thread. The steps' changes are framed in the shard's log (`TxnBegin` at the first change,
 //! `TxnCommit` at the end), so a crash keeps all of them or none.
 //!
-//! Invariant: between `Core::local_run` and `LocalRun::finish`, the caller does not await
-//! (the keys are not locked: an await would let other ops in).
+//! Invariant: between `Core::local_run` and `LocalRun::finish` (or its drop), the caller
+//! does not await (the keys are not locked: an await would let other ops in, and into the
+//! open frame).
 
 use super::*;
 
@@ -92,20 +93,39 @@ impl LocalRun {
         out
     }
 
+    /// Logs the frame's `TxnCommit` if the run changed anything and has not committed yet;
+    /// the commit's LSN.
+    fn commit(&mut self) -> Result<Option<u64>> {
+        match (&self.shard, std::mem::take(&mut self.begun)) {
+            (Some(shard), true) => {
+                shard.log_marker(&Record::TxnCommit { txn: logged(self.txn) }).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Commits the run's changes (its frame's `TxnCommit`) and waits until they are as durable
     /// as the fsync policy makes a reply wait for.
-    pub async fn finish(self) -> Result<()> {
-        let Some(shard) = self.shard else { return Ok(()) };
-        let mut wait = self.wait_lsn;
-        if self.begun {
-            let lsn = shard.log_marker(&Record::TxnCommit { txn: logged(self.txn) })?;
-            if wait.is_some() {
-                wait = Some(lsn);
-            }
+    pub async fn finish(mut self) -> Result<()> {
+        let commit = self.commit()?;
+        let wait = match (self.wait_lsn, commit) {
+            (Some(_), Some(lsn)) => Some(lsn),
+            (wait, _) => wait,
+        };
+        match (&self.shard, wait) {
+            (Some(shard), Some(lsn)) => shard.wait_durable(lsn).await,
+            _ => Ok(()),
         }
-        match wait {
-            Some(lsn) => shard.wait_durable(lsn).await,
-            None => Ok(()),
+    }
+}
+
+impl Drop for LocalRun {
+    /// A run dropped without `finish` still closes its frame at once: an open frame would
+    /// take in every later record of the log, other clients' acknowledged writes included,
+    /// and recovery would drop them with it.
+    fn drop(&mut self) {
+        if let Err(e) = self.commit() {
+            tracing::error!(error = %e, "a script's changes could not be committed in the log");
         }
     }
 }
