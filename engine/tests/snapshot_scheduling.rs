@@ -36,15 +36,22 @@ fn writes_that_never_yield_schedule_one_snapshot() {
                 r.unwrap();
             }
         }
-        glommio::timer::sleep(Duration::from_secs(2)).await;
-        let (mut snapshots, mut tasks) = (0, 0);
-        for r in core.on_every_core(CoreWork::ShardInfo, "shard info").await {
-            if let CoreResult::Shards(v) = r {
-                snapshots += v.iter().map(|s| s.snapshots).sum::<u64>();
-                tasks += v.iter().map(|s| s.snapshot_tasks).sum::<u64>();
+        // Until the snapshot is done (a debug build on a loaded machine may take seconds);
+        // tasks are counted when spawned, so the count below keeps its meaning.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (mut snapshots, mut tasks) = (0, 0);
+            for r in core.on_every_core(CoreWork::ShardInfo, "shard info").await {
+                if let CoreResult::Shards(v) = r {
+                    snapshots += v.iter().map(|s| s.snapshots).sum::<u64>();
+                    tasks += v.iter().map(|s| s.snapshot_tasks).sum::<u64>();
+                }
             }
+            if snapshots >= 1 || std::time::Instant::now() > deadline {
+                break (snapshots, tasks);
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
         }
-        (snapshots, tasks)
     });
     std::fs::remove_dir_all(&dir).ok();
     let (snapshots, tasks) = snapshots;

@@ -380,5 +380,6 @@ fn expiretime_and_touch() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     assert!(q::<i64>(c, &["OBJECT", "IDLETIME", "idle"]) >= 2);
     assert_eq!(q::<i64>(c, &["TOUCH", "idle"]), 1);
-    assert_eq!(q::<i64>(c, &["OBJECT", "IDLETIME", "idle"]), 0);
+    // A whole-second clock: a second may turn between the TOUCH and the OBJECT.
+    assert!(q::<i64>(c, &["OBJECT", "IDLETIME", "idle"]) <= 1);
 }
