@@ -11,10 +11,12 @@ use shardcast_loadgen::{run, LoopMode, RunConfig, Workload};
 
 #[test]
 fn diurnal_3apps_verifies_and_tracks_shards_through_a_split() {
-    let server = Server::start("loadgen-e2e", &[]);
+    // A 100 ms tick, so the partition shows in PARTITIONS soon, and a run long enough for two
+    // splits under load to end well before it does, even on a loaded machine.
+    let server = Server::start("loadgen-e2e", &["--tick-ms", "100"]);
     let out = server.dir.join("loadgen-out");
     let mut c = RunConfig::new("127.0.0.1", server.port, Workload::load("diurnal-3apps").unwrap());
-    c.duration = Some(Duration::from_secs(4));
+    c.duration = Some(Duration::from_secs(10));
     c.interval = Duration::from_millis(500);
     c.rate = Some(3000.0);
     c.connections = 6;
