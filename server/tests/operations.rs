@@ -335,7 +335,8 @@ fn latency_monitor_shows_commands_and_engine_events() {
     std::fs::create_dir_all(&dir).unwrap();
     // Small logs, so a few hundred writes start a snapshot.
     let config = dir.join("shardcast.toml");
-    std::fs::write(&config, "snapshot-min-wal-size = \"64kb\"\nlatency-monitor-threshold = 20\n")
+    // A 200 ms threshold: no ordinary command reaches it even on a loaded machine (20 ms did).
+    std::fs::write(&config, "snapshot-min-wal-size = \"64kb\"\nlatency-monitor-threshold = 200\n")
         .unwrap();
     let config = config.to_str().unwrap().to_owned();
     let mut server = Server::start_at(
@@ -343,12 +344,12 @@ fn latency_monitor_shows_commands_and_engine_events() {
         &["--cores", "2", "--policy", "static", "--config", &config],
     );
     // Only debug builds have the delay points; the tests run them.
-    let delays = "backup:mark@60,snapshot:write@40,migration:cutover@40";
+    let delays = "backup:mark@600,snapshot:write@400,migration:cutover@400";
     server.set_env("SHARDCAST_FAULT_DELAY", Some(delays));
     server.terminate();
     server.restart();
     let mut c = server.client();
-    let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("0.04").query(&mut c).unwrap();
+    let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("0.4").query(&mut c).unwrap();
     let _: String = redis::cmd("SAVE").query(&mut c).unwrap();
     let value = "v".repeat(1000);
     for i in 0..300 {
@@ -385,13 +386,13 @@ fn latency_monitor_shows_commands_and_engine_events() {
             .clone()
     };
     let command = find("command");
-    assert!(command.1 >= 40 && command.2 >= 40, "{events:?}");
-    assert!(find("backup-cut").1 >= 60, "{events:?}");
-    assert!(find("snapshot").1 >= 40, "{events:?}");
-    assert!(find("migration-cutover").1 >= 40, "{events:?}");
+    assert!(command.1 >= 400 && command.2 >= 400, "{events:?}");
+    assert!(find("backup-cut").1 >= 600, "{events:?}");
+    assert!(find("snapshot").1 >= 400, "{events:?}");
+    assert!(find("migration-cutover").1 >= 400, "{events:?}");
     let history = run(&mut c, &["LATENCY", "HISTORY", "command"]).unwrap();
     let Value::Array(samples) = history else { panic!() };
-    // DEBUG SLEEP, SAVE and SPLIT each took over 40 ms: one sample per second they fell in.
+    // DEBUG SLEEP, SAVE and SPLIT each took over 400 ms: one sample per second they fell in.
     assert!((1..=3).contains(&samples.len()), "{samples:?}");
     assert_eq!(run(&mut c, &["LATENCY", "RESET", "command", "nosuch"]).unwrap(), Value::Int(1));
     // The other events (a slow fsync on a loaded machine may have added one).

@@ -234,14 +234,24 @@ fn history_survives_a_restart_and_a_corrupt_file_is_set_aside() {
 fn a_busy_core_is_overloaded_and_a_blocked_one_failed_then_healthy_again() {
     let srv = Server::start("telemetry-health", &["--tick-ms", "100", "--cores", "2"]);
     let url = srv.url();
-    let busy = std::thread::spawn(move || {
-        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-        let until = Instant::now() + Duration::from_millis(1500);
-        while Instant::now() < until {
-            let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("0.02").query(&mut c).unwrap();
-        }
-        let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("1").query(&mut c).unwrap();
-    });
+    // Busy until the overload is seen (three 20 ms sleeps per round trip, so the core stays
+    // above 90% busy even when the client is slow to send the next), then blocked for 1 s.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let until = Instant::now() + DEADLINE;
+            while !seen.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                let mut p = redis::pipe();
+                for _ in 0..3 {
+                    p.cmd("DEBUG").arg("SLEEP").arg("0.02").ignore();
+                }
+                p.query::<()>(&mut c).unwrap();
+            }
+            let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("1").query(&mut c).unwrap();
+        })
+    };
     let core = wait_for("an overloaded core in the log", || {
         let log = srv.log();
         let n = log
@@ -250,9 +260,16 @@ fn a_busy_core_is_overloaded_and_a_blocked_one_failed_then_healthy_again() {
             .and_then(|line| line.split("core ").nth(1)?.split(' ').next()?.parse::<usize>().ok());
         n.ok_or(log)
     });
+    seen.store(true, std::sync::atomic::Ordering::Relaxed);
     busy.join().unwrap();
-    let log = srv.log();
-    assert!(log.contains(&format!("core {core} is failed")), "{log}");
+    wait_for("the blocked core failed in the log", || {
+        let log = srv.log();
+        if log.contains(&format!("core {core} is failed")) {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
     let mut c = srv.client();
     wait_for("every core healthy again", || {
         let info: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();
