@@ -845,33 +845,36 @@ pub fn msetnx_keys(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
     args.iter().skip(1).step_by(2).cloned().collect()
 }
 
+/// MSETNX's key-value pairs, taken out of `args`; `None` (after the error reply) if a value
+/// is missing.
+fn msetnx_pairs(s: &mut Session, mut args: Vec<Vec<u8>>) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if args.len().is_multiple_of(2) {
+        s.w.error("ERR wrong number of arguments for 'msetnx' command");
+        return None;
+    }
+    Some(
+        (1..args.len())
+            .step_by(2)
+            .map(|i| (std::mem::take(&mut args[i]), std::mem::take(&mut args[i + 1])))
+            .collect(),
+    )
+}
+
 /// MSETNX inside an EXEC that holds its keys.
 pub async fn msetnx_in_exec(
     held: &shardcast_engine::runtime::txn::HeldKeys,
     s: &mut Session,
-    mut args: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
 ) {
-    if args.len().is_multiple_of(2) {
-        return s.w.error("ERR wrong number of arguments for 'msetnx' command");
-    }
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (1..args.len())
-        .step_by(2)
-        .map(|i| (std::mem::take(&mut args[i]), std::mem::take(&mut args[i + 1])))
-        .collect();
+    let Some(pairs) = msetnx_pairs(s, args) else { return };
     match msetnx_on(held, s, pairs).await {
         Ok(n) => s.w.int(n),
         Err(e) => s.w.error(&error_text(&e)),
     }
 }
 
-async fn msetnx(core: &Core, s: &mut Session, mut args: Vec<Vec<u8>>) {
-    if args.len().is_multiple_of(2) {
-        return s.w.error("ERR wrong number of arguments for 'msetnx' command");
-    }
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (1..args.len())
-        .step_by(2)
-        .map(|i| (std::mem::take(&mut args[i]), std::mem::take(&mut args[i + 1])))
-        .collect();
+async fn msetnx(core: &Core, s: &mut Session, args: Vec<Vec<u8>>) {
+    let Some(pairs) = msetnx_pairs(s, args) else { return };
     // One core: checked and set in one step there (framed in its shard's log). Keys on
     // several cores or shards: held with the engine's key locks, checked, then set.
     let owner = core.owner_of(&pairs[0].0);

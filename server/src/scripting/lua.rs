@@ -122,11 +122,12 @@ fn new_state() -> mlua::Result<Lua> {
     // real globals or outlives a run (dofile, loadfile, load, getfenv, setfenv, rawset,
     // print, coroutine), with every library behind a read-only proxy (and the table
     // functions that write raw refusing the proxies), collectgarbage limited to what changes
-    // nothing for later runs, and the string metatable hidden. `loadstring` is made per run
-    // (`make_loadstring`): source text only, its chunk in that run's environment.
+    // nothing for later runs, and the string metatable hidden. `loadstring` is made per run,
+    // at its first use (`make_loadstring`): source text only, its chunk in that run's
+    // environment.
     // The metatable of every run's environment reads through to that copy; reading a missing
     // global or creating one is an error, as in Redis.
-    let (guard, make_loadstring): (mlua::Table, mlua::Function) = lua
+    let guard: mlua::Table = lua
         .load(
             r#"local G = _G
             local readonly_tables = setmetatable({}, { __mode = "k" })
@@ -177,9 +178,16 @@ fn new_state() -> mlua::Result<Lua> {
               end
             end
             getmetatable("").__metatable = false
+            local rawset = G.rawset
             return {
               __index = function(t, k)
                 if k == "_G" then return proxy(t) end
+                if k == "loadstring" then
+                  -- Made at the run's first use, in its own environment `t`.
+                  local f = make_loadstring(t)
+                  rawset(t, k, f)
+                  return f
+                end
                 local v = frozen[k]
                 if v == nil then
                   error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
@@ -190,17 +198,14 @@ fn new_state() -> mlua::Result<Lua> {
                 error("Script attempted to create global variable '" .. tostring(k) .. "'", 2)
               end,
               __metatable = false,
-            }, make_loadstring"#,
+            }"#,
         )
         .eval()?;
     lua.set_named_registry_value(ENV_GUARD, guard)?;
-    lua.set_named_registry_value(MAKE_LOADSTRING, make_loadstring)?;
     lua.set_named_registry_value(EMPTY_ENV, lua.create_table()?)?;
     Ok(lua)
 }
 
-/// The registry name of the function that makes a run's `loadstring`.
-const MAKE_LOADSTRING: &str = "shardcast.make_loadstring";
 /// The registry name of the environment a cached chunk keeps between runs (none of a run's).
 const EMPTY_ENV: &str = "shardcast.empty_env";
 
@@ -239,22 +244,15 @@ fn redis_table(lua: &Lua) -> mlua::Result<mlua::Table> {
         })?;
         redis.set(name, f)?;
     }
-    redis.set(
-        "error_reply",
-        lua.create_function(|lua, msg: mlua::String| {
+    // redis.error_reply(msg) is {err = msg}, redis.status_reply(msg) is {ok = msg}.
+    for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
+        let f = lua.create_function(move |lua, msg: mlua::String| {
             let t = lua.create_table()?;
-            t.set("err", msg)?;
+            t.set(field, msg)?;
             Ok(t)
-        })?,
-    )?;
-    redis.set(
-        "status_reply",
-        lua.create_function(|lua, msg: mlua::String| {
-            let t = lua.create_table()?;
-            t.set("ok", msg)?;
-            Ok(t)
-        })?,
-    )?;
+        })?;
+        redis.set(name, f)?;
+    }
     redis.set(
         "sha1hex",
         lua.create_function(|_, s: mlua::String| Ok(super::sha1_hex(&s.as_bytes())))?,
@@ -301,8 +299,6 @@ pub async fn run(
         globals.set_metatable(Some(lua.named_registry_value::<mlua::Table>(ENV_GUARD)?));
         globals.raw_set("KEYS", strings(&lua, &keys)?)?;
         globals.raw_set("ARGV", strings(&lua, &argv)?)?;
-        let make_loadstring: mlua::Function = lua.named_registry_value(MAKE_LOADSTRING)?;
-        globals.raw_set("loadstring", make_loadstring.call::<mlua::Function>(globals.clone())?)?;
         chunk.set_environment(globals)?;
         let function: mlua::Function = chunk.call(())?;
         // The cached chunk must not keep this run's environment (its KEYS, ARGV) alive.
