@@ -25,7 +25,7 @@ fn a_finished_local_run_keeps_every_change() {
     let dir = common::tempdir("local-run-finished");
     let config = common::config(&dir, 1);
     let replies = on_core0(config.clone(), |core| async move {
-        let mut run = core.local_run(&keys(), AppId::UNNAMED).expect("both keys are local");
+        let mut run = core.local_run(&keys(), AppId::UNNAMED, true).expect("both keys are local");
         let first = run.run(vec![set("acct:a", "1")]);
         let second = run.run(vec![set("acct:b", "2"), get("acct:a")]);
         run.finish().await.unwrap();
@@ -41,7 +41,7 @@ fn a_local_run_cut_before_its_commit_leaves_nothing_after_recovery() {
     let dir = common::tempdir("local-run-cut");
     let config = common::config(&dir, 1);
     on_core0(config.clone(), |core| async move {
-        let mut run = core.local_run(&keys(), AppId::UNNAMED).expect("both keys are local");
+        let mut run = core.local_run(&keys(), AppId::UNNAMED, true).expect("both keys are local");
         assert!(run.run(vec![set("acct:a", "1")])[0].is_ok());
         assert!(run.run(vec![set("acct:b", "2")])[0].is_ok());
         // Cut: no commit is logged. The engine's stop syncs the log, so both changes are on
@@ -58,10 +58,11 @@ fn a_local_run_needs_its_keys_in_one_shard_of_this_core() {
     let (p, q) = common::partitions_in_two_shards(&config);
     let ok = on_core0(config, move |core| async move {
         let here = |name: &str| core.owner_of(format!("{name}:k").as_bytes()) == core.id();
-        let one = core.local_run(&[format!("{p}:x").into_bytes()], AppId::UNNAMED);
+        let one = core.local_run(&[format!("{p}:x").into_bytes()], AppId::UNNAMED, true);
         let two = core.local_run(
             &[format!("{p}:x").into_bytes(), format!("{q}:y").into_bytes()],
             AppId::UNNAMED,
+            true,
         );
         (here(&p), one.is_some(), two.is_some())
     });
@@ -75,7 +76,7 @@ fn a_dropped_local_run_closes_its_frame_so_later_writes_survive() {
     let dir = common::tempdir("local-run-dropped");
     let config = common::config(&dir, 1);
     on_core0(config.clone(), |core| async move {
-        let mut run = core.local_run(&keys(), AppId::UNNAMED).expect("both keys are local");
+        let mut run = core.local_run(&keys(), AppId::UNNAMED, true).expect("both keys are local");
         assert!(run.run(vec![set("acct:a", "1")])[0].is_ok());
         drop(run);
         // Logged after the run's records: had the frame stayed open, recovery would take this

@@ -267,11 +267,12 @@ pub async fn exec(core: &Core, shared: &Shared, s: &mut Session) {
 /// Whether a queued command takes several steps over its keys (a script's calls, RENAME's
 /// read then write): the EXEC then holds every key of every command (`exec_held`).
 fn needs_hold(spec: &Spec) -> bool {
+    matches!(spec.handler, Handler::Admin(cmd) if needs_hold_cmd(cmd))
+}
+
+fn needs_hold_cmd(cmd: AdminCmd) -> bool {
     use AdminCmd::*;
-    matches!(
-        spec.handler,
-        Handler::Admin(Eval | EvalRo | EvalSha | EvalShaRo | Rename | RenameNx | Copy | MSetNx)
-    )
+    matches!(cmd, Eval | EvalRo | EvalSha | EvalShaRo | Rename | RenameNx | Copy | MSetNx)
 }
 
 /// A queued command of a held EXEC, with its ops if it plans into ops.
@@ -312,8 +313,13 @@ async fn exec_held(core: &Core, shared: &Shared, s: &mut Session, queued: Vec<Ve
     }
     keys.sort_unstable();
     keys.dedup();
+    // Only a transaction that may write is refused for memory when it takes its locks.
+    let writes = steps.iter().any(|step| match step {
+        HeldStep::Planned(_, ops) => ops.iter().any(|op| op.mutates()),
+        HeldStep::Admin(cmd, _) => !matches!(cmd, EvalRo | EvalShaRo) && needs_hold_cmd(*cmd),
+    });
     let watch = s.watching.as_ref().map(|w| &w.0);
-    let held = core.hold_keys_watched(&keys, watch).await;
+    let held = core.hold_keys_watched(&keys, watch, writes).await;
     unwatch_all(core, s).await;
     let held = match held {
         Ok(Some(held)) => std::rc::Rc::new(held),
@@ -338,10 +344,10 @@ async fn exec_held(core: &Core, shared: &Shared, s: &mut Session, queued: Vec<Ve
                 misses += m;
             }
             HeldStep::Admin(cmd, args) => match cmd {
-                Eval => eval_in_exec(shared, s, &args, held.clone(), false, false).await,
-                EvalRo => eval_in_exec(shared, s, &args, held.clone(), false, true).await,
-                EvalSha => eval_in_exec(shared, s, &args, held.clone(), true, false).await,
-                EvalShaRo => eval_in_exec(shared, s, &args, held.clone(), true, true).await,
+                Eval => eval_in_exec(core, shared, s, &args, held.clone(), false, false).await,
+                EvalRo => eval_in_exec(core, shared, s, &args, held.clone(), false, true).await,
+                EvalSha => eval_in_exec(core, shared, s, &args, held.clone(), true, false).await,
+                EvalShaRo => eval_in_exec(core, shared, s, &args, held.clone(), true, true).await,
                 Rename => crate::rename::rename_held(&held, s, &args, false).await,
                 RenameNx => crate::rename::rename_held(&held, s, &args, true).await,
                 Copy => crate::rename::copy_held(&held, s, &args).await,

@@ -258,3 +258,35 @@ fn transfers_by_script_are_never_seen_half_done(server: &Server, ka: &str, kb: &
     let v: Vec<i64> = redis::cmd("MGET").arg(ka).arg(kb).query(&mut c).unwrap();
     assert_eq!(v, [500, 500], "{ka} {kb}");
 }
+
+/// With memory full (noeviction), read-only scripts still run, alone and inside MULTI, on one
+/// core and across both; a script that may write is refused with OOM.
+#[test]
+fn read_only_scripts_run_when_memory_is_full() {
+    let server = Server::start(
+        "script-oom",
+        &["--cores", "2", "--maxmemory", "1mb", "--maxmemory-policy", "noeviction"],
+    );
+    let mut c = server.client();
+    let (a, b) = partitions_on_both_cores(&mut c);
+    let (ka, kb) = (format!("{a}:k"), format!("{b}:k"));
+    run(&mut c, &["MSET", &ka, "1", &kb, "2"]);
+    let value = "v".repeat(1000);
+    let full = (0..5000).any(|i| {
+        redis::cmd("SET").arg(format!("{a}:fill{i}")).arg(&value).query::<()>(&mut c).is_err()
+    });
+    assert!(full, "memory never filled");
+    let get = "return redis.call('get', KEYS[1])";
+    let both = "return {redis.call('get', KEYS[1]), redis.call('get', KEYS[2])}";
+    assert_eq!(run(&mut c, &["EVAL_RO", get, "1", &ka]), "bulk-string('\"1\"')");
+    let reply = run(&mut c, &["EVAL_RO", both, "2", &ka, &kb]);
+    assert_eq!(reply, "array([bulk-string('\"1\"'), bulk-string('\"2\"')])");
+    run(&mut c, &["WATCH", &kb]);
+    run(&mut c, &["MULTI"]);
+    run(&mut c, &["EVAL_RO", both, "2", &ka, &kb]);
+    run(&mut c, &["GET", &ka]);
+    let exec = run(&mut c, &["EXEC"]);
+    assert!(exec.starts_with("array([array("), "{exec}");
+    let e = run(&mut c, &["EVAL", "return redis.call('set', KEYS[1], 'x')", "1", &ka]);
+    assert!(e.contains("OOM"), "{e}");
+}

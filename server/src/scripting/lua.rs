@@ -10,6 +10,7 @@ use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
 use shardcast_engine::runtime::txn::local::LocalRun;
 use shardcast_engine::runtime::txn::HeldKeys;
 use shardcast_engine::telemetry::AppId;
+use shardcast_engine::{Core, EvictionPolicy, EvictionSettings};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,19 @@ pub struct Run {
     pub declared: HashSet<Vec<u8>>,
     pub read_only: bool,
     pub app: AppId,
+    /// The core's memory and the eviction settings: under `noeviction` past `maxmemory`, a
+    /// command that may grow memory is refused inside the script, as Redis refuses it.
+    pub core: Rc<Core>,
+    pub eviction: Arc<EvictionSettings>,
+}
+
+impl Run {
+    fn refuses_growth(&self) -> bool {
+        let max = self.eviction.maxmemory_bytes();
+        self.eviction.policy() == EvictionPolicy::NoEviction
+            && max > 0
+            && self.core.used_memory() > max
+    }
 }
 
 /// A run as `redis.call` finds it.
@@ -473,6 +487,9 @@ async fn call_inner(run: &Run, running: &Running, args: MultiValue) -> Result<Ve
     };
     if run.read_only && spec.has("write") {
         return Err("ERR Write commands are not allowed from read-only scripts.".into());
+    }
+    if spec.has("denyoom") && run.refuses_growth() {
+        return Err("OOM command not allowed when used memory > 'maxmemory'.".into());
     }
     let mut ops = Vec::new();
     let planned = plan(cmd, spec.name, &mut argv, false, &mut ops);

@@ -169,12 +169,14 @@ pub async fn eval(
         s.affinity.note(core.owner_of(key));
     }
     // Keys all in one shard of this core: the script runs synchronously, without locks.
-    if let Some(local) = core.local_run(&call.keys, s.client.app()) {
+    // A read-only script is not refused for memory (a full memory does not refuse reads).
+    let writes = !read_only;
+    if let Some(local) = core.local_run(&call.keys, s.client.app(), writes) {
         let slot = std::rc::Rc::new(std::cell::RefCell::new(Some(local)));
         // One poll, which runs the whole script: its `redis.call`s never wait. Were one to
         // wait, other ops could interleave with its unlocked keys and its open frame, so the
         // run would be stopped rather than resumed later (`LocalRun`'s invariant).
-        let run = run_on(shared, s, call, lua::RunKeys::Local(slot.clone()), read_only);
+        let run = run_on(core, shared, s, call, lua::RunKeys::Local(slot.clone()), read_only);
         let outcome = futures_lite::future::poll_once(run).await.unwrap_or_else(|| {
             tracing::error!("a script on local keys waited; stopped");
             Err("ERR internal error: a script on local keys waited and was stopped".into())
@@ -190,11 +192,12 @@ pub async fn eval(
             (Err(text), Ok(())) => s.w.error(&text),
         };
     }
-    let held = match core.hold_keys(&call.keys).await {
-        Ok(h) => std::rc::Rc::new(h),
+    let held = match core.hold_keys_watched(&call.keys, None, writes).await {
+        Ok(Some(h)) => std::rc::Rc::new(h),
+        Ok(None) => unreachable!("no watch to fail"),
         Err(e) => return s.w.error(&error_text(&e)),
     };
-    let outcome = run_on(shared, s, call, lua::RunKeys::Held(held.clone()), read_only).await;
+    let outcome = run_on(core, shared, s, call, lua::RunKeys::Held(held.clone()), read_only).await;
     // The hold ends (and what the script wrote commits) however the script ended.
     match std::rc::Rc::try_unwrap(held) {
         Ok(held) => held.release().await,
@@ -208,6 +211,7 @@ pub async fn eval(
 
 /// An EVAL-family command inside an EXEC whose hold covers the keys the script declares.
 pub async fn eval_in_exec(
+    core: &Core,
     shared: &Shared,
     s: &mut Session,
     args: &[Vec<u8>],
@@ -216,7 +220,7 @@ pub async fn eval_in_exec(
     read_only: bool,
 ) {
     let outcome = match call_of(shared, args, by_sha) {
-        Ok(call) => run_on(shared, s, call, lua::RunKeys::Held(held), read_only).await,
+        Ok(call) => run_on(core, shared, s, call, lua::RunKeys::Held(held), read_only).await,
         Err(e) => Err(e),
     };
     match outcome {
@@ -227,6 +231,7 @@ pub async fn eval_in_exec(
 
 /// Runs `call` on its keys (`keys`); its reply as RESP, or an error text.
 async fn run_on(
+    core: &Core,
     shared: &Shared,
     s: &Session,
     call: Call,
@@ -240,6 +245,8 @@ async fn run_on(
         declared: call.keys.iter().cloned().collect(),
         read_only,
         app: s.client.app(),
+        core: core.handle(),
+        eviction: shared.config.engine.eviction.clone(),
     };
     let running = std::sync::Arc::new(lua::Running::default());
     shared.scripts.running.lock().expect("no panic holds it").push(running.clone());

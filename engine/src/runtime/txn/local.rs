@@ -27,9 +27,10 @@ pub struct LocalRun {
 impl Core {
     /// Starts a synchronous run over `keys` if they all live in one shard of this core and
     /// may be used now (none moved away, paused by a migration or backup, or locked by a
-    /// transaction), and the core has room for writes (checked once, as a lock does: no
-    /// eviction runs between the steps). `None`: take the locked path (`hold_keys`).
-    pub fn local_run(&self, keys: &[Vec<u8>], app: AppId) -> Option<LocalRun> {
+    /// transaction), and, if the run `writes`, the core has room and the shard takes writes
+    /// (checked once, as a lock does: no eviction runs between the steps). `None`: take the
+    /// locked path (`hold_keys`).
+    pub fn local_run(&self, keys: &[Vec<u8>], app: AppId, writes: bool) -> Option<LocalRun> {
         if self.draining.get() {
             return None;
         }
@@ -44,9 +45,11 @@ impl Core {
                 Route::Remote | Route::Paused(_) => return None,
             }
         }
-        if self.room_for(true).is_some()
-            || shard.as_ref().is_some_and(|s| s.check_writable().is_err())
-        {
+        let refused = || {
+            self.room_for(true).is_some()
+                || shard.as_ref().is_some_and(|s| s.check_writable().is_err())
+        };
+        if writes && refused() {
             return None;
         }
         Some(LocalRun {

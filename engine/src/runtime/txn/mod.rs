@@ -395,16 +395,20 @@ impl Core {
     /// Locks `keys` wherever they live, for work of several steps that must be atomic
     /// (RENAME reads, then writes): run the steps with `HeldKeys::run`, then `release`.
     pub async fn hold_keys(&self, keys: &[Vec<u8>]) -> Result<HeldKeys> {
-        Ok(self.hold_keys_watched(keys, None).await?.expect("no watch to fail"))
+        Ok(self.hold_keys_watched(keys, None, true).await?.expect("no watch to fail"))
     }
 
-    /// `hold_keys` for an EXEC whose steps need the keys held (a script, RENAME): the watched
-    /// keys are locked too and checked under the locks; `Ok(None)` if one changed since it
-    /// was watched (EXEC's null reply), and then nothing is held.
+    /// `hold_keys` for an EXEC whose steps need the keys held (a script, RENAME), or for a
+    /// script: the watched keys are locked too and checked under the locks; `Ok(None)` if one
+    /// changed since it was watched (EXEC's null reply), and then nothing is held. With
+    /// `writes`, each core holding keys checks it has room and takes writes (as a
+    /// transaction's phase 1 does); a read-only hold, and a core with only watched keys, do
+    /// not (a full memory does not refuse a read).
     pub async fn hold_keys_watched(
         &self,
         keys: &[Vec<u8>],
         watch: Option<&WatchSet>,
+        writes: bool,
     ) -> Result<Option<HeldKeys>> {
         let watch_keys: &[Vec<u8>] = watch.map_or(&[], |w| &w.keys);
         for attempt in 0..ATOMIC_ATTEMPTS_MAX {
@@ -434,10 +438,11 @@ impl Core {
                         flag: w.flag.clone(),
                         keys: watched.clone(),
                     });
+                    let core_writes = writes && !held.is_empty();
                     let mut keys: Vec<Vec<u8>> = held.into_iter().chain(watched).collect();
                     keys.sort_unstable();
                     keys.dedup();
-                    (c, keys, check, true)
+                    (c, keys, check, core_writes)
                 })
                 .collect();
             if let Some(cores) = self.lock_in_order(txn, requests).await? {
