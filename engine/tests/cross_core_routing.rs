@@ -68,9 +68,7 @@ fn ops_route_to_owners_and_survive_restart() {
         }
         let (_, matched) = core.scan(0, 10_000, Some(b"part1:*".to_vec())).await.unwrap();
         assert_eq!(matched.len(), 30);
-        for r in core.on_every_core(CoreWork::FlushAll, "FLUSHALL").await {
-            assert!(matches!(r, CoreResult::Done(Ok(()))));
-        }
+        core.flush_all_data().await.expect("FLUSHALL");
         assert_eq!(dbsize(&core).await, 0);
     });
     on_core0(config(&dir, 2), |core| async move {

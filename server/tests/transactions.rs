@@ -594,6 +594,41 @@ fn a_crash_between_the_steps_of_a_transaction_keeps_it_whole_or_absent() {
     }
 }
 
+/// FLUSHALL is one transaction too: a crash after every shard's part is durable but before any
+/// commit keeps every key; a crash after the first commit flushes every shard, the others'
+/// parts decided by that commit at the restart. (Unframed, each shard's Clear stood alone,
+/// and a crash between them left some shards flushed and others not.)
+#[test]
+fn a_crash_during_flushall_flushes_every_shard_or_none() {
+    for (point, flushed) in [("txn:parts-durable", false), ("txn:one-commit", true)] {
+        let name = format!("flush-crash-{}", point.replace(':', "-"));
+        let mut server = Server::start(&name, &["--cores", "2"]);
+        let mut c = server.client();
+        let (a, b) = partitions_on_both_cores(&mut c);
+        let keys = [format!("{a}:x"), format!("{b}:y"), "plain".to_owned()];
+        run(&mut c, &["MSET", &keys[0], "1", &keys[1], "2", &keys[2], "3"]);
+        server.terminate();
+        server.set_env("SHARDCAST_FAULT_POINT", Some(point));
+        server.restart();
+        let reply = redis::cmd("FLUSHALL").query::<Value>(&mut server.client());
+        assert!(reply.is_err(), "{point}: FLUSHALL answered {reply:?} instead of crashing");
+        assert!(server.wait_died(DEADLINE), "{point} was not reached");
+        server.set_env("SHARDCAST_FAULT_POINT", None);
+        server.restart();
+        let want: Vec<Option<String>> = match flushed {
+            true => vec![None, None, None],
+            false => vec![Some("1".into()), Some("2".into()), Some("3".into())],
+        };
+        for round in ["the restart", "a second restart"] {
+            let got: Vec<Option<String>> =
+                redis::cmd("MGET").arg(&keys[..]).query(&mut server.client()).unwrap();
+            assert_eq!(got, want, "after a crash at {point}, {round}");
+            server.terminate();
+            server.restart();
+        }
+    }
+}
+
 /// kill -9 while clients move money between accounts, on one core (one shard: a framed
 /// step) and across cores (parts and commits), several times: after every restart the total
 /// is unchanged, whatever the crash cut.

@@ -163,19 +163,9 @@ impl Core {
     pub(super) async fn flush_all_locked(&self) -> Result<()> {
         let _permit = self.migration_lock.acquire_permit(1).await.map_err(|_| closed())?;
         self.check_rebalance_usable()?;
-        let mut first = Ok(());
-        // Every core held: a transaction lands wholly before the flush or wholly after it.
-        let flushed = self
-            .with_every_core_held("FLUSHALL", self.on_every_core(CoreWork::FlushAll, "FLUSHALL"))
-            .await?;
-        for r in flushed {
-            if let CoreResult::Done(Err(e)) = r {
-                if first.is_ok() {
-                    first = Err(e);
-                }
-            }
-        }
-        first
+        // Every core held: a transaction lands wholly before the flush or wholly after it;
+        // and the flush is itself one transaction, so a crash keeps all of it or none.
+        self.with_every_core_held("FLUSHALL", self.flush_all_framed()).await?
     }
 
     pub fn migration_counters(&self) -> &MigrationCounters {

@@ -2,7 +2,7 @@
 //! flushes and snapshots of every shard.
 
 use super::*;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::glob::glob_match;
 use crate::routing::Position;
 use crate::runtime::work::SET_IF_NONE_EXIST_SEVERAL_SHARDS;
@@ -42,14 +42,6 @@ impl Core {
                 let result = Box::new(Box::pin(self.run_work(*work)).await);
                 CoreResult::AtEpoch { epoch, result }
             }
-            CoreWork::FlushAll if self.draining.get() => {
-                CoreResult::Done(Err(EngineError::Unavailable { reason: "shutting down".into() }))
-            }
-            CoreWork::FlushAll => {
-                let r = self.flush_all_keys().await;
-                self.publish_memory();
-                CoreResult::Done(r)
-            }
             CoreWork::ShardInfo => CoreResult::Shards(self.shard_summaries()),
             CoreWork::Txn(work) => Box::pin(self.run_txn_work(work)).await,
             CoreWork::SetIfNoneExist(pairs) => match self.set_if_none_exist(pairs).await {
@@ -66,19 +58,6 @@ impl Core {
                 CoreResult::Scan(self.scan_local(cursor, count, pattern.as_deref()))
             }
         }
-    }
-
-    pub(super) async fn flush_all_keys(&self) -> Result<()> {
-        let shards = self.local_shards();
-        for shard in shards {
-            if !shard.is_serving() {
-                continue;
-            }
-            if let Some(lsn) = shard.clear()? {
-                shard.wait_durable(lsn).await?;
-            }
-        }
-        Ok(())
     }
 
     pub(super) fn shard_summaries(&self) -> Vec<ShardSummary> {

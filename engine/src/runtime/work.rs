@@ -13,20 +13,11 @@ pub const SET_IF_NONE_EXIST_SEVERAL_SHARDS: u64 = 2;
 pub enum CoreWork {
     /// Ops whose keys the receiving core owned when they were sent; `hops` counts forwards;
     /// `app` is the client's application (for the statistics).
-    Ops {
-        ops: Vec<Op>,
-        hops: u32,
-        app: crate::telemetry::AppId,
-    },
+    Ops { ops: Vec<Op>, hops: u32, app: crate::telemetry::AppId },
     /// Keys on the core (expired ones not yet collected included, as Redis's DBSIZE).
     DbSize,
-    FlushAll,
     /// Up to `count` entries at scan position >= `cursor`, filtered by `pattern`.
-    Scan {
-        cursor: u64,
-        count: usize,
-        pattern: Option<Vec<u8>>,
-    },
+    Scan { cursor: u64, count: usize, pattern: Option<Vec<u8>> },
     /// A summary of every local shard.
     ShardInfo,
     /// Sets every pair only if none of the keys exists, atomically (all keys on this core).
@@ -34,14 +25,9 @@ pub enum CoreWork {
     /// if the keys live in several shards (nothing done: the caller holds them instead).
     SetIfNoneExist(Vec<(Vec<u8>, Vec<u8>)>),
     /// A random live key of this core, if it has any.
-    RandomKey {
-        seed: u64,
-    },
+    RandomKey { seed: u64 },
     /// Every live key matching `pattern` (all if `None`), up to `max`: one pass (KEYS).
-    Keys {
-        pattern: Option<Vec<u8>>,
-        max: usize,
-    },
+    Keys { pattern: Option<Vec<u8>>, max: usize },
     /// Migration steps (see `coordinator`).
     Migration(crate::runtime::migration_steps::MigrationWork),
     /// Backup steps (see `backup`).

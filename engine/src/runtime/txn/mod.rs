@@ -20,6 +20,7 @@
 //! in the same FIFO; a migration or backup cannot start on a core while a transaction holds
 //! keys there, and a transaction that finds one started lets go before it waits.
 
+mod flush;
 pub mod local;
 pub mod locks;
 pub mod watch;
@@ -95,6 +96,8 @@ pub enum TxnWork {
     Unlock { txn: TxnId },
     /// Wait until no migration or backup pauses `keys` here.
     WaitOpen { keys: Vec<Vec<u8>> },
+    /// A FLUSHALL's part here: every serving shard cleared, framed for `txn` (`flush.rs`).
+    FlushPart { txn: TxnId },
 }
 
 /// The answer to `TxnWork`.
@@ -523,11 +526,12 @@ impl Core {
     /// part and waits until each commit is durable; otherwise forgets the parts (a crash
     /// drops them all: the transaction is applied in memory, as a write whose log failed is,
     /// and its ops answered the error). Runs before the unlock, so no snapshot (which waits
-    /// for the locks) takes in a part whose commit is not durable everywhere.
-    async fn settle(&self, txn: TxnId, applied: &Applied) {
+    /// for the locks) takes in a part whose commit is not durable everywhere. Whether the
+    /// transaction committed (or had nothing to commit).
+    async fn settle(&self, txn: TxnId, applied: &Applied) -> bool {
         let total: usize = applied.shards.values().sum();
         if total == 0 {
-            return;
+            return true;
         }
         let cores: Vec<usize> = applied.shards.keys().copied().collect();
         // One shard: its parts and its commit are in one log, read back as a prefix, so the
@@ -544,7 +548,7 @@ impl Core {
                 for &c in &cores {
                     self.on_core(c, CoreWork::Txn(TxnWork::Forget { txn })).await;
                 }
-                return;
+                return false;
             }
             crate::fault_point!("txn:parts-durable");
         }
@@ -554,6 +558,7 @@ impl Core {
                 crate::fault_point!("txn:one-commit");
             }
         }
+        true
     }
 
     /// Releases `txn` on `cores`, all at once, and waits until each has.
@@ -680,6 +685,7 @@ impl Core {
                 self.txn_parts.borrow_mut().remove(&txn);
                 TxnAnswer::Done
             }
+            TxnWork::FlushPart { txn } => self.flush_part_here(txn),
             TxnWork::Unlock { txn } => {
                 self.locks.borrow_mut().release(txn);
                 TxnAnswer::Done
