@@ -371,6 +371,10 @@ impl Aggregator {
             mode: if self.open { "open" } else { "closed" },
             duration_s: self.cfg_summary.5,
             elapsed_s,
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .saturating_sub(elapsed.as_millis() as u64),
             connections: self.cfg_summary.1,
             pipeline: self.cfg_summary.2,
             threads: self.cfg_summary.3,
@@ -446,6 +450,9 @@ pub struct Report {
     pub mode: &'static str,
     pub duration_s: f64,
     pub elapsed_s: f64,
+    /// When the run's clock started (interval `start_s` 0), in ms since the Unix epoch: the
+    /// intervals' times on the wall clock, to line them up with a server's own events.
+    pub started_unix_ms: u64,
     pub connections: u32,
     pub pipeline: u32,
     pub threads: u32,
@@ -574,6 +581,7 @@ impl Report {
         j.key("mode").str(self.mode);
         j.key("duration_s").num(self.duration_s);
         j.key("elapsed_s").num(self.elapsed_s);
+        j.key("started_unix_ms").num(self.started_unix_ms as f64);
         j.key("connections").num(self.connections as f64);
         j.key("pipeline").num(self.pipeline as f64);
         j.key("threads").num(self.threads as f64);

@@ -9,7 +9,7 @@ mod common;
 
 use common::Server;
 use shardcast_loadgen::{run, LoopMode, RunConfig, Workload};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const DAY_S: f64 = 30.0;
 const DAYS: f64 = 6.0;
@@ -31,10 +31,6 @@ ops = { get = 0.7, set = 0.3 }
 # 135 ops/s at midnight, 1,665 at noon.
 rate = { type = "diurnal", mean = 900, daily_amplitude = 0.85, peak_hour = 12, seed = 1 }
 "#;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
 
 /// `SHARDCAST EXPLAIN` entries as field maps.
 fn explanations(server: &Server) -> Vec<std::collections::HashMap<String, String>> {
@@ -80,8 +76,10 @@ fn predictive_policy_splits_before_the_daily_peak_and_merges_after() {
     c.mode = LoopMode::Open;
     c.verify = true;
     c.out_dir = Some(out.clone());
-    let started_ms = now_ms();
     let r = run(&c).unwrap();
+    // The run's own clock origin: taken before `run`, it would include the connection setup
+    // and shift every phase (on a loaded machine, by more than the margins below).
+    let started_ms = r.started_unix_ms;
     assert_eq!(r.errors, 0, "{}", r.table());
     assert_eq!(r.verify_failures(), 0, "{}", r.table());
     assert!(r.verify.unwrap().checked > 1000, "{}", r.table());
