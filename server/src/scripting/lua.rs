@@ -79,8 +79,8 @@ pub struct Running {
 
 /// Checks that `source` compiles (SCRIPT LOAD).
 pub fn compile_check(source: &[u8]) -> Result<(), String> {
-    let lua = core_state().map_err(|e| format!("ERR {e}"))?;
-    compile(&lua, source).map(|_| ())
+    let state = core_state().map_err(|e| format!("ERR {e}"))?;
+    compile(&state.lua, source).map(|_| ())
 }
 
 /// Compiles `source` as Redis does, into the body of a function (`function f_<sha>() ...
@@ -126,7 +126,7 @@ fn compiled(lua: &Lua, sha: &str, source: &[u8]) -> Result<mlua::Function, Strin
     })
 }
 
-fn new_state() -> mlua::Result<Lua> {
+fn new_state() -> mlua::Result<CoreLua> {
     let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE | StdLib::MATH, LuaOptions::default())?;
     lua.set_memory_limit(SCRIPT_MEMORY_MAX)?;
     super::libs::install(&lua, &lua.globals())?;
@@ -215,21 +215,24 @@ fn new_state() -> mlua::Result<Lua> {
             }"#,
         )
         .eval()?;
-    lua.set_named_registry_value(ENV_GUARD, guard)?;
-    lua.set_named_registry_value(EMPTY_ENV, lua.create_table()?)?;
-    Ok(lua)
+    let empty_env = lua.create_table()?;
+    Ok(CoreLua { lua, env_guard: guard, empty_env })
 }
 
-/// The registry name of the environment a cached chunk keeps between runs (none of a run's).
-const EMPTY_ENV: &str = "shardcast.empty_env";
-
-/// The registry name of the environments' metatable.
-const ENV_GUARD: &str = "shardcast.env_guard";
+/// A core's Lua state and the tables every run uses.
+#[derive(Clone)]
+struct CoreLua {
+    lua: Lua,
+    /// The metatable of every run's environment (reads fall through to the frozen globals).
+    env_guard: mlua::Table,
+    /// The environment a cached chunk keeps between runs (none of a run's).
+    empty_env: mlua::Table,
+}
 
 thread_local! {
     /// This core's Lua state, made at its first script and kept (each run has its own
     /// environment table in it; `new_state`).
-    static STATE: std::cell::RefCell<Option<Lua>> = const { std::cell::RefCell::new(None) };
+    static STATE: std::cell::RefCell<Option<CoreLua>> = const { std::cell::RefCell::new(None) };
     /// This core's compiled scripts, by SHA-1 (`compiled`).
     static COMPILED: std::cell::RefCell<(HashMap<String, mlua::Function>, usize)> =
         std::cell::RefCell::new((HashMap::new(), 0));
@@ -279,14 +282,14 @@ fn redis_table(lua: &Lua) -> mlua::Result<mlua::Table> {
 }
 
 /// This core's Lua state.
-fn core_state() -> mlua::Result<Lua> {
+fn core_state() -> mlua::Result<CoreLua> {
     STATE.with(|cell| {
-        if let Some(lua) = cell.borrow().as_ref() {
-            return Ok(lua.clone());
+        if let Some(state) = cell.borrow().as_ref() {
+            return Ok(state.clone());
         }
-        let lua = new_state()?;
-        *cell.borrow_mut() = Some(lua.clone());
-        Ok(lua)
+        let state = new_state()?;
+        *cell.borrow_mut() = Some(state.clone());
+        Ok(state)
     })
 }
 
@@ -304,19 +307,20 @@ pub async fn run(
     run: Run,
     running: Arc<Running>,
 ) -> Result<Vec<u8>, String> {
-    let lua = core_state().map_err(|e| format!("ERR {e}"))?;
+    let state = core_state().map_err(|e| format!("ERR {e}"))?;
+    let lua = &state.lua;
     let (started, limit) = (run.started, run.time_limit);
-    let chunk = compiled(&lua, sha, source)?;
+    let chunk = compiled(lua, sha, source)?;
     let setup = || -> mlua::Result<mlua::Thread> {
         // This run's globals: its own table over the shared libraries.
         let globals = lua.create_table()?;
-        globals.set_metatable(Some(lua.named_registry_value::<mlua::Table>(ENV_GUARD)?));
-        globals.raw_set("KEYS", strings(&lua, &keys)?)?;
-        globals.raw_set("ARGV", strings(&lua, &argv)?)?;
+        globals.set_metatable(Some(state.env_guard.clone()));
+        globals.raw_set("KEYS", strings(lua, &keys)?)?;
+        globals.raw_set("ARGV", strings(lua, &argv)?)?;
         chunk.set_environment(globals)?;
         let function: mlua::Function = chunk.call(())?;
         // The cached chunk must not keep this run's environment (its KEYS, ARGV) alive.
-        chunk.set_environment(lua.named_registry_value(EMPTY_ENV)?)?;
+        chunk.set_environment(state.empty_env.clone())?;
         // The script runs in its own coroutine (redis.call awaits the engine there), which
         // the hook must be set on: Lua 5.1's hooks are per thread.
         lua.create_thread(function)

@@ -95,7 +95,14 @@ impl ScriptCache {
 
 /// The SHA-1 of `source` in lower-case hex, as Redis names scripts.
 pub fn sha1_hex(source: &[u8]) -> String {
-    sha1_smol::Sha1::from(source).digest().to_string()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = sha1_smol::Sha1::from(source).digest().bytes();
+    let mut out = String::with_capacity(40);
+    for b in digest {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
 }
 
 /// A script ready to run: its source and its KEYS and ARGV.
