@@ -14,15 +14,43 @@ use shardcast_engine::{Core, CoreResult, CoreWork, EngineError, LayoutChange};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// How long core 1 stops answering.
-const SILENCE: Duration = Duration::from_secs(3);
+/// The longest core 1 stays silent: it answers again when the test lets it (`Release`), or
+/// after this if the test fails first.
+const SILENCE_MAX: Duration = Duration::from_secs(60);
 /// The deadline for another core's answer in these tests.
 const ANSWER_WAIT_MS: u64 = 400;
+/// Far longer than a give-up takes (the answer wait and a rollback), far shorter than
+/// `SILENCE_MAX`: a step that waited for the silent core fails the test.
+const GIVE_UP_MAX: Duration = Duration::from_secs(10);
 
-async fn silence_core_1(core: &Rc<Core>) {
-    core.run_on(1, Box::new(|_| std::thread::sleep(SILENCE))).await.expect("send to core 1");
+/// Lets core 1 answer again when sent to (or dropped).
+type Release = std::sync::mpsc::Sender<()>;
+
+/// Blocks core 1's thread until released: a fixed silence would end by itself on a slow
+/// machine before the steps that must give up on it had run.
+async fn silence_core_1(core: &Rc<Core>) -> Release {
+    let (release, silenced) = std::sync::mpsc::channel::<()>();
+    let block = move |_: Rc<Core>| {
+        let _ = silenced.recv_timeout(SILENCE_MAX);
+    };
+    core.run_on(1, Box::new(block)).await.expect("send to core 1");
     // Let core 1 take the job before anything else is sent to it.
     glommio::timer::sleep(Duration::from_millis(50)).await;
+    release
+}
+
+/// Lets core 1 go and waits until it answers again.
+async fn release_core_1(core: &Rc<Core>, release: Release) {
+    drop(release);
+    let deadline = Instant::now() + SILENCE_MAX;
+    loop {
+        let answers = core.on_every_core(CoreWork::ShardInfo, "shard info").await;
+        if answers.iter().all(|a| matches!(a, CoreResult::Shards(_))) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "core 1 never answered again");
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[test]
@@ -31,17 +59,17 @@ fn fan_outs_give_up_on_a_silent_core_and_name_it() {
     let mut config = common::config(&dir, 2);
     config.core_answer_wait_ms = ANSWER_WAIT_MS;
     let (flush, info, flush_after) = on_core0(config, |core| async move {
-        silence_core_1(&core).await;
+        let release = silence_core_1(&core).await;
         let t = Instant::now();
         let flush = (core.flush_all_data().await, t.elapsed());
         let t = Instant::now();
         let info = core.on_every_core(CoreWork::ShardInfo, "shard info").await;
         let info = (info, t.elapsed());
         // Once core 1 answers again, FLUSHALL works: the migration lock was released.
-        glommio::timer::sleep(SILENCE).await;
+        release_core_1(&core, release).await;
         (flush, info, core.flush_all_data().await)
     });
-    let limit = Duration::from_millis(ANSWER_WAIT_MS) + Duration::from_secs(1);
+    let limit = GIVE_UP_MAX;
     match flush {
         (Err(EngineError::CoreTimeout { core: 1, what: "FLUSHALL", .. }), took) => {
             assert!(took < limit, "FLUSHALL took {took:?}")
@@ -87,10 +115,10 @@ fn migration_with_silent_core_1(home_core: usize) {
         assert!(replies.iter().all(|r| r.is_ok()));
         let to_core = 1 - home_core;
         let carve = || LayoutChange::CarveOut { partition: partition.clone(), from_shard, to_core };
-        silence_core_1(&core).await;
+        let release = silence_core_1(&core).await;
         let t = Instant::now();
         let first = (core.change_layout(carve(), ChangedBy::Operator).await, t.elapsed());
-        glommio::timer::sleep(SILENCE).await;
+        release_core_1(&core, release).await;
         let second = core.change_layout(carve(), ChangedBy::Operator).await;
         let read = core.execute(keys.iter().map(|k| get(k)).collect()).await;
         (first, second, read, keys)
@@ -98,7 +126,7 @@ fn migration_with_silent_core_1(home_core: usize) {
     match first {
         (Err(EngineError::MigrationAbandoned { cause, .. }), took) => {
             assert!(matches!(*cause, EngineError::CoreTimeout { core: 1, .. }), "{cause}");
-            assert!(took < SILENCE, "the rollback took {took:?}");
+            assert!(took < GIVE_UP_MAX, "the rollback took {took:?}");
         }
         other => panic!("expected a rolled-back migration, got {other:?}"),
     }

@@ -371,19 +371,37 @@ impl Core {
                 };
             }
         }
+        // A core that does not answer a step here still gets the work (its queue keeps it, and
+        // it runs the work when it answers again); it is not waited for again.
+        let mut silent = std::collections::BTreeSet::new();
         let abort = MigrationWork::Abort { source: m.source, migration };
         for c in [target_core, source_core] {
             if let Err(e) = self.step(c, abort.clone()).await {
+                if matches!(e, EngineError::CoreTimeout { .. }) {
+                    silent.insert(c);
+                }
                 tracing::error!(core = c, error = %e, "abandoning a migration");
             }
         }
         // Same epoch; the partition is now mapped and its next shard number moved on.
         let rolled = Arc::new(rolled);
         for c in 0..self.config.cores {
-            let _ = self.step(c, MigrationWork::Install(rolled.clone())).await;
+            let installed = self.step(c, MigrationWork::Install(rolled.clone())).await;
+            if let Err(EngineError::CoreTimeout { .. }) = installed {
+                silent.insert(c);
+            }
         }
         for c in 0..self.config.cores {
-            let _ = self.step(c, MigrationWork::Tidy).await;
+            // A tidy may take long (`TIDY_WAIT_MAX`), but not on a core that is not answering.
+            let tidy = CoreWork::Migration(MigrationWork::Tidy);
+            match silent.contains(&c) {
+                true => {
+                    self.on_core_within(c, tidy, self.step_wait(), "a migration step").await;
+                }
+                false => {
+                    let _ = self.step(c, MigrationWork::Tidy).await;
+                }
+            }
         }
         tracing::warn!(partition = %partition_display(&m.partition), error = %cause, "migration rolled back");
         EngineError::MigrationAbandoned {
