@@ -6,10 +6,8 @@
 
 mod common;
 
-use common::{partitions_on_both_cores, Redis, Server};
+use common::{partitions_on_both_cores, spawn_readers, Redis, Server};
 use redis::Value;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn run(c: &mut redis::Connection, args: &[&str]) -> String {
@@ -212,21 +210,11 @@ fn transfers_by_script_are_never_seen_half_done(server: &Server, ka: &str, kb: &
                   local y = tonumber(redis.call('get', KEYS[2])) \
                   redis.call('set', KEYS[1], x - ARGV[1]) \
                   redis.call('set', KEYS[2], y + ARGV[1]) return x - ARGV[1]";
-    let stop = Arc::new(AtomicBool::new(false));
-    let reads = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut c, stop, reads) = (server.client(), stop.clone(), reads.clone());
-            let (ka, kb) = (ka.to_owned(), kb.to_owned());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let v: Vec<i64> = redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut c).unwrap();
-                    assert_eq!(v[0] + v[1], 1000, "a script seen half done: {v:?}");
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let (ra, rb) = (ka.to_owned(), kb.to_owned());
+    let readers = spawn_readers(server, 2, move |c| {
+        let v: Vec<i64> = redis::cmd("MGET").arg(&ra).arg(&rb).query(c).unwrap();
+        assert_eq!(v[0] + v[1], 1000, "a script seen half done: {v:?}");
+    });
     let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(script).query(&mut c).unwrap();
     let writers: Vec<_> = (0..2)
         .map(|_| {
@@ -250,11 +238,7 @@ fn transfers_by_script_are_never_seen_half_done(server: &Server, ka: &str, kb: &
     for w in writers {
         w.join().expect("a writer failed");
     }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.join().expect("a reader saw a torn script");
-    }
-    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert!(readers.stop("a reader saw a torn script") > 0);
     let v: Vec<i64> = redis::cmd("MGET").arg(ka).arg(kb).query(&mut c).unwrap();
     assert_eq!(v, [500, 500], "{ka} {kb}");
 }

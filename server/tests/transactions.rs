@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{partitions_on_both_cores, Redis, Server};
+use common::{partitions_on_both_cores, spawn_readers, Redis, Server};
 use redis::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -445,25 +445,13 @@ fn a_transaction_with_a_script_and_a_rename_is_atomic_across_cores() {
     run(&mut c, &["MSET", &acc_a, "100", &acc_b, "0", &ka, "payload"]);
     let transfer = "redis.call('decrby', KEYS[1], ARGV[1]) \
                     return redis.call('incrby', KEYS[2], ARGV[1])";
-    let stop = Arc::new(AtomicBool::new(false));
-    let reads = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut c, stop, reads) = (server.client(), stop.clone(), reads.clone());
-            let keys = [acc_a.clone(), acc_b.clone(), ka.clone(), kb.clone()];
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let v: Vec<Option<String>> =
-                        redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
-                    let total: i64 =
-                        v[..2].iter().flatten().map(|x| x.parse::<i64>().unwrap()).sum();
-                    assert_eq!(total, 100, "a torn transfer: {v:?}");
-                    assert_eq!(v[2..].iter().flatten().count(), 1, "a torn rename: {v:?}");
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let keys = [acc_a.clone(), acc_b.clone(), ka.clone(), kb.clone()];
+    let readers = spawn_readers(&server, 2, move |c| {
+        let v: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(c).unwrap();
+        let total: i64 = v[..2].iter().flatten().map(|x| x.parse::<i64>().unwrap()).sum();
+        assert_eq!(total, 100, "a torn transfer: {v:?}");
+        assert_eq!(v[2..].iter().flatten().count(), 1, "a torn rename: {v:?}");
+    });
     let mut balance_a = 100;
     for i in 0..300 {
         balance_a += if i % 2 == 0 { -(1 + i % 7) } else { 1 + i % 7 };
@@ -484,11 +472,7 @@ fn a_transaction_with_a_script_and_a_rename_is_atomic_across_cores() {
         let (_, ok): (i64, String) = p.query(&mut c).unwrap();
         assert_eq!(ok, "OK");
     }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.join().expect("a reader saw a torn transaction");
-    }
-    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert!(readers.stop("a reader saw a torn transaction") > 0);
     let v: Vec<Option<String>> =
         redis::cmd("MGET").arg(&acc_a).arg(&acc_b).arg(&ka).query(&mut c).unwrap();
     let want = [balance_a.to_string(), (100 - balance_a).to_string(), "payload".into()];
@@ -524,31 +508,16 @@ fn rename_across_cores_is_atomic() {
     let (a, b) = partitions_on_both_cores(&mut c);
     let (ka, kb) = (format!("{a}:moving"), format!("{b}:moving"));
     run(&mut c, &["SET", &ka, "payload"]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let reads = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut c, stop, reads) = (server.client(), stop.clone(), reads.clone());
-            let (ka, kb) = (ka.clone(), kb.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let v: Vec<Option<String>> =
-                        redis::cmd("MGET").arg(&ka).arg(&kb).query(&mut c).unwrap();
-                    assert_eq!(v.iter().flatten().count(), 1, "seen under both or neither: {v:?}");
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let (ra, rb) = (ka.clone(), kb.clone());
+    let readers = spawn_readers(&server, 2, move |c| {
+        let v: Vec<Option<String>> = redis::cmd("MGET").arg(&ra).arg(&rb).query(c).unwrap();
+        assert_eq!(v.iter().flatten().count(), 1, "seen under both or neither: {v:?}");
+    });
     for i in 0..2000 {
         let (from, to) = if i % 2 == 0 { (&ka, &kb) } else { (&kb, &ka) };
         assert_eq!(run(&mut c, &["RENAME", from, to]), "ok");
     }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.join().expect("a reader saw a torn rename");
-    }
-    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert!(readers.stop("a reader saw a torn rename") > 0);
     assert_eq!(get(&mut c, &ka), Some("payload".into()));
 }
 

@@ -374,3 +374,47 @@ pub fn partitions_on_both_cores(c: &mut redis::Connection) -> (String, String) {
     let on = |core| names.iter().find(|p| core_of_partition(&rows, p) == core).cloned();
     (on(0).expect("a core-0 partition"), on(1).expect("a core-1 partition"))
 }
+
+/// Readers that check an invariant over and over while a test changes the data: each runs
+/// `check` on its own connection until `stop`; a failed check panics its thread.
+pub struct Readers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts `n` readers running `check` (see `Readers`).
+pub fn spawn_readers(
+    server: &Server,
+    n: usize,
+    check: impl Fn(&mut redis::Connection) + Send + Clone + 'static,
+) -> Readers {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let reads = std::sync::Arc::new(AtomicU64::new(0));
+    let threads = (0..n)
+        .map(|_| {
+            let (mut c, stop, reads, check) =
+                (server.client(), stop.clone(), reads.clone(), check.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    check(&mut c);
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    Readers { stop, reads, threads }
+}
+
+impl Readers {
+    /// Stops the readers; panics with `what` if a check failed. The number of checks made.
+    pub fn stop(self, what: &str) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect(what);
+        }
+        self.reads.load(Ordering::Relaxed)
+    }
+}
